@@ -1,0 +1,176 @@
+"""Attribution: which layer, image and container a path inside a Docker data root belongs to.
+
+Given ``/var/lib/docker/overlay2/<id>/diff/etc/passwd`` (found on a disk, in a timeline, in a
+YARA hit), say which layer ``<id>`` is, which images hold it, which containers use it (as an image
+layer, init layer or their own RW layer), and the path inside the container (``/etc/passwd``).
+A layer nothing references any more is reported as such, with what remains about it (its
+``lower`` chain names the image layers a removed container sat on).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from ..engines.docker import DockerHost
+from ..engines.docker.root import DockerRoot
+from ..evidence import normalize
+from ..records import Attribution
+
+# driver directory patterns below a data root: (regex, driver, role hint)
+_PATTERNS = [
+    (re.compile(r"^overlay2/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$"), "overlay2"),
+    (re.compile(r"^overlay2/(?P<id>[^/]+)(?P<meta>/(?:link|lower|work)(?:/.*)?)?$"), "overlay2"),
+    (re.compile(r"^overlay/(?P<id>[^/]+)/(?:root|upper|merged)(?P<rest>/.*)?$"), "overlay"),
+    (re.compile(r"^aufs/(?:diff|mnt)/(?P<id>[^/]+)(?P<rest>/.*)?$"), "aufs"),
+    (re.compile(r"^vfs/dir/(?P<id>[^/]+)(?P<rest>/.*)?$"), "vfs"),
+    (re.compile(r"^btrfs/subvolumes/(?P<id>[^/]+)(?P<rest>/.*)?$"), "btrfs"),
+]
+_VOLUME = re.compile(r"^volumes/(?P<name>[^/]+)(?:/_data(?P<rest>/.*)?)?$")
+_CONTAINER = re.compile(r"^containers/(?P<id>[0-9a-f]{64})(?P<rest>/.*)?$")
+_ANY_ROOT = re.compile(r"^(?P<root>.*?)/(?=(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)/)")
+
+
+def _split(host: DockerHost, path: str) -> tuple[DockerRoot | None, str | None, str]:
+    """(data root, path relative to it, the data root path as named) for an evidence path.
+
+    A path that is not below a data root of this evidence (a path recovered from another disk,
+    say) is matched by its shape: whatever precedes ``/overlay2/`` etc. is taken as the root.
+    """
+    path = normalize(path)
+    for root in sorted(host.roots, key=lambda r: -len(r.path)):
+        prefix = root.path.rstrip("/") + "/"
+        if root.path == "/" or path.startswith(prefix):
+            rel = path[len(prefix) :] if root.path != "/" else path.lstrip("/")
+            return root, rel, root.path
+    m = _ANY_ROOT.match(path)
+    if m:
+        return (
+            (host.roots[0] if len(host.roots) == 1 else None),
+            path[len(m.group("root")) + 1 :],
+            m.group("root") or "/",
+        )
+    return None, None, ""
+
+
+def whence(host: DockerHost, path: str) -> Attribution:
+    """Attribute an evidence path (or a path seen on the original host) to layers/containers."""
+    root, rel, root_name = _split(host, path)
+    a = Attribution(host_path=normalize(path), data_root=root_name or None)
+    if rel is None:
+        a.notes.append("not below a Docker data root (no overlay2/, aufs/, volumes/ ... component)")
+        return a
+    if root is None and host.roots:
+        root = host.roots[0]
+        a.notes.append(f"path names data root {root_name}; matched against {root.path} of the evidence")
+    containers = host.containers()
+    images = host.images()
+
+    m = _VOLUME.match(rel)
+    if m:
+        name = m.group("name")
+        rest = m.group("rest") or "/"
+        a.layer_kind = "volume"
+        a.layer = name
+        for c in containers:
+            for mnt in c.mounts:
+                if mnt.type == "volume" and mnt.name == name:
+                    a.containers.append(c.id)
+                    if a.container_path is None:
+                        a.container_path = posixpath.normpath(mnt.destination + rest)
+        if not a.containers:
+            a.notes.append("volume used by no container on record")
+        return a
+
+    m = _CONTAINER.match(rel)
+    if m:
+        a.layer_kind = "container-metadata"
+        cid = m.group("id")
+        a.containers.append(cid)
+        rest = m.group("rest") or "/"
+        known = {c.id for c in containers}
+        if cid not in known:
+            a.notes.append("container directory of a container with no readable config")
+        if rest.startswith("/checkpoints/"):
+            a.notes.append("CRIU checkpoint of the container")
+        elif rest.endswith("-json.log") or "/local-logs/" in rest:
+            a.notes.append("container log file")
+        return a
+
+    for pattern, driver in _PATTERNS:
+        m = pattern.match(rel)
+        if not m:
+            continue
+        layer_id = m.group("id")
+        a.driver = driver
+        a.layer = layer_id
+        groups = m.groupdict()
+        if groups.get("meta") is not None:
+            a.notes.append("storage driver bookkeeping of the layer, not container contents")
+        elif "rest" in groups:
+            a.container_path = groups.get("rest") or "/"
+        _attribute_layer(host, root, driver, layer_id, a, containers, images)
+        return a
+
+    if rel.startswith("image/"):
+        a.layer_kind = "image-metadata"
+        a.notes.append("image/layer metadata of the engine")
+        return a
+    a.notes.append("below a data root but in no layer, volume or container directory")
+    return a
+
+
+def _attribute_layer(host, root, driver, layer_id, a: Attribution, containers, images) -> None:
+    if root is None:
+        return
+    for info in root.layers(driver).values():
+        if info.cache_id == layer_id:
+            a.layer_kind = "image"
+            a.chain_id = info.chain_id
+            a.diff_id = info.diff_id
+            break
+    for c in containers:
+        if c.data_root != root.path:
+            continue
+        if c.rw_layer == layer_id:
+            a.layer_kind = "rw"
+            a.containers.append(c.id)
+        elif c.init_layer == layer_id:
+            a.layer_kind = "init"
+            a.containers.append(c.id)
+        elif a.chain_id and any(layer.chain_id == a.chain_id for layer in c.layers):
+            a.containers.append(c.id)
+    if a.chain_id:
+        for img in images:
+            if img.data_root == root.path and a.chain_id in img.chain_ids:
+                a.images.append(img.id)
+                i = img.chain_ids.index(a.chain_id)
+                steps = [s for s in img.history if not s.empty_layer]
+                if a.created_by is None and i < len(steps):
+                    a.created_by = steps[i].created_by
+    for cid, mount in root.mounts(driver).items():
+        if layer_id in (mount.mount_id, mount.init_id):
+            if cid not in a.containers:
+                a.containers.append(cid)
+                a.notes.append(f"layerdb/mounts still names container {cid} (no config on record)")
+            a.layer_kind = a.layer_kind or ("rw" if mount.mount_id == layer_id else "init")
+    if a.layer_kind is None:
+        a.layer_kind = "unreferenced"
+        a.notes.append("no image layer, container or layerdb mount references this layer")
+        if driver == "overlay2":
+            lowers = root.overlay2_lowers(layer_id)
+            if lowers is None:
+                a.notes.append("layer directory itself is gone from the evidence")
+            elif lowers:
+                by_cache = {i.cache_id: i for i in root.layers(driver).values()}
+                top = by_cache.get(lowers[0]) or by_cache.get(lowers[0].removesuffix("-init"))
+                if lowers[0].endswith("-init") and len(lowers) > 1:
+                    top = by_cache.get(lowers[1]) or top
+                    a.notes.append(f"sat on init layer {lowers[0]}: a removed container's RW layer")
+                if top is not None:
+                    imgs = [img.id for img in images if top.chain_id in img.chain_ids]
+                    a.notes.append(
+                        f"its lower chain tops out at image layer {top.chain_id}"
+                        + (f" (images {', '.join(i[7:19] for i in imgs)})" if imgs else "")
+                    )
+                    a.images.extend(i for i in imgs if i not in a.images)

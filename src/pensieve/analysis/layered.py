@@ -1,0 +1,422 @@
+"""A merged, read-only view of a layered container filesystem, with per-entry provenance.
+
+The view is computed from the layer directories themselves, the way the kernel's union
+filesystems do it, without mounting anything:
+
+* overlay (overlayfs docs, Documentation/filesystems/overlayfs.rst): a whiteout is a character
+  device 0/0, or (kernel >= 6.7 / userxattr mounts) a zero-size file carrying
+  ``trusted.overlay.whiteout`` / ``user.overlay.whiteout``; a directory is opaque when
+  ``trusted.overlay.opaque`` or ``user.overlay.opaque`` is ``y`` (``x`` only flags a directory
+  holding xattr whiteouts); ``*.overlay.redirect`` on a renamed directory points at the lower
+  path its contents come from.
+* aufs: ``.wh.<name>`` hides ``name``; ``.wh..wh..opq`` makes its directory opaque;
+  ``.wh..wh.plnk``/``.wh..wh.aufs``/``.wh..wh.orph`` are aufs housekeeping.
+* snapshot layers (vfs, btrfs, legacy overlay image roots) hold the whole tree; an entry's origin
+  is the lowest snapshot in which it is unchanged.
+
+Every lookup walks component by component through the merged view; symlinks are resolved
+inside the container root (absolute targets re-rooted, ``..`` clamped), never on the host.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..evidence import Evidence, EvidenceError, FileStat, NotFound
+from ..records import FileEntry, Layer
+
+_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_WHITEOUT_XATTRS = ("trusted.overlay.whiteout", "user.overlay.whiteout")
+_REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
+_AUFS_WH = ".wh."
+_AUFS_OPQ = ".wh..wh..opq"
+_MAX_HOPS = 40
+
+
+class PathNotInView(NotFound):
+    """No such path in the merged container filesystem."""
+
+
+@dataclass(slots=True)
+class LayerDir:
+    """One layer's copy of one directory, whiteouts already interpreted."""
+
+    entries: dict[str, FileStat]
+    whiteouts: set[str] = field(default_factory=set)
+    opaque: bool = False
+
+
+@dataclass(slots=True)
+class Resolved:
+    """A path found in the view: the providing layer and the lower layers it hides."""
+
+    path: str
+    stat: FileStat
+    layer: int  # index into the view's layers (0 = bottom)
+    rel: str  # the path inside that layer's directory (differs after a redirect)
+    shadows: list[int]
+    dirs: list[tuple[int, str]]  # for directories: contributing (layer, rel path), top first
+
+
+def _format(layer: Layer) -> str:
+    path = layer.path or ""
+    driver = layer.driver or ""
+    if driver == "aufs":
+        return "aufs"
+    if driver in ("vfs", "btrfs") or (driver == "overlay" and path.endswith("/root")):
+        return "snapshot"
+    return "overlay"
+
+
+class LayeredView:
+    """The union of ``layers`` (bottom first) as one filesystem tree."""
+
+    def __init__(self, evidence: Evidence, layers: list[Layer], cache_dirs: int = 4096) -> None:
+        self.evidence = evidence
+        self.layers = layers
+        self.formats = [_format(layer) for layer in layers]
+        self._dirs: OrderedDict[tuple[int, str], LayerDir | None] = OrderedDict()
+        self._cache_dirs = cache_dirs
+        self._resolved: OrderedDict[str, Resolved | None] = OrderedDict()
+
+    # ---- per-layer access -----------------------------------------------------------------
+    def layer_host_path(self, index: int, rel: str) -> str | None:
+        base = self.layers[index].path
+        if base is None:
+            return None
+        rel = rel.lstrip("/")
+        return posixpath.join(base, rel) if rel else base
+
+    def _layer_dir(self, index: int, rel: str) -> LayerDir | None:
+        key = (index, rel)
+        if key in self._dirs:
+            self._dirs.move_to_end(key)
+            return self._dirs[key]
+        result = self._read_layer_dir(index, rel)
+        self._dirs[key] = result
+        if len(self._dirs) > self._cache_dirs:
+            self._dirs.popitem(last=False)
+        return result
+
+    def _read_layer_dir(self, index: int, rel: str) -> LayerDir | None:
+        host = self.layer_host_path(index, rel)
+        if host is None:
+            return None
+        try:
+            listing = list(self.evidence.scandir(host))
+        except (EvidenceError, OSError):
+            return None
+        fmt = self.formats[index]
+        d = LayerDir(entries={})
+        if fmt == "aufs":
+            for e in listing:
+                if e.name.startswith(_AUFS_WH):
+                    if e.name == _AUFS_OPQ:
+                        d.opaque = True
+                    elif not e.name.startswith(".wh..wh."):
+                        d.whiteouts.add(e.name[len(_AUFS_WH) :])
+                else:
+                    d.entries[e.name] = e.stat
+            return d
+        for e in listing:
+            st = e.stat
+            if (st.is_char and st.rdev == 0) or (
+                st.is_file and st.size == 0 and fmt == "overlay" and self._xattr_whiteout(host, e.name)
+            ):
+                d.whiteouts.add(e.name)
+            else:
+                d.entries[e.name] = st
+        if fmt == "snapshot":
+            d.opaque = True
+        elif rel not in ("", "/"):
+            xattrs = self.evidence.xattrs(host)
+            d.opaque = any(xattrs.get(n) == b"y" for n in _OPAQUE_XATTRS)
+        return d
+
+    def _xattr_whiteout(self, host_dir: str, name: str) -> bool:
+        xattrs = self.evidence.xattrs(posixpath.join(host_dir, name))
+        return any(n in xattrs for n in _WHITEOUT_XATTRS)
+
+    def _redirect(self, index: int, rel: str, parent_rel: str) -> str | None:
+        if self.formats[index] != "overlay":
+            return None
+        host = self.layer_host_path(index, rel)
+        if host is None:
+            return None
+        xattrs = self.evidence.xattrs(host)
+        for n in _REDIRECT_XATTRS:
+            value = xattrs.get(n)
+            if value:
+                target = value.decode("utf-8", "replace").rstrip("\0")
+                if target.startswith("/"):
+                    return target
+                return posixpath.join(parent_rel, target)
+        return None
+
+    # ---- merged lookups -------------------------------------------------------------------
+    def _root(self) -> Resolved:
+        top = len(self.layers) - 1
+        dirs: list[tuple[int, str]] = []
+        for i in range(top, -1, -1):
+            if self.layers[i].path is None:
+                continue
+            dirs.append((i, "/"))
+            if self.formats[i] == "snapshot":
+                break
+        if not dirs:
+            raise PathNotInView("no layer contents available for this view")
+        i0 = dirs[0][0]
+        st = self.evidence.lstat(self.layers[i0].path or "/")
+        return Resolved("/", st, i0, "/", [], dirs)
+
+    def _child(self, parent: Resolved, name: str) -> Resolved | None:
+        """Look NAME up in the merged directory PARENT.
+
+        The top-most layer holding NAME provides it.  For a directory, lower copies keep
+        contributing (merging) until an opaque copy, a redirect, or a non-directory ends the
+        chain; every other lower copy is recorded as shadowed.
+        """
+        path = posixpath.join(parent.path, name)
+        found: Resolved | None = None
+        merging = False  # lower directory copies still merge into `found`
+        for i, rel_dir in parent.dirs:
+            ld = self._layer_dir(i, rel_dir)
+            if ld is None:
+                continue
+            st = ld.entries.get(name)
+            if st is None:
+                if name in ld.whiteouts:
+                    if found is None:
+                        return None  # deleted in this layer
+                    break  # a whiteout below what we found: nothing further shows
+                continue
+            rel = posixpath.join(rel_dir, name)
+            if found is None:
+                found = Resolved(path, st, i, rel, [], [])
+                if st.is_dir:
+                    found.dirs.append((i, rel))
+                    redirect = self._redirect(i, rel, rel_dir)
+                    if redirect is not None:
+                        found.dirs.extend(self._redirected(i, redirect))
+                        merging = False
+                    else:
+                        child = self._layer_dir(i, rel)
+                        merging = child is not None and not child.opaque
+                continue
+            if merging and st.is_dir:
+                found.dirs.append((i, rel))
+                child = self._layer_dir(i, rel)
+                merging = child is not None and not child.opaque
+                continue
+            found.shadows.append(i)
+            merging = False
+        return found
+
+    def _redirected(self, index: int, target: str) -> list[tuple[int, str]]:
+        """Lower layers' copies of a renamed (redirected) directory."""
+        out: list[tuple[int, str]] = []
+        for i in range(index - 1, -1, -1):
+            host = self.layer_host_path(i, target)
+            if host is None:
+                continue
+            try:
+                st = self.evidence.lstat(host)
+            except (EvidenceError, OSError):
+                continue
+            if st.is_dir:
+                out.append((i, target))
+                ld = self._layer_dir(i, target)
+                if ld is not None and ld.opaque:
+                    break
+        return out
+
+    def lookup(self, path: str) -> Resolved:
+        """The merged entry at PATH without following a final symlink; directory symlinks on
+        the way are resolved inside the container root."""
+        path = posixpath.normpath("/" + path.lstrip("/"))
+        return self._lookup(path, 0)
+
+    def _lookup(self, path: str, hops: int) -> Resolved:
+        if path in self._resolved:
+            r = self._resolved[path]
+            if r is None:
+                raise PathNotInView(f"no such path in container filesystem: {path}")
+            return r
+        if path == "/":
+            r = self._root()
+        else:
+            parent_path, name = posixpath.split(path)
+            parent = self._lookup(parent_path, hops)
+            if parent.stat.is_symlink:
+                parent = self._follow(parent, hops)
+            if not parent.stat.is_dir:
+                raise PathNotInView(f"not a directory in container filesystem: {parent_path}")
+            r = self._child(parent, name)
+        self._resolved[path] = r
+        if len(self._resolved) > 65536:
+            self._resolved.popitem(last=False)
+        if r is None:
+            raise PathNotInView(f"no such path in container filesystem: {path}")
+        return r
+
+    def _follow(self, r: Resolved, hops: int) -> Resolved:
+        seen = 0
+        while r.stat.is_symlink:
+            seen += 1
+            if hops + seen > _MAX_HOPS:
+                raise PathNotInView(f"too many levels of symbolic links at {r.path}")
+            target = self.readlink_entry(r)
+            base = posixpath.dirname(r.path)
+            new = posixpath.normpath(
+                posixpath.join("/", target) if target.startswith("/") else posixpath.join(base, target)
+            )
+            new = "/" + new.lstrip("/")
+            r = self._lookup(new, hops + seen)
+        return r
+
+    def resolve(self, path: str) -> Resolved:
+        """Like lookup() but follows a final symlink too (inside the container root)."""
+        r = self.lookup(path)
+        return self._follow(r, 0) if r.stat.is_symlink else r
+
+    def realpath(self, path: str) -> str:
+        """Canonical container path: every symlink resolved inside the container root."""
+        path = posixpath.normpath("/" + path.lstrip("/"))
+        parts = [p for p in path.split("/") if p]
+        current = "/"
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                current = posixpath.dirname(current)
+                continue
+            candidate = posixpath.join(current, name)
+            try:
+                r = self.lookup(candidate)
+            except PathNotInView:
+                return posixpath.join(candidate, *parts) if parts else candidate
+            if r.stat.is_symlink:
+                hops += 1
+                if hops > _MAX_HOPS:
+                    raise PathNotInView(f"too many levels of symbolic links at {candidate}")
+                target = self.readlink_entry(r)
+                if target.startswith("/"):
+                    current = "/"
+                parts = [p for p in target.split("/") if p and p != "."] + parts
+                continue
+            current = candidate
+        return current
+
+    def readlink_entry(self, r: Resolved) -> str:
+        host = self.layer_host_path(r.layer, r.rel)
+        if host is None:
+            raise PathNotInView(f"layer contents missing for {r.path}")
+        return self.evidence.readlink(host)
+
+    def listdir(self, path: str, follow: bool = True) -> list[str]:
+        """Names in the merged directory at PATH (sorted)."""
+        r = self.resolve(path) if follow else self.lookup(path)
+        return self._names(r)
+
+    def _names(self, r: Resolved) -> list[str]:
+        if not r.stat.is_dir:
+            raise PathNotInView(f"not a directory in container filesystem: {r.path}")
+        names: set[str] = set()
+        hidden: set[str] = set()
+        for i, rel in r.dirs:
+            ld = self._layer_dir(i, rel)
+            if ld is None:
+                continue
+            for name in ld.entries:
+                if name not in hidden:
+                    names.add(name)
+            hidden |= ld.whiteouts
+            hidden |= set(ld.entries)
+            if ld.opaque:
+                break
+        return sorted(names)
+
+    def entry(self, r: Resolved) -> FileEntry:
+        """The FileEntry record (with provenance) for a resolved path."""
+        layer = self.layers[r.layer]
+        index = r.layer
+        # snapshot layers: attribute to the lowest snapshot holding the same file
+        if self.formats[index] == "snapshot":
+            index = self._snapshot_origin(index, r.rel, r.stat)
+            layer = self.layers[index]
+        st = r.stat
+        return FileEntry(
+            path=r.path,
+            type=st.kind,
+            mode=st.mode,
+            uid=st.uid,
+            gid=st.gid,
+            size=st.size,
+            mtime=st.mtime_ns / 1e9,
+            atime=st.atime_ns / 1e9,
+            ctime=st.ctime_ns / 1e9,
+            inode=st.ino,
+            nlink=st.nlink,
+            rdev=st.rdev or None,
+            link_target=self.readlink_entry(r) if st.is_symlink else None,
+            layer=layer.cache_id,
+            layer_role=layer.role,
+            layer_index=index,
+            created_by=layer.created_by,
+            shadows=[self.layers[i].cache_id or f"#{i}" for i in r.shadows],
+            host_path=self.layer_host_path(r.layer, r.rel),
+        )
+
+    def _snapshot_origin(self, index: int, rel: str, st: FileStat) -> int:
+        while index > 0 and self.formats[index - 1] == "snapshot":
+            host = self.layer_host_path(index - 1, rel)
+            if host is None:
+                break
+            try:
+                lower = self.evidence.lstat(host)
+            except (EvidenceError, OSError):
+                break
+            same_inode = lower.ino == st.ino and lower.dev == st.dev
+            same_meta = (
+                lower.mode == st.mode
+                and lower.uid == st.uid
+                and lower.gid == st.gid
+                and lower.size == st.size
+                and (lower.mtime_ns == st.mtime_ns or st.is_dir)
+            )
+            if not (same_inode or same_meta):
+                break
+            index -= 1
+        return index
+
+    def stat(self, path: str, follow: bool = False) -> FileEntry:
+        return self.entry(self.resolve(path) if follow else self.lookup(path))
+
+    def open(self, path: str):
+        """Open the merged file at PATH (symlinks followed inside the root) for reading."""
+        r = self.resolve(path)
+        if not r.stat.is_file:
+            raise PathNotInView(f"not a regular file in container filesystem: {r.path}")
+        host = self.layer_host_path(r.layer, r.rel)
+        if host is None:
+            raise PathNotInView(f"layer contents missing for {r.path}")
+        return self.evidence.open(host)
+
+    def walk(self, top: str = "/") -> Iterator[FileEntry]:
+        """Every entry below TOP (TOP included), depth-first, sorted; symlinks not followed."""
+        start = self.resolve(top)
+        stack: list[Resolved] = [start]
+        while stack:
+            r = stack.pop()
+            yield self.entry(r)
+            if r.stat.is_dir:
+                children = []
+                for name in self._names(r):
+                    child = self._child(r, name)
+                    if child is not None:
+                        child.path = posixpath.join(r.path, name)
+                        children.append(child)
+                stack.extend(reversed(children))

@@ -1,0 +1,71 @@
+"""The library behind every CLI command, for scripts and notebooks.
+
+>>> from pensieve import api
+>>> host = api.open_docker("/mnt/evidence")        # a host root or a data root
+>>> for c in host.containers(): print(c.name, c.state)
+>>> changes = api.diff(host, "web").changes
+>>> api.whence(host, "/var/lib/docker/overlay2/<id>/diff/tmp/x")
+"""
+
+from __future__ import annotations
+
+from .analysis.attribution import whence
+from .analysis.diff import DiffResult, container_diff, recover
+from .analysis.layered import LayeredView
+from .engines.docker import DockerHost, LookupFailed
+from .evidence import open_evidence
+from .records import Container, Image
+
+__all__ = [
+    "DockerHost",
+    "LookupFailed",
+    "diff",
+    "open_docker",
+    "recover",
+    "target_view",
+    "view",
+    "whence",
+]
+
+
+def open_docker(source: str) -> DockerHost:
+    """Every Docker data root in SOURCE (a directory: live /, mounted image, copied data root)."""
+    return DockerHost(open_evidence(source))
+
+
+def resolve_target(host: DockerHost, ref: str) -> Container | Image:
+    """A container (by id, prefix or name) or, failing that, an image (id, tag, digest)."""
+    try:
+        return host.container(ref)
+    except LookupFailed as first:
+        try:
+            return host.image(ref)
+        except LookupFailed:
+            raise first from None
+
+
+def view(host: DockerHost, target: Container | Image) -> LayeredView:
+    """The merged filesystem of a container (image + init + RW layers) or of an image."""
+    if isinstance(target, Container):
+        layers = target.layers
+    else:
+        layers = host.image_layers(target)
+    if not layers:
+        raise LookupFailed(f"no layers known for {target.id}")
+    return LayeredView(host.evidence, layers)
+
+
+def target_view(host: DockerHost, ref: str) -> tuple[Container | Image, LayeredView]:
+    target = resolve_target(host, ref)
+    return target, view(host, target)
+
+
+def diff(host: DockerHost, ref: str, hash_files: bool = True) -> DiffResult:
+    """Changes of a container's RW layer against its image."""
+    c = host.container(ref)
+    if not c.layers or c.layers[-1].role != "rw" or c.layers[-1].path is None:
+        raise LookupFailed(f"container {c.id[:12]} has no readable RW layer: {'; '.join(c.problems)}")
+    return container_diff(host.evidence, c.layers, hash_files)
+
+
+__all__ += ["container_diff", "whence"]

@@ -1,0 +1,158 @@
+"""The Docker engine: a data root (or a host root holding some) turned into records.
+
+``DockerHost(evidence)`` finds every data root in the evidence and answers inventory questions
+(containers, images, volumes, layer chains); analyses (layered views, diff, attribution) take
+the ``Layer`` lists it builds.  Everything is offline: no daemon, no mount, no root needed.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from ...evidence import Evidence, EvidenceError
+from ...records import Container, Image, Layer, Problem, Volume
+from .containers import container_layers, list_containers
+from .images import list_images, resolve_image
+from .root import (
+    SUPPORTED_DRIVERS,
+    UNSUPPORTED_DRIVERS,
+    DockerRoot,
+    NotADataRoot,
+    open_data_roots,
+)
+
+__all__ = ["DockerHost", "DockerRoot", "NotADataRoot", "LookupFailed"]
+
+
+class LookupFailed(LookupError):
+    """A named container or image is not in the evidence (or the name is ambiguous)."""
+
+
+class DockerHost:
+    """All Docker data roots in one piece of evidence."""
+
+    def __init__(self, evidence: Evidence, roots: list[DockerRoot] | None = None) -> None:
+        self.evidence = evidence
+        self.roots = roots if roots is not None else open_data_roots(evidence)
+        self.problems: list[Problem] = []
+
+    # ---- images ---------------------------------------------------------------------
+    @cached_property
+    def _images(self) -> list[tuple[DockerRoot, Image]]:
+        out = []
+        for root in self.roots:
+            if root.layout == "v1":
+                from .legacy import list_images_v1
+
+                out += [(root, i) for i in list_images_v1(root, self.problems)]
+            else:
+                out += [(root, i) for i in list_images(root, self.problems)]
+        return out
+
+    def images(self) -> list[Image]:
+        return [i for _, i in self._images]
+
+    def image(self, ref: str) -> Image:
+        img = resolve_image(self.images(), ref)
+        if img is None:
+            raise LookupFailed(f"no image {ref!r} in {self.evidence.description}")
+        return img
+
+    def _root_of(self, data_root: str | None) -> DockerRoot:
+        for r in self.roots:
+            if r.path == data_root:
+                return r
+        return self.roots[0]
+
+    def image_layers(self, image: Image, driver: str | None = None) -> list[Layer]:
+        """The image's layers bottom to top, with history step and contents path."""
+        root = self._root_of(image.data_root)
+        if driver is None:
+            driver = next((d for d in root.drivers() if d in SUPPORTED_DRIVERS), None)
+        layers: list[Layer] = []
+        steps = [s for s in image.history if not s.empty_layer]
+        for i, (diff_id, chain_id, cache_id) in enumerate(
+            zip(image.diff_ids, image.chain_ids, image.cache_ids, strict=False)
+        ):
+            step = steps[i] if i < len(steps) else None
+            layer = Layer(
+                role="image",
+                cache_id=cache_id,
+                path=None,
+                diff_id=diff_id,
+                chain_id=chain_id,
+                size=step.size if step else None,
+                driver=driver,
+                created_by=step.created_by if step else None,
+                history_index=image.history.index(step) if step else None,
+            )
+            if cache_id and driver in SUPPORTED_DRIVERS:
+                path, _fmt = root.layer_path(driver, cache_id)
+                layer.path = path if self.evidence.is_dir(path) else None
+            layers.append(layer)
+        return layers
+
+    # ---- containers -----------------------------------------------------------------
+    @cached_property
+    def _containers(self) -> list[Container]:
+        out: list[Container] = []
+        for root in self.roots:
+            if root.layout == "v1":
+                from .legacy import list_containers_v1
+
+                out += list_containers_v1(root, self.problems)
+            else:
+                out += list_containers(root, self.problems)
+        return out
+
+    def containers(self) -> list[Container]:
+        """Every container with its layer chain resolved."""
+        by_id = {i.id: i for i in self.images()}
+        for c in self._containers:
+            self._fill_layers(c, by_id)
+        return self._containers
+
+    def _fill_layers(self, c: Container, by_id: dict[str, Image]) -> None:
+        if c.layers:
+            return
+        root = self._root_of(c.data_root)
+        if root.layout == "v1":
+            return  # legacy parser fills layers itself
+        if c.storage_driver in UNSUPPORTED_DRIVERS:
+            c.problems.append(
+                f"unsupported storage driver {c.storage_driver}: metadata listed, layer contents not readable"
+            )
+            return
+        image = by_id.get(c.image_id or "")
+        chain: list[Layer] = []
+        if image is not None:
+            try:
+                chain = self.image_layers(image, c.storage_driver)
+            except EvidenceError as exc:
+                c.problems.append(str(exc))
+        elif c.image_id:
+            c.problems.append(f"image {c.image_id} not in the image store")
+        container_layers(c, root, chain, self.problems)
+
+    def container(self, ref: str) -> Container:
+        """Find a container by full id, unique id prefix, or name."""
+        ref = ref.strip().lstrip("/")
+        cs = self.containers()
+        for c in cs:
+            if c.id == ref or c.name == ref:
+                return c
+        matches = [c for c in cs if len(ref) >= 3 and c.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise LookupFailed(f"container id prefix {ref!r} is ambiguous ({len(matches)} matches)")
+        raise LookupFailed(f"no container {ref!r} in {self.evidence.description}")
+
+    # ---- volumes --------------------------------------------------------------------
+    def volumes(self) -> list[Volume]:
+        from .volumes import list_volumes
+
+        out: list[Volume] = []
+        for root in self.roots:
+            out += list_volumes(root, self.containers(), self.problems)
+        return out

@@ -1,0 +1,162 @@
+"""Docker images from a data root: imagedb configs, repositories.json tags, history aligned to
+layers (moby image/ and reference/ packages; OCI image config spec for the config fields)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import defaultdict
+
+from ...evidence import EvidenceError
+from ...records import HistoryStep, Image, Problem
+from .root import DockerRoot, chain_ids
+
+
+def read_repositories(root: DockerRoot, driver: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """image id -> tags, image id -> digests, from image/<driver>/repositories.json."""
+    tags: dict[str, list[str]] = defaultdict(list)
+    digests: dict[str, list[str]] = defaultdict(list)
+    path = root.join("image", driver, "repositories.json")
+    try:
+        data = json.loads(root.evidence.read_bytes(path, 64 << 20))
+    except (EvidenceError, OSError, ValueError):
+        return tags, digests
+    for _repo, refs in (data.get("Repositories") or {}).items():
+        if not isinstance(refs, dict):
+            continue
+        for ref, image_id in refs.items():
+            (digests if "@" in ref else tags)[image_id].append(ref)
+    return tags, digests
+
+
+def _history(config: dict, diff_ids: list[str], chains: list[str], layerdb: dict) -> list[HistoryStep]:
+    steps: list[HistoryStep] = []
+    layer_i = 0
+    for h in config.get("history") or []:
+        empty = bool(h.get("empty_layer"))
+        step = HistoryStep(
+            created=h.get("created"),
+            created_by=h.get("created_by"),
+            empty_layer=empty,
+            comment=h.get("comment"),
+            author=h.get("author"),
+        )
+        if not empty and layer_i < len(diff_ids):
+            step.diff_id = diff_ids[layer_i]
+            step.chain_id = chains[layer_i]
+            info = layerdb.get(step.chain_id)
+            if info is not None:
+                step.cache_id = info.cache_id
+                step.size = info.size
+            layer_i += 1
+        steps.append(step)
+    # layers without a history entry (imported images, hand-edited configs)
+    while layer_i < len(diff_ids):
+        info = layerdb.get(chains[layer_i])
+        steps.append(
+            HistoryStep(
+                created=None,
+                created_by=None,
+                empty_layer=False,
+                comment="(layer without history entry)",
+                diff_id=diff_ids[layer_i],
+                chain_id=chains[layer_i],
+                cache_id=info.cache_id if info else None,
+                size=info.size if info else None,
+            )
+        )
+        layer_i += 1
+    return steps
+
+
+def parse_image_config(
+    image_id: str, raw: bytes, root: DockerRoot, driver: str, problems: list[Problem], path: str
+) -> Image:
+    """One Image from its config blob (OCI/Docker image config JSON)."""
+    config = json.loads(raw)
+    if not isinstance(config, dict):
+        raise ValueError("image config is not a JSON object")
+    actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if actual != image_id:
+        problems.append(Problem(path, f"image config digest {actual} does not match its id", image_id))
+    cfg = config.get("config") or config.get("container_config") or {}
+    rootfs = config.get("rootfs") or {}
+    diff_ids = [d for d in rootfs.get("diff_ids") or [] if isinstance(d, str)]
+    chains = chain_ids(diff_ids)
+    layerdb = root.layers(driver)
+    cache_ids = [layerdb[c].cache_id if c in layerdb else None for c in chains]
+    sizes = [layerdb[c].size for c in chains if c in layerdb and layerdb[c].size is not None]
+    return Image(
+        id=image_id,
+        engine="docker",
+        created=config.get("created"),
+        parent=None,
+        os=config.get("os"),
+        architecture=config.get("architecture"),
+        author=config.get("author"),
+        cmd=cfg.get("Cmd"),
+        entrypoint=cfg.get("Entrypoint"),
+        env=list(cfg.get("Env") or []),
+        user=cfg.get("User") or None,
+        workdir=cfg.get("WorkingDir") or None,
+        labels=dict(cfg.get("Labels") or {}),
+        exposed_ports=sorted((cfg.get("ExposedPorts") or {}).keys()),
+        diff_ids=diff_ids,
+        chain_ids=chains,
+        cache_ids=cache_ids,
+        size=sum(sizes) if sizes else None,
+        history=_history(config, diff_ids, chains, layerdb),
+        config_path=path,
+        data_root=root.path,
+    )
+
+
+def list_images(root: DockerRoot, problems: list[Problem]) -> list[Image]:
+    """Every image of every driver's imagedb in a v2 data root."""
+    ev = root.evidence
+    images: list[Image] = []
+    for driver in root.drivers():
+        content = root.join("image", driver, "imagedb", "content", "sha256")
+        try:
+            names = sorted(ev.listdir(content))
+        except (EvidenceError, OSError):
+            continue
+        tags, digests = read_repositories(root, driver)
+        meta = root.join("image", driver, "imagedb", "metadata", "sha256")
+        for name in names:
+            image_id = "sha256:" + name
+            path = posixpath.join(content, name)
+            try:
+                raw = ev.read_bytes(path, 64 << 20)
+                image = parse_image_config(image_id, raw, root, driver, problems, path)
+            except (EvidenceError, OSError, ValueError) as exc:
+                problems.append(Problem(path, f"unreadable image config: {exc}", image_id))
+                continue
+            image.tags = sorted(tags.get(image_id, []))
+            image.digests = sorted(digests.get(image_id, []))
+            try:
+                parent = ev.read_text(posixpath.join(meta, name, "parent"), 4096).strip()
+                image.parent = parent or None
+            except (EvidenceError, OSError):
+                pass
+            images.append(image)
+    return images
+
+
+def resolve_image(images: list[Image], ref: str) -> Image | None:
+    """Find an image by id (full, sha256:-prefixed or a unique prefix), tag or digest."""
+    ref = ref.strip()
+    for img in images:
+        if ref in img.tags or ref in img.digests:
+            return img
+    if ":" not in ref.replace("sha256:", ""):
+        for img in images:
+            if f"{ref}:latest" in img.tags:
+                return img
+    want = ref.removeprefix("sha256:")
+    if len(want) >= 4:
+        matches = [i for i in images if i.id.removeprefix("sha256:").startswith(want)]
+        if len(matches) == 1:
+            return matches[0]
+    return None

@@ -1,0 +1,165 @@
+"""Evidence that is a directory: a live ``/``, a mounted image, or a copied data root.
+
+Every path is resolved *inside* the directory, chroot-style: a symlink met in a directory
+component is followed, but an absolute target is re-rooted at the evidence root and ``..``
+never climbs above it.  The last component is never followed.  Files and directories are opened
+``O_RDONLY | O_NOFOLLOW | O_NONBLOCK`` and, where the kernel lets us (root or owner),
+``O_NOATIME`` so that reading a live host does not even move access times.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat as statmod
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import BinaryIO
+
+from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+
+_MAX_SYMLINKS = 40
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def _to_stat(st: os.stat_result) -> FileStat:
+    return FileStat(
+        mode=st.st_mode,
+        ino=st.st_ino,
+        nlink=st.st_nlink,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        size=st.st_size,
+        atime_ns=st.st_atime_ns,
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+        rdev=st.st_rdev,
+        dev=st.st_dev,
+    )
+
+
+class DirectoryEvidence(Evidence):
+    """Read-only view of a directory tree."""
+
+    def __init__(self, root: str) -> None:
+        real = os.path.realpath(root)
+        if not os.path.isdir(real):
+            raise EvidenceError(f"not a directory: {root}")
+        self.root = real
+        self.description = f"directory {real}"
+        self._noatime = _NOATIME
+        self._resolve_dir = lru_cache(maxsize=1 << 16)(self._resolve_dir_uncached)
+
+    # ---- path resolution --------------------------------------------------------------
+    def host_path(self, path: str) -> str:
+        """Host path of an evidence path (parent directories resolved inside the root)."""
+        path = normalize(path)
+        if path == "/":
+            return self.root
+        parent, name = posixpath.split(path)
+        return self._resolve_dir(parent, 0) + "/" + name
+
+    def _resolve_dir_uncached(self, path: str, depth: int) -> str:
+        if path == "/":
+            return self.root
+        parent, name = posixpath.split(path)
+        host = self._resolve_dir(parent, depth) + "/" + name
+        try:
+            st = os.lstat(host)
+        except OSError:
+            return host  # does not exist: callers get the error from their own call
+        if statmod.S_ISLNK(st.st_mode):
+            if depth >= _MAX_SYMLINKS:
+                raise EvidenceError(f"too many levels of symbolic links: {path}")
+            target = os.readlink(host)
+            resolved = normalize(target if target.startswith("/") else posixpath.join(parent, target))
+            return self._resolve_dir(resolved, depth + 1)
+        return host
+
+    def from_host_path(self, host: str) -> str | None:
+        """Evidence path of a host path below the root, None if outside it."""
+        real = os.path.abspath(host)
+        if real == self.root:
+            return "/"
+        if real.startswith(self.root.rstrip("/") + "/"):
+            return normalize(real[len(self.root.rstrip("/")) :])
+        return None
+
+    # ---- primitives -------------------------------------------------------------------
+    def _open_fd(self, host: str, flags: int) -> int:
+        flags |= os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        if self._noatime:
+            try:
+                return os.open(host, flags | self._noatime)
+            except PermissionError:
+                self._noatime = 0  # not owner and not root: plain read-only open
+        return os.open(host, flags)
+
+    def lstat(self, path: str) -> FileStat:
+        host = self.host_path(path)
+        try:
+            return _to_stat(os.lstat(host))
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such path in evidence: {path}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot stat {path}: {exc.strerror}") from exc
+
+    def scandir(self, path: str) -> Iterator[DirEntry]:
+        host = self.host_path(path)
+        try:
+            fd = self._open_fd(host, os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such directory in evidence: {path}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot list {path}: {exc.strerror}") from exc
+        try:
+            with os.scandir(fd) as it:
+                entries = []
+                for e in it:
+                    try:
+                        entries.append(DirEntry(e.name, _to_stat(e.stat(follow_symlinks=False))))
+                    except OSError:
+                        continue  # vanished while listing (live host)
+        finally:
+            os.close(fd)
+        return iter(entries)
+
+    def open(self, path: str) -> BinaryIO:
+        host = self.host_path(path)
+        try:
+            fd = self._open_fd(host, 0)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such file in evidence: {path}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
+            raise EvidenceError(f"cannot open {path}: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise EvidenceError(f"not a regular file: {path}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def readlink(self, path: str) -> str:
+        try:
+            return os.readlink(self.host_path(path))
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such path in evidence: {path}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot readlink {path}: {exc.strerror}") from exc
+
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        host = self.host_path(path)
+        try:
+            names = os.listxattr(host, follow_symlinks=False)
+        except OSError:
+            return {}
+        out: dict[str, bytes] = {}
+        for name in names:
+            try:
+                out[name] = os.getxattr(host, name, follow_symlinks=False)
+            except OSError:
+                continue
+        return out

@@ -1,0 +1,109 @@
+"""Output modules: the same records as a table for people, or JSON / JSONL / CSV for machines.
+
+Tables use rich and are imported lazily so that machine formats start fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from ..records import to_dict
+
+Column = tuple[str, Callable[[Any], Any]]
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "backslashreplace")
+    if isinstance(obj, set):
+        return sorted(obj)
+    return str(obj)
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(obj), indent=indent, default=_default, ensure_ascii=False)
+
+
+def emit(
+    records: Iterable[Any],
+    fmt: str,
+    columns: list[Column] | None = None,
+    title: str | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Write records in FMT; returns how many were written."""
+    out = out or sys.stdout
+    n = 0
+    if fmt == "json":
+        items = [to_dict(r) for r in records]
+        json.dump(items, out, indent=2, default=_default, ensure_ascii=False)
+        out.write("\n")
+        return len(items)
+    if fmt == "jsonl":
+        for r in records:
+            out.write(json.dumps(to_dict(r), default=_default, ensure_ascii=False))
+            out.write("\n")
+            n += 1
+        return n
+    if fmt == "csv":
+        writer = None
+        for r in records:
+            d = to_dict(r)
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(d), extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow(
+                {
+                    k: json.dumps(v, default=_default) if isinstance(v, (list, dict)) else v
+                    for k, v in d.items()
+                }
+            )
+            n += 1
+        return n
+    return _table(records, columns or [], title, out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+def _table(records: Iterable[Any], columns: list[Column], title: str | None, out: TextIO) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold", expand=False)
+    for header, _ in columns:
+        table.add_column(header, overflow="fold")
+    n = 0
+    for r in records:
+        table.add_row(*(escape(_cell(fn(r))) for _, fn in columns))
+        n += 1
+    console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 200)
+    console.print(table)
+    return n
+
+
+def emit_one(record: Any, fmt: str, fields: list[Column] | None = None, out: TextIO | None = None) -> None:
+    """Write one record: a document for machines, a two-column key/value table for people."""
+    out = out or sys.stdout
+    if fmt in ("json", "jsonl"):
+        out.write(dumps(record, indent=2 if fmt == "json" else None) + "\n")
+        return
+    d = to_dict(record)
+    rows = [(k, fn(record)) for k, fn in fields] if fields else list(d.items())
+    emit(
+        rows,
+        "table" if fmt == "table" else fmt,
+        [("field", lambda r: r[0]), ("value", lambda r: r[1])],
+        out=out,
+    )

@@ -1,0 +1,268 @@
+"""Typed records: the one shape every engine produces and every output consumes.
+
+Engines (docker, containerd, podman) turn a data root into these records; analyses add
+FileEntry/Change/Finding records; outputs (tables, JSON, JSONL, CSV, bodyfile) only ever see
+records. Each record is a plain dataclass so ``to_dict`` gives a JSON-ready mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def to_dict(record: Any) -> Any:
+    """Turn a record (or a list/dict of records) into JSON-ready builtins."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return {f.name: to_dict(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if isinstance(record, (list, tuple)):
+        return [to_dict(r) for r in record]
+    if isinstance(record, dict):
+        return {k: to_dict(v) for k, v in record.items()}
+    if isinstance(record, bytes):
+        return record.decode("utf-8", "backslashreplace")
+    return record
+
+
+@dataclass(slots=True)
+class Problem:
+    """Something that could not be read or parsed; reported, never fatal for the rest."""
+
+    source: str  # evidence path the problem is about
+    message: str
+    subject: str | None = None  # container/image/layer id when known
+    severity: str = "warning"  # warning | error
+
+
+@dataclass(slots=True)
+class Mount:
+    type: str  # volume | bind | tmpfs | npipe
+    destination: str
+    source: str | None = None  # host path (bind) or volume name
+    name: str | None = None  # volume name
+    driver: str | None = None
+    mode: str | None = None
+    rw: bool = True
+    propagation: str | None = None
+    host_path: str | None = None  # where the data lives on the host, when known
+
+
+@dataclass(slots=True)
+class PortBinding:
+    container_port: str  # "8080/tcp"
+    host_ip: str | None = None
+    host_port: str | None = None
+
+
+@dataclass(slots=True)
+class Layer:
+    """One filesystem layer as the storage driver keeps it."""
+
+    role: str  # image | init | rw
+    cache_id: str | None  # storage driver id (overlay2/<cache_id>)
+    path: str | None  # evidence path of the layer contents (diff dir), None if missing
+    diff_id: str | None = None
+    chain_id: str | None = None
+    size: int | None = None
+    driver: str | None = None
+    created_by: str | None = None  # history step that produced it (image layers)
+    history_index: int | None = None
+    parent: str | None = None
+
+
+@dataclass(slots=True)
+class HistoryStep:
+    created: str | None
+    created_by: str | None
+    empty_layer: bool
+    comment: str | None = None
+    author: str | None = None
+    diff_id: str | None = None  # aligned layer, None for empty_layer steps
+    chain_id: str | None = None
+    cache_id: str | None = None
+    size: int | None = None
+
+
+@dataclass(slots=True)
+class Image:
+    id: str
+    engine: str
+    tags: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    created: str | None = None
+    parent: str | None = None
+    os: str | None = None
+    architecture: str | None = None
+    author: str | None = None
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+    diff_ids: list[str] = field(default_factory=list)
+    chain_ids: list[str] = field(default_factory=list)
+    cache_ids: list[str | None] = field(default_factory=list)
+    size: int | None = None
+    history: list[HistoryStep] = field(default_factory=list)
+    config_path: str | None = None
+    data_root: str | None = None
+
+
+@dataclass(slots=True)
+class Container:
+    id: str
+    engine: str
+    name: str | None = None
+    image: str | None = None  # the name the container was created from
+    image_id: str | None = None
+    state: str = "unknown"  # running|paused|restarting|exited|created|dead|removing|unknown
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str | None = None
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    pid: int | None = None
+    command: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    exposed_ports: list[str] = field(default_factory=list)
+    published_ports: list[PortBinding] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    network_mode: str | None = None
+    restart_count: int = 0
+    restart_policy: str | None = None
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    pid_mode: str | None = None
+    ipc_mode: str | None = None
+    security_opt: list[str] = field(default_factory=list)
+    risks: list[str] = field(default_factory=list)
+    log_driver: str | None = None
+    log_path: str | None = None
+    storage_driver: str | None = None
+    rw_layer: str | None = None  # mount id / cache id of the RW layer
+    init_layer: str | None = None
+    layers: list[Layer] = field(default_factory=list)  # bottom (image base) to top (rw)
+    config_path: str | None = None
+    data_root: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Volume:
+    name: str
+    engine: str
+    driver: str | None = None
+    path: str | None = None  # evidence path of the volume data
+    created: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    anonymous: bool = False
+    used_by: list[str] = field(default_factory=list)  # container ids
+    file_count: int | None = None
+    size: int | None = None
+
+
+@dataclass(slots=True)
+class LogLine:
+    container_id: str
+    time: str | None
+    stream: str | None  # stdout | stderr
+    message: str
+    source: str  # evidence path of the log file it came from
+    partial: bool = False
+
+
+@dataclass(slots=True)
+class FileEntry:
+    """A file in a (merged) container or image filesystem, with its layer provenance."""
+
+    path: str
+    type: str  # file|dir|symlink|char|block|fifo|socket|whiteout
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    mtime: float | None = None
+    atime: float | None = None
+    ctime: float | None = None
+    inode: int | None = None
+    nlink: int | None = None
+    rdev: int | None = None
+    link_target: str | None = None
+    layer: str | None = None  # cache id of the providing layer
+    layer_role: str | None = None  # image | init | rw
+    layer_index: int | None = None
+    created_by: str | None = None  # history step of the providing layer
+    shadows: list[str] = field(default_factory=list)  # cache ids of lower layers it hides
+    host_path: str | None = None  # evidence path of the bytes
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """One entry of a container diff (against its image)."""
+
+    change: str  # added | modified | deleted
+    path: str
+    type: str | None = None
+    size: int | None = None
+    mode: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime: str | None = None
+    ctime: str | None = None
+    sha256: str | None = None
+    layer: str | None = None  # layer holding the current version (rw) or the deleted original
+    lower_layer: str | None = None  # layer of the lower (original) copy
+    what_changed: list[str] = field(default_factory=list)  # content, size, mode, owner, mtime ...
+    lower: dict[str, Any] | None = None  # metadata of the original
+    engine_reports: bool = True  # False where `docker diff` would stay silent
+    host_path: str | None = None
+
+
+@dataclass(slots=True)
+class Attribution:
+    """Where a host path inside a data root comes from."""
+
+    host_path: str
+    data_root: str | None
+    driver: str | None = None
+    layer: str | None = None  # cache / mount id
+    layer_kind: str | None = None  # image | init | rw | unreferenced | volume | container-metadata
+    container_path: str | None = None
+    diff_id: str | None = None
+    chain_id: str | None = None
+    images: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    created_by: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Event:
+    time: str
+    source: str
+    kind: str
+    message: str
+    subject: str | None = None
+
+
+@dataclass(slots=True)
+class Finding:
+    severity: str  # info | low | medium | high | critical
+    title: str
+    subject: str
+    evidence: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
