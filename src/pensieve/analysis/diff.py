@@ -59,6 +59,9 @@ class ContainerDiff:
         self.lower = LayeredView(evidence, layers[:-1]) if len(layers) > 1 else None
         self.top = len(layers) - 1
         self.problems: list[Problem] = []
+        # drivers without a native differ (legacy overlay, vfs, btrfs) make Docker compare the
+        # whole RW tree with its parent's by stat (moby pkg/archive ChangesDirs, "naive" diff)
+        self.naive = layers[-1].driver in ("overlay", "vfs", "btrfs")
 
     def _lower(self, path: str) -> Resolved | None:
         if self.lower is None:
@@ -190,20 +193,37 @@ class ContainerDiff:
             except (EvidenceError, OSError):
                 pass
         if both_dirs:
+            inner = list(self._dir_changes(r, lower))
+            if self.naive:
+                meta = [w for w in what if w in ("type", "mode", "owner", "rdev")]
+                if meta or inner:
+                    c = self._change("modified", r, self.full, lower)
+                    c.what_changed = what or ["contents"]
+                    c.engine_reports = bool(meta) or any(i.engine_reports for i in inner)
+                    yield c
+                yield from inner
+                return
             # a directory of the RW layer that exists below: docker's overlay diff lists it
             # whether or not its own metadata differs (seen with docker 20.10, native diff)
             c = self._change("modified", r, self.full, lower)
             c.what_changed = what or ["contents"]
             yield c
-            yield from self._dir_changes(r, lower)
+            yield from inner
             return
-        # a non-directory in the RW layer that exists below was copied up: the engine always
-        # reports it, even when nothing visible differs
+        if self.naive and not [w for w in what if w not in ("content", "target")]:
+            if not what:
+                return  # same metadata, same bytes: a copy, not a change
+            engine_reports = False  # bytes differ behind restored metadata
+        else:
+            engine_reports = True
+        # a non-directory in the RW layer that exists below was copied up: the native differ
+        # reports it even when nothing visible differs
         c = self._change("modified", r, self.full, lower)
         c.sha256 = sha
         if c.lower is not None:
             c.lower["sha256"] = lower_sha
         c.what_changed = what or ["copied up, no difference"]
+        c.engine_reports = engine_reports
         yield c
 
     def _dir_changes(self, r: Resolved, lower: Resolved) -> Iterator[Change]:

@@ -61,6 +61,14 @@ class Resolved:
     dirs: list[tuple[int, str]]  # for directories: contributing (layer, rel path), top first
 
 
+def same_metadata(a: FileStat, b: FileStat) -> bool:
+    """The stat comparison Docker's naive differ uses (moby pkg/archive ``statDifferent``):
+    mode, owner and rdev, plus size and mtime for non-directories."""
+    if a.mode != b.mode or a.uid != b.uid or a.gid != b.gid or a.rdev != b.rdev:
+        return False
+    return a.is_dir or (a.size == b.size and a.mtime_ns == b.mtime_ns)
+
+
 def _format(layer: Layer) -> str:
     path = layer.path or ""
     driver = layer.driver or ""
@@ -78,6 +86,18 @@ class LayeredView:
         self.evidence = evidence
         self.layers = layers
         self.formats = [_format(layer) for layer in layers]
+        # legacy overlay: a container's RW ``upper`` starts as a full copy of its init layer's
+        # ``upper`` and sits directly on the image root, so the init layer must not merge in
+        # (it would resurrect files deleted in the container); it still serves provenance.
+        self.subsumed: int | None = None
+        if (
+            len(layers) >= 2
+            and layers[-1].role == "rw"
+            and layers[-2].role == "init"
+            and layers[-1].driver == "overlay"
+            and (layers[-1].path or "").endswith("/upper")
+        ):
+            self.subsumed = len(layers) - 2
         self._dirs: OrderedDict[tuple[int, str], LayerDir | None] = OrderedDict()
         self._cache_dirs = cache_dirs
         self._resolved: OrderedDict[str, Resolved | None] = OrderedDict()
@@ -161,7 +181,7 @@ class LayeredView:
         top = len(self.layers) - 1
         dirs: list[tuple[int, str]] = []
         for i in range(top, -1, -1):
-            if self.layers[i].path is None:
+            if self.layers[i].path is None or i == self.subsumed:
                 continue
             dirs.append((i, "/"))
             if self.formats[i] == "snapshot":
@@ -347,6 +367,15 @@ class LayeredView:
         if self.formats[index] == "snapshot":
             index = self._snapshot_origin(index, r.rel, r.stat)
             layer = self.layers[index]
+        elif self.subsumed is not None and index == self.subsumed + 1:
+            init = self.layer_host_path(self.subsumed, r.rel)
+            try:
+                ist = self.evidence.lstat(init) if init else None
+            except (EvidenceError, OSError):
+                ist = None
+            if ist is not None and same_metadata(ist, r.stat):
+                index = self.subsumed
+                layer = self.layers[index]
         st = r.stat
         return FileEntry(
             path=r.path,
@@ -380,14 +409,7 @@ class LayeredView:
             except (EvidenceError, OSError):
                 break
             same_inode = lower.ino == st.ino and lower.dev == st.dev
-            same_meta = (
-                lower.mode == st.mode
-                and lower.uid == st.uid
-                and lower.gid == st.gid
-                and lower.size == st.size
-                and (lower.mtime_ns == st.mtime_ns or st.is_dir)
-            )
-            if not (same_inode or same_meta):
+            if not (same_inode or same_metadata(lower, st)):
                 break
             index -= 1
         return index

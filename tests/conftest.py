@@ -1,0 +1,83 @@
+"""Shared fixtures: the real-engine Docker data roots captured by fixtures/capture/docker_capture.sh.
+
+The captured roots are committed as tarballs (with whiteout char devices and trusted.overlay.*
+xattrs); they are unpacked once per session with GNU tar, which needs root to restore both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "docker"
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("unpacking real overlay fixtures (char 0/0 whiteouts, trusted.* xattrs) needs root")
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar not installed")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xzf", str(tarball), "-C", str(dest)],
+        check=True,
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def overlay2_root(tmp_path_factory) -> Path:
+    """A real overlay2 data root (dockerd 20.10, crashed with containers in every state)."""
+    return unpack(FIXTURES / "overlay2-root.tar.gz", tmp_path_factory.mktemp("overlay2-root"))
+
+
+@pytest.fixture(scope="session")
+def overlay_root(tmp_path_factory) -> Path:
+    """A real data root of the legacy `overlay` driver."""
+    tarball = FIXTURES / "overlay-root.tar.gz"
+    if not tarball.exists():
+        pytest.skip("legacy overlay fixture not captured")
+    return unpack(tarball, tmp_path_factory.mktemp("overlay-root"))
+
+
+@pytest.fixture(scope="session")
+def expected() -> Path:
+    return FIXTURES / "expected"
+
+
+def load_json(path: Path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every entry's path, type, mode, owner, size, mtime, atime, xattrs and content."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(
+                f"{os.path.relpath(p, root)}|{st.st_mode}|{st.st_uid}|{st.st_gid}|{st.st_size}|"
+                f"{st.st_mtime_ns}|{st.st_atime_ns}|{st.st_rdev}\n".encode()
+            )
+            try:
+                for x in sorted(os.listxattr(p, follow_symlinks=False)):
+                    h.update(x.encode() + os.getxattr(p, x, follow_symlinks=False))
+            except OSError:
+                pass
+            if os.path.islink(p):
+                h.update(os.readlink(p).encode())
+            elif os.path.isfile(p):
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+                with os.fdopen(fd, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+    return h.hexdigest()
