@@ -233,7 +233,7 @@ def history(source: str, image: str, fmt: str):
         fmt,
         [
             ("CREATED", lambda s: (s.created or "")[:19]),
-            ("CREATED BY", lambda s: (s.created_by or "")[:70]),
+            ("CREATED BY", lambda s: (s.created_by or (f"({s.comment})" if s.comment else ""))[:70]),
             ("LAYER", lambda s: "(empty)" if s.empty_layer else _short(s.cache_id)),
             ("DIFF ID", lambda s: _short(s.diff_id)),
             ("SIZE", lambda s: s.size),

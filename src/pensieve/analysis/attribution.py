@@ -28,6 +28,7 @@ _PATTERNS = [
 ]
 _VOLUME = re.compile(r"^volumes/(?P<name>[^/]+)(?:/_data(?P<rest>/.*)?)?$")
 _CONTAINER = re.compile(r"^containers/(?P<id>[0-9a-f]{64})(?P<rest>/.*)?$")
+_TOP = re.compile(r"^(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)(?:/|$)")
 _ANY_ROOT = re.compile(r"^(?P<root>.*?)/(?=(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)/)")
 
 
@@ -39,10 +40,14 @@ def _split(host: DockerHost, path: str) -> tuple[DockerRoot | None, str | None, 
     """
     path = normalize(path)
     for root in sorted(host.roots, key=lambda r: -len(r.path)):
+        if root.path == "/":
+            rel = path.lstrip("/")
+            if _TOP.match(rel):
+                return root, rel, root.path
+            continue
         prefix = root.path.rstrip("/") + "/"
-        if root.path == "/" or path.startswith(prefix):
-            rel = path[len(prefix) :] if root.path != "/" else path.lstrip("/")
-            return root, rel, root.path
+        if path.startswith(prefix):
+            return root, path[len(prefix) :], root.path
     m = _ANY_ROOT.match(path)
     if m:
         return (
