@@ -246,6 +246,7 @@ class Attribution:
     chain_id: str | None = None
     images: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    container_names: list[str] = field(default_factory=list)
     created_by: str | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -85,6 +85,7 @@ def whence(host: DockerHost, path: str) -> Attribution:
                         a.container_path = posixpath.normpath(mnt.destination + rest)
         if not a.containers:
             a.notes.append("volume used by no container on record")
+        a.container_names = [c.name or "" for c in containers if c.id in a.containers]
         return a
 
     m = _CONTAINER.match(rel)
@@ -137,12 +138,11 @@ def _attribute_layer(host, root, driver, layer_id, a: Attribution, containers, i
     for c in containers:
         if c.data_root != root.path:
             continue
-        if c.rw_layer == layer_id:
-            a.layer_kind = "rw"
+        if layer_id in (c.rw_layer, c.init_layer):
+            a.layer_kind = "rw" if layer_id == c.rw_layer else "init"
             a.containers.append(c.id)
-        elif c.init_layer == layer_id:
-            a.layer_kind = "init"
-            a.containers.append(c.id)
+            if c.image_id and c.image_id not in a.images:
+                a.images.append(c.image_id)
         elif a.chain_id and any(layer.chain_id == a.chain_id for layer in c.layers):
             a.containers.append(c.id)
     if a.chain_id:
@@ -153,6 +153,8 @@ def _attribute_layer(host, root, driver, layer_id, a: Attribution, containers, i
                 steps = [s for s in img.history if not s.empty_layer]
                 if a.created_by is None and i < len(steps):
                     a.created_by = steps[i].created_by
+    names = {c.id: c.name for c in containers}
+    a.container_names = [names.get(cid) or "" for cid in a.containers]
     for cid, mount in root.mounts(driver).items():
         if layer_id in (mount.mount_id, mount.init_id):
             if cid not in a.containers:
