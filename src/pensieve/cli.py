@@ -201,12 +201,13 @@ def images(source: str, fmt: str):
 
     host = _host(source)
     imgs = host.images()
+    parents = {i.parent for i in imgs if i.parent}
     emit(
         imgs,
         fmt,
         [
             ("IMAGE ID", lambda i: _short(i.id)),
-            ("TAGS", lambda i: i.tags or "<none>"),
+            ("TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in parents else "<none>")),
             ("CREATED", lambda i: (i.created or "")[:19]),
             ("LAYERS", lambda i: len(i.diff_ids)),
             ("SIZE", lambda i: i.size),
