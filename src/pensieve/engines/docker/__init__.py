@@ -71,9 +71,10 @@ class DockerHost:
             driver = next((d for d in root.drivers() if d in SUPPORTED_DRIVERS), None)
         layers: list[Layer] = []
         steps = [s for s in image.history if not s.empty_layer]
-        for i, (diff_id, chain_id, cache_id) in enumerate(
-            zip(image.diff_ids, image.chain_ids, image.cache_ids, strict=False)
-        ):
+        for i, cache_id in enumerate(image.cache_ids):
+            # v1 (graph) images have layer ids but no diff/chain ids
+            diff_id = image.diff_ids[i] if i < len(image.diff_ids) else None
+            chain_id = image.chain_ids[i] if i < len(image.chain_ids) else None
             step = steps[i] if i < len(steps) else None
             layer = Layer(
                 role="image",
