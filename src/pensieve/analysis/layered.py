@@ -364,8 +364,10 @@ class LayeredView:
         layer = self.layers[r.layer]
         index = r.layer
         # snapshot layers: attribute to the lowest snapshot holding the same file
+        shadows = r.shadows
         if self.formats[index] == "snapshot":
             index = self._snapshot_origin(index, r.rel, r.stat)
+            shadows = self._snapshot_shadows(index, r.rel)
             layer = self.layers[index]
         elif self.subsumed is not None and index == self.subsumed + 1:
             init = self.layer_host_path(self.subsumed, r.rel)
@@ -395,9 +397,27 @@ class LayeredView:
             layer_role=layer.role,
             layer_index=index,
             created_by=layer.created_by,
-            shadows=[self.layers[i].cache_id or f"#{i}" for i in r.shadows],
+            shadows=[self.layers[i].cache_id or f"#{i}" for i in shadows],
             host_path=self.layer_host_path(r.layer, r.rel),
         )
+
+    def _snapshot_shadows(self, origin: int, rel: str) -> list[int]:
+        """Snapshot layers below ORIGIN holding an older version of REL, top first: what the
+        entry hides (each older version attributed to its own origin snapshot)."""
+        out: list[int] = []
+        i = origin - 1
+        while i >= 0 and self.formats[i] == "snapshot":
+            host = self.layer_host_path(i, rel)
+            if host is None:
+                break
+            try:
+                st = self.evidence.lstat(host)
+            except (EvidenceError, OSError):
+                break
+            i = self._snapshot_origin(i, rel, st)
+            out.append(i)
+            i -= 1
+        return out
 
     def _snapshot_origin(self, index: int, rel: str, st: FileStat) -> int:
         while index > 0 and self.formats[index - 1] == "snapshot":
