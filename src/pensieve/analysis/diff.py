@@ -108,8 +108,25 @@ class ContainerDiff:
             host_path=view.layer_host_path(r.layer, r.rel),
         )
         if lower is not None and self.lower is not None:
-            c.lower_layer = self.lower.layers[lower.layer].cache_id
+            c.lower_layer = self._origin(lower)
             c.lower = _meta(lower.stat)
+        return c
+
+    def _origin(self, lower: Resolved) -> str | None:
+        """Cache id of the layer that provided a lower entry (snapshot origins resolved)."""
+        assert self.lower is not None
+        index = lower.layer
+        if self.lower.formats[index] == "snapshot":
+            index = self.lower._snapshot_origin(index, lower.rel, lower.stat)
+        return self.lower.layers[index].cache_id
+
+    def _deleted(self, lower: Resolved, why: str) -> Change:
+        assert self.lower is not None
+        c = self._change("deleted", lower, self.lower, None)
+        c.layer = c.lower_layer = self._origin(lower)
+        c.lower = _meta(lower.stat)
+        c.sha256 = self._hash(self.lower, lower)
+        c.what_changed = [why]
         return c
 
     def changes(self) -> Iterator[Change]:
@@ -118,7 +135,11 @@ class ContainerDiff:
         rw = self.layers[self.top]
         if rw.path is None or not self.evidence.is_dir(rw.path):
             raise EvidenceError(f"RW layer contents missing ({rw.cache_id})")
-        yield from self._walk_dir("/", view.lookup("/"))
+        root = view.lookup("/")
+        yield from self._walk_dir("/", root)
+        lower_root = self._lower("/")
+        if lower_root is not None:
+            yield from self._hidden_below(root, lower_root)
 
     def _walk_dir(self, dpath: str, merged: Resolved) -> Iterator[Change]:
         """Changes below the merged directory DPATH; the RW copy drives the walk."""
@@ -133,12 +154,7 @@ class ContainerDiff:
                 lower = self._lower(path)
                 if lower is None:
                     continue  # whiteout of nothing: invisible to the engine too
-                c = self._change("deleted", lower, self.lower, None)  # type: ignore[arg-type]
-                c.lower_layer = c.layer
-                c.lower = _meta(lower.stat)
-                c.sha256 = self._hash(self.lower, lower)  # type: ignore[arg-type]
-                c.what_changed = ["deleted"]
-                yield c
+                yield self._deleted(lower, "deleted")
                 continue
             r = view._child(merged, name)
             if r is None or r.layer != self.top:
@@ -229,21 +245,20 @@ class ContainerDiff:
     def _dir_changes(self, r: Resolved, lower: Resolved) -> Iterator[Change]:
         """Changes inside a directory present both above and below."""
         yield from self._walk_dir(r.path, r)
-        # an opaque RW directory hides every lower child it does not itself hold
+        yield from self._hidden_below(r, lower)
+
+    def _hidden_below(self, r: Resolved, lower: Resolved) -> Iterator[Change]:
+        """Lower children an opaque RW directory (or a full RW snapshot) does not hold."""
         ld = self.full._layer_dir(self.top, r.rel)
-        if ld is not None and ld.opaque and self.lower is not None:
-            for name in self.lower._names(lower):
-                if name in ld.entries or name in ld.whiteouts:
-                    continue
-                child = self.lower._child(lower, name)
-                if child is None:
-                    continue
-                c = self._change("deleted", child, self.lower, None)
-                c.lower_layer = c.layer
-                c.lower = _meta(child.stat)
-                c.sha256 = self._hash(self.lower, child)
-                c.what_changed = ["deleted (opaque directory)"]
-                yield c
+        if ld is None or not ld.opaque or self.lower is None:
+            return
+        why = "deleted" if self.full.formats[self.top] == "snapshot" else "deleted (opaque directory)"
+        for name in self.lower._names(lower):
+            if name in ld.entries or name in ld.whiteouts:
+                continue
+            child = self.lower._child(lower, name)
+            if child is not None:
+                yield self._deleted(child, why)
 
 
 def container_diff(evidence: Evidence, layers: list[Layer], hash_files: bool = True) -> DiffResult:
