@@ -1,5 +1,11 @@
 """Docker volumes (moby volume/local): ``volumes/<name>/_data`` holds the data, ``opts.json`` the
-local driver's mount options; ``volumes/metadata.db`` (bbolt) keeps labels and driver names."""
+local driver's mount options; ``volumes/metadata.db`` (bbolt) keeps labels and driver names.
+
+metadata.db (moby volume/service/db.go): bucket ``volumes``, key = volume name, value = JSON
+``{"Name", "Driver", "Labels", "Options"}`` - what ``docker volume inspect`` shows.  Volumes of
+plugin drivers live only there; a local volume listed there without its directory was removed
+behind the daemon's back (or the directory was lost).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,49 @@ import posixpath
 import re
 
 from ...evidence import EvidenceError
+from ...formats.bolt import BoltDB, BoltError
 from ...records import Container, Problem, Volume
 from .root import DockerRoot
 
 _ANON = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+def read_volume_metadata(root: DockerRoot, problems: list[Problem]) -> dict[str, dict]:
+    """volume name -> {"Driver", "Labels", "Options"} from volumes/metadata.db ({} if absent)."""
+    ev = root.evidence
+    path = root.join("volumes", "metadata.db")
+    if not ev.is_file(path):
+        return {}
+    try:
+        with ev.open(path) as fh:
+            db = BoltDB(fh)
+            bucket = db.bucket(b"volumes")
+            entries = list(bucket.items()) if bucket is not None else []
+    except (BoltError, EvidenceError, OSError) as exc:
+        problems.append(Problem(path, f"corrupt volume metadata.db: {exc}"))
+        return {}
+    out: dict[str, dict] = {}
+    for key, value in entries:
+        name = key.decode("utf-8", "backslashreplace")
+        try:
+            meta = json.loads(value)
+            if not isinstance(meta, dict):
+                raise ValueError(f"not a JSON object: {type(meta).__name__}")
+        except ValueError as exc:
+            problems.append(Problem(path, f"corrupt metadata.db entry: {exc}", name))
+            continue
+        out[name] = {
+            "Driver": meta.get("Driver") if isinstance(meta.get("Driver"), str) else None,
+            "Labels": _str_map(meta.get("Labels")),
+            "Options": _str_map(meta.get("Options")),
+        }
+    return out
 
 
 def list_volumes(root: DockerRoot, containers: list[Container], problems: list[Problem]) -> list[Volume]:
@@ -28,12 +73,17 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
         for m in c.mounts:
             if m.type == "volume" and m.name:
                 users.setdefault(m.name, []).append(c.id)
+    metadata = read_volume_metadata(root, problems)
     out: list[Volume] = []
     for name in names:
         vdir = posixpath.join(base, name)
         if not ev.is_dir(vdir):
             continue  # metadata.db and friends
         vol = Volume(name=name, engine="docker", driver="local", anonymous=bool(_ANON.match(name)))
+        meta = metadata.pop(name, None)
+        if meta is not None:
+            vol.driver = meta["Driver"] or vol.driver
+            vol.labels = dict(meta["Labels"])
         data = posixpath.join(vdir, "_data")
         if ev.is_dir(data):
             vol.path = data
@@ -44,11 +94,13 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
                     if e.stat.is_file:
                         size += e.stat.size
             vol.file_count, vol.size = count, size
+        if meta is not None:
+            vol.options = dict(meta["Options"])  # what `docker volume inspect` shows
         opts = posixpath.join(vdir, "opts.json")
         if ev.is_file(opts):
             try:
                 data_opts = json.loads(ev.read_bytes(opts, 1 << 20))
-                vol.options = {
+                from_opts = {
                     k: str(v)
                     for k, v in {
                         "type": data_opts.get("MountType"),
@@ -57,8 +109,26 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
                     }.items()
                     if v
                 }
+                vol.options = {**from_opts, **vol.options}
             except (EvidenceError, OSError, ValueError, AttributeError) as exc:
                 problems.append(Problem(opts, f"corrupt volume options: {exc}", name))
         vol.used_by = sorted(users.get(name, []))
+        out.append(vol)
+    # known only to metadata.db: plugin volumes (data lives with the plugin), or local volumes
+    # whose directory was removed
+    db_path = root.join("volumes", "metadata.db")
+    for name, meta in sorted(metadata.items()):
+        driver = meta["Driver"] or "local"
+        vol = Volume(
+            name=name,
+            engine="docker",
+            driver=driver,
+            labels=dict(meta["Labels"]),
+            options=dict(meta["Options"]),
+            anonymous=bool(_ANON.match(name)),
+            used_by=sorted(users.get(name, [])),
+        )
+        if driver == "local":
+            problems.append(Problem(db_path, "volume in metadata.db but its directory is gone", name))
         out.append(vol)
     return out
