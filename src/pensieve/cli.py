@@ -69,9 +69,8 @@ def guarded(f: Callable) -> Callable:
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .analysis.layered import PathNotInView
         from .engines.docker import LookupFailed, NotADataRoot
-        from .evidence import EvidenceError
+        from .evidence import EvidenceError, NotFound
 
         try:
             problems = f(*args, **kwargs) or []
@@ -79,7 +78,7 @@ def guarded(f: Callable) -> Callable:
             raise
         except click.ClickException:
             raise
-        except (LookupFailed, PathNotInView) as exc:
+        except (LookupFailed, NotFound) as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(EXIT_NOT_FOUND)
         except (NotADataRoot, EvidenceError) as exc:
@@ -106,9 +105,10 @@ def guarded(f: Callable) -> Callable:
 
 
 def _host(source: str):
-    from .api import open_docker
+    from .engines.docker import DockerHost
+    from .evidence import open_evidence
 
-    return open_docker(source)
+    return DockerHost(open_evidence(source))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -11,15 +11,38 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_SCALARS = (str, int, float, bool, type(None))
 
-def to_dict(record: Any) -> Any:
-    """Turn a record (or a list/dict of records) into JSON-ready builtins."""
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return {f.name: to_dict(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+def to_dict(record: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Turn a record (or a list/dict of records) into JSON-ready builtins.
+
+    MEMO (id -> result) lets records shared between others (an image's layers, listed under
+    every container of the image) be converted once; keep the records alive while it is used.
+    """
+    cls = type(record)
+    if cls in _SCALARS:
+        return record
+    names = _FIELDS.get(cls)
+    if names is None and dataclasses.is_dataclass(cls):
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    if names is not None:
+        if memo is not None:
+            done = memo.get(id(record))
+            if done is not None:
+                return done
+        out = {}
+        for name in names:
+            value = getattr(record, name)
+            out[name] = value if type(value) in _SCALARS else to_dict(value, memo)
+        if memo is not None:
+            memo[id(record)] = out
+        return out
     if isinstance(record, (list, tuple)):
-        return [to_dict(r) for r in record]
+        return [r if type(r) in _SCALARS else to_dict(r, memo) for r in record]
     if isinstance(record, dict):
-        return {k: to_dict(v) for k, v in record.items()}
+        return {k: v if type(v) in _SCALARS else to_dict(v, memo) for k, v in record.items()}
     if isinstance(record, bytes):
         return record.decode("utf-8", "backslashreplace")
     return record

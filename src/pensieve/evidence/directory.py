@@ -125,6 +125,20 @@ class DirectoryEvidence(Evidence):
             os.close(fd)
         return iter(entries)
 
+    def listdir(self, path: str) -> list[str]:
+        """Names only: no stat per entry."""
+        host = self.host_path(path)
+        try:
+            fd = self._open_fd(host, os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such directory in evidence: {path}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot list {path}: {exc.strerror}") from exc
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
     def open(self, path: str) -> BinaryIO:
         host = self.host_path(path)
         try:
@@ -141,6 +155,42 @@ class DirectoryEvidence(Evidence):
             raise EvidenceError(f"not a regular file: {path}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
+
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """Whole (or the first LIMIT bytes of a) regular file, without a buffered file object."""
+        host = self.host_path(path)
+        try:
+            fd = self._open_fd(host, 0)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such file in evidence: {path}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
+            raise EvidenceError(f"cannot open {path}: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            if not statmod.S_ISREG(st.st_mode):
+                raise EvidenceError(f"not a regular file: {path}")
+            os.set_blocking(fd, True)
+            budget = limit if limit is not None else -1
+            chunks = []
+            got = 0
+            while budget != 0:
+                want = max(st.st_size + 1, 1 << 16) if budget < 0 else budget
+                block = os.read(fd, want)
+                if not block:
+                    break
+                chunks.append(block)
+                got += len(block)
+                if budget > 0:
+                    budget -= len(block)
+                if got == st.st_size:
+                    break  # all fstat promised: no second read() to see end of file
+            return b"".join(chunks)
+        except OSError as exc:
+            raise EvidenceError(f"cannot read {path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def readlink(self, path: str) -> str:
         try:

@@ -6,18 +6,24 @@ Tables use rich and are imported lazily so that machine formats start fast.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from ..records import to_dict
+from ..records import _FIELDS, to_dict
 
 Column = tuple[str, Callable[[Any], Any]]
 FORMATS = ("table", "json", "jsonl", "csv")
 
 
 def _default(obj: Any) -> Any:
+    names = _FIELDS.get(type(obj))
+    if names is not None or dataclasses.is_dataclass(obj):
+        if names is None:
+            names = _FIELDS[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+        return {n: getattr(obj, n) for n in names}  # the C encoder recurses into it
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "backslashreplace")
     if isinstance(obj, set):
@@ -40,8 +46,10 @@ def emit(
     out = out or sys.stdout
     n = 0
     if fmt == "json":
-        items = [to_dict(r) for r in records]
-        json.dump(items, out, indent=2, default=_default, ensure_ascii=False)
+        # one write through the C encoder, which calls _default only for records (an indent
+        # would switch json to its pure-Python encoder); pretty-print with jq to read by eye
+        items = list(records)
+        out.write(json.dumps(items, default=_default, ensure_ascii=False))
         out.write("\n")
         return len(items)
     if fmt == "jsonl":

@@ -35,6 +35,8 @@ class DockerHost:
         self.evidence = evidence
         self.roots = roots if roots is not None else open_data_roots(evidence)
         self.problems: list[Problem] = []
+        self._layer_cache: dict[tuple, list[Layer]] = {}
+        self._filled: set[int] = set()
 
     # ---- images ---------------------------------------------------------------------
     @cached_property
@@ -65,7 +67,17 @@ class DockerHost:
         return self.roots[0]
 
     def image_layers(self, image: Image, driver: str | None = None) -> list[Layer]:
-        """The image's layers bottom to top, with history step and contents path."""
+        """The image's layers bottom to top, with history step and contents path.
+
+        The list is cached per image and driver and shared by every container of the image:
+        treat it as read-only."""
+        key = (image.data_root, image.id, driver)
+        cached = self._layer_cache.get(key)
+        if cached is None:
+            cached = self._layer_cache[key] = self._image_layers(image, driver)
+        return cached
+
+    def _image_layers(self, image: Image, driver: str | None) -> list[Layer]:
         root = self._root_of(image.data_root)
         if driver is None:
             driver = next((d for d in root.drivers() if d in SUPPORTED_DRIVERS), None)
@@ -89,7 +101,7 @@ class DockerHost:
             )
             if cache_id and driver in SUPPORTED_DRIVERS:
                 path, _fmt = root.layer_path(driver, cache_id)
-                layer.path = path if self.evidence.is_dir(path) else None
+                layer.path = path if root.has_layer_dir(driver, cache_id) else None
             layers.append(layer)
         return layers
 
@@ -108,14 +120,21 @@ class DockerHost:
 
     def containers(self) -> list[Container]:
         """Every container with its layer chain resolved."""
-        by_id = {i.id: i for i in self.images()}
         for c in self._containers:
-            self._fill_layers(c, by_id)
+            self._fill_layers(c)
         return self._containers
 
-    def _fill_layers(self, c: Container, by_id: dict[str, Image]) -> None:
+    @cached_property
+    def _images_by_id(self) -> dict[str, Image]:
+        return {i.id: i for i in self.images()}
+
+    def _fill_layers(self, c: Container) -> None:
+        if id(c) in self._filled:
+            return
+        self._filled.add(id(c))
         if c.layers:
             return
+        by_id = self._images_by_id
         root = self._root_of(c.data_root)
         if root.layout == "v1":
             return  # legacy parser fills layers itself
@@ -138,12 +157,14 @@ class DockerHost:
     def container(self, ref: str) -> Container:
         """Find a container by full id, unique id prefix, or name."""
         ref = ref.strip().lstrip("/")
-        cs = self.containers()
+        cs = self._containers  # layers are resolved for the match only
         for c in cs:
             if c.id == ref or c.name == ref:
+                self._fill_layers(c)
                 return c
         matches = [c for c in cs if len(ref) >= 3 and c.id.startswith(ref)]
         if len(matches) == 1:
+            self._fill_layers(matches[0])
             return matches[0]
         if len(matches) > 1:
             raise LookupFailed(f"container id prefix {ref!r} is ambiguous ({len(matches)} matches)")

@@ -227,11 +227,11 @@ def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container
     for cid in ids:
         cdir = posixpath.join(base, cid)
         path = posixpath.join(cdir, "config.v2.json")
-        if not ev.is_dir(cdir):
-            continue
         try:
             raw = ev.read_bytes(path, 64 << 20)
         except (EvidenceError, OSError) as exc:
+            if not ev.is_dir(cdir):
+                continue  # a stray file in containers/
             legacy = posixpath.join(cdir, "config.json")
             if ev.is_file(legacy):
                 continue  # v1 layout: read by the legacy parser
@@ -307,7 +307,9 @@ def container_layers(
         c.problems.append(str(exc))
         problems.append(Problem(c.config_path or c.id, str(exc), c.id))
     for layer in layers:
-        if layer.path and not root.evidence.is_dir(layer.path):
+        if layer.role == "image" and image_chain:
+            continue  # checked once per image by DockerHost.image_layers
+        if layer.path and not (layer.cache_id and root.has_layer_dir(driver, layer.cache_id)):
             msg = f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}"
             c.problems.append(msg)
             problems.append(Problem(layer.path, msg, c.id))

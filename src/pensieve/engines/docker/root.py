@@ -105,6 +105,8 @@ class DockerRoot:
         self.path = normalize(self.path)
         self._layers: dict[str, dict[str, LayerInfo]] = {}
         self._mounts: dict[str, dict[str, MountInfo]] = {}
+        self._driver_dirs: dict[str, set[str]] = {}
+        self._drivers: list[str] | None = None
 
     def join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -120,7 +122,10 @@ class DockerRoot:
 
     def drivers(self) -> list[str]:
         """Storage drivers with metadata (image/<driver>) or data (<driver>/) in this root."""
+        if self._drivers is not None:
+            return self._drivers
         found: list[str] = []
+        self._drivers = found
         if self.evidence.is_dir(self.join("image")):
             for name in sorted(self.evidence.listdir(self.join("image"))):
                 if self.evidence.is_dir(self.join("image", name)):
@@ -176,10 +181,23 @@ class DockerRoot:
                 container_id=name,
                 mount_id=_read_small(ev, posixpath.join(d, "mount-id")),
                 init_id=_read_small(ev, posixpath.join(d, "init-id")),
-                parent=_read_small(ev, posixpath.join(d, "parent")),
             )
         self._mounts[driver] = out
         return out
+
+    def has_layer_dir(self, driver: str, cache_id: str) -> bool:
+        """Whether the driver keeps a directory for this layer id (one listing per driver)."""
+        if driver == "overlay2":
+            names = self._driver_dirs.get(driver)
+            if names is None:
+                try:
+                    names = {e.name for e in self.evidence.scandir(self.join(driver)) if e.stat.is_dir}
+                except (EvidenceError, OSError):
+                    names = set()
+                self._driver_dirs[driver] = names
+            return cache_id in names
+        path, _ = self.layer_path(driver, cache_id)
+        return self.evidence.is_dir(path)
 
     def layer_path(self, driver: str, cache_id: str, role: str = "image") -> tuple[str, str]:
         """(evidence path of a layer's contents, its format) for a driver's layer id."""
