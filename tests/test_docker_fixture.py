@@ -144,6 +144,9 @@ def test_volumes(host):
     vols = {v.name: v for v in host.volumes()}
     want = {v["Name"] for v in load_json(EXPECTED / "volumes" / "inspect.json")}
     assert set(vols) == want
+    for w in load_json(EXPECTED / "volumes" / "inspect.json"):
+        assert vols[w["Name"]].created[:19] == w["CreatedAt"][:19]
+        assert vols[w["Name"]].labels == (w["Labels"] or {})
     pvol = vols["pvol"]
     assert pvol.used_by == [inspect("c-running")["Id"]]
     assert pvol.file_count >= 1

@@ -84,7 +84,7 @@ def _is_static_elf(path: str) -> bool:
         if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
             return False
         end = "<" if head[5] == 1 else ">"
-        phoff, = struct.unpack_from(end + "Q", head, 32)
+        (phoff,) = struct.unpack_from(end + "Q", head, 32)
         phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
         fh.seek(phoff)
         table = fh.read(phentsize * phnum)
@@ -189,15 +189,25 @@ class PrivateDockerd:
         self.proc = subprocess.Popen(
             [
                 self.dockerd,
-                "--config-file", str(self.tmp / "daemon.json"),
-                "--data-root", str(self.data_root),
-                "--exec-root", str(self.exec_root),
-                "--pidfile", str(self.tmp / "dockerd.pid"),
-                "-H", f"unix://{self.sock}",
-                "--storage-driver", "overlay2",
-                "--iptables=false", "--ip-masq=false", "--bridge=none",
-                "--cgroup-parent", f"/{self.cgroup_parent}",
-                "--shutdown-timeout", "5",
+                "--config-file",
+                str(self.tmp / "daemon.json"),
+                "--data-root",
+                str(self.data_root),
+                "--exec-root",
+                str(self.exec_root),
+                "--pidfile",
+                str(self.tmp / "dockerd.pid"),
+                "-H",
+                f"unix://{self.sock}",
+                "--storage-driver",
+                "overlay2",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--cgroup-parent",
+                f"/{self.cgroup_parent}",
+                "--shutdown-timeout",
+                "5",
             ],
             stdin=subprocess.DEVNULL,
             stdout=self.log_fh,
@@ -211,7 +221,9 @@ class PrivateDockerd:
                 pytest.fail(f"dockerd exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
             res = subprocess.run(
                 [DOCKER_CLIENT, "version", "--format", "{{.Server.Version}}"],
-                capture_output=True, env=self.env, timeout=30,
+                capture_output=True,
+                env=self.env,
+                timeout=30,
             )
             if res.returncode == 0:
                 return
@@ -344,8 +356,17 @@ def _rootfs_tar(busybox: str) -> bytes:
             ti.mtime = 1_700_000_000
             tar.addfile(ti, io.BytesIO(data) if data else None)
 
-        for d, mode in (("bin", 0o755), ("etc", 0o755), ("root", 0o700), ("tmp", 0o1777), ("opt", 0o755),
-                        ("proc", 0o755), ("sys", 0o755), ("dev", 0o755), ("var", 0o755)):
+        for d, mode in (
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("root", 0o700),
+            ("tmp", 0o1777),
+            ("opt", 0o755),
+            ("proc", 0o755),
+            ("sys", 0o755),
+            ("dev", 0o755),
+            ("var", 0o755),
+        ):
             add(d, tarfile.DIRTYPE, mode)
         add("bin/busybox", tarfile.REGTYPE, 0o755, Path(busybox).read_bytes())
         for applet in APPLETS:
@@ -382,8 +403,16 @@ class Recorded:
 def engine(daemon) -> Recorded:
     d = daemon
     assert d.out("info", "--format", "{{.Driver}}").strip() == "overlay2"
-    d.docker("import", "-m", "pensieve live busybox rootfs", "-c", 'CMD ["/bin/sh"]', "-", BASE,
-             input=_rootfs_tar(d.busybox))
+    d.docker(
+        "import",
+        "-m",
+        "pensieve live busybox rootfs",
+        "-c",
+        'CMD ["/bin/sh"]',
+        "-",
+        BASE,
+        input=_rootfs_tar(d.busybox),
+    )
     ctx = d.tmp / "build"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
@@ -392,8 +421,18 @@ def engine(daemon) -> Recorded:
 
     d.docker("run", "-d", "--name", "c-live", "--network", "none", "--label", "org.pensieve.case=live", APP)
     d.docker("exec", "c-live", "sh", "-c", CHANGE_SCRIPT)
-    res = d.docker("run", "--name", "c-exit7", "--network", "none", APP,
-                   "sh", "-c", "echo bye; echo gone > /tmp/bye.txt; rm /opt/app/VERSION; exit 7", check=False)
+    res = d.docker(
+        "run",
+        "--name",
+        "c-exit7",
+        "--network",
+        "none",
+        APP,
+        "sh",
+        "-c",
+        "echo bye; echo gone > /tmp/bye.txt; rm /opt/app/VERSION; exit 7",
+        check=False,
+    )
     assert res.returncode == 7, res.stderr.decode(errors="replace")
     d.docker("create", "--name", "c-created", "--network", "none", APP, "sh", "-c", "echo never")
 
@@ -403,8 +442,11 @@ def engine(daemon) -> Recorded:
     assert inspect["c-created"]["State"]["Status"] == "created"
     diff_text = {n: d.out("diff", n) for n in CONTAINERS}
     ids = sorted(set(d.out("images", "-a", "-q", "--no-trunc").split()))
-    tagged = {f'{i["Repository"]}:{i["Tag"]}': i["ID"]
-              for i in d.jsonl("images", "--no-trunc", "--format", "{{json .}}") if i["Tag"] != "<none>"}
+    tagged = {
+        f"{i['Repository']}:{i['Tag']}": i["ID"]
+        for i in d.jsonl("images", "--no-trunc", "--format", "{{json .}}")
+        if i["Tag"] != "<none>"
+    }
     history = {t: d.jsonl("history", "--no-trunc", "--format", "{{json .}}", t) for t in tagged}
     return Recorded(
         inspect=inspect,

@@ -172,6 +172,10 @@ class DockerHost:
 
     # ---- volumes --------------------------------------------------------------------
     def volumes(self) -> list[Volume]:
+        return self._volumes
+
+    @cached_property
+    def _volumes(self) -> list[Volume]:
         from .volumes import list_volumes
 
         out: list[Volume] = []

@@ -16,6 +16,7 @@ import re
 from ...evidence import EvidenceError
 from ...formats.bolt import BoltDB, BoltError
 from ...records import Container, Problem, Volume
+from ...util import iso_ns
 from .root import DockerRoot
 
 _ANON = re.compile(r"^[0-9a-f]{64}$")
@@ -77,9 +78,15 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
     out: list[Volume] = []
     for name in names:
         vdir = posixpath.join(base, name)
-        if not ev.is_dir(vdir):
+        try:
+            vst = ev.lstat(vdir)
+        except (EvidenceError, OSError):
+            continue
+        if not vst.is_dir:
             continue  # metadata.db and friends
         vol = Volume(name=name, engine="docker", driver="local", anonymous=bool(_ANON.match(name)))
+        # moby's local driver reports the volume directory's mtime as CreatedAt
+        vol.created = iso_ns(vst.mtime_ns)
         meta = metadata.pop(name, None)
         if meta is not None:
             vol.driver = meta["Driver"] or vol.driver
