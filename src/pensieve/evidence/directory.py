@@ -3,8 +3,9 @@
 Every path is resolved *inside* the directory, chroot-style: a symlink met in a directory
 component is followed, but an absolute target is re-rooted at the evidence root and ``..``
 never climbs above it.  The last component is never followed.  Files and directories are opened
-``O_RDONLY | O_NOFOLLOW | O_NONBLOCK`` and, where the kernel lets us (root or owner),
-``O_NOATIME`` so that reading a live host does not even move access times.
+``O_RDONLY | O_NOFOLLOW | O_NONBLOCK`` (a FIFO planted in the evidence cannot hang us; for
+regular files O_NONBLOCK has no effect, so it stays set) and, where the kernel lets us (root or
+owner), ``O_NOATIME`` so that reading a live host does not even move access times.
 """
 
 from __future__ import annotations
@@ -153,7 +154,6 @@ class DirectoryEvidence(Evidence):
         if not statmod.S_ISREG(st.st_mode):
             os.close(fd)
             raise EvidenceError(f"not a regular file: {path}")
-        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
     def read_bytes(self, path: str, limit: int | None = None) -> bytes:
@@ -171,12 +171,16 @@ class DirectoryEvidence(Evidence):
             st = os.fstat(fd)
             if not statmod.S_ISREG(st.st_mode):
                 raise EvidenceError(f"not a regular file: {path}")
-            os.set_blocking(fd, True)
+            # ask for exactly what fstat promises (a larger request makes read() allocate and
+            # shrink a buffer that size); sizeless files (/proc-like) are read in 64 KiB steps
             budget = limit if limit is not None else -1
+            size = st.st_size
             chunks = []
             got = 0
             while budget != 0:
-                want = max(st.st_size + 1, 1 << 16) if budget < 0 else budget
+                want = (size - got if size > got else 1 << 16) if budget < 0 else budget
+                if 0 < size - got < want:
+                    want = size - got
                 block = os.read(fd, want)
                 if not block:
                     break
@@ -184,7 +188,7 @@ class DirectoryEvidence(Evidence):
                 got += len(block)
                 if budget > 0:
                     budget -= len(block)
-                if got == st.st_size:
+                if got == size:
                     break  # all fstat promised: no second read() to see end of file
             return b"".join(chunks)
         except OSError as exc:
