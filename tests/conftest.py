@@ -81,3 +81,22 @@ def tree_digest(root: Path) -> str:
                     while block := fh.read(1 << 20):
                         h.update(block)
     return h.hexdigest()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run the pensieve CLI in-process: (exit code, stdout, stderr)."""
+    import io
+    import sys
+
+    from pensieve.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = main([str(a) for a in args])
+    finally:
+        sys.stdout, sys.stderr = saved
+    out.flush()
+    return code, out.buffer.getvalue().decode("utf-8", "replace"), err.getvalue()

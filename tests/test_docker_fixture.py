@@ -13,11 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, load_json, tree_digest
+from conftest import FIXTURES, load_json, run_cli, tree_digest
 
 from pensieve import api
-from pensieve.cli import main
 
 EXPECTED = FIXTURES / "expected"
 SCENARIO = load_json(EXPECTED / "scenario.json")
@@ -40,8 +38,7 @@ def docker_diff(name: str, expected: Path = EXPECTED) -> set[tuple[str, str]]:
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

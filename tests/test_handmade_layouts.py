@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
 from pensieve import api
 from pensieve.analysis.layered import PathNotInView
-from pensieve.cli import main
 from pensieve.engines.docker.root import chain_ids
 
 _BUILD = Path(__file__).parent / "fixtures" / "handmade" / "build.py"
@@ -291,11 +290,10 @@ def test_v1_graph_layout_helpers(tmp_path):
 
 
 def test_cli_containers_json_on_v1(roots, tmp_path):
-    runner = CliRunner()
     clean = build.build_v1_graph(tmp_path / "clean", corrupt=False)
-    result = runner.invoke(main, ["containers", "--json", str(clean.root)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    code, out, err = run_cli("containers", "--json", str(clean.root))
+    assert code == 0, err
+    rows = json.loads(out)
     assert len(rows) == 1
     row = rows[0]
     assert {"id", "name", "image", "image_id", "state", "engine"} <= set(row)
@@ -309,12 +307,12 @@ def test_cli_containers_json_on_v1(roots, tmp_path):
     )
     # with a corrupt container the listing still comes out, exit 5 and a warning on stderr
     sc = roots["v1-graph"]
-    result = runner.invoke(main, ["containers", "--json", str(sc.root)])
-    assert result.exit_code == 5
-    rows = {r["id"]: r for r in json.loads(result.stdout)}
+    code, out, err = run_cli("containers", "--json", str(sc.root))
+    assert code == 5
+    rows = {r["id"]: r for r in json.loads(out)}
     assert rows[sc.containers["web"]]["state"] == "running"
     assert rows[sc.notes["corrupt_container"]]["state"] == "unknown"
-    assert "corrupt container config" in result.stderr
+    assert "corrupt container config" in err
 
 
 # ---- devicemapper ---------------------------------------------------------------------------

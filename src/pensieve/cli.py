@@ -1,9 +1,13 @@
-"""The ``pensieve`` command: a thin shell over pensieve.api; every command is a library call.
+"""The ``pensieve`` command: a thin shell over the library; every command is a library call.
+
+argparse, not a heavier framework: a forensic CLI is started hundreds of times from scripts and
+its start-up time counts.  Commands register themselves with ``@command``; each returns the
+problems it met (warnings) and writes its records through ``pensieve.output.render``.
 
 Exit codes (also in the README):
-  0  done, nothing to report
-  1  internal error (a bug: please report it with --debug output)
-  2  usage error
+  0  done
+  1  internal error (a bug: rerun with --debug for the traceback)
+  2  usage error (including an output destination inside the evidence)
   3  the source is unusable (missing, unreadable, no Docker data root in it)
   4  the named container, image or path is not in the evidence
   5  done, but some evidence could not be read: warnings on stderr, the rest is in the output
@@ -11,21 +15,37 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
-import functools
+import argparse
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import click
-
 from . import __version__
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_NOT_FOUND, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
+EPILOG = (
+    "exit codes: 0 ok, 1 internal error, 2 usage, 3 unusable source, 4 not found, "
+    "5 finished with warnings (some evidence unreadable; the rest is in the output)"
+)
 
-class Ctx:
-    debug = False
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit 2)."""
+
+
+# ---- small helpers --------------------------------------------------------------------------
+
+
+def _color(text: str, code: str, stream) -> str:
+    if stream.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[{code}m{text}\033[0m"
+    return text
+
+
+def _err(text: str, code: str = "31") -> None:
+    print(_color(text, code, sys.stderr), file=sys.stderr)
 
 
 def _short(value: str | None, n: int = 12) -> str:
@@ -38,70 +58,9 @@ def _warn(problems: list) -> None:
     seen = set()
     for p in problems:
         key = (p.source, p.message)
-        if key in seen:
-            continue
-        seen.add(key)
-        click.secho(f"warning: {p.source}: {p.message}", fg="yellow", err=True)
-
-
-def output_options(f: Callable) -> Callable:
-    """--json / --jsonl / --csv / --format on a command; passes fmt=..."""
-
-    @click.option("--json", "fmt", flag_value="json", help="One JSON document.")
-    @click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object per line.")
-    @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
-    @click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["table", "json", "jsonl", "csv"]),
-        default="table",
-        show_default=True,
-    )
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return f(*args, **kwargs)
-
-    return wrapper
-
-
-def guarded(f: Callable) -> Callable:
-    """Map library errors to documented exit codes and clear one-line messages."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .engines.docker import LookupFailed, NotADataRoot
-        from .evidence import EvidenceError, NotFound
-
-        try:
-            problems = f(*args, **kwargs) or []
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
-            raise
-        except (LookupFailed, NotFound) as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(EXIT_NOT_FOUND)
-        except (NotADataRoot, EvidenceError) as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(EXIT_SOURCE)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_OK)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except Exception as exc:  # noqa: BLE001 - last line of defence, documented exit 1
-            if Ctx.debug:
-                raise
-            click.secho(
-                f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", fg="red", err=True
-            )
-            sys.exit(EXIT_INTERNAL)
-        if problems:
-            _warn(problems)
-            sys.exit(EXIT_PARTIAL)
-        return None
-
-    return wrapper
+        if key not in seen:
+            seen.add(key)
+            _err(f"warning: {p.source}: {p.message}", "33")
 
 
 def _host(source: str):
@@ -111,22 +70,144 @@ def _host(source: str):
     return DockerHost(open_evidence(source))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="pensieve")
-@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
-def main(debug: bool) -> None:
-    """pensieve: container forensics, offline and read-only.
-
-    SOURCE is a directory: a live host root (/), a mounted or copied host filesystem, or a Docker
-    data root itself. Nothing in SOURCE is ever written.
-
-    Exit codes: 0 ok, 1 internal error, 2 usage, 3 unusable source, 4 not found,
-    5 finished with warnings (some evidence unreadable; the rest is in the output).
-    """
-    Ctx.debug = debug
+def _refuse_inside_evidence(host, dest: str) -> None:
+    root = getattr(host.evidence, "root", None)
+    if root is None:
+        return
+    real = os.path.realpath(dest)
+    if real == root or real.startswith(root.rstrip("/") + "/"):
+        raise UsageError(f"refusing to write inside the evidence: {dest}")
 
 
-# ---- inventory ----------------------------------------------------------------------------
+def _iso(t: float | None) -> str:
+    if t is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---- command registry -----------------------------------------------------------------------
+
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+_COMMANDS: list[tuple[str, str, list[Arg], bool, Callable]] = []
+_FS_COMMANDS: list[tuple[str, str, list[Arg], bool, Callable]] = []
+
+
+def arg(*names: str, **kwargs: Any) -> Arg:
+    return names, kwargs
+
+
+def command(name: str, help: str, *args: Arg, output: bool = True, fs: bool = False) -> Callable:
+    """Register a command: ``fn(opts) -> problems``; ``output`` adds --json/--jsonl/--csv."""
+
+    def register(fn: Callable) -> Callable:
+        (_FS_COMMANDS if fs else _COMMANDS).append((name, help, list(args), output, fn))
+        return fn
+
+    return register
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON document")
+    g.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object a line")
+    g.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="CSV with a header row")
+    g.add_argument("--format", dest="fmt", choices=["table", "json", "jsonl", "csv"], help="output format")
+    p.set_defaults(fmt="table")
+
+
+def _add(sub, spec) -> None:
+    name, help_text, args, output, fn = spec
+    p = sub.add_parser(name, help=help_text, description=(fn.__doc__ or help_text).strip(), epilog=EPILOG)
+    for names, kwargs in args:
+        p.add_argument(*names, **kwargs)
+    if output:
+        _add_output(p)
+    p.set_defaults(func=fn)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pensieve",
+        description=(
+            "pensieve: container forensics, offline and read-only. SOURCE is a directory: a live "
+            "host root (/), a mounted or copied host filesystem, or a Docker data root itself. "
+            "Nothing in SOURCE is ever written."
+        ),
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"pensieve {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for spec in _COMMANDS:
+        _add(sub, spec)
+    fs = sub.add_parser(
+        "fs",
+        help="browse a container's (or image's) merged filesystem with per-file layer provenance",
+        description=(
+            "Browse the merged filesystem of a container (or image) with per-file layer provenance. "
+            "TARGET is a container (id, prefix, name) or an image (id, tag). Symlinks resolve inside "
+            "the container root only."
+        ),
+        epilog=EPILOG,
+    )
+    fs.add_argument("source", metavar="SOURCE")
+    fs.add_argument("target", metavar="TARGET")
+    fs_sub = fs.add_subparsers(dest="fs_command", metavar="ACTION", required=True)
+    for spec in _FS_COMMANDS:
+        _add(fs_sub, spec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns (and, as a console script, exits with) the documented exit code."""
+    parser = build_parser()
+    try:
+        opts = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
+        return int(exc.code or 0)
+    from .engines.docker import LookupFailed, NotADataRoot
+    from .evidence import EvidenceError, NotFound
+
+    try:
+        problems = opts.func(opts) or []
+    except UsageError as exc:
+        _err(f"pensieve: error: {exc}")
+        return EXIT_USAGE
+    except (LookupFailed, NotFound) as exc:
+        _err(f"error: {exc}")
+        return EXIT_NOT_FOUND
+    except (NotADataRoot, EvidenceError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_SOURCE
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence, documented exit 1
+        if opts.debug:
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        return EXIT_INTERNAL
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if problems:
+        _warn(problems)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+SOURCE = arg("source", metavar="SOURCE", help="host root or Docker data root (a directory)")
+
+# ---- inventory ------------------------------------------------------------------------------
 
 
 def _state(c) -> str:
@@ -138,21 +219,18 @@ def _state(c) -> str:
     return s
 
 
-@main.command()
-@click.argument("source")
-@output_options
-@guarded
-def roots(source: str, fmt: str):
-    """Docker data roots found in SOURCE and how they were found."""
+@command("roots", "Docker data roots found in SOURCE and how they were found", SOURCE)
+def cmd_roots(o):
+    """Docker data roots found in SOURCE, their layout and storage drivers, and how they were found."""
     from .output.render import emit
 
-    host = _host(source)
+    host = _host(o.source)
     rows = [
         {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found} for r in host.roots
     ]
     emit(
         rows,
-        fmt,
+        o.fmt,
         [
             ("DATA ROOT", lambda r: r["path"]),
             ("LAYOUT", lambda r: r["layout"]),
@@ -163,19 +241,17 @@ def roots(source: str, fmt: str):
     return host.problems
 
 
-@main.command()
-@click.argument("source")
-@output_options
-@guarded
-def containers(source: str, fmt: str):
-    """Every container: identity, image, state, times, command, mounts, risky settings, layers."""
+@command("containers", "every container: identity, image, state, settings, mounts, layers", SOURCE)
+def cmd_containers(o):
+    """Every container: id, name, image, state (with exit code, OOM), times, command, env, labels,
+    ports, mounts, networks, risky settings, log driver and path, storage driver and layer chain."""
     from .output.render import emit
 
-    host = _host(source)
+    host = _host(o.source)
     cs = host.containers()
     emit(
         cs,
-        fmt,
+        o.fmt,
         [
             ("CONTAINER", lambda c: _short(c.id)),
             ("NAME", lambda c: c.name),
@@ -191,20 +267,18 @@ def containers(source: str, fmt: str):
     return host.problems
 
 
-@main.command()
-@click.argument("source")
-@output_options
-@guarded
-def images(source: str, fmt: str):
-    """Every image: tags, digests, created, config, layers."""
+@command("images", "every image: tags, digests, created, config, layers", SOURCE)
+def cmd_images(o):
+    """Every image (build-step images included): tags, digests, created, config, diff ids, chain
+    ids, cache ids, sizes."""
     from .output.render import emit
 
-    host = _host(source)
+    host = _host(o.source)
     imgs = host.images()
     parents = {i.parent for i in imgs if i.parent}
     emit(
         imgs,
-        fmt,
+        o.fmt,
         [
             ("IMAGE ID", lambda i: _short(i.id)),
             ("TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in parents else "<none>")),
@@ -218,20 +292,16 @@ def images(source: str, fmt: str):
     return host.problems
 
 
-@main.command()
-@click.argument("source")
-@click.argument("image")
-@output_options
-@guarded
-def history(source: str, image: str, fmt: str):
+@command("history", "an image's build history aligned to its layers", SOURCE, arg("image", metavar="IMAGE"))
+def cmd_history(o):
     """An image's build history, each step aligned to the layer it produced."""
     from .output.render import emit
 
-    host = _host(source)
-    img = host.image(image)
+    host = _host(o.source)
+    img = host.image(o.image)
     emit(
         img.history,
-        fmt,
+        o.fmt,
         [
             ("CREATED", lambda s: (s.created or "")[:19]),
             ("CREATED BY", lambda s: (s.created_by or (f"({s.comment})" if s.comment else ""))[:70]),
@@ -244,78 +314,63 @@ def history(source: str, image: str, fmt: str):
     return host.problems
 
 
-@main.command()
-@click.argument("source")
-@output_options
-@guarded
-def volumes(source: str, fmt: str):
+@command("volumes", "volumes, their data and the containers mounting them", SOURCE)
+def cmd_volumes(o):
     """Named and anonymous volumes, their data and the containers that mount them."""
     from .output.render import emit
 
-    host = _host(source)
+    host = _host(o.source)
     vols = host.volumes()
     emit(
         vols,
-        fmt,
+        o.fmt,
         [
             ("VOLUME", lambda v: v.name if not v.anonymous else _short(v.name)),
             ("DRIVER", lambda v: v.driver),
+            ("CREATED", lambda v: (v.created or "")[:19]),
             ("FILES", lambda v: v.file_count),
             ("BYTES", lambda v: v.size),
             ("USED BY", lambda v: [_short(c) for c in v.used_by]),
-            ("PATH", lambda v: v.path),
+            ("LABELS", lambda v: [f"{k}={x}" for k, x in v.labels.items()]),
         ],
     )
     return host.problems
 
 
-@main.command()
-@click.argument("source")
-@click.argument("container")
-@click.option("--stream", type=click.Choice(["stdout", "stderr"]), help="Only this stream.")
-@output_options
-@guarded
-def logs(source: str, container: str, stream: str | None, fmt: str):
-    """A container's log (json-file and local drivers; rotated and compressed files included)."""
+@command(
+    "logs",
+    "a container's log (json-file and local drivers, rotated and compressed files included)",
+    SOURCE,
+    arg("container", metavar="CONTAINER"),
+    arg("--stream", choices=["stdout", "stderr"], help="only this stream"),
+)
+def cmd_logs(o):
+    """A container's log: json-file and local drivers, rotated and compressed files, oldest first."""
     import posixpath
 
     from .engines.docker.logs import log_files, read_logs
     from .output.render import emit
 
-    host = _host(source)
-    c = host.container(container)
+    host = _host(o.source)
+    c = host.container(o.container)
     problems = list(host.problems)
     cdir = posixpath.dirname(c.config_path or "")
     files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
     if not files:
-        click.secho(
-            f"no log files for {_short(c.id)} (driver {c.log_driver or 'unknown'})", fg="yellow", err=True
-        )
+        _err(f"no log files for {_short(c.id)} (driver {c.log_driver or 'unknown'})", "33")
     lines = read_logs(host.evidence, c.id, files, problems)
-    if stream:
-        lines = (line for line in lines if line.stream == stream)
-    if fmt == "table":
+    if o.stream:
+        lines = (line for line in lines if line.stream == o.stream)
+    if o.fmt == "table":
+        out = sys.stdout
         for line in lines:
-            click.echo(f"{line.time or '':<31} {line.stream or '':<6} {line.message}")
+            out.write(f"{line.time or '':<31} {line.stream or '':<6} {line.message}\n")
     else:
-        emit(lines, fmt)
+        emit(lines, o.fmt)
     return problems
 
 
-# ---- layered filesystem -------------------------------------------------------------------
-
-
-@main.group()
-@click.argument("source")
-@click.argument("target")
-@click.pass_context
-def fs(ctx: click.Context, source: str, target: str) -> None:
-    """Browse the merged filesystem of a container (or image) with per-file layer provenance.
-
-    TARGET is a container (id, prefix, name) or an image (id, tag). Symlinks resolve inside the
-    container root only.
-    """
-    ctx.obj = (source, target)
+# ---- layered filesystem ---------------------------------------------------------------------
 
 
 def _fs_columns(long: bool):
@@ -334,239 +389,235 @@ def _fs_columns(long: bool):
     return cols
 
 
-def _iso(t: float | None) -> str:
-    if t is None:
-        return ""
-    from datetime import UTC, datetime
+def _view(o):
+    from .api import target_view
 
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    host = _host(o.source)
+    _, v = target_view(host, o.target)
+    return host, v
 
 
-@fs.command("ls")
-@click.argument("path", default="/")
-@click.option("-R", "--recursive", is_flag=True, help="Recurse into directories.")
-@click.option("-l", "--long", is_flag=True, help="Also the history step and shadowed layers.")
-@output_options
-@click.pass_obj
-@guarded
-def fs_ls(obj, path: str, recursive: bool, long: bool, fmt: str):
-    """List a directory of the merged filesystem."""
+@command(
+    "ls",
+    "list a directory of the merged filesystem",
+    arg("path", nargs="?", default="/"),
+    arg("-R", "--recursive", action="store_true", help="recurse into directories"),
+    arg("-l", "--long", action="store_true", help="also the history step and shadowed layers"),
+    fs=True,
+)
+def cmd_fs_ls(o):
+    """List a directory of the merged filesystem, each entry with its providing layer."""
     import posixpath
 
-    from .api import target_view
     from .output.render import emit
 
-    host = _host(obj[0])
-    _, v = target_view(host, obj[1])
-    if recursive:
-        entries = v.walk(path)
+    host, v = _view(o)
+    if o.recursive:
+        entries = v.walk(o.path)
     else:
-        r = v.resolve(path)
+        r = v.resolve(o.path)
         if r.stat.is_dir:
             entries = (v.stat(posixpath.join(r.path, n)) for n in v.listdir(r.path))
         else:
             entries = iter([v.entry(r)])
-    emit(entries, fmt, _fs_columns(long))
+    emit(entries, o.fmt, _fs_columns(o.long))
     return host.problems
 
 
-@fs.command("stat")
-@click.argument("path")
-@click.option("-L", "--follow", is_flag=True, help="Follow a final symlink (inside the container root).")
-@output_options
-@click.pass_obj
-@guarded
-def fs_stat(obj, path: str, follow: bool, fmt: str):
+@command(
+    "stat",
+    "one entry with its providing layer, what it shadows, and its sha256",
+    arg("path"),
+    arg("-L", "--follow", action="store_true", help="follow a final symlink (inside the container root)"),
+    fs=True,
+)
+def cmd_fs_stat(o):
     """One entry with its providing layer and what it shadows."""
-    from .api import target_view
     from .output.render import emit_one
     from .util import sha256_stream
 
-    host = _host(obj[0])
-    _, v = target_view(host, obj[1])
-    e = v.stat(path, follow=follow)
+    host, v = _view(o)
+    e = v.stat(o.path, follow=o.follow)
     if e.type == "file" and e.host_path:
         with host.evidence.open(e.host_path) as fh:
             e.sha256 = sha256_stream(fh)
-    emit_one(e, fmt)
+    emit_one(e, o.fmt)
     return host.problems
 
 
-@fs.command("cat")
-@click.argument("path")
-@click.pass_obj
-@guarded
-def fs_cat(obj, path: str):
+@command("cat", "write a file's bytes to stdout", arg("path"), output=False, fs=True)
+def cmd_fs_cat(o):
     """Write a file's bytes to stdout (symlinks followed inside the container root)."""
-    from .api import target_view
-
-    host = _host(obj[0])
-    _, v = target_view(host, obj[1])
+    host, v = _view(o)
     out = sys.stdout.buffer
-    with v.open(path) as fh:
-        while True:
-            block = fh.read(1 << 20)
-            if not block:
-                break
+    with v.open(o.path) as fh:
+        while block := fh.read(1 << 20):
             out.write(block)
     out.flush()
     return host.problems
 
 
-@fs.command("find")
-@click.argument("path", default="/")
-@click.option("--name", "pattern", help="Shell glob on the file name.")
-@click.option("--type", "kind", type=click.Choice(["f", "d", "l", "c", "b", "p", "s"]), help="Entry type.")
-@click.option("--layer", help="Only entries provided by this layer (cache id prefix, or image|init|rw).")
-@click.option("--newer", help="Only entries modified after this ISO time (UTC).")
-@click.option("--hash", "do_hash", is_flag=True, help="Add sha256 of regular files.")
-@output_options
-@click.pass_obj
-@guarded
-def fs_find(obj, path: str, pattern, kind, layer, newer, do_hash: bool, fmt: str):
-    """Find entries by name, type, providing layer and time."""
+@command(
+    "find",
+    "find entries by name, type, providing layer and time",
+    arg("path", nargs="?", default="/"),
+    arg("--name", dest="pattern", help="shell glob on the file name"),
+    arg("--type", dest="kind", choices=["f", "d", "l", "c", "b", "p", "s"], help="entry type"),
+    arg("--layer", help="only entries provided by this layer (cache id prefix, or image|init|rw)"),
+    arg("--newer", help="only entries modified after this ISO time (UTC)"),
+    arg("--hash", dest="do_hash", action="store_true", help="add sha256 of regular files"),
+    fs=True,
+)
+def cmd_fs_find(o):
+    """Find entries by name, type, providing layer and modification time."""
     import fnmatch
     import posixpath
     from datetime import datetime
 
-    from .api import target_view
     from .output.render import emit
     from .util import sha256_stream
 
     types = {"f": "file", "d": "dir", "l": "symlink", "c": "char", "b": "block", "p": "fifo", "s": "socket"}
     after = None
-    if newer:
-        after = datetime.fromisoformat(newer.replace("Z", "+00:00")).timestamp()
-    host = _host(obj[0])
-    _, v = target_view(host, obj[1])
+    if o.newer:
+        try:
+            after = datetime.fromisoformat(o.newer.replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:
+            raise UsageError(f"--newer: not an ISO time: {o.newer}") from exc
+    host, v = _view(o)
 
     def keep(e) -> bool:
-        if pattern and not fnmatch.fnmatchcase(posixpath.basename(e.path), pattern):
+        if o.pattern and not fnmatch.fnmatchcase(posixpath.basename(e.path), o.pattern):
             return False
-        if kind and e.type != types[kind]:
+        if o.kind and e.type != types[o.kind]:
             return False
-        if layer and not (e.layer_role == layer or (e.layer or "").startswith(layer)):
+        if o.layer and not (e.layer_role == o.layer or (e.layer or "").startswith(o.layer)):
             return False
         return not (after is not None and (e.mtime or 0) <= after)
 
     def rows():
-        for e in v.walk(path):
+        for e in v.walk(o.path):
             if keep(e):
-                if do_hash and e.type == "file" and e.host_path:
+                if o.do_hash and e.type == "file" and e.host_path:
                     with host.evidence.open(e.host_path) as fh:
                         e.sha256 = sha256_stream(fh)
                 yield e
 
-    cols = _fs_columns(False) + ([("SHA256", lambda e: e.sha256)] if do_hash else [])
-    emit(rows(), fmt, cols)
+    cols = _fs_columns(False) + ([("SHA256", lambda e: e.sha256)] if o.do_hash else [])
+    emit(rows(), o.fmt, cols)
     return host.problems
 
 
-@fs.command("export")
-@click.argument("dest")
-@click.option("--path", "top", default="/", show_default=True, help="Export only this subtree.")
-@click.option("--tar", "as_tar", is_flag=True, help="Write a tar even if DEST does not end in .tar.")
-@click.pass_obj
-@guarded
-def fs_export(obj, dest: str, top: str, as_tar: bool):
-    """Export the merged tree: a tar keeping mode, owner, times, links and devices (DEST.tar), or
-    a directory. DEST must be outside the evidence."""
+@command(
+    "export",
+    "export the merged tree as a tar (keeps metadata) or into a directory",
+    arg("dest", metavar="DEST", help="DEST.tar / .tar.gz for a tar, else a directory (outside the evidence)"),
+    arg("--path", dest="top", default="/", help="export only this subtree (default /)"),
+    arg("--tar", dest="as_tar", action="store_true", help="write a tar whatever DEST's name"),
+    output=False,
+    fs=True,
+)
+def cmd_fs_export(o):
+    """Export the merged tree: a PAX tar keeping mode, owner, nanosecond times, links, devices and
+    each entry's layer (DEST.tar), or a directory."""
     from .analysis.export import export_dir, export_tar
-    from .api import target_view
 
-    host = _host(obj[0])
-    _, v = target_view(host, obj[1])
-    _refuse_inside_evidence(host, dest)
-    if as_tar or dest.endswith((".tar", ".tar.gz", ".tgz")):
-        n, problems = export_tar(v, top, dest)
+    host, v = _view(o)
+    _refuse_inside_evidence(host, o.dest)
+    if o.as_tar or o.dest.endswith((".tar", ".tar.gz", ".tgz")):
+        n, problems = export_tar(v, o.top, o.dest)
     else:
-        n, problems = export_dir(v, top, dest)
-    click.echo(f"exported {n} entries to {dest}", err=True)
+        n, problems = export_dir(v, o.top, o.dest)
+    _err(f"exported {n} entries to {o.dest}", "32")
     return host.problems + problems
 
 
-def _refuse_inside_evidence(host, dest: str) -> None:
-    root = getattr(host.evidence, "root", None)
-    if root is None:
-        return
-    real = os.path.realpath(dest)
-    if real == root or real.startswith(root.rstrip("/") + "/"):
-        raise click.UsageError(f"refusing to write inside the evidence: {dest}")
+# ---- diff and attribution -------------------------------------------------------------------
 
 
-# ---- diff and attribution -----------------------------------------------------------------
+_ENGINE_OPS = {"added": "A", "modified": "C", "deleted": "D"}
 
 
-@main.command()
-@click.argument("source")
-@click.argument("container")
-@click.option("--recover", "recover_dir", help="Copy lower-layer originals of deleted/modified files here.")
-@click.option("--no-hash", is_flag=True, help="Skip content hashes (faster; content-only changes go unseen).")
-@click.option("--engine-view", is_flag=True, help="Only what `docker diff` would list, in its A/C/D form.")
-@output_options
-@guarded
-def diff(source: str, container: str, recover_dir: str | None, no_hash: bool, engine_view: bool, fmt: str):
-    """What a container changed against its image: added, modified (copied up), deleted."""
+@command(
+    "diff",
+    "what a container changed against its image: added, modified, deleted",
+    SOURCE,
+    arg("container", metavar="CONTAINER"),
+    arg(
+        "--recover",
+        dest="recover_dir",
+        metavar="DIR",
+        help="copy lower-layer originals of deleted/modified files",
+    ),
+    arg("--no-hash", action="store_true", help="skip content hashes (content-only changes go unseen)"),
+    arg("--engine-view", action="store_true", help="only what `docker diff` lists, in its A/C/D form"),
+)
+def cmd_diff(o):
+    """What a container changed against its image: added, modified (copied up), deleted, with type,
+    size, sha256, mode, owner, times and what changed against the lower copy."""
     from . import api
     from .output.render import emit
 
-    host = _host(source)
-    result = api.diff(host, container, hash_files=not no_hash)
+    host = _host(o.source)
+    if o.recover_dir:
+        _refuse_inside_evidence(host, o.recover_dir)
+    result = api.diff(host, o.container, hash_files=not o.no_hash)
     changes = result.changes
-    if engine_view:
+    if o.engine_view:
         changes = [c for c in changes if c.engine_reports]
-        if fmt == "table":
-            for c in changes:
-                click.echo(f"{c.change[0].upper().replace('M', 'C')} {c.path}")
-            return host.problems + result.problems
-    emit(
-        changes,
-        fmt,
-        [
-            ("CHANGE", lambda c: c.change if c.engine_reports else c.change + "*"),
-            ("TYPE", lambda c: c.type),
-            ("PATH", lambda c: c.path),
-            ("WHAT", lambda c: c.what_changed),
-            ("SIZE", lambda c: c.size),
-            ("MODE", lambda c: c.mode),
-            ("MTIME", lambda c: (c.mtime or "")[:19]),
-            ("SHA256", lambda c: (c.sha256 or "")[:16]),
-        ],
-        title="* = invisible to `docker diff`",
-    )
-    if recover_dir:
-        c = host.container(container)
-        _refuse_inside_evidence(host, recover_dir)
-        manifest = api.recover(host.evidence, c.layers, result.changes, recover_dir)
+    if o.engine_view and o.fmt == "table":
+        for c in changes:
+            sys.stdout.write(f"{_ENGINE_OPS[c.change]} {c.path}\n")
+    else:
+        emit(
+            changes,
+            o.fmt,
+            [
+                ("CHANGE", lambda c: c.change if c.engine_reports else c.change + "*"),
+                ("TYPE", lambda c: c.type),
+                ("PATH", lambda c: c.path),
+                ("WHAT", lambda c: c.what_changed),
+                ("SIZE", lambda c: c.size),
+                ("MODE", lambda c: c.mode),
+                ("MTIME", lambda c: (c.mtime or "")[:19]),
+                ("SHA256", lambda c: (c.sha256 or "")[:16]),
+            ],
+            title="* = not listed by `docker diff`",
+        )
+    if o.recover_dir:
         import json
 
-        os.makedirs(recover_dir, exist_ok=True)
-        with open(os.path.join(recover_dir, "pensieve-recovered.json"), "w") as fh:
+        c = host.container(o.container)
+        manifest = api.recover(host.evidence, c.layers, result.changes, o.recover_dir)
+        os.makedirs(o.recover_dir, exist_ok=True)
+        with open(os.path.join(o.recover_dir, "pensieve-recovered.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
-        click.echo(f"recovered {len(manifest)} original entries into {recover_dir}", err=True)
+        _err(f"recovered {len(manifest)} original entries into {o.recover_dir}", "32")
     return host.problems + result.problems
 
 
-@main.command()
-@click.argument("source")
-@click.argument("hostpath")
-@output_options
-@guarded
-def whence(source: str, hostpath: str, fmt: str):
-    """Attribute a path inside a data root to its layer, images, containers and container path."""
+@command(
+    "whence",
+    "attribute a path inside a data root to its layer, images, containers and container path",
+    SOURCE,
+    arg("hostpath", metavar="HOSTPATH", help="a path in the evidence, or as named on the original host"),
+)
+def cmd_whence(o):
+    """Attribute a path inside a data root (say overlay2/<id>/diff/...) to its layer, the images that
+    hold it, the containers that use it, and the path inside the container."""
     from . import api
     from .output.render import emit_one
 
-    host = _host(source)
-    path = hostpath
+    host = _host(o.source)
+    path = o.hostpath
     from_host = getattr(host.evidence, "from_host_path", None)
-    if from_host is not None and os.path.isabs(hostpath) and os.path.exists(hostpath):
-        mapped = from_host(hostpath)
+    if from_host is not None and os.path.isabs(path) and os.path.exists(path):
+        mapped = from_host(path)
         if mapped is not None:
             path = mapped
-    emit_one(api.whence(host, path), fmt)
+    emit_one(api.whence(host, path), o.fmt)
     return host.problems
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console()
