@@ -97,6 +97,20 @@ class DirectoryEvidence(Evidence):
                 self._noatime = 0  # not owner and not root: plain read-only open
         return os.open(host, flags)
 
+    def _open_checked(self, path: str, directory: bool) -> int:
+        """An fd for PATH, with OS errors turned into evidence errors that name the path."""
+        host = self.host_path(path)
+        try:
+            return self._open_fd(host, os.O_DIRECTORY if directory else 0)
+        except FileNotFoundError as exc:
+            kind = "directory" if directory else "file"
+            raise NotFound(f"no such {kind} in evidence: {path}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
+            verb = "list" if directory else "open"
+            raise EvidenceError(f"cannot {verb} {path}: {exc.strerror}") from exc
+
     def lstat(self, path: str) -> FileStat:
         host = self.host_path(path)
         try:
@@ -107,13 +121,7 @@ class DirectoryEvidence(Evidence):
             raise EvidenceError(f"cannot stat {path}: {exc.strerror}") from exc
 
     def scandir(self, path: str) -> Iterator[DirEntry]:
-        host = self.host_path(path)
-        try:
-            fd = self._open_fd(host, os.O_DIRECTORY)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no such directory in evidence: {path}") from exc
-        except OSError as exc:
-            raise EvidenceError(f"cannot list {path}: {exc.strerror}") from exc
+        fd = self._open_checked(path, directory=True)
         try:
             with os.scandir(fd) as it:
                 entries = []
@@ -128,28 +136,14 @@ class DirectoryEvidence(Evidence):
 
     def listdir(self, path: str) -> list[str]:
         """Names only: no stat per entry."""
-        host = self.host_path(path)
-        try:
-            fd = self._open_fd(host, os.O_DIRECTORY)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no such directory in evidence: {path}") from exc
-        except OSError as exc:
-            raise EvidenceError(f"cannot list {path}: {exc.strerror}") from exc
+        fd = self._open_checked(path, directory=True)
         try:
             return os.listdir(fd)
         finally:
             os.close(fd)
 
     def open(self, path: str) -> BinaryIO:
-        host = self.host_path(path)
-        try:
-            fd = self._open_fd(host, 0)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no such file in evidence: {path}") from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
-            raise EvidenceError(f"cannot open {path}: {exc.strerror}") from exc
+        fd = self._open_checked(path, directory=False)
         st = os.fstat(fd)
         if not statmod.S_ISREG(st.st_mode):
             os.close(fd)
@@ -158,15 +152,7 @@ class DirectoryEvidence(Evidence):
 
     def read_bytes(self, path: str, limit: int | None = None) -> bytes:
         """Whole (or the first LIMIT bytes of a) regular file, without a buffered file object."""
-        host = self.host_path(path)
-        try:
-            fd = self._open_fd(host, 0)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no such file in evidence: {path}") from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
-            raise EvidenceError(f"cannot open {path}: {exc.strerror}") from exc
+        fd = self._open_checked(path, directory=False)
         try:
             st = os.fstat(fd)
             if not statmod.S_ISREG(st.st_mode):

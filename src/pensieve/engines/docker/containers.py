@@ -42,6 +42,12 @@ def _time(value: Any) -> str | None:
     return value
 
 
+def endpoint(settings: dict, *extra: tuple[str, str]) -> dict:
+    """The non-empty addresses of a network endpoint (NetworkSettings or one of its Networks)."""
+    keys = (("ip", "IPAddress"), ("ipv6", "GlobalIPv6Address"), ("mac", "MacAddress"), ("gateway", "Gateway"))
+    return {name: settings[key] for name, key in keys + extra if settings.get(key)}
+
+
 def state_name(state: dict) -> str:
     """moby State.StateString()."""
     if state.get("Running"):
@@ -196,19 +202,9 @@ def parse_container(
     c.published_ports = ports
     for net, ep in sorted((ns.get("Networks") or {}).items()):
         ep = ep or {}
-        c.networks[net] = {
-            k: v
-            for k, v in (
-                ("ip", ep.get("IPAddress")),
-                ("ipv6", ep.get("GlobalIPv6Address")),
-                ("mac", ep.get("MacAddress")),
-                ("gateway", ep.get("Gateway")),
-                ("network_id", ep.get("NetworkID")),
-                ("endpoint_id", ep.get("EndpointID")),
-                ("aliases", ep.get("Aliases")),
-            )
-            if v
-        }
+        c.networks[net] = endpoint(
+            ep, ("network_id", "NetworkID"), ("endpoint_id", "EndpointID"), ("aliases", "Aliases")
+        )
     c.mounts = _mounts(config, host, root)
     c.risks = _risks(c, host)
     return c

@@ -70,6 +70,19 @@ def _history(config: dict, diff_ids: list[str], chains: list[str], layerdb: dict
     return steps
 
 
+def runtime_config(cfg: dict) -> dict:
+    """Image fields from a config's ``config`` object (the OCI image config's runtime part)."""
+    return {
+        "cmd": cfg.get("Cmd"),
+        "entrypoint": cfg.get("Entrypoint"),
+        "env": list(cfg.get("Env") or []),
+        "user": cfg.get("User") or None,
+        "workdir": cfg.get("WorkingDir") or None,
+        "labels": dict(cfg.get("Labels") or {}),
+        "exposed_ports": sorted((cfg.get("ExposedPorts") or {}).keys()),
+    }
+
+
 def parse_image_config(
     image_id: str, raw: bytes, root: DockerRoot, driver: str, problems: list[Problem], path: str
 ) -> Image:
@@ -95,13 +108,7 @@ def parse_image_config(
         os=config.get("os"),
         architecture=config.get("architecture"),
         author=config.get("author"),
-        cmd=cfg.get("Cmd"),
-        entrypoint=cfg.get("Entrypoint"),
-        env=list(cfg.get("Env") or []),
-        user=cfg.get("User") or None,
-        workdir=cfg.get("WorkingDir") or None,
-        labels=dict(cfg.get("Labels") or {}),
-        exposed_ports=sorted((cfg.get("ExposedPorts") or {}).keys()),
+        **runtime_config(cfg),
         diff_ids=diff_ids,
         chain_ids=chains,
         cache_ids=cache_ids,

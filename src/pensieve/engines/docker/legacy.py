@@ -30,7 +30,8 @@ from collections import defaultdict
 
 from ...evidence import EvidenceError
 from ...records import Container, HistoryStep, Image, Layer, Problem
-from .containers import _mounts, _placeholder, _risks, parse_container
+from .containers import _mounts, _placeholder, _risks, endpoint, parse_container
+from .images import runtime_config
 from .root import SUPPORTED_DRIVERS, DockerRoot
 
 __all__ = ["list_containers_v1", "Graph", "list_images_v1", "read_repositories_v1"]
@@ -216,13 +217,7 @@ def _image(image_id: str, graph: Graph, root: DockerRoot, problems: list[Problem
         os=data.get("os"),
         architecture=data.get("architecture"),
         author=data.get("author") or None,
-        cmd=cfg.get("Cmd"),
-        entrypoint=cfg.get("Entrypoint"),
-        env=list(cfg.get("Env") or []),
-        user=cfg.get("User") or None,
-        workdir=cfg.get("WorkingDir") or None,
-        labels=dict(cfg.get("Labels") or {}),
-        exposed_ports=sorted((cfg.get("ExposedPorts") or {}).keys()),
+        **runtime_config(cfg),
         cache_ids=list(chain),
         size=sum(sizes) if sizes else None,
         history=history,
@@ -300,17 +295,7 @@ def _parse_v1(
     ns = config.get("NetworkSettings") or {}
     if not c.networks and ns.get("IPAddress"):
         mode = host.get("NetworkMode") or "bridge"
-        c.networks["bridge" if mode == "default" else mode] = {
-            k: v
-            for k, v in (
-                ("ip", ns.get("IPAddress")),
-                ("ipv6", ns.get("GlobalIPv6Address")),
-                ("mac", ns.get("MacAddress")),
-                ("gateway", ns.get("Gateway")),
-                ("bridge", ns.get("Bridge")),
-            )
-            if v
-        }
+        c.networks["bridge" if mode == "default" else mode] = endpoint(ns, ("bridge", "Bridge"))
     return c
 
 

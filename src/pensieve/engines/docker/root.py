@@ -139,19 +139,21 @@ class DockerRoot:
         return self.join("image", driver)
 
     # ---- layerdb ------------------------------------------------------------------------
+    def _entries(self, *parts: str) -> list[tuple[str, str]]:
+        """(name, evidence path) of each entry of a directory below the root; [] if unreadable."""
+        base = self.join(*parts)
+        try:
+            return [(n, posixpath.join(base, n)) for n in self.evidence.listdir(base)]
+        except (EvidenceError, OSError):
+            return []
+
     def layers(self, driver: str) -> dict[str, LayerInfo]:
         """All image layers of layerdb/sha256 keyed by chain id ("sha256:...")."""
         if driver in self._layers:
             return self._layers[driver]
         ev = self.evidence
-        base = self.join("image", driver, "layerdb", "sha256")
         out: dict[str, LayerInfo] = {}
-        try:
-            names = ev.listdir(base)
-        except (EvidenceError, OSError):
-            names = []
-        for name in names:
-            d = posixpath.join(base, name)
+        for name, d in self._entries("image", driver, "layerdb", "sha256"):
             size = _read_small(ev, posixpath.join(d, "size"))
             info = LayerInfo(
                 chain_id="sha256:" + name,
@@ -169,14 +171,8 @@ class DockerRoot:
         if driver in self._mounts:
             return self._mounts[driver]
         ev = self.evidence
-        base = self.join("image", driver, "layerdb", "mounts")
         out: dict[str, MountInfo] = {}
-        try:
-            names = ev.listdir(base)
-        except (EvidenceError, OSError):
-            names = []
-        for name in names:
-            d = posixpath.join(base, name)
+        for name, d in self._entries("image", driver, "layerdb", "mounts"):
             out[name] = MountInfo(
                 container_id=name,
                 mount_id=_read_small(ev, posixpath.join(d, "mount-id")),
