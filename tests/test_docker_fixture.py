@@ -381,3 +381,37 @@ def test_refuses_to_write_inside_the_evidence(overlay2_root):
     code, _, err = run("fs", str(overlay2_root), "c-modified", "export", str(overlay2_root / "x.tar"))
     assert code == 2 and "inside the evidence" in err
     assert not (overlay2_root / "x.tar").exists()
+
+
+def test_host_root_discovery(overlay2_root, tmp_path):
+    """A host root: data roots at /var/lib/docker, daemon.json's data-root (reached through an
+    absolute symlink that must resolve inside the evidence), a user's rootless root, and snap."""
+    import subprocess
+
+    host_root = tmp_path / "host"
+    places = ["var/lib/docker", "mnt/disk2/docker", "home/alice/.local/share/docker"]
+    for rel in places:
+        (host_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(overlay2_root), str(host_root / rel)], check=True)
+    (host_root / "etc/docker").mkdir(parents=True)
+    (host_root / "etc/docker/daemon.json").write_text('{"data-root": "/data/docker"}')
+    os.symlink("/mnt/disk2", host_root / "data")  # absolute: must not mean the analyst's /mnt
+    (host_root / "var/snap/docker/common").mkdir(parents=True)  # snap dir without a data root
+    host = api.open_docker(str(host_root))
+    found = {r.path: r.how_found for r in host.roots}
+    assert set(found) == {"/var/lib/docker", "/data/docker", "/home/alice/.local/share/docker"}
+    assert "daemon.json" in found["/data/docker"] and "rootless" in found["/home/alice/.local/share/docker"]
+    per_root = len(LIVE_CONTAINERS)
+    assert len(host.containers()) == 3 * per_root
+    # each root's containers resolve their layers inside that root
+    c = next(c for c in host.containers() if c.data_root == "/data/docker" and c.name == "c-modified")
+    assert c.layers[-1].path.startswith("/data/docker/overlay2/")
+    with pytest.raises(api.LookupFailed, match="ambiguous"):
+        host.container("c-modified")
+    assert host.container(f"/data/docker:{c.id[:12]}") is c
+    changes = {
+        (x.change, x.path) for x in api.diff(host, "/data/docker:c-modified").changes if x.engine_reports
+    }
+    assert changes == docker_diff("c-modified")
+    code, out, _ = run("roots", str(host_root), "--json")
+    assert code == 0 and {r["path"] for r in json.loads(out)} == set(found)

@@ -155,19 +155,27 @@ class DockerHost:
         container_layers(c, root, chain, self.problems)
 
     def container(self, ref: str) -> Container:
-        """Find a container by full id, unique id prefix, or name."""
-        ref = ref.strip().lstrip("/")
+        """Find a container by full id, unique id prefix, or name.
+
+        With several data roots in the evidence, ``/data/root:REF`` picks the root."""
+        ref = ref.strip()
         cs = self._containers  # layers are resolved for the match only
-        for c in cs:
-            if c.id == ref or c.name == ref:
-                self._fill_layers(c)
-                return c
-        matches = [c for c in cs if len(ref) >= 3 and c.id.startswith(ref)]
+        if ":" in ref and ref.startswith("/"):
+            root_path, ref = ref.rsplit(":", 1)
+            cs = [c for c in cs if c.data_root == root_path.rstrip("/") or root_path == "/" == c.data_root]
+        ref = ref.lstrip("/")
+        matches = [c for c in cs if c.id == ref or c.name == ref]
+        if not matches and len(ref) >= 3:
+            matches = [c for c in cs if c.id.startswith(ref)]
         if len(matches) == 1:
             self._fill_layers(matches[0])
             return matches[0]
         if len(matches) > 1:
-            raise LookupFailed(f"container id prefix {ref!r} is ambiguous ({len(matches)} matches)")
+            where = sorted({f"{c.data_root}:{c.id[:12]}" for c in matches})
+            raise LookupFailed(
+                f"container {ref!r} is ambiguous ({len(matches)} matches: {', '.join(where[:6])}); "
+                "name it as DATA_ROOT:ID"
+            )
         raise LookupFailed(f"no container {ref!r} in {self.evidence.description}")
 
     # ---- volumes --------------------------------------------------------------------

@@ -1,0 +1,442 @@
+"""tar-split records (github.com/vbatts/tar-split), as Docker keeps one per image layer.
+
+``image/<driver>/layerdb/sha256/<chain-id>/tar-split.json.gz`` is a gzip of JSON lines, one
+``storage.Entry`` each, in stream order::
+
+    {"type": 2, "payload": "<base64>", "position": n}          # SegmentType: raw tar bytes
+    {"type": 1, "name": "etc/passwd", "size": 123,
+     "payload": "<base64 of 8 bytes>", "position": n}          # FileType: one file's payload
+
+Segments hold everything of the tar stream but the file payloads: the padding of the previous
+file, PAX / GNU long-name headers, the header block, and at the end the two zero blocks plus
+whatever followed them.  A file entry stands for ``size`` payload bytes read from the layer's
+directory at ``name``; its payload is the CRC-64 (ISO polynomial, Go ``hash/crc64`` semantics:
+reflected, init and final xor all ones, sum big-endian) of those bytes, or null when size is 0.
+``name_raw`` (base64) replaces ``name`` when the name is not UTF-8.  Docker rebuilds a layer's tar
+stream by writing segments verbatim and file bytes in between (tar-split asm.NewOutputTarStream,
+moby layer.layerStore.assembleTarTo); its sha256 is the layer's diff id.
+
+This module reads the record as a stream (one line at a time) and parses the tar headers held in
+the segments (ustar, GNU, PAX), so that a verifier can compare each file's recorded metadata
+with what the layer directory holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+SEGMENT = 2
+FILE = 1
+
+#: one JSON line longer than this is not a tar-split entry (a header with huge PAX records
+#: still fits many times over)
+MAX_LINE = 64 << 20
+
+
+class TarSplitError(ValueError):
+    """The record is truncated, corrupt or not a tar-split record."""
+
+
+# ---- CRC-64 ---------------------------------------------------------------------------------
+
+_ISO_REVERSED = 0xD800000000000000  # x^64 + x^4 + x^3 + x + 1, reflected
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def _make_table(poly: int) -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE = _make_table(_ISO_REVERSED)
+
+
+def crc64_iso_py(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """Go's ``crc64.Update(crc, crc64.MakeTable(crc64.ISO), data)``, table-driven, pure Python.
+
+    Chainable: ``crc64_iso_py(b, crc64_iso_py(a)) == crc64_iso_py(a + b)``.  About 6 MB/s;
+    ``crc64_iso`` uses a C implementation when one is installed."""
+    table = _TABLE
+    crc ^= _MASK
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ _MASK
+
+
+def _accelerated():
+    try:
+        import anycrc  # C (abi3 wheel); "CRC64-GO-ISO" is exactly Go's crc64.ISO
+    except ImportError:
+        return None
+    try:
+        model = anycrc.Model("CRC64-GO-ISO")
+        calc = model.calc
+        if calc(b"123456789") != 0xB90956C775A41001 or calc(b"6789", calc(b"12345")) != 0xB90956C775A41001:
+            return None
+    except Exception:  # an incompatible anycrc: fall back to the pure version
+        return None
+
+    def crc64_iso_c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+        return calc(data, crc) if data else crc
+
+    return crc64_iso_c
+
+
+crc64_iso = _accelerated() or crc64_iso_py
+CRC64_IMPLEMENTATION = "anycrc (C)" if crc64_iso is not crc64_iso_py else "pure Python"
+
+
+def crc64_bytes(value: int) -> bytes:
+    """The 8-byte big-endian sum Go's ``hash.Sum(nil)`` gives (what tar-split stores)."""
+    return value.to_bytes(8, "big")
+
+
+# ---- entries --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Entry:
+    type: int  # FILE | SEGMENT
+    position: int
+    payload: bytes | None = None  # segment bytes, or the file's 8-byte CRC-64 (None if size 0)
+    name: str | None = None  # file name as text (non-UTF-8 bytes as surrogate escapes)
+    name_bytes: bytes | None = None  # file name as the tar header holds it
+    size: int = 0
+
+
+def _b64(value, what: str, position: int) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TarSplitError(f"entry {position}: {what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TarSplitError(f"entry {position}: {what} is not valid base64: {exc}") from None
+
+
+def parse_line(line: bytes, index: int) -> Entry:
+    """One JSON line -> Entry (raises TarSplitError)."""
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise TarSplitError(f"entry {index}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise TarSplitError(f"entry {index}: not a JSON object")
+    kind = doc.get("type")
+    position = doc.get("position", 0)
+    if type(position) is not int:
+        raise TarSplitError(f"entry {index}: position is not an integer")
+    if kind == SEGMENT:
+        payload = _b64(doc.get("payload"), "segment payload", position)
+        return Entry(SEGMENT, position, payload or b"")
+    if kind == FILE:
+        size = doc.get("size", 0)
+        if type(size) is not int or size < 0:
+            raise TarSplitError(f"entry {index}: file size is not a non-negative integer")
+        raw = _b64(doc.get("name_raw"), "name_raw", position)
+        if raw:
+            name_bytes = raw
+        else:
+            name = doc.get("name", "")
+            if not isinstance(name, str):
+                raise TarSplitError(f"entry {index}: name is not a string")
+            name_bytes = name.encode("utf-8", "surrogateescape")
+        payload = _b64(doc.get("payload"), "file checksum", position)
+        if size > 0 and (payload is None or len(payload) != 8):
+            raise TarSplitError(f"entry {index}: file {name_bytes!r} of {size} bytes has no 8-byte CRC-64")
+        return Entry(
+            FILE,
+            position,
+            payload,
+            name_bytes.decode("utf-8", "surrogateescape"),
+            name_bytes,
+            size,
+        )
+    raise TarSplitError(f"entry {index}: unknown entry type {kind!r}")
+
+
+def iter_entries(fh: BinaryIO, gzipped: bool = True) -> Iterator[Entry]:
+    """Entries of a tar-split record, streamed one line at a time.
+
+    Raises TarSplitError on a truncated gzip stream, a line that is not an entry, positions out
+    of order, or a file name given twice (tar-split's own unpacker refuses duplicates)."""
+    stream = gzip.GzipFile(fileobj=fh, mode="rb") if gzipped else fh
+    seen: set[bytes] = set()
+    index = 0
+    try:
+        while True:
+            line = stream.readline(MAX_LINE)
+            if not line:
+                return
+            if not line.endswith(b"\n"):
+                if len(line) >= MAX_LINE:
+                    raise TarSplitError(f"entry {index}: longer than {MAX_LINE} bytes")
+                if not line.strip():
+                    return
+            elif not line.strip():
+                continue
+            entry = parse_line(line, index)
+            if entry.position != index:
+                raise TarSplitError(f"entry {index} says position {entry.position}: entries out of order")
+            if entry.type == FILE:
+                key = _clean(entry.name_bytes or b"")
+                if key in seen:
+                    raise TarSplitError(f"entry {index}: duplicate file path {entry.name!r}")
+                seen.add(key)
+            index += 1
+            yield entry
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise TarSplitError(f"truncated or corrupt gzip stream after {index} entries: {exc}") from None
+
+
+def _clean(name: bytes) -> bytes:
+    """filepath.Clean-like key (duplicate detection, path matching)."""
+    parts = []
+    for p in name.split(b"/"):
+        if p in (b"", b"."):
+            continue
+        if p == b"..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(p)
+    return b"/".join(parts)
+
+
+def clean_name(name: bytes) -> bytes:
+    """The path a tar member name designates, relative, without ``./`` and trailing slash."""
+    return _clean(name)
+
+
+# ---- tar headers ----------------------------------------------------------------------------
+
+BLOCK = 512
+
+
+@dataclass(slots=True)
+class TarHeader:
+    """One tar member's header, with PAX and GNU long-name records applied."""
+
+    name: bytes
+    typeflag: bytes  # b"0" file, b"1" hard link, b"2" symlink, b"3" char, b"4" block, b"5" dir, b"6" fifo
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    linkname: bytes = b""
+    uname: str = ""
+    gname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    pax: dict[str, bytes] = field(default_factory=dict)
+    format: str = "ustar"  # ustar | gnu | pax | v7
+
+    @property
+    def kind(self) -> str:
+        return _KIND.get(self.typeflag, "unknown")
+
+
+_KIND = {
+    b"0": "file",
+    b"\0": "file",
+    b"7": "file",
+    b"1": "hardlink",
+    b"2": "symlink",
+    b"3": "char",
+    b"4": "block",
+    b"5": "dir",
+    b"6": "fifo",
+}
+
+
+def _cstr(raw: bytes) -> bytes:
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]
+
+
+def _number(raw: bytes) -> int:
+    """Octal (space/NUL padded) or GNU base-256 numeric field."""
+    if raw and raw[0] & 0x80:
+        value = int.from_bytes(bytes([raw[0] & 0x7F]) + raw[1:], "big")
+        if raw[0] & 0x40:  # negative base-256
+            value -= 1 << (8 * len(raw) - 1)
+        return value
+    text = _cstr(raw).strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise TarSplitError(f"bad numeric header field {raw!r}") from None
+
+
+def _checksum_ok(block: bytes) -> bool:
+    want = _number(block[148:156])
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    return want == unsigned
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise TarSplitError("bad PAX record length") from None
+        if length <= 0 or pos + length > len(data):
+            raise TarSplitError("PAX record overruns its header")
+        record = data[space + 1 : pos + length]
+        if not record.endswith(b"\n") or b"=" not in record:
+            raise TarSplitError("malformed PAX record")
+        key, value = record[:-1].split(b"=", 1)
+        out[key] = value
+        pos += length
+    return out
+
+
+class HeaderParser:
+    """Turns the segment bytes of a tar-split record back into tar headers.
+
+    Feed every segment (``feed``); at each file entry call ``header(entry)``, which parses the
+    header blocks gathered since the previous file entry, after skipping the previous file's
+    padding.  At the end ``finish()`` checks that the record reached the end-of-archive marker.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._skip = 0  # padding of the previous file payload, at the head of the next segment
+        self.end_seen = False
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def _take_skip(self) -> None:
+        if self._skip:
+            pad = bytes(self._buf[: self._skip])
+            if len(pad) < self._skip or pad.strip(b"\0"):
+                raise TarSplitError("file padding is missing or not zero")
+            del self._buf[: self._skip]
+            self._skip = 0
+
+    def header(self, entry: Entry) -> TarHeader:
+        self._take_skip()
+        buf = self._buf
+        pos = 0
+        pax: dict[bytes, bytes] = {}
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        fmt = None
+        while True:
+            block = bytes(buf[pos : pos + BLOCK])
+            if len(block) < BLOCK:
+                raise TarSplitError(f"no tar header before file entry {entry.position}")
+            if not block.strip(b"\0"):
+                raise TarSplitError(f"end-of-archive block before file entry {entry.position}")
+            if not _checksum_ok(block):
+                raise TarSplitError(f"bad header checksum before file entry {entry.position}")
+            flag = block[156:157]
+            size = _number(block[124:136])
+            pos += BLOCK
+            if flag in (b"x", b"g", b"L", b"K"):
+                data = bytes(buf[pos : pos + size])
+                if len(data) < size:
+                    raise TarSplitError(f"extended header data cut short before entry {entry.position}")
+                pos += size + (-size % BLOCK)
+                if flag == b"x":
+                    pax.update(_pax_records(data))
+                    fmt = "pax"
+                elif flag == b"L":
+                    long_name = _cstr(data)
+                    fmt = "gnu"
+                elif flag == b"K":
+                    long_link = _cstr(data)
+                    fmt = "gnu"
+                continue  # b"g" (global) applies to nothing Docker writes; skipped
+            break
+        if pos != len(buf):
+            raise TarSplitError(
+                f"{len(buf) - pos} unexpected bytes after the header of file entry {entry.position}"
+            )
+        del buf[:]
+        magic = block[257:265]
+        if fmt is None:
+            fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
+        name = _cstr(block[0:100])
+        if magic[:6] == b"ustar\0":
+            prefix = _cstr(block[345:500])
+            if prefix:
+                name = prefix + b"/" + name
+        if long_name is not None:
+            name = long_name
+        linkname = long_link if long_link is not None else _cstr(block[157:257])
+        hdr = TarHeader(
+            name=name,
+            typeflag=flag,
+            mode=_number(block[100:108]),
+            uid=_number(block[108:116]),
+            gid=_number(block[116:124]),
+            size=size,
+            mtime=float(_number(block[136:148])),
+            linkname=linkname,
+            uname=_cstr(block[265:297]).decode("utf-8", "replace"),
+            gname=_cstr(block[297:329]).decode("utf-8", "replace"),
+            devmajor=_number(block[329:337]) if fmt != "v7" else 0,
+            devminor=_number(block[337:345]) if fmt != "v7" else 0,
+            format=fmt,
+        )
+        if pax:
+            hdr.pax = {k.decode("utf-8", "replace"): v for k, v in pax.items()}
+            for key, value in pax.items():
+                if key == b"path":
+                    hdr.name = value
+                elif key == b"linkpath":
+                    hdr.linkname = value
+                elif key in (b"size", b"uid", b"gid"):
+                    try:
+                        setattr(hdr, key.decode(), int(value))
+                    except ValueError:
+                        raise TarSplitError(f"bad PAX {key.decode()} {value!r}") from None
+                elif key == b"mtime":
+                    try:
+                        hdr.mtime = float(value)
+                    except ValueError:
+                        raise TarSplitError(f"bad PAX mtime {value!r}") from None
+                elif key.startswith(b"SCHILY.xattr."):
+                    hdr.xattrs[key[len(b"SCHILY.xattr.") :].decode("utf-8", "surrogateescape")] = value
+        if hdr.size != entry.size:
+            raise TarSplitError(
+                f"file entry {entry.position} says {entry.size} bytes, its header {hdr.size}"
+            )
+        if clean_name(hdr.name) != clean_name(entry.name_bytes or b""):
+            raise TarSplitError(
+                f"file entry {entry.position} is {entry.name!r}, its header names {hdr.name!r}"
+            )
+        self._skip = -hdr.size % BLOCK if hdr.size else 0
+        return hdr
+
+    def finish(self) -> None:
+        """Check the trailing segments: the last file's padding, then the zero blocks."""
+        self._take_skip()
+        tail = bytes(self._buf)
+        if len(tail) < 2 * BLOCK or tail[: 2 * BLOCK].strip(b"\0"):
+            raise TarSplitError("record ends before the end-of-archive marker (truncated)")
+        self.end_seen = True
