@@ -335,3 +335,17 @@ def test_devicemapper_container_is_listed_but_unsupported(roots):
 
 def _spec_bytes(spec: list[tuple], path: str) -> bytes:
     return next(item[2] for item in spec if item[0] == "file" and item[1] == path)
+
+
+@pytest.mark.parametrize("name", ["aufs-v2", "vfs-v2"])
+def test_whence_on_other_drivers(roots, name):
+    sc, host = _host(roots, name)
+    c = host.container("web")
+    view = api.view(host, c)
+    evil = view.stat("/tmp/evil.sh")
+    a = api.whence(host, evil.host_path)
+    assert (a.layer_kind, a.containers, a.container_path) == ("rw", [c.id], "/tmp/evil.sh")
+    run = view.stat("/app/run.sh")
+    a = api.whence(host, run.host_path)
+    assert a.layer_kind == "image" and a.container_path == "/app/run.sh"
+    assert c.image_id in a.images and c.id in a.containers

@@ -398,7 +398,7 @@ class LayeredView:
             layer_index=index,
             created_by=layer.created_by,
             shadows=[self.layers[i].cache_id or f"#{i}" for i in shadows],
-            host_path=self.layer_host_path(r.layer, r.rel),
+            host_path=self.layer_host_path(index, r.rel),  # the copy in the layer named above
         )
 
     def _snapshot_shadows(self, origin: int, rel: str) -> list[int]:
