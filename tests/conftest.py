@@ -66,15 +66,15 @@ def tree_digest(root: Path) -> str:
             st = os.lstat(p)
             h.update(
                 f"{os.path.relpath(p, root)}|{st.st_mode}|{st.st_uid}|{st.st_gid}|{st.st_size}|"
-                f"{st.st_mtime_ns}|{st.st_atime_ns}|{st.st_rdev}\n".encode()
+                f"{st.st_mtime_ns}|{st.st_atime_ns}|{st.st_rdev}\n".encode("utf-8", "surrogateescape")
             )
             try:
                 for x in sorted(os.listxattr(p, follow_symlinks=False)):
-                    h.update(x.encode() + os.getxattr(p, x, follow_symlinks=False))
+                    h.update(x.encode("utf-8", "surrogateescape") + os.getxattr(p, x, follow_symlinks=False))
             except OSError:
                 pass
             if os.path.islink(p):
-                h.update(os.readlink(p).encode())
+                h.update(os.readlink(p).encode("utf-8", "surrogateescape"))
             elif os.path.isfile(p):
                 fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
                 with os.fdopen(fd, "rb") as fh:
