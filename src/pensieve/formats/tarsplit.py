@@ -204,6 +204,8 @@ def iter_entries(fh: BinaryIO, gzipped: bool = True) -> Iterator[Entry]:
 
 def _clean(name: bytes) -> bytes:
     """filepath.Clean-like key (duplicate detection, path matching)."""
+    if b"//" not in name and b"/." not in name and not name.startswith(b"."):  # nothing to clean
+        return name.strip(b"/")
     parts = []
     for p in name.split(b"/"):
         if p in (b"", b"."):
@@ -265,8 +267,7 @@ _KIND = {
 
 
 def _cstr(raw: bytes) -> bytes:
-    end = raw.find(b"\0")
-    return raw if end < 0 else raw[:end]
+    return raw.partition(b"\0")[0]
 
 
 def _number(raw: bytes) -> int:
