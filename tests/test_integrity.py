@@ -399,3 +399,11 @@ def _chains(diff_ids: list[str]) -> list[str]:
     for d in diff_ids:
         out.append(d if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
     return out
+
+
+def test_legacy_overlay_snapshot_layers_verify(overlay_root):
+    # legacy `overlay`: image layers are full `root/` snapshots (read like Docker's naive diff
+    # getter); no added-file walk there, the rest is the same
+    verdicts = verify_host(api.open_docker(str(overlay_root)))
+    assert verdicts and all(v.status == OK for v in verdicts), [(v.chain_id, v.reason) for v in verdicts]
+    assert all(v.driver == "overlay" for v in verdicts)
