@@ -56,6 +56,14 @@ def load_json(path: Path):
         return json.load(fh)
 
 
+def atime(st: os.stat_result) -> int | str:
+    """A symlink's atime is left out: readlink(2), which this digest needs as much as pensieve
+    does, may move it (relatime) and there is no O_NOATIME for it."""
+    import stat
+
+    return "-" if stat.S_ISLNK(st.st_mode) else st.st_atime_ns
+
+
 def tree_digest(root: Path) -> str:
     """Hash of every entry's path, type, mode, owner, size, mtime, atime, xattrs and content."""
     h = hashlib.sha256()
@@ -66,7 +74,7 @@ def tree_digest(root: Path) -> str:
             st = os.lstat(p)
             h.update(
                 f"{os.path.relpath(p, root)}|{st.st_mode}|{st.st_uid}|{st.st_gid}|{st.st_size}|"
-                f"{st.st_mtime_ns}|{st.st_atime_ns}|{st.st_rdev}\n".encode("utf-8", "surrogateescape")
+                f"{st.st_mtime_ns}|{atime(st)}|{st.st_rdev}\n".encode("utf-8", "surrogateescape")
             )
             try:
                 for x in sorted(os.listxattr(p, follow_symlinks=False)):

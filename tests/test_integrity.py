@@ -407,3 +407,27 @@ def test_legacy_overlay_snapshot_layers_verify(overlay_root):
     verdicts = verify_host(api.open_docker(str(overlay_root)))
     assert verdicts and all(v.status == OK for v in verdicts), [(v.chain_id, v.reason) for v in verdicts]
     assert all(v.driver == "overlay" for v in verdicts)
+
+
+def test_verify_cli_exit_codes_and_tables(roots, tmp_path):
+    from conftest import run_cli, tree_digest
+
+    before = tree_digest(roots / "tampered")
+    code, out, err = run_cli("verify", roots / "clean", "--json")
+    assert code == 0, err
+    assert {v["status"] for v in json.loads(out)} == {"ok"}
+    code, out, err = run_cli("verify", roots / "tampered", "-v")
+    assert code == 6 and "tampering found" in err
+    for path in ("opt/app/config.txt", "opt/app/notes.txt", "opt/app/dropper.sh", "bin/busybox"):
+        assert path in out
+    code, out, _ = run_cli("verify", roots / "tampered", "--findings", "--json")
+    assert code == 6 and any(f["severity"] == "high" for f in json.loads(out))
+    code, out, _ = run_cli("verify", roots / "tampered", "--images", "--json")
+    assert code == 6 and "tampered" in {i["status"] for i in json.loads(out)}
+    chain = next(v["chain_id"] for v in json.loads(run_cli("verify", roots / "clean", "--json")[1]))
+    dest = tmp_path / "layer.tar"
+    code, _, err = run_cli("verify", roots / "clean", "--export-layer", chain, "--to", dest)
+    assert code == 0 and dest.stat().st_size > 0
+    code, _, err = run_cli("verify", roots / "clean", "--export-layer", chain, "--to", roots / "clean" / "x")
+    assert code == 2 and not (roots / "clean" / "x").exists()
+    assert tree_digest(roots / "tampered") == before

@@ -11,6 +11,7 @@ Exit codes (also in the README):
   3  the source is unusable (missing, unreadable, no Docker data root in it)
   4  the named container, image or path is not in the evidence
   5  done, but some evidence could not be read: warnings on stderr, the rest is in the output
+  6  done, and the evidence shows tampering (`verify`: a layer or image does not match its digest)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_NOT_FOUND, EXIT_PARTIAL = 
 
 EPILOG = (
     "exit codes: 0 ok, 1 internal error, 2 usage, 3 unusable source, 4 not found, "
-    "5 finished with warnings (some evidence unreadable; the rest is in the output)"
+    "5 finished with warnings (some evidence unreadable; the rest is in the output), "
+    "6 tampering found (verify)"
 )
 
 
@@ -195,10 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    tampered = [p for p in problems if type(p).__name__ == "_Tampered"]
+    problems = [p for p in problems if p not in tampered]
     if problems:
         _warn(problems)
-        return EXIT_PARTIAL
-    return EXIT_OK
+    if tampered:
+        _err("tampering found: see the output", "31")
+        return EXIT_TAMPERED
+    return EXIT_PARTIAL if problems else EXIT_OK
 
 
 def console() -> None:
@@ -617,6 +623,132 @@ def cmd_whence(o):
             path = mapped
     emit_one(api.whence(host, path), o.fmt)
     return host.problems
+
+
+# ---- integrity ------------------------------------------------------------------------------
+
+EXIT_TAMPERED = 6
+
+
+@command(
+    "verify",
+    "rebuild every image layer from the host and check it against its recorded digest",
+    SOURCE,
+    arg("image", metavar="IMAGE", nargs="?", help="only this image's layers (id, tag, digest)"),
+    arg("-v", "--verbose", action="store_true", help="one row per differing path"),
+    arg("--images", dest="show_images", action="store_true", help="image verdicts instead of layers"),
+    arg("--findings", dest="show_findings", action="store_true", help="findings (for reports and hunting)"),
+    arg("--export-layer", metavar="CHAIN_ID", help="write this layer's rebuilt tar stream to --to"),
+    arg("--to", metavar="FILE", help="destination of --export-layer (outside the evidence)"),
+)
+def cmd_verify(o):
+    """Rebuild each layer's tar stream from the layer directory and its tar-split record, hash it
+    and compare with the diff id; recompute chain ids and image ids. Tampered layers name each
+    differing path and how it differs (content, size, mode, owner, missing, added ...).
+    Exit 6 when something is tampered."""
+    from .analysis import integrity
+    from .output.render import emit
+
+    host = _host(o.source)
+    if o.export_layer:
+        if not o.to:
+            raise UsageError("--export-layer needs --to FILE")
+        _refuse_inside_evidence(host, o.to)
+        chain = o.export_layer if o.export_layer.startswith("sha256:") else "sha256:" + o.export_layer
+        with open(o.to, "wb") as fh:
+            v = integrity.rebuild_layer(host, chain, fh.write)
+        _err(f"layer {chain[7:19]}: {v.status}; {v.stream_size or 0} bytes written to {o.to}", "32")
+        return host.problems + _tampered_exit(v.status == integrity.TAMPERED)
+    layers = integrity.verify_host(host, o.image)
+    images = integrity.verify_image_ids(host, layers, o.image) if (o.show_images or o.show_findings) else []
+    if o.show_findings:
+        emit(
+            integrity.findings(layers, images),
+            o.fmt,
+            [
+                ("SEVERITY", lambda f: f.severity),
+                ("TITLE", lambda f: f.title),
+                ("SUBJECT", lambda f: f.subject),
+            ],
+        )
+    elif o.show_images:
+        emit(
+            images,
+            o.fmt,
+            [
+                ("STATUS", lambda i: i.status),
+                ("IMAGE ID", lambda i: _short(i.id)),
+                ("TAGS", lambda i: i.tags),
+                ("PROBLEMS", lambda i: [f"{p.kind}: {p.detail}" for p in i.problems]),
+            ],
+        )
+    elif o.verbose and o.fmt == "table":
+        rows = [(v, p) for v in layers for p in v.problems] or []
+        emit(
+            rows,
+            o.fmt,
+            [
+                ("LAYER", lambda r: _short(r[0].chain_id)),
+                ("STATUS", lambda r: r[0].status),
+                ("PATH", lambda r: r[1].path or "(layer)"),
+                ("KIND", lambda r: r[1].kind),
+                ("EXPECTED", lambda r: r[1].expected),
+                ("ACTUAL", lambda r: r[1].actual),
+            ],
+            title=f"{len(layers)} layers, {sum(v.status == 'ok' for v in layers)} ok",
+        )
+    else:
+        emit(
+            layers,
+            o.fmt,
+            [
+                ("STATUS", lambda v: v.status),
+                ("CHAIN ID", lambda v: _short(v.chain_id)),
+                ("DIFF ID", lambda v: _short(v.diff_id)),
+                ("ENTRIES", lambda v: v.entries),
+                ("MIB", lambda v: round((v.stream_size or 0) / 1048576, 1)),
+                ("PROBLEMS", lambda v: _kinds(v.problems)),
+                ("IMAGES", lambda v: _more(v.images)),
+                ("CONTAINERS", lambda v: _more(v.containers)),
+                ("REASON", lambda v: v.reason),
+            ],
+            title=f"{len(layers)} layers, {sum(v.status == 'ok' for v in layers)} ok",
+        )
+    problems = list(host.problems)
+    if any(v.status == integrity.UNVERIFIABLE for v in layers):
+        problems += [_unverifiable(v) for v in layers if v.status == integrity.UNVERIFIABLE]
+    tampered = any(v.status == integrity.TAMPERED for v in layers) or any(
+        i.status == integrity.TAMPERED for i in images
+    )
+    return problems + _tampered_exit(tampered)
+
+
+def _kinds(problems) -> str:
+    counts: dict[str, int] = {}
+    for p in problems:
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return ", ".join(f"{k} {n}" if n > 1 else k for k, n in counts.items())
+
+
+def _more(items: list[str]) -> str:
+    return "" if not items else items[0] + (f" +{len(items) - 1}" if len(items) > 1 else "")
+
+
+def _unverifiable(v):
+    from .records import Problem
+
+    return Problem(v.tar_split or v.chain_id, f"layer {v.chain_id[7:19]} unverifiable: {v.reason}")
+
+
+class _Tampered:
+    """A marker in a command's problem list: exit 6 (evidence of tampering) after the output."""
+
+    source = "verify"
+    message = "tampering found"
+
+
+def _tampered_exit(tampered: bool) -> list:
+    return [_Tampered()] if tampered else []
 
 
 if __name__ == "__main__":  # pragma: no cover
