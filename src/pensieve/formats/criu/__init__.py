@@ -1,0 +1,12 @@
+"""Read CRIU checkpoint images (``criu dump``, Docker/Podman checkpoints) without CRIU.
+
+``images`` decodes single image files (magic, entries, extra payloads) with the schemas of
+``schemas`` and the wire decoder of ``protobuf``; ``checkpoint`` ties a dump directory together
+(tasks, files, memory through pagemaps and parent chains).  Views for people are in
+:mod:`pensieve.analysis.memory`.
+"""
+
+from .checkpoint import Checkpoint
+from .images import CriuImageError, Image, parse_image, read_image
+
+__all__ = ["Checkpoint", "CriuImageError", "Image", "parse_image", "read_image"]

@@ -1,0 +1,460 @@
+"""A CRIU checkpoint directory (``criu dump -D DIR``), read without CRIU.
+
+Which images describe what (CRIU 3.x and 4.x):
+
+* ``inventory.img`` -- image version, root task ids; ``pstree.img`` -- pid, ppid, pgid, sid,
+  threads of every task.
+* ``core-<tid>.img`` -- per thread: ``tc`` (task_state, exit_code, comm, blocked signals ...) in
+  the main thread's core, ``thread_core`` (creds since CRIU 3.x; older dumps have
+  ``creds-<pid>.img``), ``ids`` (namespace and resource ids).
+* ``ids-<pid>.img`` -- ``files_id``, ``fs_id``, ``vm_id`` ...; ``fs-<pid>.img`` -- cwd/root file ids;
+  ``mm-<pid>.img`` -- VMAs, argument/environment bounds, exe file id.
+* ``fdinfo-<n>.img`` -- (fd, file id, type, flags) per descriptor, keyed by ``files_id`` when the
+  inventory says ``fdinfo_per_id`` (older dumps: by pid).
+* files: CRIU 4.x writes every file description into ``files.img`` (``file_entry`` with a type
+  and one sub-message); older CRIU wrote one image per kind (``reg-files.img``, ``inetsk.img``,
+  ``unixsk.img``, ``pipes.img`` ...).  Both are read and merged by id.
+* ``pagemap-<pid>.img`` + ``pages-<pages_id>.img`` -- memory; ``parent`` -- symlink to the
+  previous (pre-)dump of an incremental chain.
+* ``tcp-stream-<ino>.img``, ``sk-queues.img``, ``pipes-data.img``, ``fifo-data.img`` -- queued
+  data; ``remap-fpath.img`` + ``ghost-file-<id>.img`` -- deleted-but-open files and their content.
+
+Task states (``criu/include/pid.h``, ``compel/include/uapi/task-state.h``): 1 alive, 2 dead,
+3 stopped, 4 helper, 5 thread, 6 zombie (compel's value).  CRIU writes a zombie's core with
+TASK_DEAD (2) and its raw wait status as ``exit_code``; restore re-creates it as a zombie, so
+pensieve names both 2 and 6 "zombie".
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from .images import CriuImageError, Image, parse_image, read_file_bytes
+
+PAGE_SIZE = 4096
+
+TASK_STATES = {0: "undef", 1: "alive", 2: "zombie", 3: "stopped", 4: "helper", 5: "thread", 6: "zombie"}
+
+FD_TYPES = {
+    0: "und",
+    1: "reg",
+    2: "pipe",
+    3: "fifo",
+    4: "inetsk",
+    5: "unixsk",
+    6: "eventfd",
+    7: "eventpoll",
+    8: "inotify",
+    9: "signalfd",
+    10: "packetsk",
+    11: "tty",
+    12: "fanotify",
+    13: "netlinksk",
+    14: "ns",
+    15: "tunf",
+    16: "ext",
+    17: "timerfd",
+    18: "memfd",
+    19: "bpfmap",
+    20: "pidfd",
+    65534: "ctl_tty",
+    65535: "autofs_pipe",
+}
+#: file_entry sub-message per fd type, and the pre-files.img image holding that kind
+FILE_KINDS = {
+    1: ("reg", "reg-files.img"),
+    2: ("pipe", "pipes.img"),
+    3: ("fifo", "fifo.img"),
+    4: ("isk", "inetsk.img"),
+    5: ("usk", "unixsk.img"),
+    6: ("efd", "eventfd.img"),
+    7: ("epfd", "eventpoll.img"),
+    8: ("ify", "inotify.img"),
+    9: ("sgfd", "signalfd.img"),
+    10: ("psk", "packetsk.img"),
+    11: ("tty", "tty.img"),
+    12: ("ffy", "fanotify.img"),
+    13: ("nlsk", "netlinksk.img"),
+    14: ("nsf", "ns-files.img"),
+    15: ("tunf", "tunfile.img"),
+    16: ("ext", "ext-files.img"),
+    17: ("tfd", "timerfd.img"),
+    18: ("memfd", None),
+    19: ("bpf", "bpfmap-file.img"),
+    20: ("pidfd", None),
+}
+
+PE_PARENT = 1 << 0
+PE_LAZY = 1 << 1
+PE_PRESENT = 1 << 2
+
+#: parent chains longer than this are refused (a symlink loop otherwise)
+MAX_PARENT_DEPTH = 64
+#: read_memory refuses larger requests
+MAX_READ = 256 << 20
+
+_PID_IMAGE = re.compile(r"^(core|mm|pagemap|fs|ids|creds|utsns)-(\d+)\.img$")
+
+
+@dataclass(slots=True)
+class PageRun:
+    vaddr: int
+    nr_pages: int
+    flags: int
+    offset: int | None  # byte offset in the pages file when PE_PRESENT
+
+
+@dataclass(slots=True)
+class Task:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    threads: list[int] = field(default_factory=list)
+    core: dict = field(default_factory=dict)  # main thread core_entry
+    thread_cores: dict[int, dict] = field(default_factory=dict)
+
+
+class Checkpoint:
+    """Lazy, read-only access to one checkpoint directory.
+
+    ``boundary`` is the directory the ``parent`` chain may not leave (default: the directory
+    holding this checkpoint), resolved with its symlinks before any comparison.
+    """
+
+    def __init__(self, path: str | os.PathLike, boundary: str | os.PathLike | None = None, _depth: int = 0):
+        self.path = os.fspath(path)
+        real = os.path.realpath(self.path)
+        if not os.path.isdir(real):
+            raise CriuImageError("not a checkpoint directory", self.path)
+        self.real = real
+        self.boundary = (
+            os.path.realpath(os.fspath(boundary)) if boundary is not None else os.path.dirname(real)
+        )
+        self._depth = _depth
+        self._cache: dict[str, Image | None] = {}
+        self.names = set(os.listdir(real))
+        if "inventory.img" not in self.names:
+            raise CriuImageError("no inventory.img: not a CRIU checkpoint", self.path)
+        self.problems: list[str] = []
+        self._tasks: list[Task] | None = None
+        self._files: dict[int, dict] | None = None
+        self._pagemaps: dict[int, tuple[int, list[PageRun]]] = {}
+        self._parent: Checkpoint | None | bool = False
+
+    # ---- image access ----------------------------------------------------------------------
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.real, name)
+
+    def image(self, name: str, required: bool = False) -> Image | None:
+        """The decoded image NAME, or None when absent (CriuImageError when REQUIRED)."""
+        if name in self._cache:
+            img = self._cache[name]
+        else:
+            img = None
+            if name in self.names:
+                img = parse_image(read_file_bytes(self.file(name)), self.file(name))
+            self._cache[name] = img
+        if img is None and required:
+            raise CriuImageError(f"missing {name}", self.path)
+        return img
+
+    def entries(self, name: str) -> list[dict]:
+        img = self.image(name)
+        return img.entries if img is not None else []
+
+    def try_entries(self, name: str) -> list[dict]:
+        """Like entries() but a corrupt optional image becomes a problem, not an error."""
+        try:
+            return self.entries(name)
+        except CriuImageError as exc:
+            self.problems.append(str(exc))
+            self._cache[name] = None
+            return []
+
+    # ---- inventory, tasks ------------------------------------------------------------------
+
+    @property
+    def inventory(self) -> dict:
+        entries = self.image("inventory.img", required=True).entries
+        if not entries:
+            raise CriuImageError("empty inventory", self.file("inventory.img"))
+        return entries[0]
+
+    def tasks(self) -> list[Task]:
+        if self._tasks is None:
+            tasks = []
+            for e in self.image("pstree.img", required=True).entries:
+                pid = e.get("pid", 0)
+                t = Task(pid, e.get("ppid", 0), e.get("pgid", 0), e.get("sid", 0), list(e.get("threads", [])))
+                cores = self.entries(f"core-{pid}.img")
+                t.core = cores[0] if cores else {}
+                for tid in t.threads:
+                    if tid == pid:
+                        t.thread_cores[tid] = t.core
+                        continue
+                    try:
+                        c = self.entries(f"core-{tid}.img")
+                    except CriuImageError as exc:
+                        self.problems.append(str(exc))
+                        c = []
+                    if c:
+                        t.thread_cores[tid] = c[0]
+                tasks.append(t)
+            self._tasks = tasks
+        return self._tasks
+
+    def task(self, pid: int) -> Task:
+        for t in self.tasks():
+            if t.pid == pid:
+                return t
+        raise KeyError(pid)
+
+    def ids(self, pid: int) -> dict:
+        got = self.entries(f"ids-{pid}.img")
+        if got:
+            return got[0]
+        core = self.task(pid).core
+        return core.get("ids", {})
+
+    def mm(self, pid: int) -> dict | None:
+        got = self.entries(f"mm-{pid}.img")
+        return got[0] if got else None
+
+    def fs(self, pid: int) -> dict | None:
+        got = self.entries(f"fs-{pid}.img")
+        return got[0] if got else None
+
+    def creds(self, pid: int) -> dict | None:
+        core = self.task(pid).core
+        creds = core.get("thread_core", {}).get("creds")
+        if creds is not None:
+            return creds
+        got = self.entries(f"creds-{pid}.img")
+        return got[0] if got else None
+
+    def fdinfo(self, pid: int) -> list[dict]:
+        if self.inventory.get("fdinfo_per_id"):
+            files_id = self.ids(pid).get("files_id")
+            if files_id is None:
+                return []
+            return self.entries(f"fdinfo-{files_id}.img")
+        return self.entries(f"fdinfo-{pid}.img")
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def files(self) -> dict[int, dict]:
+        """Every file description by id: ``{"type": n, "id": id, "<kind>": {...}}``."""
+        if self._files is None:
+            out: dict[int, dict] = {}
+            for e in self.entries("files.img"):
+                out[e.get("id", 0)] = e
+            for ftype, (key, legacy) in FILE_KINDS.items():
+                if legacy is None:
+                    continue
+                for e in self.entries(legacy):
+                    fid = e.get("id", 0)
+                    out.setdefault(fid, {"type": ftype, "id": fid, key: e})
+            self._files = out
+        return self._files
+
+    def remaps(self) -> dict[int, dict]:
+        return {e.get("orig_id"): e for e in self.entries("remap-fpath.img")}
+
+    def ghost(self, remap_id: int) -> dict | None:
+        name = f"ghost-file-{remap_id:x}.img"
+        img = self.image(name)
+        if img is None or not img.entries:
+            return None
+        head = dict(img.entries[0])
+        if head.get("chunks"):
+            size = head.get("size") or 0
+            chunks = img.entries[1:]
+            end = max([c.get("off", 0) + c.get("len", 0) for c in chunks] + [size])
+            if end > MAX_READ:
+                raise CriuImageError(f"ghost file of {end} bytes", self.file(name))
+            data = bytearray(end)
+            for c in chunks:
+                off = c.get("off", 0)
+                data[off : off + len(c["extra"])] = c["extra"]
+            head["extra"] = bytes(data)
+        return head
+
+    # ---- memory ----------------------------------------------------------------------------
+
+    def parent(self) -> Checkpoint | None:
+        """The previous checkpoint of the chain (``parent`` symlink), kept inside the boundary."""
+        if self._parent is not False:
+            return self._parent  # type: ignore[return-value]
+        self._parent = None
+        if "parent" not in self.names:
+            return None
+        link = self.file("parent")
+        try:
+            st = os.lstat(link)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(link)
+                if os.path.isabs(target):
+                    raise CriuImageError(f"parent link is absolute ({target!r}): refused", link)
+                resolved = os.path.realpath(os.path.join(self.real, target))
+            elif stat.S_ISDIR(st.st_mode):
+                resolved = os.path.realpath(link)
+            else:
+                raise CriuImageError("parent is neither a symlink nor a directory", link)
+        except OSError as exc:
+            raise CriuImageError(f"cannot resolve parent: {exc.strerror}", link) from None
+        if os.path.commonpath([resolved, self.boundary]) != self.boundary:
+            raise CriuImageError(f"parent {resolved} is outside the evidence ({self.boundary})", link)
+        if self._depth >= MAX_PARENT_DEPTH:
+            raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", link)
+        if resolved == self.real:
+            raise CriuImageError("parent link points at its own checkpoint", link)
+        self._parent = Checkpoint(resolved, self.boundary, self._depth + 1)
+        return self._parent
+
+    def pagemap(self, pid: int) -> tuple[int, list[PageRun]] | None:
+        """(pages_id, runs sorted by address) of PID, or None when it has no pagemap."""
+        if pid in self._pagemaps:
+            return self._pagemaps[pid]
+        name = f"pagemap-{pid}.img"
+        img = self.image(name)
+        if img is None:
+            return None
+        if not img.entries:
+            raise CriuImageError("pagemap without a head", self.file(name))
+        pages_id = img.entries[0].get("pages_id", 0)
+        runs = []
+        offset = 0
+        for e in img.entries[1:]:
+            nr = e["nr_pages"] if "nr_pages" in e else e.get("compat_nr_pages", 0)
+            if "flags" in e:
+                flags = e["flags"]
+            else:  # images before the flags field: in_parent or present
+                flags = PE_PARENT if e.get("in_parent") else PE_PRESENT
+            vaddr = e.get("vaddr", 0)
+            if vaddr % PAGE_SIZE or nr <= 0 or vaddr + nr * PAGE_SIZE > 1 << 64:
+                raise CriuImageError(
+                    f"bad pagemap entry vaddr={vaddr:#x} nr_pages={nr}", self.file(name), e.get("_offset")
+                )
+            run = PageRun(vaddr, nr, flags, None)
+            if flags & PE_PRESENT:
+                run.offset = offset
+                offset += nr * PAGE_SIZE
+            runs.append(run)
+        runs.sort(key=lambda r: r.vaddr)
+        for a, b in zip(runs, runs[1:], strict=False):
+            if a.vaddr + a.nr_pages * PAGE_SIZE > b.vaddr:
+                raise CriuImageError(f"overlapping pagemap entries at {b.vaddr:#x}", self.file(name))
+        pages_name = f"pages-{pages_id}.img"
+        size = os.lstat(self.file(pages_name)).st_size if pages_name in self.names else 0
+        if offset > size:
+            self.problems.append(
+                f"{self.file(pages_name)}: pagemap-{pid}.img expects {offset} bytes of pages, file has {size}"
+            )
+        self._pagemaps[pid] = (pages_id, runs)
+        return self._pagemaps[pid]
+
+    def read_pages(self, pages_id: int, offset: int, size: int) -> bytes:
+        name = f"pages-{pages_id}.img"
+        if name not in self.names:
+            raise CriuImageError("missing pages image", self.file(name))
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.file(name), flags)
+        except OSError as exc:
+            raise CriuImageError(f"cannot open: {exc.strerror}", self.file(name)) from None
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise CriuImageError(
+                f"truncated pages: {size} bytes wanted, {len(data)} read", self.file(name), offset
+            )
+        return data
+
+    def read_memory(self, pid: int, start: int, length: int) -> tuple[bytes, list[dict]]:
+        """Bytes of PID's memory [START, START+LENGTH) with gaps zero-filled, and the gaps.
+
+        A gap is ``{"start", "end", "reason"}``: ``not-dumped`` (no pagemap entry: a zero page or a
+        clean file page CRIU restores from the file), ``lazy`` (PE_LAZY without PE_PRESENT: left
+        to the lazy-pages daemon), ``no-parent`` (PE_PARENT but no usable parent checkpoint).
+        """
+        if length < 0 or start < 0 or start + length > 1 << 64:
+            raise ValueError("bad address range")
+        if length > MAX_READ:
+            raise ValueError(f"refusing to read more than {MAX_READ} bytes at once")
+        out = bytearray(length)
+        gaps: list[dict] = []
+        self._fill(pid, start, length, out, start, gaps)
+        gaps.sort(key=lambda g: g["start"])
+        merged: list[dict] = []
+        for g in gaps:
+            if merged and merged[-1]["end"] == g["start"] and merged[-1]["reason"] == g["reason"]:
+                merged[-1]["end"] = g["end"]
+            else:
+                merged.append(g)
+        return bytes(out), merged
+
+    def _fill(self, pid: int, start: int, length: int, out: bytearray, base: int, gaps: list[dict]) -> None:
+        pm = self.pagemap(pid)
+        end = start + length
+        if pm is None:
+            gaps.append({"start": start, "end": end, "reason": "not-dumped"})
+            return
+        pages_id, runs = pm
+        starts = [r.vaddr for r in runs]
+        addr = start
+        while addr < end:
+            i = bisect.bisect_right(starts, addr) - 1
+            run = runs[i] if i >= 0 else None
+            if run is None or addr >= run.vaddr + run.nr_pages * PAGE_SIZE:
+                nxt = starts[i + 1] if i + 1 < len(starts) else end
+                stop = min(end, nxt)
+                gaps.append({"start": addr, "end": stop, "reason": "not-dumped"})
+                addr = stop
+                continue
+            stop = min(end, run.vaddr + run.nr_pages * PAGE_SIZE)
+            if run.flags & PE_PRESENT:
+                data = self.read_pages(pages_id, run.offset + (addr - run.vaddr), stop - addr)
+                out[addr - base : stop - base] = data
+            elif run.flags & PE_PARENT:
+                parent = self.parent()
+                if parent is None:
+                    gaps.append({"start": addr, "end": stop, "reason": "no-parent"})
+                else:
+                    parent._fill(pid, addr, stop - addr, out, base, gaps)
+            else:
+                gaps.append(
+                    {"start": addr, "end": stop, "reason": "lazy" if run.flags & PE_LAZY else "not-dumped"}
+                )
+            addr = stop
+
+    # ---- queued data ---------------------------------------------------------------------
+
+    def tcp_stream(self, ino: int) -> dict | None:
+        got = self.entries(f"tcp-stream-{ino:x}.img")
+        return got[0] if got else None
+
+    def sk_queues(self) -> dict[int, list[bytes]]:
+        out: dict[int, list[bytes]] = {}
+        for e in self.entries("sk-queues.img"):
+            out.setdefault(e.get("id_for", 0), []).append(e.get("extra", b""))
+        return out
+
+    def pipe_data(self, fifo: bool = False) -> dict[int, bytes]:
+        name = "fifo-data.img" if fifo else "pipes-data.img"
+        return {e.get("pipe_id", 0): e.get("extra", b"") for e in self.entries(name)}
+
+    def pid_images(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for name in self.names:
+            m = _PID_IMAGE.match(name)
+            if m:
+                out.setdefault(m.group(1), []).append(int(m.group(2)))
+        return out
