@@ -2,17 +2,25 @@
 
 Engines (docker, containerd, podman) turn a data root into these records; analyses add
 FileEntry/Change/Finding records; outputs (tables, JSON, JSONL, CSV, bodyfile) only ever see
-records. Each record is a plain dataclass so ``to_dict`` gives a JSON-ready mapping.
+records. Each record is a ``@record`` class (pensieve._record: a slotted dataclass that is
+cheap to define) so ``to_dict`` gives a JSON-ready mapping.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+from ._record import field, record
+
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def record_fields(cls: type) -> tuple[str, ...] | None:
+    """Field names of a record class (or of any dataclass), None for anything else."""
+    names = getattr(cls, "__record_fields__", None)
+    if names is None and hasattr(cls, "__dataclass_fields__"):
+        names = tuple(cls.__dataclass_fields__)
+    return names
 
 
 def to_dict(record: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -24,9 +32,7 @@ def to_dict(record: Any, memo: dict[int, Any] | None = None) -> Any:
     cls = type(record)
     if cls in _SCALARS:
         return record
-    names = _FIELDS.get(cls)
-    if names is None and dataclasses.is_dataclass(cls):
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    names = record_fields(cls)
     if names is not None:
         if memo is not None:
             done = memo.get(id(record))
@@ -48,7 +54,7 @@ def to_dict(record: Any, memo: dict[int, Any] | None = None) -> Any:
     return record
 
 
-@dataclass(slots=True)
+@record
 class Problem:
     """Something that could not be read or parsed; reported, never fatal for the rest."""
 
@@ -58,7 +64,7 @@ class Problem:
     severity: str = "warning"  # warning | error
 
 
-@dataclass(slots=True)
+@record
 class Mount:
     type: str  # volume | bind | tmpfs | npipe
     destination: str
@@ -71,14 +77,14 @@ class Mount:
     host_path: str | None = None  # where the data lives on the host, when known
 
 
-@dataclass(slots=True)
+@record
 class PortBinding:
     container_port: str  # "8080/tcp"
     host_ip: str | None = None
     host_port: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class Layer:
     """One filesystem layer as the storage driver keeps it."""
 
@@ -94,7 +100,7 @@ class Layer:
     parent: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class HistoryStep:
     created: str | None
     created_by: str | None
@@ -107,7 +113,7 @@ class HistoryStep:
     size: int | None = None
 
 
-@dataclass(slots=True)
+@record
 class Image:
     id: str
     engine: str
@@ -134,7 +140,7 @@ class Image:
     data_root: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class Container:
     id: str
     engine: str
@@ -182,7 +188,7 @@ class Container:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@record
 class Volume:
     name: str
     engine: str
@@ -197,7 +203,7 @@ class Volume:
     size: int | None = None
 
 
-@dataclass(slots=True)
+@record
 class LogLine:
     container_id: str
     time: str | None
@@ -207,7 +213,7 @@ class LogLine:
     partial: bool = False
 
 
-@dataclass(slots=True)
+@record
 class FileEntry:
     """A file in a (merged) container or image filesystem, with its layer provenance."""
 
@@ -233,7 +239,7 @@ class FileEntry:
     sha256: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class Change:
     """One entry of a container diff (against its image)."""
 
@@ -255,7 +261,7 @@ class Change:
     host_path: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class Attribution:
     """Where a host path inside a data root comes from."""
 
@@ -274,7 +280,7 @@ class Attribution:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@record
 class Event:
     time: str
     source: str
@@ -283,7 +289,7 @@ class Event:
     subject: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class Finding:
     severity: str  # info | low | medium | high | critical
     title: str
@@ -295,7 +301,7 @@ class Finding:
 # ---- process memory (CRIU checkpoints) --------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record
 class Process:
     """One task of a checkpoint (``criu dump``), as CRIU saw it at dump time."""
 
@@ -324,7 +330,7 @@ class Process:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@record
 class OpenFile:
     """A file descriptor of a checkpointed task and the file description behind it."""
 
@@ -343,7 +349,7 @@ class OpenFile:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@record
 class Socket:
     """A socket of a checkpoint, with its unread/unsent queues when CRIU saved them."""
 
@@ -367,7 +373,7 @@ class Socket:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@record
 class MemoryMap:
     """A VMA of a checkpointed task and how much of it the checkpoint holds."""
 

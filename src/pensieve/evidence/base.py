@@ -11,8 +11,9 @@ from __future__ import annotations
 import posixpath
 import stat as statmod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
+
+from .._record import record
 
 
 class EvidenceError(Exception):
@@ -23,7 +24,7 @@ class NotFound(EvidenceError, FileNotFoundError):
     pass
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class FileStat:
     """lstat() of an evidence path, timestamps in nanoseconds since the epoch."""
 
@@ -76,7 +77,7 @@ _KINDS = {
 }
 
 
-@dataclass(slots=True)
+@record
 class DirEntry:
     name: str
     stat: FileStat

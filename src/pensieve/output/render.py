@@ -6,23 +6,20 @@ Tables use rich and are imported lazily so that machine formats start fast.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from ..records import _FIELDS, to_dict
+from ..records import record_fields, to_dict
 
 Column = tuple[str, Callable[[Any], Any]]
 FORMATS = ("table", "json", "jsonl", "csv")
 
 
 def _default(obj: Any) -> Any:
-    names = _FIELDS.get(type(obj))
-    if names is not None or dataclasses.is_dataclass(obj):
-        if names is None:
-            names = _FIELDS[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+    names = record_fields(type(obj))
+    if names is not None:
         return {n: getattr(obj, n) for n in names}  # the C encoder recurses into it
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "backslashreplace")

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from dataclasses import dataclass, field
 
+from ..._record import record
 from ...evidence import Evidence, EvidenceError, normalize
 
 SUPPORTED_DRIVERS = ("overlay2", "overlay", "aufs", "vfs", "btrfs")
@@ -71,7 +71,7 @@ def _read_small(ev: Evidence, path: str, limit: int = 1 << 20) -> str | None:
         return None
 
 
-@dataclass(slots=True)
+@record
 class LayerInfo:
     """One entry of layerdb/sha256: an image layer."""
 
@@ -82,7 +82,7 @@ class LayerInfo:
     size: int | None = None
 
 
-@dataclass(slots=True)
+@record
 class MountInfo:
     """One entry of layerdb/mounts: a container's RW (and init) layer."""
 
@@ -92,17 +92,16 @@ class MountInfo:
     parent: str | None = None  # chain id of the image's top layer
 
 
-@dataclass
 class DockerRoot:
     """A Docker data root inside some evidence."""
 
-    evidence: Evidence
-    path: str
-    daemon_config: dict = field(default_factory=dict)
-    how_found: str = "given"
-
-    def __post_init__(self) -> None:
-        self.path = normalize(self.path)
+    def __init__(
+        self, evidence: Evidence, path: str, daemon_config: dict | None = None, how_found: str = "given"
+    ) -> None:
+        self.evidence = evidence
+        self.path = normalize(path)
+        self.daemon_config = daemon_config or {}
+        self.how_found = how_found
         self._layers: dict[str, dict[str, LayerInfo]] = {}
         self._mounts: dict[str, dict[str, MountInfo]] = {}
         self._driver_dirs: dict[str, set[str]] = {}
