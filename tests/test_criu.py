@@ -525,3 +525,47 @@ def test_mutated_checkpoint_views_fail_cleanly(dumps, scratch, which, edits, cut
         json.dumps(to_dict(out))
     except CriuImageError:
         pass
+
+
+# ---- schemas and magics against CRIU's own python bindings (when criu_env.sh was run) ----------
+
+CRIU_ENV = Path(os.environ.get("CRIU_ENV", "/var/tmp/pensieve-criu"))
+_DESCRIBE = """
+import json, sys
+from pycriu.images import pb, magic
+out = {"magic": magic.by_name, "schemas": {}}
+for name in sys.argv[1:]:
+    if hasattr(pb, name):
+        d = getattr(pb, name).DESCRIPTOR
+        out["schemas"][name] = {f.number: [f.name, f.label == 3] for f in d.fields}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not (CRIU_ENV / "root/usr/bin/crit").exists(), reason="no CRIU environment (criu_env.sh)")
+def test_schemas_and_magics_match_pycriu(tmp_path):
+    import subprocess
+
+    from pensieve.formats.criu.images import MAGICS
+    from pensieve.formats.criu.schemas import SCHEMAS
+
+    tree = CRIU_ENV / "root"
+    script = tmp_path / "describe.py"
+    script.write_text(_DESCRIBE)
+    py = sorted((tree / "usr/bin").glob("python3.[0-9]*"))[0]
+    env = {"PYTHONHOME": str(tree / "usr"), "PYTHONPATH": str(tree / "usr/lib/python3/dist-packages")}
+    libs = f"{tree}/lib/x86_64-linux-gnu:{tree}/usr/lib/x86_64-linux-gnu"
+    cmd = [str(tree / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs, str(py), "-s", str(script)]
+    ref = json.loads(subprocess.run(cmd + sorted(SCHEMAS), env=env, capture_output=True, check=True).stdout)
+    for value, (name, _) in MAGICS.items():
+        assert ref["magic"][name] == value, name
+    # sk_ucred_entry (SO_PASSCRED credentials of queued packets) is newer than CRIU 4.2.1
+    assert set(SCHEMAS) - set(ref["schemas"]) <= {"sk_ucred_entry"}
+    for name, schema in SCHEMAS.items():
+        if name not in ref["schemas"]:
+            continue
+        theirs = {int(k): v for k, v in ref["schemas"][name].items()}
+        for number, f in schema.items():
+            if (name, number) == ("sk_packet_entry", 128):  # ucred: newer than CRIU 4.2.1
+                continue
+            assert theirs[number] == [f.name, f.repeated], (name, number)
