@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 
+from .._record import field, record
 from ..formats.criu.checkpoint import (
     FD_TYPES,
     PAGE_SIZE,
@@ -98,7 +98,7 @@ _ANON = {
 }
 
 
-@dataclass(slots=True)
+@record
 class MemoryRead:
     """Bytes of a task's memory; gaps (not in the checkpoint) are zero-filled and listed."""
 

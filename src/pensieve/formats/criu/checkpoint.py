@@ -31,8 +31,8 @@ import bisect
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
+from ..._record import field, record
 from .images import CriuImageError, Image, parse_image, read_file_bytes
 
 PAGE_SIZE = 4096
@@ -100,7 +100,7 @@ MAX_READ = 256 << 20
 _PID_IMAGE = re.compile(r"^(core|mm|pagemap|fs|ids|creds|utsns)-(\d+)\.img$")
 
 
-@dataclass(slots=True)
+@record
 class PageRun:
     vaddr: int
     nr_pages: int
@@ -108,7 +108,7 @@ class PageRun:
     offset: int | None  # byte offset in the pages file when PE_PRESENT
 
 
-@dataclass(slots=True)
+@record
 class Task:
     pid: int
     ppid: int

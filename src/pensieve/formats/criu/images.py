@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
 
+from ..._record import field, record
 from .protobuf import ProtobufError, decode
 from .schemas import SCHEMAS
 
@@ -127,7 +127,7 @@ class CriuImageError(ValueError):
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 
-@dataclass(slots=True)
+@record
 class Image:
     """One decoded image file: its type and its entries (dicts; payloads under ``extra``)."""
 

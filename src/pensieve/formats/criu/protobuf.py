@@ -16,7 +16,8 @@ never allocates more than its input, and nesting is bounded.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from ..._record import record
 
 MAX_DEPTH = 32
 
@@ -66,7 +67,7 @@ class ProtobufError(ValueError):
         super().__init__(f"{message} (at message offset {offset})")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Field:
     name: str
     type: str
