@@ -9,9 +9,11 @@ filesystems do it, without mounting anything:
   ``trusted.overlay.opaque`` or ``user.overlay.opaque`` is ``y`` (``x`` only flags a directory
   holding xattr whiteouts); ``*.overlay.redirect`` on a renamed directory points at the lower
   path its contents come from.
-* aufs: ``.wh.<name>`` hides ``name``; ``.wh..wh..opq`` makes its directory opaque;
+* aufs, and the layer tars of image archives (``docker save``, OCI; driver ``oci-layer``):
+  ``.wh.<name>`` hides ``name``; ``.wh..wh..opq`` makes its directory opaque;
   ``.wh..wh.plnk``/``.wh..wh.aufs``/``.wh..wh.orph`` are aufs housekeeping.
-* snapshot layers (vfs, btrfs, legacy overlay image roots) hold the whole tree; an entry's origin
+* snapshot layers (vfs, btrfs, legacy overlay image roots, a ``docker export`` tar) hold the
+  whole tree; an entry's origin
   is the lowest snapshot in which it is unchanged.
 
 Every lookup walks component by component through the merged view; symlinks are resolved
@@ -72,9 +74,9 @@ def same_metadata(a: FileStat, b: FileStat) -> bool:
 def _format(layer: Layer) -> str:
     path = layer.path or ""
     driver = layer.driver or ""
-    if driver == "aufs":
+    if driver in ("aufs", "oci-layer"):  # layer tars of image archives use the aufs whiteouts
         return "aufs"
-    if driver in ("vfs", "btrfs") or (driver == "overlay" and path.endswith("/root")):
+    if driver in ("vfs", "btrfs", "rootfs-tar") or (driver == "overlay" and path.endswith("/root")):
         return "snapshot"
     return "overlay"
 
