@@ -66,17 +66,34 @@ def _warn(problems: list) -> None:
 
 
 def _host(source: str):
+    """A DockerHost for a directory (host root, data root); an ArchiveHost for an image archive:
+    a regular file (docker save, OCI archive, docker export; plain or compressed) or a directory
+    holding an OCI layout or an unpacked docker save."""
+    from .engines.archive import is_archive_dir, open_archive
     from .engines.docker import DockerHost
     from .evidence import open_evidence
 
+    if (os.path.exists(source) and not os.path.isdir(source)) or (
+        os.path.isdir(source) and is_archive_dir(source)
+    ):
+        return open_archive(source)
     return DockerHost(open_evidence(source))
 
 
+def _is_archive(host) -> bool:
+    from .engines.archive import ArchiveHost
+
+    return isinstance(host, ArchiveHost)
+
+
 def _refuse_inside_evidence(host, dest: str) -> None:
-    root = getattr(host.evidence, "root", None)
+    real = os.path.realpath(dest)
+    archive = getattr(host, "source", None)  # an image archive: the file, or the layout directory
+    root = getattr(host.evidence, "root", None) or (archive if archive and os.path.isdir(archive) else None)
+    if archive is not None and real == archive:
+        raise UsageError(f"refusing to write over the evidence: {dest}")
     if root is None:
         return
-    real = os.path.realpath(dest)
     if real == root or real.startswith(root.rstrip("/") + "/"):
         raise UsageError(f"refusing to write inside the evidence: {dest}")
 
@@ -134,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pensieve",
         description=(
             "pensieve: container forensics, offline and read-only. SOURCE is a directory: a live "
-            "host root (/), a mounted or copied host filesystem, or a Docker data root itself. "
+            "host root (/), a mounted or copied host filesystem, or a Docker data root itself; or an "
+            "image archive: a docker save tar, an OCI layout (directory or tar), a docker export tar. "
             "Nothing in SOURCE is ever written."
         ),
         epilog=EPILOG,
@@ -211,7 +229,11 @@ def console() -> None:
     sys.exit(main())
 
 
-SOURCE = arg("source", metavar="SOURCE", help="host root or Docker data root (a directory)")
+SOURCE = arg(
+    "source",
+    metavar="SOURCE",
+    help="host root or Docker data root (a directory), or an image archive (docker save, OCI, docker export)",
+)
 
 # ---- inventory ------------------------------------------------------------------------------
 
@@ -231,9 +253,13 @@ def cmd_roots(o):
     from .output.render import emit
 
     host = _host(o.source)
-    rows = [
-        {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found} for r in host.roots
-    ]
+    if _is_archive(host):
+        rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]
+    else:
+        rows = [
+            {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found}
+            for r in host.roots
+        ]
     emit(
         rows,
         o.fmt,
@@ -632,7 +658,7 @@ EXIT_TAMPERED = 6
 
 @command(
     "verify",
-    "rebuild every image layer from the host and check it against its recorded digest",
+    "check every image layer (host: rebuilt from its directory; archive: its blob) against its digest",
     SOURCE,
     arg("image", metavar="IMAGE", nargs="?", help="only this image's layers (id, tag, digest)"),
     arg("-v", "--verbose", action="store_true", help="one row per differing path"),
@@ -645,22 +671,41 @@ def cmd_verify(o):
     """Rebuild each layer's tar stream from the layer directory and its tar-split record, hash it
     and compare with the diff id; recompute chain ids and image ids. Tampered layers name each
     differing path and how it differs (content, size, mode, owner, missing, added ...).
-    Exit 6 when something is tampered."""
+    On an image archive: each layer blob's sha256 against its descriptor and its uncompressed
+    sha256 against the config's diff id, streamed; config digests. Exit 6 when something is
+    tampered."""
     from .analysis import integrity
+    from .engines.docker import LookupFailed
     from .output.render import emit
 
     host = _host(o.source)
+    archive = _is_archive(host)
+    if archive:
+        from .analysis import archive_verify
     if o.export_layer:
         if not o.to:
             raise UsageError("--export-layer needs --to FILE")
         _refuse_inside_evidence(host, o.to)
         chain = o.export_layer if o.export_layer.startswith("sha256:") else "sha256:" + o.export_layer
-        with open(o.to, "wb") as fh:
-            v = integrity.rebuild_layer(host, chain, fh.write)
+        try:
+            with open(o.to, "wb") as fh:
+                if archive:
+                    v = archive_verify.export_layer(host, chain, fh.write)
+                else:
+                    v = integrity.rebuild_layer(host, chain, fh.write)
+        except LookupError as exc:
+            raise LookupFailed(str(exc)) from None
         _err(f"layer {chain[7:19]}: {v.status}; {v.stream_size or 0} bytes written to {o.to}", "32")
         return host.problems + _tampered_exit(v.status == integrity.TAMPERED)
-    layers = integrity.verify_host(host, o.image)
-    images = integrity.verify_image_ids(host, layers, o.image) if (o.show_images or o.show_findings) else []
+    if archive:
+        layers = archive_verify.verify_archive(host, o.image)
+        want_images = o.show_images or o.show_findings
+        images = archive_verify.verify_archive_images(host, layers, o.image) if want_images else []
+    else:
+        layers = integrity.verify_host(host, o.image)
+        images = (
+            integrity.verify_image_ids(host, layers, o.image) if (o.show_images or o.show_findings) else []
+        )
     if o.show_findings:
         emit(
             integrity.findings(layers, images),
@@ -723,6 +768,155 @@ def cmd_verify(o):
     return problems + _tampered_exit(tampered)
 
 
+# ---- compare ----------------------------------------------------------------------------------
+
+
+@command(
+    "compare",
+    "an image on two sources (host vs archive, two archives, two hosts): differing layers and files",
+    arg("source_a", metavar="A", help="host root, data root or image archive"),
+    arg("source_b", metavar="B", help="host root, data root or image archive"),
+    arg(
+        "--image",
+        dest="image_a",
+        metavar="REF_A",
+        help="the image in A (default: every image of A found in B)",
+    ),
+    arg(
+        "--image-b",
+        dest="image_b",
+        metavar="REF_B",
+        help="the image in B (default: REF_A's id, else its tags)",
+    ),
+    arg("--path", dest="top", default="/", help="compare only this subtree (default /)"),
+    arg("--layers", dest="layers_only", action="store_true", help="layers only, no file walk"),
+    arg("--no-hash", action="store_true", help="skip content hashes (content-only changes go unseen)"),
+)
+def cmd_compare(o):
+    """Match images of A and B (by id, else by tag, or as named), list their layers by diff id
+    (shared, only in A, only in B) and every file that differs between the two merged trees:
+    added (only in B), removed (only in A) or changed (content sha256, size, mode, owner, link
+    target, type, xattrs, mtime), each side with the layer that provides it."""
+    from .analysis.compare import compare_images, match_images
+    from .engines.docker import LookupFailed
+    from .output.render import dumps, emit
+
+    host_a, host_b = _host(o.source_a), _host(o.source_b)
+    rest_a: list = []
+    rest_b: list = []
+    if o.image_a:
+        ia = host_a.image(o.image_a)
+        if o.image_b:
+            pairs = [(ia, host_b.image(o.image_b), "given")]
+        else:
+            by_id = [i for i in host_b.images() if i.id == ia.id]
+            by_tag = [i for i in host_b.images() if set(i.tags) & set(ia.tags)]
+            if not by_id and not by_tag:
+                raise LookupFailed(
+                    f"image {o.image_a!r} of A is not in B by id or tag: name it with --image-b"
+                )
+            pairs = [(ia, (by_id or by_tag)[0], "id" if by_id else "tag")]
+    elif o.image_b:
+        raise UsageError("--image-b needs --image")
+    else:
+        pairs, rest_a, rest_b = match_images(host_a, host_b)
+        if not pairs:
+            raise LookupFailed("no image of A is in B by id or tag: name them with --image and --image-b")
+    results = [
+        compare_images(
+            host_a, a, host_b, b, how, hash_files=not o.no_hash, top=o.top, files=not o.layers_only
+        )
+        for a, b, how in pairs
+    ]
+    problems = list(host_a.problems) + list(host_b.problems) + [p for c in results for p in c.problems]
+    if o.fmt == "json":
+        doc = {
+            "a": results[0].source_a,
+            "b": results[0].source_b,
+            "comparisons": results,
+            "only_in_a": [{"id": i.id, "tags": i.tags} for i in rest_a if i.tags],
+            "only_in_b": [{"id": i.id, "tags": i.tags} for i in rest_b if i.tags],
+        }
+        sys.stdout.write(dumps(doc) + "\n")
+        return problems
+    if o.fmt in ("jsonl", "csv"):
+        rows = (
+            {
+                "image_a": c.image_a,
+                "image_b": c.image_b,
+                "change": f.change,
+                "path": f.path,
+                "what": ",".join(f.what),
+                "type_a": f.type_a,
+                "type_b": f.type_b,
+                "sha256_a": (f.a or {}).get("sha256"),
+                "sha256_b": (f.b or {}).get("sha256"),
+                "layer_a": (f.a or {}).get("diff_id"),
+                "layer_b": (f.b or {}).get("diff_id"),
+                "a": f.a,
+                "b": f.b,
+            }
+            for c in results
+            for f in c.files
+        )
+        emit(rows, o.fmt)
+        return problems
+    for c in results:
+        name_a = c.tags_a[0] if c.tags_a else _short(c.image_a)
+        name_b = c.tags_b[0] if c.tags_b else _short(c.image_b)
+        shared = sum(m.status == "shared" for m in c.layers)
+        emit(
+            c.layers,
+            "table",
+            [
+                (
+                    "LAYER",
+                    lambda m: {"shared": "shared", "only-a": "only in A", "only-b": "only in B"}[m.status],
+                ),
+                ("DIFF ID", lambda m: _short(m.diff_id)),
+                ("A", lambda m: "" if m.index_a is None else f"#{m.index_a} {_short(m.layer_a)}"),
+                ("B", lambda m: "" if m.index_b is None else f"#{m.index_b} {_short(m.layer_b)}"),
+                ("CREATED BY", lambda m: (m.created_by or "")[:60]),
+            ],
+            title=(
+                f"A {name_a} ({_short(c.image_a)}) vs B {name_b} ({_short(c.image_b)}), matched by "
+                f"{c.matched_by}{', same image id' if c.same_id else ''}: {shared} shared layers"
+            ),
+        )
+        if not o.layers_only:
+            emit(
+                c.files,
+                "table",
+                [
+                    ("CHANGE", lambda f: f.change),
+                    ("PATH", lambda f: f.path),
+                    ("WHAT", lambda f: f.what),
+                    ("A", lambda f: _side(f.a)),
+                    ("B", lambda f: _side(f.b)),
+                ],
+                title=f"{len(c.files)} entries differ" + (f" under {o.top}" if o.top != "/" else ""),
+            )
+    for label, rest in (("A", rest_a), ("B", rest_b)):
+        tagged = [i for i in rest if i.tags]
+        if tagged:
+            _err(f"only in {label}: " + ", ".join(i.tags[0] for i in tagged), "33")
+    return problems
+
+
+def _side(d) -> str:
+    if not d:
+        return ""
+    bits = [d["type"], d["mode"] or "", f"{d['uid']}:{d['gid']}"]
+    if d.get("size") is not None:
+        bits.append(str(d["size"]))
+    if d.get("sha256"):
+        bits.append(d["sha256"][:12])
+    if d.get("link_target"):
+        bits.append("-> " + d["link_target"])
+    bits.append("layer " + _short(d.get("diff_id") or d.get("layer")))
+    return " ".join(bits)
+
+
 def _kinds(problems) -> str:
     counts: dict[str, int] = {}
     for p in problems:
@@ -737,7 +931,9 @@ def _more(items: list[str]) -> str:
 def _unverifiable(v):
     from .records import Problem
 
-    return Problem(v.tar_split or v.chain_id, f"layer {v.chain_id[7:19]} unverifiable: {v.reason}")
+    return Problem(
+        v.tar_split or v.layer_path or v.chain_id, f"layer {_short(v.chain_id)} unverifiable: {v.reason}"
+    )
 
 
 class _Tampered:

@@ -672,8 +672,12 @@ class TarEvidence(Evidence):
 
     def open_raw(self, path: str) -> SliceReader:
         """Like open(), unbuffered: a SliceReader another TarEvidence can nest on with pread."""
-        fh = self.open(path)
-        return fh.raw  # type: ignore[attr-defined,return-value]
+        m = self._member(path)
+        if not statmod.S_ISREG(m.mode) or statmod.S_ISLNK(m.mode):
+            raise EvidenceError(f"not a regular file: {path}")
+        if m.unreadable:
+            raise EvidenceError(f"cannot read {path} from {self.name}: {m.unreadable}")
+        return SliceReader(self.source, max(m.offset, 0), m.size if m.offset >= 0 else 0, path)
 
     def readlink(self, path: str) -> str:
         m = self._member(path)
