@@ -123,6 +123,14 @@ class ArchiveHost:
         if ev.is_file("/index.json") and ev.exists("/oci-layout"):
             return OCI_LAYOUT
         if isinstance(ev, TarEvidence):
+            names = set(ev.listdir("/"))
+            saved = any(_HEX64.match(n) and ev.is_file(f"/{n}/layer.tar") for n in names)
+            if saved or "repositories" in names or ev.is_dir("/blobs/sha256"):
+                why = "; ".join(p.message for p in ev.problems[-1:]) or "the file lists none"
+                raise NotAnArchive(
+                    f"{self.source}: image layers without their manifest.json / index.json "
+                    f"(a truncated or partial image archive: {why})"
+                )
             return DOCKER_EXPORT if ev.exists("/.dockerenv") else ROOTFS
         raise NotAnArchive(
             f"{self.source}: neither a Docker data root nor an image archive "
