@@ -24,6 +24,19 @@ _MAX_SYMLINKS = 40
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
+def _is_clean(path: str) -> bool:
+    """Already absolute and normalised (the common case: paths the engines build)."""
+    return (
+        path.startswith("/")
+        and len(path) > 1
+        and not path.endswith("/")
+        and "//" not in path
+        and "/./" not in path
+        and "/../" not in path
+        and not path.endswith(("/.", "/.."))
+    )
+
+
 def _to_stat(st: os.stat_result) -> FileStat:
     return FileStat(
         mode=st.st_mode,
@@ -55,11 +68,12 @@ class DirectoryEvidence(Evidence):
     # ---- path resolution --------------------------------------------------------------
     def host_path(self, path: str) -> str:
         """Host path of an evidence path (parent directories resolved inside the root)."""
-        path = normalize(path)
-        if path == "/":
-            return self.root
-        parent, name = posixpath.split(path)
-        return self._resolve_dir(parent, 0) + "/" + name
+        if not _is_clean(path):
+            path = normalize(path)
+            if path == "/":
+                return self.root
+        cut = path.rfind("/")
+        return self._resolve_dir(path[:cut] or "/", 0) + path[cut:]
 
     def _resolve_dir_uncached(self, path: str, depth: int) -> str:
         if path == "/":
