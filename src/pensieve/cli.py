@@ -69,15 +69,46 @@ def _host(source: str):
     """A DockerHost for a directory (host root, data root); an ArchiveHost for an image archive:
     a regular file (docker save, OCI archive, docker export; plain or compressed) or a directory
     holding an OCI layout or an unpacked docker save."""
-    from .engines.archive import is_archive_dir, open_archive
-    from .engines.docker import DockerHost
-    from .evidence import open_evidence
+    if os.path.isdir(source):
+        # the archive engine is imported only for archives: it costs ~10 ms of start-up
+        layout = os.path.isfile(os.path.join(source, "manifest.json")) or os.path.isfile(
+            os.path.join(source, "oci-layout")
+        )
+        if not layout:
+            from .engines.docker import DockerHost
+            from .evidence import open_evidence
 
-    if (os.path.exists(source) and not os.path.isdir(source)) or (
-        os.path.isdir(source) and is_archive_dir(source)
-    ):
-        return open_archive(source)
-    return DockerHost(open_evidence(source))
+            return DockerHost(open_evidence(source))
+    elif not os.path.exists(source):
+        from .evidence import EvidenceError
+
+        raise EvidenceError(f"source does not exist: {source}")
+    elif not _looks_like_archive(source):  # a disk image (raw, split raw, E01, qcow2)
+        from .engines.docker import DockerHost
+        from .evidence import open_evidence
+
+        return DockerHost(open_evidence(source))
+    from .engines.archive import is_archive_dir, open_archive
+
+    if os.path.isdir(source) and not is_archive_dir(source):
+        from .engines.docker import DockerHost
+        from .evidence import open_evidence
+
+        return DockerHost(open_evidence(source))
+    return open_archive(source)
+
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
+
+
+def _looks_like_archive(path: str) -> bool:
+    """A tar (ustar magic at 257), or a gzip/zstd/xz/bzip2 stream (a compressed tar)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return True  # let the archive opener report it
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
 
 
 def _is_archive(host) -> bool:
