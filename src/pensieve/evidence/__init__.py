@@ -1,5 +1,5 @@
-"""Evidence sources: one read-only filesystem interface over directories (and, later, disk
-images and archives)."""
+"""Evidence sources: one read-only filesystem interface over directories, disk images (raw, split
+raw, E01, qcow2; MBR/GPT partitions; ext2/3/4 and what else The Sleuth Kit reads) and archives."""
 
 from __future__ import annotations
 
@@ -22,12 +22,21 @@ __all__ = [
 
 
 def open_evidence(source: str) -> Evidence:
-    """Open SOURCE read-only.  Today: a directory (live root, mounted image, copied data root)."""
+    """Open SOURCE read-only: a directory (live root, mounted image, copied data root) or a disk
+    image (``disk.img``, ``disk.E01``, ``disk.qcow2``, ``disk.001``; ``disk.img@2`` for partition 2,
+    ``disk.img@offset=1048576`` for the filesystem at that byte offset: see
+    ``pensieve.evidence.disk``)."""
     if os.path.isdir(source):
         return DirectoryEvidence(source)
-    if not os.path.exists(source):
+    from .disk import is_disk_image, open_disk_image, split_spec
+
+    base, _part, _off = split_spec(source)
+    if not os.path.exists(base):
         raise EvidenceError(f"source does not exist: {source}")
+    if is_disk_image(source):
+        return open_disk_image(source)
     raise EvidenceError(
-        f"unsupported source {source}: only directories are readable in this version "
-        "(disk images and archives come with later releases)"
+        f"unsupported source {source}: neither a directory nor a disk image pensieve recognises "
+        "(raw/dd with a partition table or a filesystem, split raw, E01, qcow2; "
+        "name a partition or offset with SOURCE@N or SOURCE@offset=BYTES)"
     )
