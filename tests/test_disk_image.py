@@ -395,6 +395,8 @@ def built(tmp_path_factory):
     os.symlink("loop", src / "dir/loop")
     os.symlink("x" * 300, src / "dir/long-link")
     os.mkfifo(src / "dir/fifo")
+    (src / "dir/old").write_text("before the epoch\n")
+    os.utime(src / "dir/old", ns=(-315619200 * 10**9, -315619200 * 10**9))  # 1960
     (src / "dir" / os.fsdecode(b"bad-\xff-name")).write_text("latin1\n")
     big = src / "big.bin"
     with open(big, "wb") as fh:
@@ -434,7 +436,16 @@ def test_ext4_metadata_xattrs_devices_names(built, layout):
     src, imgs, devices = built
     ev = open_evidence(str(imgs[layout]))
     ref = DirectoryEvidence(str(src))
-    for path in ("/dir/sub/file", "/dir/hardlink", "/etc/passwd", "/dir/sub", "/dir/long-link", "/dir/fifo"):
+    paths = (
+        "/dir/sub/file",
+        "/dir/hardlink",
+        "/etc/passwd",
+        "/dir/sub",
+        "/dir/long-link",
+        "/dir/fifo",
+        "/dir/old",
+    )
+    for path in paths:
         a, b = ev.lstat(path), ref.lstat(path)
         assert (a.mode, a.uid, a.gid, a.nlink) == (b.mode, b.uid, b.gid, b.nlink), path
         assert a.is_dir or a.size == b.size, path  # a directory's size is its block count's
@@ -454,6 +465,28 @@ def test_ext4_metadata_xattrs_devices_names(built, layout):
         assert ev.lstat("/dir/whiteout").is_char and ev.lstat("/dir/whiteout").rdev == 0
         assert ev.getxattr("/dir/sub", "trusted.overlay.opaque") == b"y"
         assert ev.lstat("/dir/sub/file").uid == 100000
+
+
+def test_ext4_times_decode_like_the_kernel():
+    """Seconds are signed 32-bit; 256-byte inodes add two epoch bits and nanoseconds (ext4 docs,
+    'Inode Timestamps'); TSK alone reads the seconds as unsigned."""
+    from pensieve.evidence.disk import ExtInodes
+
+    ext = ExtInodes.__new__(ExtInodes)
+    ext.inode_size = 256
+    raw = bytearray(256)
+    y2045 = 2379931200
+    struct.pack_into("<iii", raw, 0x08, -315619200, 1, y2045 - (1 << 32))  # atime, ctime, mtime
+    struct.pack_into("<H", raw, 0x80, 32)  # i_extra_isize
+    struct.pack_into("<III", raw, 0x84, 5 << 2, 0, (1 | 999 << 2))  # ctime, mtime, atime extra
+    struct.pack_into("<I", raw, 0x88, 1 | (123456789 << 2))
+    assert ext.times_ns(bytes(raw)) == (
+        (-315619200 + (1 << 32)) * 10**9 + 999,
+        y2045 * 10**9 + 123456789,
+        1 * 10**9 + 5,
+    )
+    ext.inode_size = 128  # no extra fields: signed seconds only
+    assert ext.times_ns(bytes(raw[:128])) == (-315619200 * 10**9, (y2045 - (1 << 32)) * 10**9, 10**9)
 
 
 def test_symlinks_resolve_inside_the_image(built):

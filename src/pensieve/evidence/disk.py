@@ -677,6 +677,7 @@ class ExtInodes:
         if not self.inodes_per_group or not self.blocks_per_group or self.inode_size < 128:
             raise ImageError("implausible ext2/3/4 superblock")
         self._tables: dict[int, int] = {}
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
     def _has_super(self, group: int) -> bool:
         if group in (0, 1) and not self.compat & _COMPAT_SPARSE_SUPER2:
@@ -717,12 +718,40 @@ class ExtInodes:
         return table
 
     def raw_inode(self, ino: int) -> bytes:
+        """The on-disk inode; inode-table blocks are read whole and kept in a small LRU (a
+        directory's inodes are usually neighbours)."""
         group, index = divmod(ino - 1, self.inodes_per_group)
-        pos = self._offset + self._inode_table(group) * self.block_size + index * self.inode_size
-        data = self._read(pos, self.inode_size)
+        block_no, within = divmod(index * self.inode_size, self.block_size)
+        key = self._inode_table(group) + block_no
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._read(self._offset + key * self.block_size, self.block_size)
+            self._blocks[key] = block
+            if len(self._blocks) > 256:
+                self._blocks.popitem(last=False)
+        else:
+            self._blocks.move_to_end(key)
+        data = block[within : within + self.inode_size]
         if len(data) < 128:
             raise EvidenceError(f"inode {ino} beyond the image")
         return data
+
+    def times_ns(self, raw: bytes) -> tuple[int, int, int]:
+        """(atime, mtime, ctime) in ns as the kernel decodes them: the 32-bit seconds are signed,
+        the extra fields (256-byte inodes) add 2 epoch bits and the nanoseconds."""
+        atime, ctime, mtime = struct.unpack_from("<iii", raw, 0x08)
+        extra_isize = (
+            struct.unpack_from("<H", raw, 0x80)[0] if self.inode_size > 128 and len(raw) > 0x82 else 0
+        )
+        out = []
+        for base, off in ((atime, 0x8C), (mtime, 0x88), (ctime, 0x84)):
+            ns = 0
+            if extra_isize >= off + 4 - 0x80 and len(raw) >= off + 4:
+                extra = struct.unpack_from("<I", raw, off)[0]
+                base += (extra & 3) << 32
+                ns = extra >> 2
+            out.append(base * 1_000_000_000 + ns)
+        return out[0], out[1], out[2]
 
     @staticmethod
     def rdev(raw: bytes) -> int:
@@ -934,11 +963,18 @@ class DiskImageEvidence(Evidence):
         fmt = self._types.get(int(meta.type), 0)
         ino = int(meta.addr)
         rdev = 0
-        if fmt in (statmod.S_IFCHR, statmod.S_IFBLK) and self._ext is not None:
+        atime_ns = int(meta.atime) * 1_000_000_000 + int(meta.atime_nano)
+        mtime_ns = int(meta.mtime) * 1_000_000_000 + int(meta.mtime_nano)
+        ctime_ns = int(meta.ctime) * 1_000_000_000 + int(meta.ctime_nano)
+        if self._ext is not None:
+            # TSK reads ext timestamps as unsigned 32-bit seconds: take them as the kernel does
             try:
-                rdev = ExtInodes.rdev(self._ext.raw_inode(ino))
-            except EvidenceError:
-                rdev = 0
+                raw = self._ext.raw_inode(ino)
+                atime_ns, mtime_ns, ctime_ns = self._ext.times_ns(raw)
+                if fmt in (statmod.S_IFCHR, statmod.S_IFBLK):
+                    rdev = ExtInodes.rdev(raw)
+            except (EvidenceError, struct.error):
+                pass
         return FileStat(
             mode=fmt | (int(meta.mode) & 0o7777),
             ino=ino,
@@ -946,9 +982,9 @@ class DiskImageEvidence(Evidence):
             uid=int(meta.uid),
             gid=int(meta.gid),
             size=int(meta.size) if fmt not in (statmod.S_IFCHR, statmod.S_IFBLK, statmod.S_IFIFO) else 0,
-            atime_ns=int(meta.atime) * 1_000_000_000 + int(meta.atime_nano),
-            mtime_ns=int(meta.mtime) * 1_000_000_000 + int(meta.mtime_nano),
-            ctime_ns=int(meta.ctime) * 1_000_000_000 + int(meta.ctime_nano),
+            atime_ns=atime_ns,
+            mtime_ns=mtime_ns,
+            ctime_ns=ctime_ns,
             rdev=rdev,
         )
 
