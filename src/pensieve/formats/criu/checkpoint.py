@@ -33,7 +33,7 @@ import re
 import stat
 
 from ..._record import field, record
-from .images import CriuImageError, Image, parse_image, read_file_bytes
+from .images import MAX_IMAGE_SIZE, CriuImageError, Image, parse_image, read_file_bytes
 
 PAGE_SIZE = 4096
 
@@ -119,6 +119,82 @@ class Task:
     thread_cores: dict[int, dict] = field(default_factory=dict)
 
 
+class CheckpointStore:
+    """Where a checkpoint's image files are: a directory, or a directory inside an archive.
+
+    ``path`` names the checkpoint for people; ``names()`` lists the image files; ``read`` returns
+    a whole (small) image, ``pread`` a slice of a big one (pages), ``size`` a file's length;
+    ``parent()`` the store of the ``parent`` checkpoint when the chain lives in the same place.
+    """
+
+    path: str
+
+    def names(self) -> set[str]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def where(self, name: str) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read(self, name: str, limit: int = MAX_IMAGE_SIZE) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def size(self, name: str) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def pread(self, name: str, offset: int, size: int) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def parent(self) -> CheckpointStore | None:
+        return None
+
+
+class DirStore(CheckpointStore):
+    """A checkpoint directory on disk (``criu dump -D DIR``), opened read-only, no symlinks."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self.real = os.path.realpath(self.path)
+        if not os.path.isdir(self.real):
+            raise CriuImageError("not a checkpoint directory", self.path)
+
+    def names(self) -> set[str]:
+        try:
+            return set(os.listdir(self.real))
+        except OSError as exc:
+            raise CriuImageError(f"cannot list: {exc.strerror}", self.path) from None
+
+    def where(self, name: str) -> str:
+        return os.path.join(self.real, name)
+
+    def read(self, name: str, limit: int = MAX_IMAGE_SIZE) -> bytes:
+        return read_file_bytes(self.where(name), limit)
+
+    def size(self, name: str) -> int:
+        return os.lstat(self.where(name)).st_size
+
+    def pread(self, name: str, offset: int, size: int) -> bytes:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        path = self.where(name)
+        try:
+            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise CriuImageError(f"cannot open: {exc.strerror}", path) from None
+        try:
+            chunks = []
+            while size > 0:
+                chunk = os.pread(fd, size, offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+                size -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+
 class Checkpoint:
     """Lazy, read-only access to one checkpoint directory.
 
@@ -126,18 +202,27 @@ class Checkpoint:
     holding this checkpoint), resolved with its symlinks before any comparison.
     """
 
-    def __init__(self, path: str | os.PathLike, boundary: str | os.PathLike | None = None, _depth: int = 0):
-        self.path = os.fspath(path)
-        real = os.path.realpath(self.path)
-        if not os.path.isdir(real):
-            raise CriuImageError("not a checkpoint directory", self.path)
-        self.real = real
-        self.boundary = (
-            os.path.realpath(os.fspath(boundary)) if boundary is not None else os.path.dirname(real)
-        )
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        boundary: str | os.PathLike | None = None,
+        _depth: int = 0,
+        store: CheckpointStore | None = None,
+    ):
         self._depth = _depth
+        if store is None:
+            store = DirStore(path)
+            self.real = store.real
+            self.boundary = (
+                os.path.realpath(os.fspath(boundary)) if boundary is not None else os.path.dirname(store.real)
+            )
+        else:
+            self.real = None
+            self.boundary = None
+        self.store = store
+        self.path = store.path
         self._cache: dict[str, Image | None] = {}
-        self.names = set(os.listdir(real))
+        self.names = store.names()
         if "inventory.img" not in self.names:
             raise CriuImageError("no inventory.img: not a CRIU checkpoint", self.path)
         self.problems: list[str] = []
@@ -149,7 +234,8 @@ class Checkpoint:
     # ---- image access ----------------------------------------------------------------------
 
     def file(self, name: str) -> str:
-        return os.path.join(self.real, name)
+        """Where image NAME is (a path, or ARCHIVE:MEMBER): for messages and directory reads."""
+        return self.store.where(name)
 
     def image(self, name: str, required: bool = False) -> Image | None:
         """The decoded image NAME, or None when absent (CriuImageError when REQUIRED)."""
@@ -158,7 +244,7 @@ class Checkpoint:
         else:
             img = None
             if name in self.names:
-                img = parse_image(read_file_bytes(self.file(name)), self.file(name))
+                img = parse_image(self.store.read(name), self.file(name))
             self._cache[name] = img
         if img is None and required:
             raise CriuImageError(f"missing {name}", self.path)
@@ -294,6 +380,13 @@ class Checkpoint:
         self._parent = None
         if "parent" not in self.names:
             return None
+        if not isinstance(self.store, DirStore):
+            parent_store = self.store.parent()
+            if parent_store is not None:
+                if self._depth >= MAX_PARENT_DEPTH:
+                    raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", self.file("parent"))
+                self._parent = Checkpoint(parent_store.path, _depth=self._depth + 1, store=parent_store)
+            return self._parent  # type: ignore[return-value]
         link = self.file("parent")
         try:
             st = os.lstat(link)
@@ -351,7 +444,7 @@ class Checkpoint:
             if a.vaddr + a.nr_pages * PAGE_SIZE > b.vaddr:
                 raise CriuImageError(f"overlapping pagemap entries at {b.vaddr:#x}", self.file(name))
         pages_name = f"pages-{pages_id}.img"
-        size = os.lstat(self.file(pages_name)).st_size if pages_name in self.names else 0
+        size = self.store.size(pages_name) if pages_name in self.names else 0
         if offset > size:
             self.problems.append(
                 f"{self.file(pages_name)}: pagemap-{pid}.img expects {offset} bytes of pages, file has {size}"
@@ -363,15 +456,7 @@ class Checkpoint:
         name = f"pages-{pages_id}.img"
         if name not in self.names:
             raise CriuImageError("missing pages image", self.file(name))
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        try:
-            fd = os.open(self.file(name), flags)
-        except OSError as exc:
-            raise CriuImageError(f"cannot open: {exc.strerror}", self.file(name)) from None
-        try:
-            data = os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
+        data = self.store.pread(name, offset, size)
         if len(data) != size:
             raise CriuImageError(
                 f"truncated pages: {size} bytes wanted, {len(data)} read", self.file(name), offset

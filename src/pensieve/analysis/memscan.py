@@ -1,0 +1,668 @@
+"""Working with checkpointed memory: dump it, search it, run YARA over it, diff two checkpoints.
+
+Memory is reconstructed per process from ``pagemap-<pid>.img`` (which pages exist, where) and
+the ``pages-<id>.img`` files, through the ``parent`` chain of an incremental dump.  Page flags
+are honoured and reported: PE_PRESENT pages are in this checkpoint, PE_PARENT pages in a parent
+(pre-)dump, PE_LAZY pages without PE_PRESENT were left to a lazy-pages server and are not in the
+evidence; pages without a pagemap entry were not dumped (zero pages, clean file pages CRIU
+restores from the file).
+
+* :func:`dump` writes one process's memory (a range, the mappings containing an address or
+  naming a file, or all of it) to sparse files named with their addresses, plus a manifest;
+* :func:`search` finds strings, regexes and hex patterns, each hit with pid, address, mapping
+  and context;
+* :func:`yara_scan` runs compiled YARA rules (yara-python) over each process's memory;
+* :func:`diff` compares two checkpoints: processes appeared / vanished / changed, sockets and
+  files opened / closed, memory growth per process.
+
+Scans read the dumped extents in windows of ``CHUNK`` bytes that overlap by ``overlap`` bytes,
+so a match straddling a window edge is found once; a match longer than the overlap can be missed
+(literal patterns set the overlap to their length, regexes and YARA to 64 KiB).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Iterable, Iterator
+
+from .._record import field, record
+from ..formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
+from ..records import MemoryMap
+from . import memory
+
+__all__ = [
+    "DumpedRegion",
+    "MemoryChange",
+    "MemoryHit",
+    "Pattern",
+    "diff",
+    "dump",
+    "extents",
+    "search",
+    "yara_scan",
+]
+
+CHUNK = 16 << 20
+REGEX_OVERLAP = 64 << 10
+
+
+@record
+class DumpedRegion:
+    """One file written by :func:`dump`: a range of a process's memory at its own addresses."""
+
+    pid: int
+    start: int
+    end: int
+    file: str
+    perms: str | None = None
+    mapping: str | None = None
+    present_pages: int = 0  # in this checkpoint
+    parent_pages: int = 0  # read from a parent checkpoint
+    lazy_pages: int = 0  # PE_LAZY: left to the lazy-pages server, not in the evidence (zeros)
+    missing_pages: int = 0  # no pagemap entry, or a parent page with no parent (zeros)
+    bytes_written: int = 0  # dumped bytes (the file is sparse: gaps are holes)
+    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
+
+
+@record
+class MemoryHit:
+    """A match in a process's memory."""
+
+    pid: int
+    address: int
+    length: int
+    pattern: str  # the pattern's label, or RULE:$string for YARA
+    comm: str | None = None
+    mapping: str | None = None  # backing file, [heap], [stack] ... or [anon]
+    map_start: int | None = None
+    perms: str | None = None
+    map_offset: int | None = None  # address - map_start
+    context: str | None = None  # printable bytes around the hit ('.' for others)
+    context_hex: str | None = None
+    rule: str | None = None  # YARA rule
+    tags: list[str] = field(default_factory=list)  # YARA tags
+    meta: dict = field(default_factory=dict)  # YARA meta
+
+
+@record
+class MemoryChange:
+    """One difference between two checkpoints of the same process tree."""
+
+    kind: str  # process | socket | file | memory
+    change: str  # appeared | vanished | changed | opened | closed | grew | shrank
+    subject: str
+    pid: int | None = None
+    fields: list[str] = field(default_factory=list)  # what changed
+    before: object = None
+    after: object = None
+
+
+class Pattern:
+    """A search pattern: a literal (bytes.find) or a compiled bytes regex."""
+
+    def __init__(self, label: str, literal: bytes | None = None, regex: re.Pattern | None = None) -> None:
+        if (literal is None) == (regex is None):
+            raise ValueError("a pattern is a literal or a regex")
+        if literal is not None and not literal:
+            raise ValueError("empty pattern")
+        self.label, self.literal, self.regex = label, literal, regex
+
+    @classmethod
+    def string(cls, text: str, ignore_case: bool = False, utf16: bool = False) -> list[Pattern]:
+        out = []
+        encodings = ["utf-8"] + (["utf-16-le"] if utf16 else [])
+        for enc in encodings:
+            raw = text.encode(enc)
+            label = text if enc == "utf-8" else f"{text} (utf-16le)"
+            if ignore_case:
+                out.append(cls(label, regex=re.compile(re.escape(raw), re.IGNORECASE | re.DOTALL)))
+            else:
+                out.append(cls(label, literal=raw))
+        return out
+
+    @classmethod
+    def hex(cls, text: str) -> Pattern:
+        cleaned = re.sub(r"[\s:]", "", text.lower().removeprefix("0x"))
+        try:
+            raw = bytes.fromhex(cleaned)
+        except ValueError:
+            raise ValueError(f"not a hex string: {text!r}") from None
+        return cls(f"hex:{cleaned}", literal=raw)
+
+    @classmethod
+    def compile(cls, text: str, ignore_case: bool = False) -> Pattern:
+        try:
+            rx = re.compile(
+                text.encode("utf-8", "surrogateescape"), re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+            )
+        except re.error as exc:
+            raise ValueError(f"bad regex {text!r}: {exc}") from None
+        return cls(f"re:{text}", regex=rx)
+
+    def overlap(self) -> int:
+        return len(self.literal) - 1 if self.literal is not None else REGEX_OVERLAP
+
+    def finditer(self, data, end: int) -> Iterator[tuple[int, int]]:
+        """(offset, length) of matches starting before END."""
+        if self.literal is not None:
+            lit, n = self.literal, len(self.literal)
+            i = data.find(lit)
+            while 0 <= i < end:
+                yield i, n
+                i = data.find(lit, i + 1)
+        else:
+            for m in self.regex.finditer(data):
+                if m.start() >= end:
+                    break
+                if m.end() > m.start():
+                    yield m.start(), m.end() - m.start()
+
+
+# ---- extents and reads ------------------------------------------------------------------------
+
+
+def extents(ck: Checkpoint, pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of PID's pagemap, adjacent runs of one kind merged.
+
+    kind: ``data`` (present here or in a parent), ``lazy`` (not in the evidence)."""
+    pm = ck.pagemap(pid)
+    if pm is None:
+        return []
+    out: list[tuple[int, int, str]] = []
+    for r in pm[1]:
+        kind = "data" if r.flags & (PE_PRESENT | PE_PARENT) else ("lazy" if r.flags & PE_LAZY else "none")
+        if kind == "none":
+            continue
+        s, e = r.vaddr, r.vaddr + r.nr_pages * PAGE_SIZE
+        if out and out[-1][1] == s and out[-1][2] == kind:
+            out[-1] = (out[-1][0], e, kind)
+        else:
+            out.append((s, e, kind))
+    return out
+
+
+def _read(ck: Checkpoint, pid: int, start: int, length: int) -> tuple[bytes, list[dict]]:
+    """Memory [START, START+LENGTH): one pread when a single present run holds it all."""
+    pm = ck.pagemap(pid)
+    if pm is not None:
+        pages_id, runs = pm
+        starts = getattr(ck, "_run_starts", {}).get(pid)
+        if starts is None:
+            starts = [r.vaddr for r in runs]
+            if not hasattr(ck, "_run_starts"):
+                ck._run_starts = {}
+            ck._run_starts[pid] = starts
+        i = bisect.bisect_right(starts, start) - 1
+        if i >= 0:
+            r = runs[i]
+            if r.flags & PE_PRESENT and start + length <= r.vaddr + r.nr_pages * PAGE_SIZE:
+                return ck.read_pages(pages_id, r.offset + (start - r.vaddr), length), []
+    return ck.read_memory(pid, start, length)
+
+
+def _windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
+    """(address, data, report_end) windows over PID's dumped extents; report hits < report_end."""
+    for s, e, kind in extents(ck, pid):
+        if kind != "data":
+            continue
+        pos = s
+        while pos < e:
+            n = min(chunk, e - pos)
+            length = min(n + overlap, e - pos)
+            data, _gaps = _read(ck, pid, pos, length)
+            yield pos, data, n
+            pos += n
+
+
+class _MapIndex:
+    """Find the VMA holding an address."""
+
+    def __init__(self, maps: list[MemoryMap]) -> None:
+        self.maps = sorted(maps, key=lambda m: m.start)
+        self.starts = [m.start for m in self.maps]
+
+    def find(self, addr: int) -> MemoryMap | None:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0 and addr < self.maps[i].end:
+            return self.maps[i]
+        return None
+
+
+def _printable(data: bytes) -> str:
+    return "".join(chr(b) if 32 <= b < 127 else "." for b in data)
+
+
+def _targets(ck: Checkpoint, pids: Iterable[int] | None):
+    procs = [p for p in memory.processes(ck) if p.state != "zombie"]
+    if pids is not None:
+        want = set(pids)
+        missing = want - {p.pid for p in procs}
+        if missing:
+            raise LookupError(f"no live process {', '.join(map(str, sorted(missing)))} in the checkpoint")
+        procs = [p for p in procs if p.pid in want]
+    by_pid: dict[int, list[MemoryMap]] = {}
+    for m in memory.maps(ck):
+        by_pid.setdefault(m.pid, []).append(m)
+    return [(p, _MapIndex(by_pid.get(p.pid, []))) for p in procs]
+
+
+def _hit(
+    p, idx: _MapIndex, addr: int, length: int, label: str, window: bytes, off: int, ctx: int
+) -> MemoryHit:
+    m = idx.find(addr)
+    around = window[max(0, off - ctx) : off + length + ctx]
+    return MemoryHit(
+        pid=p.pid,
+        address=addr,
+        length=length,
+        pattern=label,
+        comm=p.comm,
+        mapping=(m.path or "[anon]") if m else None,
+        map_start=m.start if m else None,
+        perms=m.perms if m else None,
+        map_offset=addr - m.start if m else None,
+        context=_printable(around),
+        context_hex=around.hex(),
+    )
+
+
+# ---- search ---------------------------------------------------------------------------------------
+
+
+def search(
+    ck: Checkpoint,
+    patterns: list[Pattern],
+    pids: Iterable[int] | None = None,
+    context: int = 32,
+    max_hits: int | None = None,
+) -> Iterator[MemoryHit]:
+    """Every match of PATTERNS in the memory of each live process (or of PIDS), in address order
+    per process and pattern."""
+    if not patterns:
+        return
+    overlap = max(p.overlap() for p in patterns)
+    n = 0
+    for p, idx in _targets(ck, pids):
+        for addr, data, report in _windows(ck, p.pid, overlap):
+            for pat in patterns:
+                for off, length in pat.finditer(data, report):
+                    yield _hit(p, idx, addr + off, length, pat.label, data, off, context)
+                    n += 1
+                    if max_hits is not None and n >= max_hits:
+                        return
+
+
+def count(ck: Checkpoint, pattern: Pattern, pids: Iterable[int] | None = None) -> int:
+    """How many times PATTERN occurs (no records: for throughput)."""
+    total = 0
+    overlap = pattern.overlap()
+    for p, _idx in _targets(ck, pids):
+        for _addr, data, report in _windows(ck, p.pid, overlap):
+            if pattern.literal is not None and report == len(data):
+                total += data.count(pattern.literal)
+            else:
+                total += sum(1 for _ in pattern.finditer(data, report))
+    return total
+
+
+# ---- yara -------------------------------------------------------------------------------------------
+
+
+def compile_rules(files: list[str] | None = None, sources: list[str] | None = None):
+    """Compile YARA rules from FILES and rule SOURCES (yara-python)."""
+    import yara
+
+    filepaths = {f"f{i}": path for i, path in enumerate(files or [])}
+    srcs = {f"s{i}": text for i, text in enumerate(sources or [])}
+    if filepaths and srcs:
+        # yara.compile takes one kind at a time: read the files as sources
+        for key, path in filepaths.items():
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                srcs[key] = fh.read()
+        return yara.compile(sources=srcs)
+    if filepaths:
+        return yara.compile(filepaths=filepaths)
+    return yara.compile(sources=srcs)
+
+
+def yara_scan(
+    ck: Checkpoint, rules, pids: Iterable[int] | None = None, context: int = 32, chunk: int = CHUNK
+) -> Iterator[MemoryHit]:
+    """YARA RULES (compiled) over each live process's reconstructed memory, one hit per string
+    instance (a rule matching without strings: one hit at the window's start)."""
+    for p, idx in _targets(ck, pids):
+        seen: set[tuple[str, str, int]] = set()
+        for addr, data, report in _windows(ck, p.pid, REGEX_OVERLAP, chunk):
+            for m in rules.match(data=data):
+                tags, meta = list(m.tags), dict(m.meta)
+                instances = [
+                    (s.identifier, i.offset, i.matched_length) for s in m.strings for i in s.instances
+                ]
+                if not instances:
+                    key = (m.rule, "", addr)
+                    if key not in seen:
+                        seen.add(key)
+                        h = _hit(p, idx, addr, 0, m.rule, data, 0, context)
+                        h.rule, h.tags, h.meta = m.rule, tags, meta
+                        yield h
+                    continue
+                for ident, off, length in instances:
+                    key = (m.rule, ident, addr + off)
+                    if off >= report or key in seen:
+                        continue
+                    seen.add(key)
+                    h = _hit(p, idx, addr + off, length, f"{m.rule}:{ident}", data, off, context)
+                    h.rule, h.tags, h.meta = m.rule, tags, meta
+                    yield h
+
+
+# ---- dump -------------------------------------------------------------------------------------------
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _page_counts(ck: Checkpoint, pid: int, start: int, end: int) -> dict[str, int]:
+    counts = {"present": 0, "parent": 0, "lazy": 0}
+    pm = ck.pagemap(pid)
+    for r in pm[1] if pm else []:
+        lo, hi = max(start, r.vaddr), min(end, r.vaddr + r.nr_pages * PAGE_SIZE)
+        if lo >= hi:
+            continue
+        n = (hi - lo + PAGE_SIZE - 1) // PAGE_SIZE
+        if r.flags & PE_PRESENT:
+            counts["present"] += n
+        elif r.flags & PE_PARENT:
+            counts["parent"] += n
+        elif r.flags & PE_LAZY:
+            counts["lazy"] += n
+    return counts
+
+
+def _file_name(pid: int, start: int, end: int, perms: str | None, mapping: str | None) -> str:
+    name = f"pid{pid}-{start:016x}-{end:016x}"
+    if perms:
+        name += f"-{perms}"
+    if mapping:
+        base = mapping.strip("[]").rsplit("/", 1)[-1].replace(" (deleted)", "-deleted")
+        base = _SAFE.sub("_", base)[:60]
+        if base:
+            name += f"-{base}"
+    return name + ".bin"
+
+
+def parse_address(text: str) -> int:
+    """An address: 0x-prefixed hex, or decimal."""
+    return int(text.replace("_", ""), 0)
+
+
+def dump(
+    ck: Checkpoint,
+    pid: int,
+    outdir: str,
+    ranges: list[tuple[int, int]] | None = None,
+    mapping: str | None = None,
+) -> list[DumpedRegion]:
+    """Write PID's memory under OUTDIR: the address RANGES, or the mappings containing the address
+    (or whose path contains the text) MAPPING, or every mapping.  Each file is sparse and as long
+    as its range: byte ``i`` is the memory at ``start + i``; gaps (not dumped, lazy, parent
+    missing) stay holes and are listed.  A ``manifest.json`` lists every region."""
+    import json
+
+    procs = {p.pid: p for p in memory.processes(ck)}
+    if pid not in procs or procs[pid].state == "zombie":
+        raise LookupError(f"no live process {pid} in the checkpoint")
+    maps = memory.maps(ck, pid)
+    idx = _MapIndex(maps)
+    todo: list[tuple[int, int, MemoryMap | None]] = []
+    if ranges:
+        for s, e in ranges:
+            if e <= s:
+                raise ValueError(f"empty range {s:#x}-{e:#x}")
+            m = idx.find(s)
+            todo.append((s, e, m if m is not None and m.end >= e else None))
+    elif mapping is not None:
+        try:
+            addr = parse_address(mapping)
+        except ValueError:
+            addr = None
+        chosen = [m for m in maps if addr is not None and m.start <= addr < m.end]
+        if not chosen:
+            chosen = [m for m in maps if m.path and mapping in m.path]
+        if not chosen:
+            raise LookupError(f"no mapping of process {pid} contains or names {mapping!r}")
+        todo = [(m.start, m.end, m) for m in chosen]
+    else:
+        todo = [(m.start, m.end, m) for m in maps]
+    os.makedirs(outdir, exist_ok=True)
+    out: list[DumpedRegion] = []
+    for s, e, m in todo:
+        path = os.path.join(outdir, _file_name(pid, s, e, m.perms if m else None, m.path if m else None))
+        region = DumpedRegion(pid=pid, start=s, end=e, file=path, perms=m.perms if m else None)
+        region.mapping = (m.path or "[anon]") if m else None
+        counts = _page_counts(ck, pid, s, e)
+        region.present_pages, region.parent_pages, region.lazy_pages = (
+            counts["present"],
+            counts["parent"],
+            counts["lazy"],
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            for xs, xe, kind in extents(ck, pid):
+                lo, hi = max(s, xs), min(e, xe)
+                if lo >= hi or kind != "data":
+                    continue
+                pos = lo
+                while pos < hi:
+                    n = min(CHUNK, hi - pos)
+                    data, gaps = _read(ck, pid, pos, n)
+                    for g in gaps:  # parent pages without a parent: holes, listed
+                        region.gaps.append(g)
+                    os.pwrite(fd, data, pos - s)
+                    region.bytes_written += n - sum(g["end"] - g["start"] for g in gaps)
+                    pos += n
+            os.ftruncate(fd, e - s)
+        finally:
+            os.close(fd)
+        region.gaps = _gaps(ck, pid, s, e, region.gaps)
+        missing = sum(g["end"] - g["start"] for g in region.gaps if g["reason"] != "lazy")
+        region.missing_pages = (missing + PAGE_SIZE - 1) // PAGE_SIZE
+        out.append(region)
+    from ..records import to_dict
+
+    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
+        json.dump([to_dict(r) for r in out], fh, indent=1)
+    return out
+
+
+def _gaps(ck: Checkpoint, pid: int, s: int, e: int, parent_gaps: list[dict]) -> list[dict]:
+    """Every part of [S, E) with no bytes: not-dumped, lazy, and PARENT_GAPS (no-parent)."""
+    gaps = list(parent_gaps)
+    pos = s
+    for xs, xe, kind in extents(ck, pid):
+        if xe <= s or xs >= e:
+            continue
+        if xs > pos:
+            gaps.append({"start": pos, "end": min(xs, e), "reason": "not-dumped"})
+        if kind == "lazy":
+            gaps.append({"start": max(xs, s), "end": min(xe, e), "reason": "lazy"})
+        pos = max(pos, min(xe, e))
+    if pos < e:
+        gaps.append({"start": pos, "end": e, "reason": "not-dumped"})
+    gaps.sort(key=lambda g: g["start"])
+    return gaps
+
+
+# ---- diff -------------------------------------------------------------------------------------------
+
+_PROC_FIELDS = (
+    "cmdline",
+    "exe",
+    "comm",
+    "ppid",
+    "state",
+    "uid",
+    "euid",
+    "gid",
+    "egid",
+    "cap_eff",
+    "cwd",
+    "root",
+)
+
+
+def _proc_subject(p) -> str:
+    args = " ".join(p.cmdline) if p.cmdline else (p.comm or "")
+    return f"{p.pid} {args}"[:200]
+
+
+def _sock_key(s) -> tuple:
+    if s.family == "unix":
+        return ("unix", s.type, s.ino)
+    return (s.family, s.type, s.proto, s.src, s.src_port, s.dst, s.dst_port)
+
+
+def _sock_subject(s) -> str:
+    if s.family == "unix":
+        return f"unix {s.type} {s.src or '-'} ino {s.ino}" + (f" peer {s.peer_ino}" if s.peer_ino else "")
+    dst = f" -> {s.dst}:{s.dst_port}" if s.dst_port else ""
+    return f"{s.proto or s.family} {s.state} {s.src}:{s.src_port}{dst}"
+
+
+def _mem_size(maps: list[MemoryMap]) -> tuple[int, int]:
+    vm = sum(m.end - m.start for m in maps)
+    dumped = sum((m.pages_present + m.pages_parent) * PAGE_SIZE for m in maps)
+    return vm, dumped
+
+
+def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
+    """What changed from checkpoint A to checkpoint B (the same tree, later)."""
+    from ..records import to_dict
+
+    out: list[MemoryChange] = []
+    pa = {p.pid: p for p in memory.processes(a)}
+    pb = {p.pid: p for p in memory.processes(b)}
+    for pid in sorted(pa.keys() | pb.keys()):
+        x, y = pa.get(pid), pb.get(pid)
+        if x is None:
+            out.append(MemoryChange("process", "appeared", _proc_subject(y), pid, after=to_dict(y)))
+        elif y is None:
+            out.append(MemoryChange("process", "vanished", _proc_subject(x), pid, before=to_dict(x)))
+        else:
+            changed = [f for f in _PROC_FIELDS if getattr(x, f) != getattr(y, f)]
+            if changed:
+                out.append(
+                    MemoryChange(
+                        "process",
+                        "changed",
+                        _proc_subject(y),
+                        pid,
+                        changed,
+                        {f: getattr(x, f) for f in changed},
+                        {f: getattr(y, f) for f in changed},
+                    )
+                )
+    sa = {_sock_key(s): s for s in memory.sockets(a)}
+    sb = {_sock_key(s): s for s in memory.sockets(b)}
+    for key in sorted(sa.keys() | sb.keys(), key=repr):
+        x, y = sa.get(key), sb.get(key)
+        if x is None:
+            out.append(
+                MemoryChange(
+                    "socket", "opened", _sock_subject(y), y.pids[0] if y.pids else None, after=_sock(y)
+                )
+            )
+        elif y is None:
+            out.append(
+                MemoryChange(
+                    "socket", "closed", _sock_subject(x), x.pids[0] if x.pids else None, before=_sock(x)
+                )
+            )
+        else:
+            changed = [f for f in ("state", "pids") if getattr(x, f) != getattr(y, f)]
+            if changed:
+                out.append(
+                    MemoryChange(
+                        "socket",
+                        "changed",
+                        _sock_subject(y),
+                        y.pids[0] if y.pids else None,
+                        changed,
+                        {f: getattr(x, f) for f in changed},
+                        {f: getattr(y, f) for f in changed},
+                    )
+                )
+    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(a)}
+    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(b)}
+    for key in sorted(fa.keys() | fb.keys(), key=repr):
+        x, y = fa.get(key), fb.get(key)
+        what = f"fd {key[1]}" if isinstance(key[1], int) else str(key[1])
+        if x is None:
+            out.append(MemoryChange("file", "opened", f"{key[0]} {what} {y.target}", key[0], after=_file(y)))
+        elif y is None:
+            out.append(MemoryChange("file", "closed", f"{key[0]} {what} {x.target}", key[0], before=_file(x)))
+        elif (x.target, x.deleted) != (y.target, y.deleted):
+            out.append(
+                MemoryChange(
+                    "file", "changed", f"{key[0]} {what} {y.target}", key[0], ["target"], _file(x), _file(y)
+                )
+            )
+    ma: dict[int, list[MemoryMap]] = {}
+    mb: dict[int, list[MemoryMap]] = {}
+    for m in memory.maps(a):
+        ma.setdefault(m.pid, []).append(m)
+    for m in memory.maps(b):
+        mb.setdefault(m.pid, []).append(m)
+    for pid in sorted(ma.keys() & mb.keys()):
+        (va, da), (vb, db) = _mem_size(ma[pid]), _mem_size(mb[pid])
+        if (va, da) == (vb, db):
+            continue
+        grew = (vb - va) + (db - da) > 0
+        fields = [
+            f
+            for f, d in (
+                ("vm_bytes", vb - va),
+                ("dumped_bytes", db - da),
+                ("maps", len(mb[pid]) - len(ma[pid])),
+            )
+            if d
+        ]
+        out.append(
+            MemoryChange(
+                "memory",
+                "grew" if grew else "shrank",
+                f"{pid} {pb[pid].comm or ''} vm {vb - va:+d} B, dumped {db - da:+d} B",
+                pid,
+                fields,
+                {"vm_bytes": va, "dumped_bytes": da, "maps": len(ma[pid])},
+                {"vm_bytes": vb, "dumped_bytes": db, "maps": len(mb[pid])},
+            )
+        )
+    return out
+
+
+def _sock(s) -> dict:
+    return {
+        k: getattr(s, k)
+        for k in (
+            "family",
+            "type",
+            "proto",
+            "state",
+            "src",
+            "src_port",
+            "dst",
+            "dst_port",
+            "pids",
+            "fds",
+            "ino",
+        )
+    }
+
+
+def _file(f) -> dict:
+    d = {k: getattr(f, k) for k in ("pid", "fd", "type", "target", "pos", "deleted")}
+    if f.content is not None:
+        d["content_bytes"] = len(f.content)
+    return d

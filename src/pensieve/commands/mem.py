@@ -1,0 +1,620 @@
+"""``pensieve mem VIEW SOURCE``: processes, files, sockets and memory of CRIU checkpoints.
+
+SOURCE is one of
+
+* a CRIU image directory (``criu dump -D DIR``; anything holding ``inventory.img``);
+* a checkpoint archive: Podman ``container checkpoint --export``, CRI-O / kubelet forensic
+  checkpoints, containerd CRI checkpoints (tar, plain / gzip / zstd), read in place;
+* a Docker data root (or a host root holding one) with ``--container C --checkpoint NAME``:
+  ``docker checkpoint create C NAME`` keeps the images in ``containers/<id>/checkpoints/NAME``
+  (``--checkpoint`` may be left out when the container has only one).
+
+Views: ``info`` (the source and its container: engine, image, runtime, Kubernetes pod and
+namespace), ``ps``, ``files``, ``sockets``, ``maps``, ``env``, ``cmdline``, ``changes`` (an
+archive's rootfs-diff.tar and deleted.files), ``dump``, ``search``, ``yara`` and ``diff A B``.
+
+Exit codes: 3 when the source is not a usable checkpoint (missing, not a checkpoint, corrupt
+images), 4 when the named container, checkpoint, pid or mapping is not there, 2 for bad patterns
+or an output directory inside the evidence, 5 when some of it could not be read (warnings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+from ..cli import EPILOG, UsageError, _add_output
+
+SOURCE_HELP = (
+    "a CRIU image directory, a checkpoint archive (Podman/CRI-O/containerd, tar[.gz|.zst]), "
+    "or a Docker data root / host root with --container and --checkpoint"
+)
+
+
+def _hex(n: int | None) -> str:
+    return "" if n is None else f"{n:#x}"
+
+
+# ---- plumbing -----------------------------------------------------------------------------------
+
+
+def _guard(fn):
+    """Map library errors to the CLI's exit codes: unusable checkpoint 3, not found 4, usage 2."""
+
+    @functools.wraps(fn)
+    def run(opts):
+        from ..analysis.checkpoints import SourceError
+        from ..engines.docker import LookupFailed
+        from ..formats.criu.images import CriuImageError
+
+        try:
+            return fn(opts)
+        except CriuImageError as exc:
+            raise SourceError(f"unusable checkpoint: {exc}") from None
+        except LookupFailed:
+            raise
+        except LookupError as exc:
+            raise LookupFailed(str(exc.args[0]) if exc.args else str(exc)) from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    return run
+
+
+def _open(opts, source: str | None = None, checkpoint: str | None = None):
+    from ..analysis.checkpoints import open_source
+
+    return open_source(
+        source or opts.source,
+        container=getattr(opts, "container", None),
+        checkpoint=checkpoint if checkpoint is not None else _first(getattr(opts, "checkpoint", None)),
+    )
+
+
+def _first(value):
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _problems(src, records=()) -> list:
+    from ..records import Problem
+
+    out = [Problem(src.info.checkpoint, p) for p in src.problems]
+    for r in records:
+        for p in getattr(r, "problems", None) or []:
+            out.append(Problem(src.info.checkpoint, f"pid {r.pid}: {p}"))
+    return out
+
+
+def _pids(opts) -> set[int] | None:
+    return set(opts.pid) if getattr(opts, "pid", None) else None
+
+
+def _add_source(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
+    if nargs:
+        p.add_argument("source", metavar="SOURCE", nargs=nargs, help=SOURCE_HELP)
+    else:
+        p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument(
+        "-c", "--container", metavar="C", help="container (id, prefix, name) in a Docker data root"
+    )
+    p.add_argument(
+        "-k",
+        "--checkpoint",
+        metavar="NAME",
+        action="append" if nargs else None,
+        help="checkpoint name (docker checkpoint create C NAME)"
+        + ("; twice for `diff` in one data root" if nargs else ""),
+    )
+
+
+def _pid_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    if required:
+        p.add_argument("-p", "--pid", type=int, required=True, help="the process (pid in the checkpoint)")
+    else:
+        p.add_argument("-p", "--pid", type=int, action="append", help="only this process (repeatable)")
+
+
+def _refuse_inside(src, dest: str) -> None:
+    real = os.path.realpath(dest)
+    for ev in (src.info.source, src.info.checkpoint.split(":", 1)[0]):
+        root = os.path.realpath(ev)
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            raise UsageError(f"refusing to write inside the evidence: {dest}")
+
+
+# ---- views ---------------------------------------------------------------------------------------
+
+
+@_guard
+def cmd_info(o):
+    """The checkpoint source: engine, container id and name, image, runtime, Kubernetes pod,
+    namespace and container, command, when it was created and checkpointed, how many tasks."""
+    from ..output.render import emit_one
+
+    with _open(o) as src:
+        if src.archive is not None:
+            src.changes()  # counts rootfs_changes
+        emit_one(src.info, o.fmt)
+        return _problems(src)
+
+
+@_guard
+def cmd_ps(o):
+    """Every task of the checkpoint: pid, parent, state (zombies with their exit code), credentials,
+    command line and environment as the process's memory held them at dump time."""
+    from ..analysis import memory
+    from ..output.render import emit
+
+    with _open(o) as src:
+        procs = memory.processes(src.checkpoint)
+        if _pids(o):
+            procs = [p for p in procs if p.pid in _pids(o)]
+        emit(
+            procs,
+            o.fmt,
+            [
+                ("PID", lambda p: p.pid),
+                ("PPID", lambda p: p.ppid),
+                ("STATE", lambda p: p.state + (f" ({p.exit_code})" if p.exit_code is not None else "")),
+                (
+                    "UID",
+                    lambda p: "" if p.uid is None else f"{p.uid}" + (f"/{p.euid}" if p.euid != p.uid else ""),
+                ),
+                ("COMM", lambda p: p.comm),
+                ("EXE", lambda p: p.exe),
+                ("CMDLINE", lambda p: " ".join(p.cmdline or [])[:120]),
+            ],
+            title=_title(src),
+        )
+        return _problems(src, procs)
+
+
+def _title(src) -> str:
+    i = src.info
+    what = i.engine or "CRIU"
+    name = i.container_name or (i.container_id or "")[:12]
+    parts = [what] + ([name] if name else []) + ([f"checkpoint {i.name}"] if i.name else [])
+    if i.pod:
+        parts.append(f"pod {i.namespace}/{i.pod}" if i.namespace else f"pod {i.pod}")
+    return " ".join(parts)
+
+
+@_guard
+def cmd_files(o):
+    """Open descriptors of every task (and its cwd, root and exe) like /proc/PID/fd: regular files
+    with position and flags, deleted-but-open files (content kept in the checkpoint), pipes with
+    unread data, sockets, eventfds, ttys."""
+    from ..analysis import memory
+    from ..output.render import emit
+
+    with _open(o) as src:
+        files = memory.files(src.checkpoint)
+        if _pids(o):
+            files = [f for f in files if f.pid in _pids(o)]
+        emit(
+            files,
+            o.fmt,
+            [
+                ("PID", lambda f: f.pid),
+                ("FD", lambda f: f.type if f.fd is None else f.fd),
+                ("TYPE", lambda f: f.type),
+                ("TARGET", lambda f: f.target),
+                ("POS", lambda f: f.pos),
+                ("FLAGS", lambda f: "" if f.flags is None else oct(f.flags)),
+                ("NOTE", _file_note),
+            ],
+            title=_title(src),
+        )
+        return _problems(src)
+
+
+def _file_note(f) -> str:
+    notes = []
+    if f.deleted:
+        notes.append("deleted" + (f", {len(f.content)} bytes kept" if f.content is not None else ""))
+    if f.queued:
+        notes.append(f"{len(f.queued)} bytes unread")
+    return "; ".join(notes)
+
+
+@_guard
+def cmd_sockets(o):
+    """Every socket with the tasks holding it: TCP/UDP endpoints and states, unix paths and peers,
+    and the unread / unsent queues CRIU saved."""
+    from ..analysis import memory
+    from ..output.render import emit
+
+    with _open(o) as src:
+        socks = memory.sockets(src.checkpoint)
+        if _pids(o):
+            socks = [s for s in socks if set(s.pids) & _pids(o)]
+        emit(
+            socks,
+            o.fmt,
+            [
+                ("PROTO", lambda s: s.proto or s.family),
+                ("TYPE", lambda s: s.type),
+                ("STATE", lambda s: s.state),
+                ("LOCAL", lambda s: _endpoint(s.src, s.src_port)),
+                (
+                    "PEER",
+                    lambda s: _endpoint(s.dst, s.dst_port) or (f"ino {s.peer_ino}" if s.peer_ino else ""),
+                ),
+                ("RECV-Q", lambda s: s.recv_queue),
+                ("SEND-Q", lambda s: s.send_queue),
+                ("PIDS", lambda s: s.pids),
+                ("FDS", lambda s: s.fds),
+            ],
+            title=_title(src),
+        )
+        return _problems(src)
+
+
+def _endpoint(addr, port) -> str:
+    if addr is None and not port:
+        return ""
+    if port is None:
+        return addr or ""
+    return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
+
+
+@_guard
+def cmd_maps(o):
+    """Memory mappings of every task (like /proc/PID/maps) with how many of their pages the
+    checkpoint holds: present, in a parent checkpoint, lazy (not in the evidence)."""
+    from ..analysis import memory
+    from ..output.render import emit
+
+    with _open(o) as src:
+        maps = memory.maps(src.checkpoint)
+        if _pids(o):
+            maps = [m for m in maps if m.pid in _pids(o)]
+        emit(
+            maps,
+            o.fmt,
+            [
+                ("PID", lambda m: m.pid),
+                ("START", lambda m: _hex(m.start)),
+                ("END", lambda m: _hex(m.end)),
+                ("PERMS", lambda m: m.perms),
+                ("OFFSET", lambda m: _hex(m.offset)),
+                ("PATH", lambda m: m.path),
+                ("PRESENT", lambda m: m.pages_present),
+                ("PARENT", lambda m: m.pages_parent),
+                ("LAZY", lambda m: m.pages_lazy),
+            ],
+            title=_title(src),
+        )
+        return _problems(src)
+
+
+def _strings_view(o, what: str):
+    from ..analysis import memory
+    from ..output.render import emit
+
+    with _open(o) as src:
+        procs = [p for p in memory.processes(src.checkpoint) if p.state != "zombie"]
+        if _pids(o):
+            procs = [p for p in procs if p.pid in _pids(o)]
+        rows = [{"pid": p.pid, "comm": p.comm, what: getattr(p, what)} for p in procs]
+        if o.fmt == "table" and what == "environ":
+            flat = [(r["pid"], r["comm"], v) for r in rows for v in (r["environ"] or [])]
+            emit(
+                flat, o.fmt, [("PID", lambda r: r[0]), ("COMM", lambda r: r[1]), ("VARIABLE", lambda r: r[2])]
+            )
+        else:
+            emit(
+                rows,
+                o.fmt,
+                [
+                    ("PID", lambda r: r["pid"]),
+                    ("COMM", lambda r: r["comm"]),
+                    ("CMDLINE", lambda r: r["cmdline"]),
+                ],
+            )
+        return _problems(src, procs)
+
+
+@_guard
+def cmd_env(o):
+    """The environment of every live task, read from its dumped stack (like /proc/PID/environ)."""
+    return _strings_view(o, "environ")
+
+
+@_guard
+def cmd_cmdline(o):
+    """The argument vector of every live task, read from its dumped stack (like /proc/PID/cmdline)."""
+    return _strings_view(o, "cmdline")
+
+
+@_guard
+def cmd_changes(o):
+    """The container's filesystem changes a checkpoint archive carries: entries of rootfs-diff.tar
+    (added or modified: the archive does not keep the image's copy) and deleted.files."""
+    from ..output.render import emit
+
+    with _open(o) as src:
+        if src.archive is None:
+            raise UsageError(
+                "only checkpoint archives carry filesystem changes; for a Docker container use "
+                "`pensieve diff DATA_ROOT CONTAINER`"
+            )
+        emit(
+            src.changes(),
+            o.fmt,
+            [
+                ("CHANGE", lambda c: c.change),
+                ("TYPE", lambda c: c.type),
+                ("PATH", lambda c: c.path),
+                ("SIZE", lambda c: c.size),
+                ("MODE", lambda c: c.mode),
+                ("MTIME", lambda c: (c.mtime or "")[:19]),
+                ("SHA256", lambda c: (c.sha256 or "")[:16]),
+            ],
+            title=_title(src),
+        )
+        return _problems(src)
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    from ..analysis.memscan import parse_address
+
+    try:
+        if "+" in text:
+            a, n = text.split("+", 1)
+            return parse_address(a), parse_address(a) + parse_address(n)
+        a, b = text.split("-", 1)
+        return parse_address(a), parse_address(b)
+    except ValueError:
+        raise UsageError(f"--range: not START-END or START+LENGTH: {text!r}") from None
+
+
+@_guard
+def cmd_dump(o):
+    """Write one process's memory to files named with their addresses
+    (pid<PID>-<start>-<end>-<perms>-<mapping>.bin, sparse, byte i = memory at start+i) and a
+    manifest.json: address ranges (--range), the mappings holding an address or naming a file
+    (--map), or every mapping.  Pages in a parent checkpoint are read through the chain; lazy and
+    missing pages stay holes and are reported."""
+    from ..analysis import memscan
+    from ..output.render import emit
+
+    ranges = [_parse_range(r) for r in o.range or []]
+    if ranges and o.map:
+        raise UsageError("--range and --map exclude each other")
+    with _open(o) as src:
+        _refuse_inside(src, o.out)
+        regions = memscan.dump(src.checkpoint, o.pid, o.out, ranges=ranges or None, mapping=o.map)
+        emit(
+            regions,
+            o.fmt,
+            [
+                ("START", lambda r: _hex(r.start)),
+                ("END", lambda r: _hex(r.end)),
+                ("PERMS", lambda r: r.perms),
+                ("MAPPING", lambda r: r.mapping),
+                ("PRESENT", lambda r: r.present_pages),
+                ("PARENT", lambda r: r.parent_pages),
+                ("LAZY", lambda r: r.lazy_pages),
+                ("MISSING", lambda r: r.missing_pages),
+                ("FILE", lambda r: os.path.basename(r.file)),
+            ],
+            title=f"pid {o.pid} -> {o.out}",
+        )
+        problems = _problems(src)
+        from ..records import Problem
+
+        lazy = sum(r.lazy_pages for r in regions)
+        if lazy:
+            problems.append(
+                Problem(src.info.checkpoint, f"{lazy} lazy pages are not in the evidence (holes)")
+            )
+        orphan = [g for r in regions for g in r.gaps if g["reason"] == "no-parent"]
+        if orphan:
+            problems.append(
+                Problem(
+                    src.info.checkpoint, f"{len(orphan)} ranges live in a parent checkpoint that is missing"
+                )
+            )
+        return problems
+
+
+def _hit_columns():
+    return [
+        ("PID", lambda h: h.pid),
+        ("COMM", lambda h: h.comm),
+        ("ADDRESS", lambda h: _hex(h.address)),
+        ("MAPPING", lambda h: h.mapping),
+        ("PERMS", lambda h: h.perms),
+        ("MATCH", lambda h: h.pattern),
+        ("CONTEXT", lambda h: h.context),
+    ]
+
+
+@_guard
+def cmd_search(o):
+    """Find strings (-s), regular expressions (-e, Python syntax over bytes) and hex byte strings
+    (-x) in the memory of every live process; each hit with pid, address, mapping and context."""
+    from ..analysis import memscan
+    from ..output.render import emit
+
+    patterns: list = []
+    for s in o.string or []:
+        patterns += memscan.Pattern.string(s, ignore_case=o.ignore_case, utf16=o.utf16)
+    for r in o.regex or []:
+        patterns.append(memscan.Pattern.compile(r, ignore_case=o.ignore_case))
+    for x in o.hex or []:
+        patterns.append(memscan.Pattern.hex(x))
+    if not patterns:
+        raise UsageError("nothing to search for: give -s STRING, -e REGEX or -x HEX")
+    with _open(o) as src:
+        hits = memscan.search(src.checkpoint, patterns, _pids(o), context=o.context, max_hits=o.max_hits)
+        emit(hits, o.fmt, _hit_columns(), title=_title(src))
+        return _problems(src)
+
+
+@_guard
+def cmd_yara(o):
+    """Run YARA rules (yara-python) over each live process's reconstructed memory; every string
+    match with pid, address, mapping and context."""
+    from ..analysis import memscan
+    from ..output.render import emit
+
+    if not o.rules and not o.rule:
+        raise UsageError("no rules: give -r RULES_FILE or --rule 'rule x { ... }'")
+    try:
+        rules = memscan.compile_rules(o.rules, o.rule)
+    except ImportError:
+        raise UsageError("yara-python is not installed (pip install yara-python)") from None
+    except Exception as exc:  # yara.SyntaxError, yara.Error: not importable without yara
+        if type(exc).__module__ == "yara" or type(exc).__name__ in ("SyntaxError", "Error"):
+            raise UsageError(f"YARA rules: {exc}") from None
+        raise
+    with _open(o) as src:
+        hits = memscan.yara_scan(src.checkpoint, rules, _pids(o), context=o.context)
+        cols = _hit_columns()
+        cols.insert(5, ("RULE", lambda h: h.rule))
+        emit(hits, o.fmt, cols, title=_title(src))
+        return _problems(src)
+
+
+@_guard
+def cmd_diff(o):
+    """What changed between two checkpoints of the same tree: processes appeared / vanished /
+    changed (command line, executable, credentials ...), sockets and files opened / closed, memory
+    growth per process.  A B are two sources; in one Docker data root, name the container once and
+    the checkpoints twice: SOURCE -c C -k BEFORE -k AFTER."""
+    from ..analysis import memscan
+    from ..output.render import emit
+
+    names = o.checkpoint or []
+    if len(o.source) == 2:
+        if len(names) > 2:
+            raise UsageError("diff: at most one --checkpoint per source")
+        a = _open(o, o.source[0], names[0] if names else None)
+        b_name = names[1] if len(names) > 1 else (names[0] if names else None)
+        try:
+            b = _open(o, o.source[1], b_name)
+        except BaseException:
+            a.close()
+            raise
+    elif len(o.source) == 1 and len(names) == 2:
+        a = _open(o, o.source[0], names[0])
+        try:
+            b = _open(o, o.source[0], names[1])
+        except BaseException:
+            a.close()
+            raise
+    else:
+        raise UsageError(
+            "diff needs two sources (A B), or one data root with --container and two --checkpoint"
+        )
+    with a, b:
+        changes = memscan.diff(a.checkpoint, b.checkpoint)
+        emit(
+            changes,
+            o.fmt,
+            [
+                ("KIND", lambda c: c.kind),
+                ("CHANGE", lambda c: c.change),
+                ("PID", lambda c: c.pid),
+                ("SUBJECT", lambda c: c.subject),
+                ("FIELDS", lambda c: c.fields),
+            ],
+            title=f"{_title(a)} -> {_title(b)}",
+        )
+        return _problems(a) + _problems(b)
+
+
+# ---- the parser ----------------------------------------------------------------------------------
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``mem`` and its views to the CLI's sub-parsers; returns the ``mem`` parser."""
+    mem = subparsers.add_parser(
+        "mem",
+        help="processes, files, sockets and memory of CRIU checkpoints (Docker, Podman, CRI-O, criu)",
+        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    views = mem.add_subparsers(dest="mem_view", metavar="VIEW", required=True)
+
+    def view(name: str, fn, help_text: str, nargs: str | None = None) -> argparse.ArgumentParser:
+        p = views.add_parser(
+            name, help=help_text, description=(fn.__doc__ or help_text).strip(), epilog=EPILOG
+        )
+        _add_source(p, nargs)
+        _add_output(p)
+        p.set_defaults(func=fn)
+        return p
+
+    view("info", cmd_info, "the checkpoint source and its container (engine, image, runtime, pod, namespace)")
+    _pid_arg(view("ps", cmd_ps, "processes at dump time: ids, state, credentials, command line"))
+    _pid_arg(view("files", cmd_files, "open files of every process (like /proc/PID/fd)"))
+    _pid_arg(view("sockets", cmd_sockets, "sockets with endpoints, states, holders and saved queues"))
+    _pid_arg(view("maps", cmd_maps, "memory mappings with the pages the checkpoint holds"))
+    _pid_arg(view("env", cmd_env, "environment of every process, from its dumped memory"))
+    _pid_arg(view("cmdline", cmd_cmdline, "command line of every process, from its dumped memory"))
+    view("changes", cmd_changes, "filesystem changes carried by an archive (rootfs-diff.tar, deleted.files)")
+
+    p = view("dump", cmd_dump, "write one process's memory to files named with their addresses")
+    _pid_arg(p, required=True)
+    p.add_argument(
+        "-o", "--out", required=True, metavar="DIR", help="output directory (outside the evidence)"
+    )
+    p.add_argument(
+        "--range",
+        action="append",
+        metavar="START-END",
+        help="an address range (hex 0x... or decimal; START+LENGTH works too); repeatable",
+    )
+    p.add_argument(
+        "--map",
+        metavar="ADDR|TEXT",
+        help="the mapping holding ADDR, or the mappings whose path contains TEXT",
+    )
+
+    p = view("search", cmd_search, "find strings, regexes and hex bytes in process memory")
+    _pid_arg(p)
+    p.add_argument("-s", "--string", action="append", help="a string (UTF-8); repeatable")
+    p.add_argument("-e", "--regex", action="append", help="a regular expression over bytes; repeatable")
+    p.add_argument("-x", "--hex", action="append", help="hex bytes ('de ad be ef', 0xdeadbeef); repeatable")
+    p.add_argument("-i", "--ignore-case", action="store_true", help="case-insensitive strings and regexes")
+    p.add_argument("--utf16", action="store_true", help="also search strings as UTF-16LE")
+    p.add_argument("--context", type=int, default=32, metavar="N", help="bytes of context each side (32)")
+    p.add_argument("--max-hits", type=int, metavar="N", help="stop after N hits")
+
+    p = view("yara", cmd_yara, "run YARA rules over each process's memory")
+    _pid_arg(p)
+    p.add_argument("-r", "--rules", action="append", metavar="FILE", help="a YARA rules file; repeatable")
+    p.add_argument("--rule", action="append", metavar="TEXT", help="YARA rule source text; repeatable")
+    p.add_argument("--context", type=int, default=32, metavar="N", help="bytes of context each side (32)")
+
+    view(
+        "diff", cmd_diff, "what changed between two checkpoints: processes, sockets, files, memory", nargs="+"
+    )
+    return mem
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for trying the module alone
+    """Run ``mem`` without the rest of the CLI (``python -m pensieve.commands.mem VIEW SOURCE``)."""
+    from .. import cli
+
+    parser = argparse.ArgumentParser(prog="pensieve")
+    parser.add_argument("--debug", action="store_true")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    real = cli.build_parser
+    cli.build_parser = lambda: parser
+    try:
+        return cli.main(["mem", *(argv if argv is not None else sys.argv[1:])])
+    finally:
+        cli.build_parser = real
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
