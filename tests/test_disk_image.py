@@ -554,10 +554,7 @@ def test_streaming_reads_are_seekable_and_bounded(built):
 # ---- the CLI, and the image afterwards -------------------------------------------------------
 
 
-def test_cli_on_an_image(images):
-    cli = (Path(__file__).parent.parent / "src/pensieve/cli.py").read_text()
-    if "open_archive" in cli and "disk" not in cli:
-        pytest.skip("cli.py does not route disk images to open_evidence yet")
+def test_cli_on_an_image(images, tmp_path):
     raw = str(images["raw"])
     code, out, err = run_cli("containers", raw, "--json")
     assert code == 0, err
@@ -566,6 +563,19 @@ def test_cli_on_an_image(images):
     assert code == 0, err
     got = {(c["change"], c["path"]) for c in json.loads(out) if c["engine_reports"]}
     assert got == docker_diff("c-modified")
+    # partition syntax, every format, and no writing over the image
+    code, out, err = run_cli("roots", raw + "@2", "--json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == ["/var/lib/docker"], err
+    code, _, err = run_cli("roots", raw + "@1")
+    assert code == 3 and "partition 1" in err
+    for fmt in ("e01", "qcow2"):
+        if fmt in images:
+            code, out, err = run_cli("containers", str(images[fmt]), "--json")
+            assert code == 0 and sorted(c["name"] for c in json.loads(out)) == LIVE, err
+    code, _, err = run_cli("fs", raw, "c-modified", "export", raw)
+    assert code == 2 and "evidence" in err
+    code, _, _ = run_cli("fs", raw, "c-modified", "export", tmp_path / "c.tar")
+    assert code == 0 and (tmp_path / "c.tar").stat().st_size > 0
 
 
 def test_images_are_never_written(images, fingerprints):

@@ -66,36 +66,38 @@ def _warn(problems: list) -> None:
 
 
 def _host(source: str):
-    """A DockerHost for a directory (host root, data root); an ArchiveHost for an image archive:
-    a regular file (docker save, OCI archive, docker export; plain or compressed) or a directory
-    holding an OCI layout or an unpacked docker save."""
-    if os.path.isdir(source):
-        # the archive engine is imported only for archives: it costs ~10 ms of start-up
-        layout = os.path.isfile(os.path.join(source, "manifest.json")) or os.path.isfile(
-            os.path.join(source, "oci-layout")
-        )
-        if not layout:
-            from .engines.docker import DockerHost
-            from .evidence import open_evidence
+    """The host behind SOURCE: a DockerHost over a directory (host root, data root) or a disk
+    image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
+    or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
+    if _source_kind(source) == "archive":
+        from .engines.archive import open_archive  # imported only for archives (~10 ms)
 
-            return DockerHost(open_evidence(source))
-    elif not os.path.exists(source):
+        return open_archive(source)
+    from .engines.docker import DockerHost
+    from .evidence import open_evidence
+
+    evidence = open_evidence(source)
+    host = DockerHost(evidence)
+    host.problems.extend(getattr(evidence, "problems", []))  # skipped partitions and the like
+    return host
+
+
+def _source_kind(source: str) -> str:
+    """dir | archive | disk, from the path and the first bytes (no engine imported)."""
+    if os.path.isdir(source):
+        layout = os.path.isfile(os.path.join(source, "manifest.json")) or (
+            os.path.isfile(os.path.join(source, "index.json"))
+            and os.path.exists(os.path.join(source, "oci-layout"))
+        )
+        return "archive" if layout else "dir"
+    if not os.path.exists(source):
+        base = source.rsplit("@", 1)[0]
+        if "@" in source and os.path.isfile(base):
+            return "disk"  # disk.img@2, disk.img@offset=N
         from .evidence import EvidenceError
 
         raise EvidenceError(f"source does not exist: {source}")
-    elif not _looks_like_archive(source):  # a disk image (raw, split raw, E01, qcow2)
-        from .engines.docker import DockerHost
-        from .evidence import open_evidence
-
-        return DockerHost(open_evidence(source))
-    from .engines.archive import is_archive_dir, open_archive
-
-    if os.path.isdir(source) and not is_archive_dir(source):
-        from .engines.docker import DockerHost
-        from .evidence import open_evidence
-
-        return DockerHost(open_evidence(source))
-    return open_archive(source)
+    return "archive" if _looks_like_archive(source) else "disk"
 
 
 _ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
@@ -119,6 +121,9 @@ def _is_archive(host) -> bool:
 
 def _refuse_inside_evidence(host, dest: str) -> None:
     real = os.path.realpath(dest)
+    for image_file in getattr(host.evidence, "image_files", None) or []:
+        if real == os.path.realpath(image_file):
+            raise UsageError(f"refusing to write over the evidence: {dest}")
     archive = getattr(host, "source", None)  # an image archive: the file, or the layout directory
     root = getattr(host.evidence, "root", None) or (archive if archive and os.path.isdir(archive) else None)
     if archive is not None and real == archive:
