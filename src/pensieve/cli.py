@@ -182,14 +182,28 @@ def _add(sub, spec) -> None:
     p.set_defaults(func=fn)
 
 
+#: command groups that live in pensieve.commands.<name>, each with add_parser(subparsers)
+COMMAND_MODULES = ("mem", "recover", "carve")
+
+
+def _add_command_modules(sub) -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        module = f"{__package__}.commands.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pensieve",
         description=(
-            "pensieve: container forensics, offline and read-only. SOURCE is a directory: a live "
-            "host root (/), a mounted or copied host filesystem, or a Docker data root itself; or an "
-            "image archive: a docker save tar, an OCI layout (directory or tar), a docker export tar. "
-            "Nothing in SOURCE is ever written."
+            "pensieve: container forensics, offline and read-only. SOURCE is a directory (a live "
+            "host root /, a mounted or copied host filesystem, a Docker data root), a disk image "
+            "(raw, split raw, E01, qcow2; disk.img@N picks partition N), or an image archive (docker "
+            "save tar, OCI layout or archive, docker export tar). Nothing in SOURCE is ever written."
         ),
         epilog=EPILOG,
     )
@@ -198,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in _COMMANDS:
         _add(sub, spec)
+    _add_command_modules(sub)
     fs = sub.add_parser(
         "fs",
         help="browse a container's (or image's) merged filesystem with per-file layer provenance",

@@ -150,7 +150,7 @@ def open_source(source: str, container: str | None = None, checkpoint: str | Non
 def _inventory_facts(ck: Checkpoint, info: CheckpointInfo) -> None:
     try:
         info.criu_images_version = ck.inventory.get("img_version")
-        info.tasks = len(ck.tasks())
+        info.tasks = len(ck.image("pstree.img", required=True).entries)  # no core decoded yet
     except CriuImageError as exc:
         raise SourceError(f"unusable checkpoint: {exc}") from None
 

@@ -484,13 +484,13 @@ def maps(path, pid: int | None = None) -> list[MemoryMap]:
     """VMAs of every task (or of PID) with the pages the checkpoint (chain) holds for them."""
     ckpt = open_checkpoint(path)
     out = []
-    for t in ckpt.tasks():
-        if pid is not None and t.pid != pid:
-            continue
-        mm = ckpt.mm(t.pid)
+    # one process: its own images only (a scan of a big tree asks for a few of them)
+    pids = [t.pid for t in ckpt.tasks()] if pid is None else [pid]
+    for task_pid in pids:
+        mm = ckpt.mm(task_pid)
         if mm is None:
             continue
-        pm = ckpt.pagemap(t.pid)
+        pm = ckpt.pagemap(task_pid)
         runs = pm[1] if pm else []
         for v in mm.get("vmas", []):
             start, end, prot, status = (
@@ -510,7 +510,13 @@ def maps(path, pid: int | None = None) -> list[MemoryMap]:
             if path_ is None and ("stack" in kind or start <= mm.get("mm_start_stack", -1) < end):
                 path_ = "[stack]"
             m = MemoryMap(
-                pid=t.pid, start=start, end=end, perms=perms, offset=v.get("pgoff", 0), path=path_, kind=kind
+                pid=task_pid,
+                start=start,
+                end=end,
+                perms=perms,
+                offset=v.get("pgoff", 0),
+                path=path_,
+                kind=kind,
             )
             for r in runs:
                 lo, hi = max(start, r.vaddr), min(end, r.vaddr + r.nr_pages * PAGE_SIZE)

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 
 from .._record import field, record
 from ..formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
+from ..formats.criu.images import CriuImageError
 from ..records import MemoryMap
 from . import memory
 
@@ -195,10 +196,20 @@ def _read(ck: Checkpoint, pid: int, start: int, length: int) -> tuple[bytes, lis
                 ck._run_starts = {}
             ck._run_starts[pid] = starts
         i = bisect.bisect_right(starts, start) - 1
-        if i >= 0:
-            r = runs[i]
-            if r.flags & PE_PRESENT and start + length <= r.vaddr + r.nr_pages * PAGE_SIZE:
-                return ck.read_pages(pages_id, r.offset + (start - r.vaddr), length), []
+        if i >= 0 and runs[i].flags & PE_PRESENT:
+            # consecutive present runs whose pages follow each other in the pages file: one pread
+            first = r = runs[i]
+            end = start + length
+            while r.vaddr + r.nr_pages * PAGE_SIZE < end and i + 1 < len(runs):
+                nxt = runs[i + 1]
+                size = r.nr_pages * PAGE_SIZE
+                if not (
+                    nxt.flags & PE_PRESENT and nxt.vaddr == r.vaddr + size and nxt.offset == r.offset + size
+                ):
+                    break
+                i, r = i + 1, nxt
+            if end <= r.vaddr + r.nr_pages * PAGE_SIZE:
+                return ck.read_pages(pages_id, first.offset + (start - first.vaddr), length), []
     return ck.read_memory(pid, start, length)
 
 
@@ -230,28 +241,56 @@ class _MapIndex:
         return None
 
 
+_PRINTABLE = bytes(b if 32 <= b < 127 else 46 for b in range(256))
+
+
 def _printable(data: bytes) -> str:
-    return "".join(chr(b) if 32 <= b < 127 else "." for b in data)
+    return data.translate(_PRINTABLE).decode("ascii")
 
 
-def _targets(ck: Checkpoint, pids: Iterable[int] | None):
-    procs = [p for p in memory.processes(ck) if p.state != "zombie"]
+class _Target:
+    """A process to scan; its comm and mappings are looked up on its first hit only."""
+
+    def __init__(self, ck: Checkpoint, pid: int) -> None:
+        self.ck, self.pid = ck, pid
+        self._comm: str | None | bool = False
+        self._idx: _MapIndex | None = None
+
+    @property
+    def comm(self) -> str | None:
+        if self._comm is False:
+            try:
+                core = self.ck.entries(f"core-{self.pid}.img")
+                self._comm = core[0].get("tc", {}).get("comm") if core else None
+            except CriuImageError:
+                self._comm = None
+        return self._comm  # type: ignore[return-value]
+
+    @property
+    def idx(self) -> _MapIndex:
+        if self._idx is None:
+            self._idx = _MapIndex(memory.maps(self.ck, self.pid))
+        return self._idx
+
+
+def _targets(ck: Checkpoint, pids: Iterable[int] | None) -> list[tuple[_Target, None]]:
+    """The processes with memory in the checkpoint (zombies have none), in pstree order.
+
+    Only pstree.img and the pagemaps are read up front: a scan of hundreds of processes does not
+    decode every core, mm and file image before its first byte."""
+    order = [e.get("pid", 0) for e in ck.image("pstree.img", required=True).entries]
+    live = [pid for pid in order if f"pagemap-{pid}.img" in ck.names]
     if pids is not None:
         want = set(pids)
-        missing = want - {p.pid for p in procs}
+        missing = want - set(live)
         if missing:
             raise LookupError(f"no live process {', '.join(map(str, sorted(missing)))} in the checkpoint")
-        procs = [p for p in procs if p.pid in want]
-    by_pid: dict[int, list[MemoryMap]] = {}
-    for m in memory.maps(ck):
-        by_pid.setdefault(m.pid, []).append(m)
-    return [(p, _MapIndex(by_pid.get(p.pid, []))) for p in procs]
+        live = [pid for pid in live if pid in want]
+    return [(_Target(ck, pid), None) for pid in live]
 
 
-def _hit(
-    p, idx: _MapIndex, addr: int, length: int, label: str, window: bytes, off: int, ctx: int
-) -> MemoryHit:
-    m = idx.find(addr)
+def _hit(p: _Target, addr: int, length: int, label: str, window: bytes, off: int, ctx: int) -> MemoryHit:
+    m = p.idx.find(addr)
     around = window[max(0, off - ctx) : off + length + ctx]
     return MemoryHit(
         pid=p.pid,
@@ -284,11 +323,11 @@ def search(
         return
     overlap = max(p.overlap() for p in patterns)
     n = 0
-    for p, idx in _targets(ck, pids):
+    for p, _ in _targets(ck, pids):
         for addr, data, report in _windows(ck, p.pid, overlap):
             for pat in patterns:
                 for off, length in pat.finditer(data, report):
-                    yield _hit(p, idx, addr + off, length, pat.label, data, off, context)
+                    yield _hit(p, addr + off, length, pat.label, data, off, context)
                     n += 1
                     if max_hits is not None and n >= max_hits:
                         return
@@ -332,7 +371,7 @@ def yara_scan(
 ) -> Iterator[MemoryHit]:
     """YARA RULES (compiled) over each live process's reconstructed memory, one hit per string
     instance (a rule matching without strings: one hit at the window's start)."""
-    for p, idx in _targets(ck, pids):
+    for p, _ in _targets(ck, pids):
         seen: set[tuple[str, str, int]] = set()
         for addr, data, report in _windows(ck, p.pid, REGEX_OVERLAP, chunk):
             for m in rules.match(data=data):
@@ -344,7 +383,7 @@ def yara_scan(
                     key = (m.rule, "", addr)
                     if key not in seen:
                         seen.add(key)
-                        h = _hit(p, idx, addr, 0, m.rule, data, 0, context)
+                        h = _hit(p, addr, 0, m.rule, data, 0, context)
                         h.rule, h.tags, h.meta = m.rule, tags, meta
                         yield h
                     continue
@@ -353,7 +392,7 @@ def yara_scan(
                     if off >= report or key in seen:
                         continue
                     seen.add(key)
-                    h = _hit(p, idx, addr + off, length, f"{m.rule}:{ident}", data, off, context)
+                    h = _hit(p, addr + off, length, f"{m.rule}:{ident}", data, off, context)
                     h.rule, h.tags, h.meta = m.rule, tags, meta
                     yield h
 

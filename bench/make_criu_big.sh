@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# make_criu_big.sh -- a big real CRIU checkpoint for bench_mem.py (not committed: ~400 MiB).
+#
+# Usage: sudo bench/make_criu_big.sh OUTDIR [NPROC] [HOG_MIB]
+#   (defaults: /tmp/pensieve-bench-cache/criu-big, 400 processes, 4 x 80 MiB of hog memory)
+# Needs the CRIU 4.2 environment of fixtures/capture/criu_env.sh (CRIU_ENV), busybox-static and
+# python3.  Starts `setsid busybox sh tree.sh`: NPROC-5 `busybox sleep` processes and 4 python3
+# "hogs" each holding HOG_MIB MiB of dirty memory (random bytes with a marker string planted
+# every 64 KiB), dumps the tree with `criu dump --leave-running`, then kills exactly the pids
+# it started.  Idempotent: an existing OUTDIR/inventory.img is kept.
+set -euo pipefail
+
+OUT=${1:-/tmp/pensieve-bench-cache/criu-big}
+NPROC=${2:-400}
+HOG=${3:-80}
+CRIU=${CRIU_ENV:-/var/tmp/pensieve-criu}/bin/criu
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+PY=${PYTHON:-/usr/bin/python3}
+[ "$(id -u)" = 0 ] || { echo "make_criu_big.sh: must run as root" >&2; exit 1; }
+if [ -f "$OUT/inventory.img" ]; then echo "$OUT exists" >&2; exit 0; fi
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/pcb.XXXXXX)
+ROOT=""
+
+tree_pids() {
+    local todo=("$1") pid out=()
+    while [ ${#todo[@]} -gt 0 ]; do
+        pid=${todo[0]}; todo=("${todo[@]:1}")
+        [ -d "/proc/$pid" ] || continue
+        out+=("$pid")
+        for t in /proc/"$pid"/task/*/children; do
+            for c in $(cat "$t" 2>/dev/null); do todo+=("$c"); done
+        done
+    done
+    echo "${out[@]}"
+}
+cleanup() {
+    set +e
+    [ -n "$ROOT" ] && for p in $(tree_pids "$ROOT"); do kill -KILL "$p" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat >"$WORK/hog.py" <<'PY'
+import os, sys, time
+mib = int(sys.argv[1])
+marker = b"PENSIEVE-BENCH-NEEDLE"
+blocks = []
+for i in range(mib):
+    b = bytearray(os.urandom(1 << 20))
+    for off in range(0, 1 << 20, 64 << 10):
+        b[off + 100 : off + 100 + len(marker)] = marker
+    blocks.append(b)
+open(sys.argv[2], "w").write("ok")
+time.sleep(10**7)
+PY
+cat >"$WORK/tree.sh" <<SH
+i=0
+while [ \$i -lt $((NPROC - 5)) ]; do $BUSYBOX sleep \$((1000000 + i)) & i=\$((i + 1)); done
+for h in 1 2 3 4; do $PY $WORK/hog.py $HOG $WORK/hog\$h.ready & done
+wait
+SH
+(
+    for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+    exec setsid "$BUSYBOX" sh "$WORK/tree.sh" </dev/null >/dev/null 2>&1
+) &
+ROOT=$!
+for _ in $(seq 600); do
+    [ -f "$WORK/hog1.ready" ] && [ -f "$WORK/hog2.ready" ] && [ -f "$WORK/hog3.ready" ] && [ -f "$WORK/hog4.ready" ] && break
+    sleep 0.2
+done
+sleep 1
+echo "tree: $(tree_pids "$ROOT" | wc -w) processes" >&2
+"$CRIU" dump -t "$ROOT" -D "$OUT" -o dump.log --leave-running || { tail -20 "$OUT/dump.log" >&2; exit 1; }
+echo "dumped: $(du -sh "$OUT" | cut -f1) in $OUT" >&2
