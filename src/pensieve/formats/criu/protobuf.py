@@ -148,14 +148,22 @@ def decode(
     pos = start
     while pos < end:
         key_at = pos
-        key, pos = read_varint(buf, pos, end)
+        key = buf[pos]
+        if key < 0x80:  # one-byte varints (almost every key): no call
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0 or number > 0x1FFFFFFF:
             raise ProtobufError(f"invalid field number {number}", key_at)
         field = schema.get(number)
         # read the raw value
         if wire == 0:
-            value, pos = read_varint(buf, pos, end)
+            if pos < end and buf[pos] < 0x80:
+                value = buf[pos]
+                pos += 1
+            else:
+                value, pos = read_varint(buf, pos, end)
             payload = None
         elif wire == 1 or wire == 5:
             size = 8 if wire == 1 else 4
@@ -189,9 +197,14 @@ def decode(
             p, q = payload
             items = out.setdefault(field.name, [])
             if expected == 0:
+                append = items.append
                 while p < q:
-                    v, p = read_varint(buf, p, q)
-                    items.append(_scalar(kind, v))
+                    v = buf[p]
+                    if v < 0x80:
+                        p += 1
+                    else:
+                        v, p = read_varint(buf, p, q)
+                    append(v if kind == UINT32 and v <= _M32 else _scalar(kind, v))
             else:
                 size = 8 if expected == 1 else 4
                 if (q - p) % size:
