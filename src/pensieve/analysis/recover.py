@@ -111,6 +111,7 @@ class RecoveredFile:
     ctime: str | None = None
     crtime: str | None = None
     dtime: str | None = None  # deletion time (inode dtime)
+    deleted_before: str | None = None  # no dtime: commit time of the transaction that reused the inode
     links_seen: list[str] = field(default_factory=list)  # every name the journal shows for it
     journal_transaction: int | None = None  # newest transaction holding its inode or name
     blocks: int = 0  # data blocks it mapped
@@ -1031,6 +1032,10 @@ class Recovery:
             if cur is not None and cur.key == inc.key and cur.has_mapping():
                 for _lb, pb, cnt, _u in mapping(fs, cur, self._meta_block, nblocks, []):
                     own.update(range(pb, pb + min(cnt, 1 << 20)))
+            # a block the journal shows as metadata after this version was reused (and maybe
+            # freed again): what it holds now is not this file (a directory's own blocks are
+            # journalled while it lives: for it, only copies after its last version count)
+            since = inc.last if statmod.S_ISDIR(src.mode) else inc.mapped[0]
             bs = fs.block_size
             got = 0
             pos = 0  # logical byte offset written so far
@@ -1061,7 +1066,11 @@ class Recovery:
                             if blk >= fs.blocks_count:
                                 parts.append(bytes(bs))
                                 continue
-                            if blk in own or not fs.block_in_use(blk):
+                            if blk in own or not (
+                                fs.block_in_use(blk)
+                                or self._journalled_after(blk, since)
+                                or self._claimed_later(blk, inc.mapped[0], inc.ino)
+                            ):
                                 good += 1
                                 parts.append(data[k * bs : (k + 1) * bs])
                             else:
@@ -1098,6 +1107,43 @@ class Recovery:
         finally:
             if fh:
                 fh.close()
+
+    def _build_claims(self, incs: list[Incarnation]) -> None:
+        """Data runs of every deleted incarnation with a mapping, by start block: a block two of
+        them mapped holds the content of the one that mapped it last."""
+        fs = self.fs
+        claims: list[tuple[int, int, int, int]] = []  # (start, end, sequence key, ino)
+        for inc in incs:
+            if inc.mapped is None:
+                continue
+            v = inc.mapped[1]
+            if v.flags & _INLINE_DATA_FL or (v.fmt == statmod.S_IFLNK and v.size < 60):
+                continue
+            n = -(-v.size // fs.block_size)
+            for _lb, pb, cnt, _u in mapping(fs, v, self._meta_block, n, []):
+                claims.append((pb, pb + cnt, inc.mapped[0], inc.ino))
+        claims.sort()
+        self._claim_starts = [c[0] for c in claims]
+        self._claims = claims
+        maxend, m = [], 0
+        for c in claims:
+            m = max(m, c[1])
+            maxend.append(m)
+        self._claim_maxend = maxend
+
+    def _claimed_later(self, block: int, seq: int, ino: int) -> bool:
+        """Whether another deleted file mapped BLOCK in a version newer than SEQ."""
+        i = bisect.bisect_right(self._claim_starts, block) - 1
+        while i >= 0 and self._claim_maxend[i] > block:
+            start, end, cseq, cino = self._claims[i]
+            if start <= block < end and cseq > seq and cino != ino:
+                return True
+            i -= 1
+        return False
+
+    def _journalled_after(self, block: int, seq: int) -> bool:
+        tags = self.by_fs.get(block)
+        return bool(tags) and tags[-1][0] > seq
 
     @staticmethod
     def _zeros(h, fh, kept, n: int) -> int:
@@ -1162,6 +1208,7 @@ class Recovery:
                 )
                 results.append((rec, Incarnation(ino, None)))
         results.sort(key=lambda x: (x[0].path, x[0].inode))
+        self._build_claims([inc for _r, inc in results if inc.key is not None])
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
         files = []
@@ -1232,6 +1279,19 @@ class Recovery:
             links_seen=sorted(set(links)),
             journal_transaction=self.sequence(max(inc.last, name.seq if name else -1)),
         )
+        if deleted is None and not inc.orphan_list:
+            later = [o.first for o in self.incs.get(inc.ino, {}).values() if o.first > inc.last]
+            first_live = self.live_first.get(inc.ino)
+            if first_live is not None and first_live > inc.last:
+                later.append(first_live)
+            if later:
+                seq_no = self.sequence(min(later))
+                when = self.commits.get(seq_no) if seq_no is not None else None
+                rec.deleted_before = _iso(when) if when else None
+                rec.notes.append(
+                    f"no dtime survives: the inode was reused by transaction {seq_no}"
+                    + (f", committed {rec.deleted_before}" if rec.deleted_before else "")
+                )
         if inc.orphan_list:
             rec.notes.append(
                 "on the orphan list: unlinked while still open, content kept until the last close"
