@@ -256,8 +256,29 @@ def read_memory(path, pid: int, start: int, length: int) -> MemoryRead:
     return MemoryRead(pid, start, data, gaps)
 
 
-def _mm_strings(ckpt: Checkpoint, pid: int, lo_key: str, hi_key: str) -> tuple[list[str] | None, str | None]:
-    mm = ckpt.mm(pid)
+#: what the views read of the big per-task images (protobuf field filters, see
+#: ``Checkpoint.entry``): core_entry tc / thread_core, mm_entry without its VMAs
+_CORE_PS = {
+    3: {1: None, 2: None, 6: None, 11: None, 18: None},  # tc: state, exit code, comm, seccomp, subreaper
+    5: {10: None, 11: None},  # thread_core: creds, seccomp_mode
+}
+_CORE_STATE = {3: {1: None}}  # tc.task_state
+_MM_STRINGS = {8: None, 9: None, 10: None, 11: None, 12: None}  # arg / env bounds, exe_file_id
+_MM_EXE = {12: None}
+
+
+def _thread_cores(ckpt: Checkpoint, pid: int, threads: list[int]) -> None:
+    """Read the other threads' cores as Checkpoint.tasks does: a corrupt one is a problem."""
+    for tid in threads:
+        if tid != pid:
+            ckpt.thread_core(tid)
+
+
+def _mm_strings(
+    ckpt: Checkpoint, pid: int, lo_key: str, hi_key: str, mm: dict | None | bool = False
+) -> tuple[list[str] | None, str | None]:
+    if mm is False:
+        mm = ckpt.mm(pid)
     if mm is None:
         return None, None
     lo, hi = mm.get(lo_key, 0), mm.get(hi_key, 0)
@@ -284,38 +305,46 @@ def processes(path) -> list[Process]:
     """Every task of the checkpoint, in pstree order."""
     ckpt = open_checkpoint(path)
     out = []
-    for t in ckpt.tasks():
-        tc = t.core.get("tc", {})
+    # every core first (a corrupt one stops the view before anything else is read, as it did)
+    tree = [(e, ckpt.entry(f"core-{e.get('pid', 0)}.img", _CORE_PS) or {}) for e in ckpt.pstree()]
+    for e, _ in tree:
+        _thread_cores(ckpt, e.get("pid", 0), e.get("threads", []))
+    for e, core in tree:
+        pid = e.get("pid", 0)
+        threads = list(e.get("threads", []))
+        tc = core.get("tc", {})
         state_no = tc.get("task_state")
         state = TASK_STATES.get(state_no, f"unknown:{state_no}")
         p = Process(
-            pid=t.pid,
-            ppid=t.ppid,
-            pgid=t.pgid,
-            sid=t.sid,
+            pid=pid,
+            ppid=e.get("ppid", 0),
+            pgid=e.get("pgid", 0),
+            sid=e.get("sid", 0),
             state=state,
             comm=tc.get("comm"),
-            threads=list(t.threads),
+            threads=threads,
             child_subreaper=bool(tc.get("child_subreaper")),
             checkpoint=ckpt.path,
         )
-        if not t.core:
-            p.problems.append(f"core-{t.pid}.img missing")
+        if not core:
+            p.problems.append(f"core-{pid}.img missing")
         if state == "zombie":
             status = tc.get("exit_code", 0)
             # a wait status: exit code in bits 8-15, or the killing signal in bits 0-6
             p.exit_code = status >> 8 if not status & 0x7F else -(status & 0x7F)
         else:
             try:
-                _fill_process(ckpt, t, p)
+                _fill_process(ckpt, pid, core, p)
             except CriuImageError as exc:
                 p.problems.append(str(exc))
         out.append(p)
     return out
 
 
-def _fill_process(ckpt: Checkpoint, t, p: Process) -> None:
-    creds = ckpt.creds(t.pid)
+def _fill_process(ckpt: Checkpoint, pid: int, core: dict, p: Process) -> None:
+    creds = core.get("thread_core", {}).get("creds")
+    if creds is None:
+        creds = ckpt.entry(f"creds-{pid}.img")
     if creds:
         p.uid, p.gid, p.euid, p.egid = (
             creds.get("uid"),
@@ -327,21 +356,21 @@ def _fill_process(ckpt: Checkpoint, t, p: Process) -> None:
         cap = creds.get("cap_eff", [])
         if cap:
             p.cap_eff = "".join(f"{w:08x}" for w in reversed(cap))
-    mode = t.core.get("thread_core", {}).get("seccomp_mode")
+    mode = core.get("thread_core", {}).get("seccomp_mode")
     if mode is None:
-        mode = t.core.get("tc", {}).get("old_seccomp_mode")
+        mode = core.get("tc", {}).get("old_seccomp_mode")
     if mode is not None:
         p.seccomp = SECCOMP.get(mode, str(mode))
-    mm = ckpt.mm(t.pid)
+    mm = ckpt.entry(f"mm-{pid}.img", _MM_STRINGS)
     if mm is not None:
         p.exe, _ = _reg_name(ckpt, mm.get("exe_file_id"))
-        p.cmdline, problem = _mm_strings(ckpt, t.pid, "mm_arg_start", "mm_arg_end")
+        p.cmdline, problem = _mm_strings(ckpt, pid, "mm_arg_start", "mm_arg_end", mm)
         if problem:
             p.problems.append(problem)
-        p.environ, problem = _mm_strings(ckpt, t.pid, "mm_env_start", "mm_env_end")
+        p.environ, problem = _mm_strings(ckpt, pid, "mm_env_start", "mm_env_end", mm)
         if problem:
             p.problems.append(problem)
-    fs = ckpt.fs(t.pid)
+    fs = ckpt.fs(pid)
     if fs is not None:
         p.cwd, _ = _reg_name(ckpt, fs.get("cwd_id"))
         p.root, _ = _reg_name(ckpt, fs.get("root_id"))
@@ -352,19 +381,26 @@ def files(path) -> list[OpenFile]:
     ckpt = open_checkpoint(path)
     out: list[OpenFile] = []
     seen_tables: set[int] = set()
-    for t in ckpt.tasks():
-        state = TASK_STATES.get(t.core.get("tc", {}).get("task_state"))
+    tree = ckpt.pstree()
+    # every core first (a corrupt one stops the view before any output, as it always did)
+    states = []
+    for e in tree:
+        core = ckpt.entry(f"core-{e.get('pid', 0)}.img", _CORE_STATE) or {}
+        states.append((e.get("pid", 0), TASK_STATES.get(core.get("tc", {}).get("task_state"))))
+    for e in tree:
+        _thread_cores(ckpt, e.get("pid", 0), e.get("threads", []))
+    for pid, state in states:
         if state == "zombie":
             continue
-        for e in ckpt.fdinfo(t.pid):
+        for e in ckpt.fdinfo(pid):
             d = _describe(ckpt, e.get("id", 0), e.get("type", 0))
-            of = OpenFile(pid=t.pid, fd=e.get("fd"), id=e.get("id"), **d)
+            of = OpenFile(pid=pid, fd=e.get("fd"), id=e.get("id"), **d)
             if of.flags is None:
                 of.flags = e.get("flags")
             out.append(of)
-        seen_tables.add(ckpt.ids(t.pid).get("files_id", -1))
-        fs = ckpt.fs(t.pid) or {}
-        mm = ckpt.mm(t.pid) or {}
+        seen_tables.add(ckpt.ids(pid).get("files_id", -1))
+        fs = ckpt.fs(pid) or {}
+        mm = ckpt.entry(f"mm-{pid}.img", _MM_EXE) or {}
         for kind, fid in (
             ("cwd", fs.get("cwd_id")),
             ("root", fs.get("root_id")),
@@ -374,9 +410,7 @@ def files(path) -> list[OpenFile]:
                 continue
             name, deleted = _reg_name(ckpt, fid)
             out.append(
-                OpenFile(
-                    pid=t.pid, fd=None, type=kind, target=name or f"file:[{fid}]", id=fid, deleted=deleted
-                )
+                OpenFile(pid=pid, fd=None, type=kind, target=name or f"file:[{fid}]", id=fid, deleted=deleted)
             )
     return out
 

@@ -145,6 +145,67 @@ class Pattern:
     def overlap(self) -> int:
         return len(self.literal) - 1 if self.literal is not None else REGEX_OVERLAP
 
+    def find_in(self, buf, start: int, stop: int, report: int) -> Iterator[tuple[int, int]]:
+        """(position, length) of the matches in the window ``buf[start:stop]`` that start before
+        REPORT, positions into BUF: what :meth:`finditer` finds in a copy of the window, without
+        the copy (BUF may be a memory map)."""
+        if self.literal is not None:
+            lit, n = self.literal, len(self.literal)
+            find = buf.find
+            i = find(lit, start, stop)
+            while 0 <= i < report:
+                yield i, n
+                i = find(lit, i + 1, stop)
+            return
+        if start == 0 and stop == len(buf) and type(buf) is bytes:
+            yield from self.finditer(buf, report)
+            return
+        # the window as a string of its own (a regex sees its edges as the string's start and end)
+        with memoryview(buf) as whole, whole[start:stop] as view:
+            prefix = self._prefix()
+            if prefix is None:
+                it = self.regex.finditer(view)
+                try:
+                    for m in it:
+                        if m.start() + start >= report:
+                            break
+                        if m.end() > m.start():
+                            yield start + m.start(), m.end() - m.start()
+                finally:
+                    it = m = None  # the scanner holds the view: let it go before the view is released
+                return
+            # every match starts with the literal PREFIX: find it at C speed, match only there
+            match, find = self.regex.match, buf.find
+            i = find(prefix, start, stop)
+            while 0 <= i < report:
+                m = match(view, i - start)
+                if m is None:
+                    i = find(prefix, i + 1, stop)
+                    continue
+                yield i, m.end() - m.start()
+                i = find(prefix, start + m.end(), stop)
+                m = None
+
+    def _prefix(self) -> bytes | None:
+        """The literal bytes every match of the regex starts with (3 or more), or None."""
+        if self.literal is not None or self.regex.flags & re.IGNORECASE:
+            return None
+        cached = getattr(self, "_lead", False)
+        if cached is not False:
+            return cached
+        lead = bytearray()
+        try:
+            from re import _constants, _parser
+
+            for op, arg in _parser.parse(self.regex.pattern, self.regex.flags & ~re.DOTALL):
+                if op is not _constants.LITERAL:
+                    break
+                lead.append(arg)
+        except Exception:  # noqa: BLE001 - an internal parser we only read: no prefix then
+            lead = bytearray()
+        self._lead = bytes(lead) if len(lead) >= 3 else None
+        return self._lead
+
     def finditer(self, data, end: int) -> Iterator[tuple[int, int]]:
         """(offset, length) of matches starting before END."""
         if self.literal is not None:
@@ -227,6 +288,64 @@ def _windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
             pos += n
 
 
+def _segments(runs) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """Present runs merged where they follow each other in memory and in the pages file:
+    (starts, [(start, end, file offset)])."""
+    segs: list[tuple[int, int, int]] = []
+    for r in runs:
+        if not r.flags & PE_PRESENT:
+            continue
+        s, e = r.vaddr, r.vaddr + r.nr_pages * PAGE_SIZE
+        if segs:
+            ls, le, lo = segs[-1]
+            if le == s and lo + (le - ls) == r.offset:
+                segs[-1] = (ls, e, lo)
+                continue
+        segs.append((s, e, r.offset))
+    return [g[0] for g in segs], segs
+
+
+def _mapped_windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
+    """The windows of :func:`_windows` (same addresses, lengths and report ends) without copying:
+    (address, buf, start, stop, report) where the window is ``buf[start:stop]`` and hits are
+    reported below REPORT.  BUF is a read-only map of the pages file when one present segment
+    holds the whole window, else the window's bytes (read through the parent chain, gaps zeroed)."""
+    pm = ck.pagemap(pid)
+    if pm is None:
+        return
+    pages_id, runs = pm
+    starts, segs = _segments(runs)
+    name = f"pages-{pages_id}.img"
+    mapped = None
+    try:
+        for s, e, kind in extents(ck, pid):
+            if kind != "data":
+                continue
+            pos = s
+            while pos < e:
+                n = min(chunk, e - pos)
+                length = min(n + overlap, e - pos)
+                i = bisect.bisect_right(starts, pos) - 1
+                if i >= 0 and pos + length <= segs[i][1]:
+                    if mapped is None:
+                        mapped = (ck.store.map(name) if name in ck.names else None) or (None, 0, 0)
+                    mm, base, size = mapped
+                    off = segs[i][2] + (pos - segs[i][0])
+                    if mm is not None and off + length <= size:
+                        yield pos, mm, base + off, base + off + length, base + off + n
+                        pos += n
+                        continue
+                data, _gaps = _read(ck, pid, pos, length)
+                yield pos, data, 0, length, n
+                pos += n
+    finally:
+        if mapped is not None and mapped[0] is not None:
+            try:
+                mapped[0].close()
+            except BufferError:  # a view of it is still held somewhere: the collector unmaps it
+                pass
+
+
 class _MapIndex:
     """Find the VMA holding an address."""
 
@@ -290,8 +409,11 @@ def _targets(ck: Checkpoint, pids: Iterable[int] | None) -> list[tuple[_Target, 
 
 
 def _hit(p: _Target, addr: int, length: int, label: str, window: bytes, off: int, ctx: int) -> MemoryHit:
+    return _make_hit(p, addr, length, label, window[max(0, off - ctx) : off + length + ctx])
+
+
+def _make_hit(p: _Target, addr: int, length: int, label: str, around: bytes) -> MemoryHit:
     m = p.idx.find(addr)
-    around = window[max(0, off - ctx) : off + length + ctx]
     return MemoryHit(
         pid=p.pid,
         address=addr,
@@ -324,10 +446,11 @@ def search(
     overlap = max(p.overlap() for p in patterns)
     n = 0
     for p, _ in _targets(ck, pids):
-        for addr, data, report in _windows(ck, p.pid, overlap):
+        for addr, buf, start, stop, report in _mapped_windows(ck, p.pid, overlap):
             for pat in patterns:
-                for off, length in pat.finditer(data, report):
-                    yield _hit(p, addr + off, length, pat.label, data, off, context)
+                for i, length in pat.find_in(buf, start, stop, report):
+                    around = buf[max(start, i - context) : min(stop, i + length + context)]
+                    yield _make_hit(p, addr + (i - start), length, pat.label, around)
                     n += 1
                     if max_hits is not None and n >= max_hits:
                         return

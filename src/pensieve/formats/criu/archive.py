@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import mmap
 import os
 import posixpath
 import tarfile
@@ -298,6 +299,22 @@ class TarArchive:
         size = min(size, m.size - offset)
         return _pread_all(self.fd, size, m.offset + offset)
 
+    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
+        """(mapping, base, size): member NAME is ``mapping[base : base + size]`` of a read-only
+        map of the archive (or its spool) from the page boundary below the member's data; None
+        when the member is empty or cut short (read it with ``pread``)."""
+        m = self.member(name)
+        if m.size == 0:
+            return None
+        try:
+            if m.offset + m.size > os.fstat(self.fd).st_size:
+                return None
+            aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
+            base = m.offset - aligned
+            return mmap.mmap(self.fd, base + m.size, access=mmap.ACCESS_READ, offset=aligned), base, m.size
+        except (OSError, ValueError):
+            return None
+
     def read(self, name: str, limit: int = MAX_IMAGE_SIZE) -> bytes:
         m = self.member(name)
         if m.size > limit:
@@ -368,6 +385,9 @@ class ArchiveStore(CheckpointStore):
 
     def pread(self, name: str, offset: int, size: int) -> bytes:
         return self.archive.pread(self._full(name), offset, size)
+
+    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
+        return self.archive.map(self._full(name))
 
     def parent(self) -> ArchiveStore | None:
         """The ``parent`` checkpoint when it is inside the same archive (a symlink or directory)."""

@@ -28,12 +28,13 @@ pensieve names both 2 and 6 "zombie".
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import re
 import stat
 
 from ..._record import field, record
-from .images import MAX_IMAGE_SIZE, CriuImageError, Image, parse_image, read_file_bytes
+from .images import MAX_IMAGE_SIZE, CriuImageError, Image, parse_first, parse_image, read_file_bytes
 
 PAGE_SIZE = 4096
 
@@ -123,8 +124,9 @@ class CheckpointStore:
     """Where a checkpoint's image files are: a directory, or a directory inside an archive.
 
     ``path`` names the checkpoint for people; ``names()`` lists the image files; ``read`` returns
-    a whole (small) image, ``pread`` a slice of a big one (pages), ``size`` a file's length;
-    ``parent()`` the store of the ``parent`` checkpoint when the chain lives in the same place.
+    a whole (small) image, ``pread`` a slice of a big one (pages), ``size`` a file's length,
+    ``map`` a read-only memory map of one (scans of pages files); ``parent()`` the store of the
+    ``parent`` checkpoint when the chain lives in the same place.
     """
 
     path: str
@@ -143,6 +145,11 @@ class CheckpointStore:
 
     def pread(self, name: str, offset: int, size: int) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
+        """(mapping, base, size): file NAME is ``mapping[base : base + size]``, read-only; None
+        when it cannot be mapped (empty, not a regular file): read it with ``pread`` then."""
+        return None
 
     def parent(self) -> CheckpointStore | None:
         return None
@@ -171,6 +178,27 @@ class DirStore(CheckpointStore):
 
     def size(self, name: str) -> int:
         return os.lstat(self.where(name)).st_size
+
+    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.where(name), flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            try:
+                fd = os.open(self.where(name), flags)
+            except OSError:
+                return None
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return None
+            return mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ), 0, st.st_size
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
 
     def pread(self, name: str, offset: int, size: int) -> bytes:
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -222,6 +250,8 @@ class Checkpoint:
         self.store = store
         self.path = store.path
         self._cache: dict[str, Image | None] = {}
+        self._partial: dict[tuple[str, int], dict | None] = {}
+        self._bad_cores: set[str] = set()
         self.names = store.names()
         if "inventory.img" not in self.names:
             raise CriuImageError("no inventory.img: not a CRIU checkpoint", self.path)
@@ -254,6 +284,23 @@ class Checkpoint:
         img = self.image(name)
         return img.entries if img is not None else []
 
+    def entry(self, name: str, only: dict | None = None) -> dict | None:
+        """The first entry of image NAME (None when absent or empty).  With the field filter ONLY
+        (see :func:`~pensieve.formats.criu.protobuf.decode`; keep it a module constant: it is
+        cached by identity) just those fields are decoded; a full decode already made serves as
+        is (it holds them all)."""
+        if only is None or name in self._cache:
+            got = self.entries(name)
+            return got[0] if got else None
+        key = (name, id(only))
+        if key in self._partial:
+            return self._partial[key]
+        got = None
+        if name in self.names:
+            got = parse_first(self.store.read(name), only, self.file(name))
+        self._partial[key] = got
+        return got
+
     def try_entries(self, name: str) -> list[dict]:
         """Like entries() but a corrupt optional image becomes a problem, not an error."""
         try:
@@ -284,16 +331,30 @@ class Checkpoint:
                     if tid == pid:
                         t.thread_cores[tid] = t.core
                         continue
-                    try:
-                        c = self.entries(f"core-{tid}.img")
-                    except CriuImageError as exc:
-                        self.problems.append(str(exc))
-                        c = []
-                    if c:
-                        t.thread_cores[tid] = c[0]
+                    c = self.thread_core(tid)
+                    if c is not None:
+                        t.thread_cores[tid] = c
                 tasks.append(t)
             self._tasks = tasks
         return self._tasks
+
+    def pstree(self) -> list[dict]:
+        """pstree.img's entries (pid, ppid, pgid, sid, threads), cores not read."""
+        return self.image("pstree.img", required=True).entries
+
+    def thread_core(self, tid: int) -> dict | None:
+        """The core of (non-main) thread TID, None when it has none; a corrupt one is a problem
+        (recorded once), not an error."""
+        name = f"core-{tid}.img"
+        if name in self._bad_cores:
+            return None
+        try:
+            c = self.entries(name)
+        except CriuImageError as exc:
+            self.problems.append(str(exc))
+            self._bad_cores.add(name)
+            return None
+        return c[0] if c else None
 
     def task(self, pid: int) -> Task:
         for t in self.tasks():

@@ -251,6 +251,33 @@ def parse_image(data: bytes, path: str | None = None) -> Image:
     return img
 
 
+def parse_first(data: bytes, only: dict, path: str | None = None) -> dict | None:
+    """The first entry of a one-message-per-entry image, decoded through the field filter ONLY
+    (see :func:`~pensieve.formats.criu.protobuf.decode`); None when the image has no entries.
+
+    For views that need a few fields of a big entry (a task's state out of its core, the exe of
+    its mm).  The framing of every entry is checked as :func:`parse_image` does; the fields left
+    out are not decoded, so damage inside them goes unnoticed here (not in :func:`parse_image`)."""
+    magic, pos = image_magic(data, path)
+    message = MAGICS[MAGIC_BY_NAME[magic]][1]
+    if message is None or magic in _OPAQUE_EXTRA or magic in _EXTRA_PAYLOAD or magic == "PAGEMAP":
+        raise CriuImageError(f"{magic} entries are not decoded one by one", path, pos)
+    first = None
+    while pos < len(data):
+        p, q = _next_entry(data, pos, path)
+        if first is None:
+            try:
+                first = decode(data, message, SCHEMAS, p, q, 0, only)
+            except ProtobufError as exc:
+                raise CriuImageError(f"bad {message}: {exc.message}", path, exc.offset) from None
+        pos = q
+    return first
+
+
+#: image types whose entries carry a payload after them (parse_first does not frame those)
+_EXTRA_PAYLOAD = {"PIPES_DATA", "FIFO_DATA", "SK_QUEUES", "TCP_STREAM", "BPFMAP_DATA", "GHOST_FILE"}
+
+
 def _ghost(img: Image, data: bytes, pos: int, path: str | None) -> Image:
     p, q = _next_entry(data, pos, path)
     head = _decode(data, "ghost_file_entry", p, q, path)

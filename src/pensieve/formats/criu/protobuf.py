@@ -8,9 +8,13 @@ most 10 bytes; negative int32/int64 are sign-extended to 64 bits, sint32/sint64 
 
 A schema is a dict ``field number -> Field``; a Field names the value, its type and whether it
 repeats, and nested messages name another schema.  Fields the schema does not know are skipped
-(their numbers are kept in ``"_unknown"``), so newer images still decode.  Every length is checked
-against the buffer before use: a corrupt message raises :class:`ProtobufError` with the offset,
-never allocates more than its input, and nesting is bounded.
+(their numbers are kept in ``"_unknown"``), so newer images still decode.  A view that needs a
+few fields decodes with a filter (``only``: field number -> filter of that sub-message, or None
+for all of it): the other fields are framed and skipped, not decoded (a message that had some is
+marked ``"_skipped"``, so an empty result still tells an empty message from a filtered one).
+
+Every length is checked against the buffer before use: a corrupt message raises
+:class:`ProtobufError` with the offset, never allocates more than its input, and nesting is bounded.
 """
 
 from __future__ import annotations
@@ -137,8 +141,12 @@ def decode(
     start: int = 0,
     end: int | None = None,
     depth: int = 0,
+    only: dict | None = None,
 ) -> dict:
-    """Decode the message BUF[START:END] as SCHEMA_NAME; offsets in errors are into BUF."""
+    """Decode the message BUF[START:END] as SCHEMA_NAME; offsets in errors are into BUF.
+
+    ONLY (field number -> the filter of that field's message, None for all of it) decodes those
+    fields and skips the others after checking their framing."""
     if end is None:
         end = len(buf)
     if depth > MAX_DEPTH:
@@ -184,6 +192,12 @@ def decode(
         else:
             raise ProtobufError(f"unsupported wire type {wire} for field {number}", key_at)
 
+        if only is not None and number not in only:
+            if field is None:
+                out.setdefault("_unknown", []).append(number)
+            else:
+                out["_skipped"] = True
+            continue
         if field is None:
             out.setdefault("_unknown", []).append(number)
             continue
@@ -219,7 +233,9 @@ def decode(
         elif wire == 2:
             p, q = payload
             if kind == MESSAGE:
-                item = decode(buf, field.message, schemas, p, q, depth + 1)
+                item = decode(
+                    buf, field.message, schemas, p, q, depth + 1, only[number] if only is not None else None
+                )
             elif kind == STRING:
                 item = bytes(buf[p:q]).decode("utf-8", "surrogateescape")
             else:
