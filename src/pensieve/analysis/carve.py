@@ -498,7 +498,7 @@ def _gzip(ctx: _Ctx, off: int) -> _Verdict | None:
         if status != "end":
             details.update(members=members + 1, uncompressed=out_total, failed=f"deflate stream: {status}")
             if members == 0 and size == 0:
-                return _Verdict(p - off, HEADER_ONLY, details) if status != "error" else None
+                return _Verdict(p - off, HEADER_ONLY, details)
             # the stream broke or ran out: the file most likely ended where zero fill begins
             cut = _zero_run(src, p, min(end + 4096, ctx.bound))
             return _Verdict(min(end, cut, ctx.bound) - off if cut > p else end - off, PARTIAL, details)
@@ -859,8 +859,8 @@ def _jpeg(ctx: _Ctx, off: int) -> _Verdict | None:
 
     def fail(why: str, at: int) -> _Verdict | None:
         details["failed"] = why
-        if segments == 0:
-            return None
+        if segments < 2 and not details["scans"]:
+            return None  # one random "segment" after FF D8 FF is not a JPEG
         return _Verdict(at - off, PARTIAL if details["scans"] else HEADER_ONLY, details)
 
     while True:
@@ -884,6 +884,10 @@ def _jpeg(ctx: _Ctx, off: int) -> _Verdict | None:
         seglen = struct.unpack_from(">H", m, 2)[0]
         if seglen < 2:
             return fail("segment length below 2", pos)
+        if segments == 0 and marker in (0xE0, 0xE1):
+            ident = src.read(pos + 4, 6)
+            if not ident.startswith((b"JFIF\0", b"JFXX\0", b"Exif\0", b"http:")):
+                return None
         if marker in _SOF:
             s = src.read(pos + 4, 6)
             if len(s) == 6:
@@ -970,7 +974,10 @@ def _png(ctx: _Ctx, off: int) -> _Verdict | None:
             )
             if chunks:  # keep the chunk's bytes up to where zero fill begins
                 details["validated_length"] = pos - off
-                pos = _zero_run(src, pos + 8, end)
+                cut = _zero_run(src, pos + 8, end)
+                if cut > pos + 8:
+                    chunks += 1  # part of this chunk's data is there
+                    pos = cut
             break
         chunks += 1
         pos = end
@@ -1341,8 +1348,10 @@ class Carver:
 
     IMG is an image object (``read(offset, size)``, ``get_size()``: pensieve's disk image classes,
     or :class:`BufferImage`).  FILESYSTEMS: ``[(offset, evidence or None)]`` of the ext
-    filesystems to take allocation from (found from the image when None).  OWNERS: a block-owner
-    lookup for the first filesystem (see :func:`owners_from_map`)."""
+    filesystems to take allocation from (found from the image when None).  OWNERS: "journal" (the
+    default: :func:`journal_block_owners` of each ext filesystem), None (no attribution), or a
+    block-owner lookup / mapping {block: (inode, path)} (see :func:`owners_from_map`) for the
+    filesystem at byte offset OWNERS_FS (any filesystem when None)."""
 
     def __init__(
         self,
@@ -1351,7 +1360,8 @@ class Carver:
         whole: bool = False,
         types=None,
         out_dir: str | None = None,
-        owners: BlockOwners | Mapping | None = None,
+        owners: BlockOwners | Mapping | str | None = "journal",
+        owners_fs: int | None = None,
         dedupe: bool = True,
         filesystems: list | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -1366,6 +1376,8 @@ class Carver:
         if isinstance(owners, Mapping):
             owners = owners_from_map(owners)
         self.owners = owners
+        self.owners_fs = owners_fs
+        self._owner_lookups: dict[int, BlockOwners | None] = {}
         self.dedupe = dedupe
         self.progress = progress
         self.chunk = max(chunk_size, 64 << 10)
@@ -1653,16 +1665,39 @@ class Carver:
         return None
 
     # ---- attribution ---------------------------------------------------------------------
+    def _owners_for(self, fs: int) -> BlockOwners | None:
+        if fs in self._owner_lookups:
+            return self._owner_lookups[fs]
+        lookup = None
+        if self.owners == "journal":
+            ev = self._evidence(fs)
+            if ev is not None:
+                try:
+                    lookup = journal_block_owners(ev)
+                except Exception as exc:  # noqa: BLE001 - the journal is evidence too: said, not fatal
+                    self.summary.problems.append(
+                        Problem(
+                            self.summary.image, f"filesystem at {fs}: journal block owners unreadable ({exc})"
+                        )
+                    )
+        elif callable(self.owners) and (self.owners_fs is None or self.owners_fs == fs):
+            lookup = self.owners
+        self._owner_lookups[fs] = lookup
+        return lookup
+
     def _attribute(self, rec: CarvedFile) -> None:
-        if self.owners is None or rec.block is None:
+        if rec.block is None or rec.fs_offset is None or not self.owners:
+            return
+        owners = self._owners_for(rec.fs_offset)
+        if owners is None:
             return
         bs = self._fs_bs[rec.fs_offset]
-        first = self.owners(rec.block)
+        first = owners(rec.block)
         if not first:
             return
         ino, path = first
         last_block = rec.block + max(0, rec.length - 1) // bs
-        tail = self.owners(last_block) if last_block != rec.block else first
+        tail = owners(last_block) if last_block != rec.block else first
         rec.inode = ino
         rec.path = path
         rec.attribution = "block-owner"
@@ -1699,9 +1734,12 @@ class Carver:
 
     # ---- output ----------------------------------------------------------------------------
     def _write(self, rec: CarvedFile) -> str:
-        name = f"{rec.offset:012d}.{EXTENSIONS.get(rec.type, 'bin')}"
+        ext = "py" if rec.validation.get("subtype") == "python" else EXTENSIONS.get(rec.type, "bin")
+        if rec.validation.get("subtype") == "jar":
+            ext = "jar"
+        name = f"{rec.offset:012d}.{ext}"
         if rec.confidence != COMPLETE:
-            name = f"{rec.offset:012d}.{rec.confidence}.{EXTENSIONS.get(rec.type, 'bin')}"
+            name = f"{rec.offset:012d}.{rec.confidence}.{ext}"
         dest = os.path.join(self.out_dir, name)
         with open(dest, "xb") as fh:
             for _p, piece in self.src.pieces(rec.offset, rec.offset + rec.length):
@@ -1710,8 +1748,8 @@ class Carver:
 
 
 def check_out_dir(out_dir: str, image_files: list[str]) -> None:
-    """ValueError when OUT_DIR is an image file, holds one, or lies inside a directory of one
-    (the image's own directory excepted), or is an existing non-directory."""
+    """ValueError when OUT_DIR is an image file, the directory holding one (carved files are
+    not written beside the evidence), inside an image path, or an existing non-directory."""
     real = os.path.realpath(out_dir)
     for f in image_files:
         rf = os.path.realpath(f)
