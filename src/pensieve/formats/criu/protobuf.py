@@ -134,6 +134,21 @@ def _fixed(kind: str, raw: bytes | memoryview) -> int | float:
     return _F64.unpack(raw)[0]
 
 
+#: per schema (by identity, the schema kept alive): number -> (name, kind, repeated, message, wire)
+_PLANS: dict[int, tuple[Schema, dict[int, tuple]]] = {}
+
+
+def _plan(schema: Schema) -> dict[int, tuple]:
+    got = _PLANS.get(id(schema))
+    if got is None or got[0] is not schema:
+        got = (
+            schema,
+            {n: (f.name, f.type, f.repeated, f.message, _WIRE_OF[f.type]) for n, f in schema.items()},
+        )
+        _PLANS[id(schema)] = got
+    return got[1]
+
+
 def decode(
     buf: bytes | memoryview,
     schema_name: str,
@@ -151,47 +166,47 @@ def decode(
         end = len(buf)
     if depth > MAX_DEPTH:
         raise ProtobufError(f"messages nested deeper than {MAX_DEPTH}", start)
-    schema = schemas[schema_name]
+    plan = _plan(schemas[schema_name])
     out: dict = {}
     pos = start
+    # one-byte varints (almost every key, length and small value) are read inline, without a call
     while pos < end:
         key_at = pos
         key = buf[pos]
-        if key < 0x80:  # one-byte varints (almost every key): no call
+        if key < 0x80:
             pos += 1
         else:
             key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0 or number > 0x1FFFFFFF:
             raise ProtobufError(f"invalid field number {number}", key_at)
-        field = schema.get(number)
         # read the raw value
         if wire == 0:
-            if pos < end and buf[pos] < 0x80:
-                value = buf[pos]
+            if pos < end and (value := buf[pos]) < 0x80:
                 pos += 1
             else:
                 value, pos = read_varint(buf, pos, end)
-            payload = None
+        elif wire == 2:
+            if pos < end and (value := buf[pos]) < 0x80:
+                pos += 1
+            else:
+                value, pos = read_varint(buf, pos, end)
+            if value > end - pos:
+                raise ProtobufError(
+                    f"field {number} length {value} runs past the message end ({end - pos} left)", key_at
+                )
+            p = pos
+            pos += value
         elif wire == 1 or wire == 5:
             size = 8 if wire == 1 else 4
             if pos + size > end:
                 raise ProtobufError(f"truncated {size}-byte field {number}", key_at)
-            payload = buf[pos : pos + size]
-            value = None
+            p = pos
             pos += size
-        elif wire == 2:
-            length, pos = read_varint(buf, pos, end)
-            if length > end - pos:
-                raise ProtobufError(
-                    f"field {number} length {length} runs past the message end ({end - pos} left)", key_at
-                )
-            payload = (pos, pos + length)
-            value = None
-            pos += length
         else:
             raise ProtobufError(f"unsupported wire type {wire} for field {number}", key_at)
 
+        field = plan.get(number)
         if only is not None and number not in only:
             if field is None:
                 out.setdefault("_unknown", []).append(number)
@@ -202,14 +217,29 @@ def decode(
             out.setdefault("_unknown", []).append(number)
             continue
 
-        kind = field.type
-        expected = _WIRE_OF[kind]
-        if wire == 2 and expected != 2:
+        name, kind, repeated, message, expected = field
+        if wire == 0 and expected == 0:
+            # uint32/uint64/enum/int32/int64 below 2**31 are the varint itself
+            item = (
+                value
+                if value < 0x80000000 and kind != BOOL and kind != SINT32 and kind != SINT64
+                else (_scalar(kind, value))
+            )
+        elif wire == 2 and expected == 2:
+            if kind == MESSAGE:
+                item = decode(
+                    buf, message, schemas, p, pos, depth + 1, only[number] if only is not None else None
+                )
+            elif kind == STRING:
+                item = bytes(buf[p:pos]).decode("utf-8", "surrogateescape")
+            else:
+                item = bytes(buf[p:pos])
+        elif wire == 2:
             # packed repeated scalars
-            if not field.repeated:
-                raise ProtobufError(f"field {field.name}: length-delimited value for a {kind}", key_at)
-            p, q = payload
-            items = out.setdefault(field.name, [])
+            if not repeated:
+                raise ProtobufError(f"field {name}: length-delimited value for a {kind}", key_at)
+            q = pos
+            items = out.setdefault(name, [])
             if expected == 0:
                 append = items.append
                 while p < q:
@@ -222,28 +252,16 @@ def decode(
             else:
                 size = 8 if expected == 1 else 4
                 if (q - p) % size:
-                    raise ProtobufError(f"field {field.name}: packed length not a multiple of {size}", key_at)
+                    raise ProtobufError(f"field {name}: packed length not a multiple of {size}", key_at)
                 for i in range(p, q, size):
                     items.append(_fixed(kind, buf[i : i + size]))
             continue
-        if wire != expected:
-            raise ProtobufError(f"field {field.name}: wire type {wire}, expected {expected}", key_at)
-        if wire == 0:
-            item = _scalar(kind, value)
-        elif wire == 2:
-            p, q = payload
-            if kind == MESSAGE:
-                item = decode(
-                    buf, field.message, schemas, p, q, depth + 1, only[number] if only is not None else None
-                )
-            elif kind == STRING:
-                item = bytes(buf[p:q]).decode("utf-8", "surrogateescape")
-            else:
-                item = bytes(buf[p:q])
+        elif wire != expected:
+            raise ProtobufError(f"field {name}: wire type {wire}, expected {expected}", key_at)
         else:
-            item = _fixed(kind, payload)
-        if field.repeated:
-            out.setdefault(field.name, []).append(item)
+            item = _fixed(kind, buf[p:pos])
+        if repeated:
+            out.setdefault(name, []).append(item)
         else:
-            out[field.name] = item  # last one wins (proto2 semantics for scalars)
+            out[name] = item  # last one wins (proto2 semantics for scalars)
     return out
