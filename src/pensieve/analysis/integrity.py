@@ -37,6 +37,8 @@ from typing import Any
 from ..engines.docker import DockerHost
 from ..engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
 from ..evidence import Evidence, EvidenceError, FileStat
+from ..evidence.base import file_kind, normalize
+from ..evidence.directory import DirectoryEvidence
 from ..formats.tarsplit import (
     FILE,
     SEGMENT,
@@ -287,34 +289,46 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
         v.reason = f"no readable tar-split record: {exc}"
         return v
     checker = _LayerChecker(ev, path, fmt, _ids_offset(root), v.problems)
-    sha = hashlib.sha256()
-    size = 0
+    try:
+        return _rebuild(v, record, checker, sink)
+    finally:
+        checker.close()
+
+
+def _rebuild(v: LayerVerdict, record, checker: _LayerChecker, sink: Sink | None) -> LayerVerdict:
+    out = _Stream(sink)
     parser = HeaderParser()
+    write = out.write
+    feed = parser.feed
+    check = checker.entry
+    payload_bytes = 0
+    entries = 0
     try:
         with record:
-            for entry in iter_entries(record):
-                if entry.type == SEGMENT:
-                    payload = entry.payload or b""
-                    sha.update(payload)
-                    size += len(payload)
-                    if sink is not None and payload:
-                        sink(payload)
-                    parser.feed(payload)
-                elif entry.type == FILE:
-                    hdr = parser.header(entry)
-                    v.entries += 1
-                    n = checker.entry(entry.name_bytes or b"", hdr, entry.size, entry.payload, sha, sink)
-                    size += n
-                    v.payload_bytes += n
-            v.end_marker = parser.finish()
+            try:
+                for entry in iter_entries(record):
+                    if entry.type == SEGMENT:
+                        payload = entry.payload
+                        if payload:
+                            write(payload)
+                            feed(payload)
+                    elif entry.type == FILE:
+                        hdr = parser.header(entry)
+                        entries += 1
+                        payload_bytes += check(entry.name_bytes or b"", hdr, entry.size, entry.payload, out)
+                v.end_marker = parser.finish()
+            finally:
+                v.entries = entries
+                v.payload_bytes = payload_bytes
+                out.flush()  # all that was rebuilt reaches the sink, even when the record breaks off
     except TarSplitError as exc:
         v.reason = f"corrupt tar-split record: {exc}"
         return v
     except (EvidenceError, OSError) as exc:
         v.reason = f"cannot read the tar-split record: {exc}"
         return v
-    v.computed_diff_id = "sha256:" + sha.hexdigest()
-    v.stream_size = size
+    v.computed_diff_id = "sha256:" + out.sha.hexdigest()
+    v.stream_size = out.size
     if not v.diff_id:
         v.reason = "no diff id in layerdb: nothing to compare the rebuilt stream with"
         return v
@@ -343,8 +357,96 @@ def _octal(mode: int) -> str:
     return f"{mode & 0o7777:04o}"
 
 
+class _Stream:
+    """The rebuilt tar stream: gathered in a 1 MiB buffer that is hashed (and handed to the sink)
+    when full, so that a layer of small files costs a few thousand hash updates, not two per file.
+    """
+
+    def __init__(self, sink: Sink | None) -> None:
+        self.sha = hashlib.sha256()
+        self.sink = sink
+        self.buf = bytearray(_CHUNK)
+        self.view = memoryview(self.buf)
+        self.pos = 0  # bytes of buf not yet hashed
+        self.size = 0  # bytes of the stream so far
+
+    def flush(self) -> None:
+        if self.pos:
+            chunk = self.view[: self.pos]
+            self.pos = 0
+            self.sha.update(chunk)
+            if self.sink is not None:
+                self.sink(chunk)
+            chunk.release()
+
+    def write(self, data: bytes) -> None:
+        n = len(data)
+        pos = self.pos
+        if pos + n > _CHUNK:
+            self.flush()
+            pos = 0
+            if n > _CHUNK:
+                self.sha.update(data)
+                if self.sink is not None:
+                    self.sink(data)
+                self.size += n
+                return
+        self.view[pos : pos + n] = data
+        self.pos = pos + n
+        self.size += n
+
+    def read(self, readinto: Callable[[memoryview], int | None], size: int) -> tuple[int, int]:
+        """Append a file read to its end by READINTO (SIZE bytes expected): (bytes, CRC-64).
+
+        Asks for one byte more than expected, so that a file of the expected size is read with
+        one call (a regular file comes back short only at its end) and a grown one shows."""
+        got = 0
+        value = 0
+        view = self.view
+        crc = crc64_iso
+        while True:
+            pos = self.pos
+            if pos == _CHUNK:
+                self.flush()
+                pos = 0
+            want = _CHUNK - pos
+            left = size - got + 1
+            if 0 < left < want:
+                want = left
+            target = view[pos : pos + want]
+            n = readinto(target)
+            target.release()
+            if not n:
+                break
+            value = crc(view[pos : pos + n], value)
+            self.pos = pos + n
+            self.size += n
+            got += n
+            if got == size and n < want:
+                break  # short of the byte asked for beyond the expected size: at the end
+        return got, value
+
+
+def _reader(fd: int) -> Callable[[memoryview], int]:
+    def readinto(buf: memoryview) -> int:
+        return os.readv(fd, (buf,))
+
+    return readinto
+
+
+_MAX_DIR_FDS = 64  # directory fds a checker keeps open (tar order visits a directory at a time)
+
+
 class _LayerChecker:
-    """Compares the record's file entries with the layer directory, and walks it afterwards."""
+    """Compares the record's file entries with the layer directory, and walks it afterwards.
+
+    On a directory evidence, regular files and directories are checked through file descriptors:
+    each directory is opened once, relative to its parent's fd and never through a symlink, and
+    its entries are stat()ed, opened and read relative to it (their xattrs from the fd).  Any
+    other entry, or one such a lookup does not reach as expected (missing, another type, a
+    symlink where a directory was), takes the general path through the Evidence interface,
+    which makes every check and reports every difference; the fd path only ever concludes on
+    what it reads itself, with the same checks and the same problem records."""
 
     def __init__(
         self, ev: Evidence, top: str, fmt: str, offset: tuple[int, int], problems: list[LayerProblem]
@@ -358,7 +460,21 @@ class _LayerChecker:
         self.seen: set[str] = set()  # relative paths the record accounts for
         self.parents: set[str] = set()  # their ancestor directories
         self.opaque: set[str] = set()  # directories with an opaque marker in the record
-        self.buf = bytearray(_CHUNK)
+        self.fds: dict[str, int] = {}  # relative directory path -> open fd ("" the layer root)
+        self.top_fd: int | None = None
+        if isinstance(ev, DirectoryEvidence):
+            try:
+                self.top_fd = ev.open_dir_fd(top)
+            except (EvidenceError, OSError):
+                self.top_fd = None  # the general path reports what is wrong
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+        if self.top_fd is not None:
+            os.close(self.top_fd)
+            self.top_fd = None
 
     def _problem(self, rel: str, kind: str, detail: str, expected=None, actual=None, host=None) -> None:
         self.problems.append(LayerProblem(rel, kind, detail, expected, actual, host))
@@ -368,27 +484,56 @@ class _LayerChecker:
 
     def _note(self, rel: str) -> None:
         self.seen.add(rel)
-        parent = posixpath.dirname(rel)
-        while parent and parent not in self.parents:
-            self.parents.add(parent)
-            parent = posixpath.dirname(parent)
+        parents = self.parents
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in parents:
+            parents.add(parent)
+            parent = parent.rpartition("/")[0]
 
-    def entry(self, raw: bytes, hdr: TarHeader, size: int, crc: bytes | None, sha, sink) -> int:
-        """Check one file entry; feed its payload to SHA/SINK; return the bytes emitted."""
+    def _dir_fd(self, rel: str) -> int | None:
+        """An fd of the layer directory REL, reached component by component (None: not a
+        directory there, or a symlink where one was expected)."""
+        fd = self.fds.get(rel)
+        if fd is not None:
+            return fd
+        if not rel:
+            return self.top_fd
+        if len(self.fds) >= _MAX_DIR_FDS:
+            for old in self.fds.values():
+                os.close(old)
+            self.fds.clear()
+        parent, _, name = rel.rpartition("/")
+        pfd = self._dir_fd(parent)
+        if pfd is None:
+            return None
+        try:
+            fd = self.ev.open_at(pfd, name, directory=True)  # type: ignore[attr-defined]
+        except OSError:
+            return None
+        self.fds[rel] = fd
+        return fd
+
+    def entry(self, raw: bytes, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream) -> int:
+        """Check one file entry; append its payload to OUT; return the bytes appended."""
         if hdr.typeflag == b"g":
             return 0  # a global PAX header Go's reader handed out as a member: nothing on disk
-        if any(p == b".." for p in raw.split(b"/")):
+        if b".." in raw and any(p == b".." for p in raw.split(b"/")):
             self._problem(
                 raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer"
             )
             return 0
         rel = clean_name(raw).decode("utf-8", "surrogateescape")
-        base = posixpath.basename(rel)
-        if base.startswith(".wh.") and self.overlay:
-            return self._whiteout(rel, base, hdr)
-        if base.startswith(".wh.") and not self.diff_format:
-            return 0  # a snapshot holds the deletion itself: nothing to read
+        base = rel.rpartition("/")[2]
+        if base.startswith(".wh."):
+            if self.overlay:
+                return self._whiteout(rel, base, hdr)
+            if not self.diff_format:
+                return 0  # a snapshot holds the deletion itself: nothing to read
         self._note(rel)
+        if self.top_fd is not None and base:
+            done = self._entry_fd(rel, base, hdr, size, crc, out)
+            if done is not None:
+                return done
         host = self._host(rel)
         try:
             st = self.ev.lstat(host)
@@ -403,10 +548,10 @@ class _LayerChecker:
             return 0
         if kind != st.kind:
             self._problem(rel, "type", f"recorded {kind}, host has {st.kind}", kind, st.kind, host)
-            return self._payload(rel, host, size, crc, sha, sink) if size and st.is_file else 0
+            return self._payload(rel, host, size, crc, out) if size and st.is_file else 0
         emitted = 0
         if kind == "file" and size:
-            emitted = self._payload(rel, host, size, crc, sha, sink)
+            emitted = self._payload(rel, host, size, crc, out)
         elif kind == "file" and st.size:  # Docker reads nothing for a size-0 entry
             self._problem(rel, "size", "size differs", 0, st.size, host)
         elif kind == "symlink":
@@ -432,15 +577,86 @@ class _LayerChecker:
             self._metadata(rel, hdr, st, host)
         return emitted
 
+    def _entry_fd(
+        self, rel: str, name: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
+    ) -> int | None:
+        """A file or directory entry checked through fds (the bytes appended to OUT), or None
+        (nothing checked, nothing appended) for the general path to take it."""
+        parent = rel[: -len(name) - 1] if len(rel) > len(name) else ""
+        pfd = self.fds.get(parent)
+        if pfd is None:
+            pfd = self._dir_fd(parent)
+            if pfd is None:
+                return None
+        try:
+            st = os.lstat(name, dir_fd=pfd)
+        except OSError:
+            return None
+        mode = st.st_mode
+        kind = hdr.kind
+        if kind == "file" and statmod.S_ISREG(mode):
+            try:
+                fd = self.ev.open_at(pfd, name)  # type: ignore[attr-defined]
+            except OSError:
+                return None
+            try:
+                if not statmod.S_ISREG(os.fstat(fd).st_mode):
+                    return None  # replaced since the lstat (live host)
+                emitted = 0
+                if size:
+                    got, value = out.read(_reader(fd), size)
+                    emitted = got
+                    self._payload_result(rel, size, crc, got, value)
+                elif st.st_size:  # Docker reads nothing for a size-0 entry
+                    self._problem(rel, "size", "size differs", 0, st.st_size, self._host(rel))
+                self._metadata_fd(rel, hdr, st, fd)
+                return emitted
+            finally:
+                os.close(fd)
+        if kind == "dir" and statmod.S_ISDIR(mode):
+            fd = self._dir_fd(rel)
+            if fd is None:
+                return None
+            self._metadata_fd(rel, hdr, st, fd)
+            return 0
+        return None
+
+    def _metadata_fd(self, rel: str, hdr: TarHeader, st: os.stat_result, fd: int) -> None:
+        """_metadata for a file or directory open as FD, STAT its lstat()."""
+        try:
+            names = os.listxattr(fd)
+        except OSError:
+            names = []
+        if (
+            not names
+            and not hdr.xattrs
+            and (hdr.mode & 0o7777) == (st.st_mode & 0o7777)
+            and hdr.uid + self.uoff == st.st_uid
+            and hdr.gid + self.goff == st.st_gid
+        ):
+            return
+        xattrs: dict[str, bytes] = {}
+        for key in names:
+            try:
+                xattrs[key] = os.getxattr(fd, key)
+            except OSError:
+                continue
+        self._compare_metadata(rel, hdr, st.st_mode, st.st_uid, st.st_gid, xattrs, self._host(rel))
+
     def _metadata(self, rel: str, hdr: TarHeader, st: FileStat, host: str) -> None:
-        if not statmod.S_ISLNK(st.mode) and (hdr.mode & 0o7777) != (st.mode & 0o7777):
-            self._problem(rel, "mode", "permission bits differ", _octal(hdr.mode), _octal(st.mode), host)
+        self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, self.ev.xattrs(host), host)
+
+    def _compare_metadata(
+        self, rel: str, hdr: TarHeader, mode: int, uid: int, gid: int, xattrs: dict[str, bytes], host: str
+    ) -> None:
+        if not statmod.S_ISLNK(mode) and (hdr.mode & 0o7777) != (mode & 0o7777):
+            self._problem(rel, "mode", "permission bits differ", _octal(hdr.mode), _octal(mode), host)
         want = (hdr.uid + self.uoff, hdr.gid + self.goff)
-        if want != (st.uid, st.gid):
-            self._problem(rel, "owner", "owner differs", f"{want[0]}:{want[1]}", f"{st.uid}:{st.gid}", host)
+        if want != (uid, gid):
+            self._problem(rel, "owner", "owner differs", f"{want[0]}:{want[1]}", f"{uid}:{gid}", host)
         have = {
             k: v
-            for k, v in self.ev.xattrs(host).items()
+            for k, v in xattrs.items()
             if not k.startswith(_HOST_XATTR_PREFIXES) and (k not in _HOST_XATTRS or k in hdr.xattrs)
         }
         if have != hdr.xattrs:
@@ -454,36 +670,30 @@ class _LayerChecker:
                 host,
             )
 
-    def _payload(self, rel: str, host: str, size: int, crc: bytes | None, sha, sink) -> int:
-        """Stream the file (all of it, as Docker would) into SHA/SINK, checking size and CRC."""
-        value = 0
-        got = 0
-        buf = self.buf
-        view = memoryview(buf)
+    def _payload(self, rel: str, host: str, size: int, crc: bytes | None, out: _Stream) -> int:
+        """Stream the file (all of it, as Docker would) into OUT, checking size and CRC."""
+        before = out.size
         try:
             with self.ev.open(host) as fh:
-                while True:
-                    n = fh.readinto(buf)
-                    if not n:
-                        break
-                    chunk = view[:n]
-                    sha.update(chunk)
-                    value = crc64_iso(chunk, value)
-                    if sink is not None:
-                        sink(chunk)
-                    got += n
+                got, value = out.read(fh.readinto, size)
         except (EvidenceError, OSError) as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=host)
-            return got
-        finally:
-            view.release()
+            return out.size - before
+        self._payload_result(rel, size, crc, got, value)
+        return got
+
+    def _payload_result(self, rel: str, size: int, crc: bytes | None, got: int, value: int) -> None:
         if got != size:
-            self._problem(rel, "size", "size differs", size, got, host)
+            self._problem(rel, "size", "size differs", size, got, self._host(rel))
         elif crc is not None and crc64_bytes(value) != crc:
             self._problem(
-                rel, "content", "CRC-64 of the content differs", crc.hex(), crc64_bytes(value).hex(), host
+                rel,
+                "content",
+                "CRC-64 of the content differs",
+                crc.hex(),
+                crc64_bytes(value).hex(),
+                self._host(rel),
             )
-        return got
 
     def _hardlink(self, rel: str, hdr: TarHeader, st: FileStat, host: str) -> None:
         target_rel = clean_name(hdr.linkname).decode("utf-8", "surrogateescape")
@@ -528,6 +738,8 @@ class _LayerChecker:
         """Entries of the layer directory the record does not account for (diff layouts only)."""
         if not self.diff_format:
             return
+        if self.top_fd is not None:
+            return self._walk_fd()
         top = self.top
         for dirpath, entries in self.ev.walk(top):
             rel_dir = "" if dirpath == top else dirpath[len(top) + 1 :]
@@ -565,6 +777,87 @@ class _LayerChecker:
                     },
                     posixpath.join(dirpath, e.name),
                 )
+
+    def _walk_fd(self) -> None:
+        """walk() through directory fds: the same directories in the same order (Evidence.walk's
+        top-down, name-sorted, never through a symlink), the same checks and problem records;
+        an entry is stat()ed only when it is reported."""
+        top = normalize(self.top)
+        seen = self.seen
+        parents = self.parents
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            fd = self._dir_fd(rel_dir)
+            if fd is None:
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                continue
+            prefix = rel_dir + "/" if rel_dir else ""
+            subdirs = []
+            for e in entries:
+                rel = prefix + e.name
+                try:
+                    is_dir = e.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    subdirs.append(rel)
+                    if self.overlay and rel not in self.opaque and self._opaque_fd(rel):
+                        self._problem(
+                            rel,
+                            "xattr",
+                            "opaque-directory marker not in the record",
+                            None,
+                            "y",
+                            top + "/" + rel,
+                        )
+                    if rel in seen or rel in parents:
+                        continue
+                elif rel in seen:
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # vanished while listing (live host)
+                what = file_kind(st.st_mode)
+                if self.overlay and statmod.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    what = "whiteout"
+                self._problem(
+                    rel,
+                    "added",
+                    f"{what} on the host, absent from the record",
+                    None,
+                    {
+                        "type": what,
+                        "size": st.st_size,
+                        "mode": _octal(st.st_mode),
+                        "owner": f"{st.st_uid}:{st.st_gid}",
+                    },
+                    top + "/" + rel,
+                )
+            stack.extend(reversed(subdirs))
+
+    def _opaque_fd(self, rel: str) -> bool:
+        """Whether the layer directory REL carries an overlay opaque marker ("y")."""
+        fd = self._dir_fd(rel)
+        if fd is None:
+            return False
+        try:
+            names = os.listxattr(fd)
+        except OSError:
+            return False
+        for key in _OPAQUE:
+            if key in names:
+                try:
+                    if os.getxattr(fd, key) == b"y":
+                        return True
+                except OSError:
+                    continue
+        return False
 
 
 # ---- images ---------------------------------------------------------------------------------

@@ -102,14 +102,29 @@ class DirectoryEvidence(Evidence):
         return None
 
     # ---- primitives -------------------------------------------------------------------
-    def _open_fd(self, host: str, flags: int) -> int:
+    def _open_fd(self, host: str, flags: int, dir_fd: int | None = None) -> int:
         flags |= os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         if self._noatime:
             try:
-                return os.open(host, flags | self._noatime)
+                return os.open(host, flags | self._noatime, dir_fd=dir_fd)
             except PermissionError:
                 self._noatime = 0  # not owner and not root: plain read-only open
-        return os.open(host, flags)
+        return os.open(host, flags, dir_fd=dir_fd)
+
+    def open_dir_fd(self, path: str) -> int:
+        """A file descriptor of the directory PATH, for ``open_at`` (the caller closes it)."""
+        return self._open_checked(path, directory=True)
+
+    def open_at(self, dir_fd: int, name: str, directory: bool = False) -> int:
+        """A file descriptor for NAME, one entry of the directory DIR_FD, opened like every file
+        here (read-only, never through a symlink, non-blocking, no atime); raises OSError.
+
+        For a caller that goes through many entries of one tree: each open is one lookup
+        relative to an fd it already holds, and a tree reached this way, component by
+        component, can never lead out of itself."""
+        if not name or "/" in name or name == "." or name == "..":
+            raise ValueError(f"not a directory entry name: {name!r}")
+        return self._open_fd(name, os.O_DIRECTORY if directory else 0, dir_fd)
 
     def _open_checked(self, path: str, directory: bool) -> int:
         """An fd for PATH, with OS errors turned into evidence errors that name the path."""
