@@ -153,11 +153,11 @@ def _split0(data: bytes) -> list[str]:
     return [p.decode("utf-8", "backslashreplace") for p in parts]
 
 
-def _reg_name(ckpt: Checkpoint, fid: int | None) -> tuple[str | None, bool]:
-    """(path, deleted) of regular file FID."""
+def _reg_name(ckpt: Checkpoint, fid: int | None, light: bool = False) -> tuple[str | None, bool]:
+    """(path, deleted) of regular file FID (LIGHT: from the names alone, Checkpoint.reg_files)."""
     if fid is None:
         return None, False
-    f = ckpt.files().get(fid)
+    f = (ckpt.reg_files() if light else ckpt.files()).get(fid)
     if f is None or "reg" not in f:
         return None, False
     name = f["reg"].get("name")
@@ -363,7 +363,7 @@ def _fill_process(ckpt: Checkpoint, pid: int, core: dict, p: Process) -> None:
         p.seccomp = SECCOMP.get(mode, str(mode))
     mm = ckpt.entry(f"mm-{pid}.img", _MM_STRINGS)
     if mm is not None:
-        p.exe, _ = _reg_name(ckpt, mm.get("exe_file_id"))
+        p.exe, _ = _reg_name(ckpt, mm.get("exe_file_id"), light=True)
         p.cmdline, problem = _mm_strings(ckpt, pid, "mm_arg_start", "mm_arg_end", mm)
         if problem:
             p.problems.append(problem)
@@ -372,8 +372,8 @@ def _fill_process(ckpt: Checkpoint, pid: int, core: dict, p: Process) -> None:
             p.problems.append(problem)
     fs = ckpt.fs(pid)
     if fs is not None:
-        p.cwd, _ = _reg_name(ckpt, fs.get("cwd_id"))
-        p.root, _ = _reg_name(ckpt, fs.get("root_id"))
+        p.cwd, _ = _reg_name(ckpt, fs.get("cwd_id"), light=True)
+        p.root, _ = _reg_name(ckpt, fs.get("root_id"), light=True)
 
 
 def files(path) -> list[OpenFile]:
@@ -517,9 +517,14 @@ def sockets(path) -> list[Socket]:
 def maps(path, pid: int | None = None) -> list[MemoryMap]:
     """VMAs of every task (or of PID) with the pages the checkpoint (chain) holds for them."""
     ckpt = open_checkpoint(path)
-    out = []
     # one process: its own images only (a scan of a big tree asks for a few of them)
     pids = [t.pid for t in ckpt.tasks()] if pid is None else [pid]
+    return _maps(ckpt, pids)
+
+
+def _maps(ckpt: Checkpoint, pids: list[int], light: bool = False) -> list[MemoryMap]:
+    """maps() of PIDS (LIGHT: file names from Checkpoint.reg_files, for naming hits)."""
+    out = []
     for task_pid in pids:
         mm = ckpt.mm(task_pid)
         if mm is None:
@@ -538,7 +543,7 @@ def maps(path, pid: int | None = None) -> list[MemoryMap]:
             kind = [name for bit, name in VMA_STATUS if status & bit]
             path_ = next((p for k, p in _SPECIAL_PATHS if k in kind), None)
             if path_ is None and ("file-private" in kind or "file-shared" in kind):
-                path_, deleted = _reg_name(ckpt, v.get("shmid"))
+                path_, deleted = _reg_name(ckpt, v.get("shmid"), light)
                 if path_ and deleted:
                     path_ += " (deleted)"
             if path_ is None and ("stack" in kind or start <= mm.get("mm_start_stack", -1) < end):

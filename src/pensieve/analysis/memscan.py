@@ -367,6 +367,9 @@ def _printable(data: bytes) -> str:
     return data.translate(_PRINTABLE).decode("ascii")
 
 
+_CORE_COMM = {3: {6: None}}  # core_entry tc.comm (protobuf field filter)
+
+
 class _Target:
     """A process to scan; its comm and mappings are looked up on its first hit only."""
 
@@ -379,8 +382,8 @@ class _Target:
     def comm(self) -> str | None:
         if self._comm is False:
             try:
-                core = self.ck.entries(f"core-{self.pid}.img")
-                self._comm = core[0].get("tc", {}).get("comm") if core else None
+                core = self.ck.entry(f"core-{self.pid}.img", _CORE_COMM)
+                self._comm = core.get("tc", {}).get("comm") if core is not None else None
             except CriuImageError:
                 self._comm = None
         return self._comm  # type: ignore[return-value]
@@ -388,7 +391,7 @@ class _Target:
     @property
     def idx(self) -> _MapIndex:
         if self._idx is None:
-            self._idx = _MapIndex(memory.maps(self.ck, self.pid))
+            self._idx = _MapIndex(memory._maps(self.ck, [self.pid], light=True))
         return self._idx
 
 

@@ -34,7 +34,15 @@ import re
 import stat
 
 from ..._record import field, record
-from .images import MAX_IMAGE_SIZE, CriuImageError, Image, parse_first, parse_image, read_file_bytes
+from .images import (
+    MAX_IMAGE_SIZE,
+    CriuImageError,
+    Image,
+    parse_first,
+    parse_image,
+    parse_partial,
+    read_file_bytes,
+)
 
 PAGE_SIZE = 4096
 
@@ -88,6 +96,10 @@ FILE_KINDS = {
     19: ("bpf", "bpfmap-file.img"),
     20: ("pidfd", None),
 }
+
+#: field filters (protobuf.decode ``only``) of a file's id and regular-file name
+_REG_NAME = {1: None, 6: None}  # reg_file_entry: id, name
+_FILE_NAME = {2: None, 3: _REG_NAME}  # file_entry: id, reg
 
 PE_PARENT = 1 << 0
 PE_LAZY = 1 << 1
@@ -250,7 +262,8 @@ class Checkpoint:
         self.store = store
         self.path = store.path
         self._cache: dict[str, Image | None] = {}
-        self._partial: dict[tuple[str, int], dict | None] = {}
+        self._partial: dict[tuple, dict | list | None] = {}
+        self._reg_files: dict[int, dict] | None = None
         self._bad_cores: set[str] = set()
         self.names = store.names()
         if "inventory.img" not in self.names:
@@ -300,6 +313,17 @@ class Checkpoint:
             got = parse_first(self.store.read(name), only, self.file(name))
         self._partial[key] = got
         return got
+
+    def entries_only(self, name: str, only: dict) -> list[dict]:
+        """Every entry of image NAME through the field filter ONLY (a module constant: cached by
+        identity); a full decode already made serves as is."""
+        if name in self._cache:
+            return self.entries(name)
+        key = (name, id(only), "all")
+        if key not in self._partial:
+            got = parse_partial(self.store.read(name), only, self.file(name)) if name in self.names else []
+            self._partial[key] = got  # type: ignore[assignment]
+        return self._partial[key]  # type: ignore[return-value]
 
     def try_entries(self, name: str) -> list[dict]:
         """Like entries() but a corrupt optional image becomes a problem, not an error."""
@@ -409,6 +433,21 @@ class Checkpoint:
                     out.setdefault(fid, {"type": ftype, "id": fid, key: e})
             self._files = out
         return self._files
+
+    def reg_files(self) -> dict[int, dict]:
+        """Like :meth:`files` for naming regular files (a mapping's, a task's exe, cwd, root):
+        the same entries by id, but of each only its id and ``reg.name`` are decoded."""
+        if self._files is not None:
+            return self._files
+        if self._reg_files is None:
+            out: dict[int, dict] = {}
+            for e in self.entries_only("files.img", _FILE_NAME):
+                out[e.get("id", 0)] = e
+            for e in self.entries_only(FILE_KINDS[1][1], _REG_NAME):  # reg-files.img (CRIU < 4)
+                fid = e.get("id", 0)
+                out.setdefault(fid, {"type": 1, "id": fid, "reg": e})
+            self._reg_files = out
+        return self._reg_files
 
     def remaps(self) -> dict[int, dict]:
         return {e.get("orig_id"): e for e in self.entries("remap-fpath.img")}

@@ -251,27 +251,36 @@ def parse_image(data: bytes, path: str | None = None) -> Image:
     return img
 
 
-def parse_first(data: bytes, only: dict, path: str | None = None) -> dict | None:
-    """The first entry of a one-message-per-entry image, decoded through the field filter ONLY
-    (see :func:`~pensieve.formats.criu.protobuf.decode`); None when the image has no entries.
+def parse_partial(data: bytes, only: dict, path: str | None = None, first: bool = False) -> list[dict]:
+    """The entries of an image of plain entries (no payloads after them), each decoded through
+    the field filter ONLY (see :func:`~pensieve.formats.criu.protobuf.decode`); with FIRST, the
+    first entry only (the others are framed, not decoded).
 
-    For views that need a few fields of a big entry (a task's state out of its core, the exe of
-    its mm).  The framing of every entry is checked as :func:`parse_image` does; the fields left
-    out are not decoded, so damage inside them goes unnoticed here (not in :func:`parse_image`)."""
+    For views that need a few fields of big entries (a task's state out of its core, the exe of
+    its mm, file names out of files.img).  The framing of every entry is checked as
+    :func:`parse_image` does; the fields left out are not decoded, so damage inside them goes
+    unnoticed here (not in :func:`parse_image`)."""
     magic, pos = image_magic(data, path)
     message = MAGICS[MAGIC_BY_NAME[magic]][1]
     if message is None or magic in _OPAQUE_EXTRA or magic in _EXTRA_PAYLOAD or magic == "PAGEMAP":
-        raise CriuImageError(f"{magic} entries are not decoded one by one", path, pos)
-    first = None
+        raise CriuImageError(f"{magic} entries are not decoded field by field", path, pos)
+    out: list[dict] = []
     while pos < len(data):
         p, q = _next_entry(data, pos, path)
-        if first is None:
+        if not (first and out):
             try:
-                first = decode(data, message, SCHEMAS, p, q, 0, only)
+                out.append(decode(data, message, SCHEMAS, p, q, 0, only))
             except ProtobufError as exc:
                 raise CriuImageError(f"bad {message}: {exc.message}", path, exc.offset) from None
         pos = q
-    return first
+    return out
+
+
+def parse_first(data: bytes, only: dict, path: str | None = None) -> dict | None:
+    """The first entry of an image through the field filter ONLY (:func:`parse_partial`), None
+    when the image has no entries."""
+    got = parse_partial(data, only, path, first=True)
+    return got[0] if got else None
 
 
 #: image types whose entries carry a payload after them (parse_first does not frame those)
