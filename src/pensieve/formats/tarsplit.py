@@ -27,6 +27,7 @@ import base64
 import binascii
 import gzip
 import json
+import struct
 import zlib
 from binascii import a2b_base64 as _a2b_base64
 from collections.abc import Iterator
@@ -403,6 +404,10 @@ def _pax_records(data: bytes) -> dict[bytes, bytes]:
 
 
 _ZERO_BLOCK = bytes(BLOCK)
+#: the fields of a header block, to its prefix: name mode uid gid size mtime chksum typeflag
+#: linkname magic+version uname gname devmajor devminor prefix
+_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
+_EXTENDED = b"xgLK"  # typeflags of blocks that only carry data for the next header
 
 
 class HeaderParser:
@@ -433,6 +438,8 @@ class HeaderParser:
         if self._skip:
             self._take_skip()
         buf = self._buf
+        if len(buf) == BLOCK and buf[156] not in _EXTENDED:
+            return self._plain_header(entry)
         pos = 0
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
@@ -527,6 +534,63 @@ class HeaderParser:
                 f"file entry {entry.position} is {entry.name!r}, its header names {hdr.name!r}"
             )
         self._skip = -hdr.size % BLOCK if hdr.size else 0
+        return hdr
+
+    def _plain_header(self, entry: Entry) -> TarHeader:
+        """header() when the segments held one block, not an extended one (most members): the
+        same checks and the same result, with the fields split in one call."""
+        block = bytes(self._buf)
+        if block == _ZERO_BLOCK:
+            raise TarSplitError(f"end-of-archive block before file entry {entry.position}")
+        (
+            name,
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+            chksum,
+            flag,
+            linkname,
+            magic,
+            uname,
+            gname,
+            major,
+            minor,
+            prefix,
+        ) = _FIELDS.unpack_from(block)
+        unsigned = (_adler32(block[:256]) & 0xFFFF) + (_adler32(block[256:]) & 0xFFFF) - 2
+        if _number(chksum) != unsigned - sum(chksum) + 8 * 32:
+            raise TarSplitError(f"bad header checksum before file entry {entry.position}")
+        size = _number(size)
+        del self._buf[:]
+        fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
+        name = name.partition(b"\0")[0]
+        if magic[:6] == b"ustar\0":
+            prefix = prefix.partition(b"\0")[0]
+            if prefix:
+                name = prefix + b"/" + name
+        hdr = TarHeader(
+            name,
+            flag,
+            _number(mode),
+            _number(uid),
+            _number(gid),
+            size,
+            float(_number(mtime)),
+            linkname.partition(b"\0")[0],
+            uname.partition(b"\0")[0].decode("utf-8", "replace"),
+            gname.partition(b"\0")[0].decode("utf-8", "replace"),
+            _number(major) if fmt != "v7" else 0,
+            _number(minor) if fmt != "v7" else 0,
+            format=fmt,
+        )
+        if size != entry.size:
+            raise TarSplitError(f"file entry {entry.position} says {entry.size} bytes, its header {size}")
+        raw = entry.name_bytes or b""
+        if name != raw and clean_name(name) != clean_name(raw):
+            raise TarSplitError(f"file entry {entry.position} is {entry.name!r}, its header names {name!r}")
+        self._skip = -size % BLOCK if size else 0
         return hdr
 
     def finish(self) -> bool:
