@@ -32,9 +32,12 @@ import mmap
 import os
 import re
 import stat
+import struct
 
 from ..._record import field, record
 from .images import (
+    IMG_COMMON,
+    MAGIC_BY_NAME,
     MAX_IMAGE_SIZE,
     CriuImageError,
     Image,
@@ -43,6 +46,10 @@ from .images import (
     parse_partial,
     read_file_bytes,
 )
+from .protobuf import ProtobufError, decode
+from .schemas import SCHEMAS
+
+_U32 = struct.Struct("<I")
 
 PAGE_SIZE = 4096
 
@@ -111,6 +118,74 @@ MAX_PARENT_DEPTH = 64
 MAX_READ = 256 << 20
 
 _PID_IMAGE = re.compile(r"^(core|mm|pagemap|fs|ids|creds|utsns)-(\d+)\.img$")
+
+
+_PAGEMAP_HEAD = struct.pack("<II", IMG_COMMON, MAGIC_BY_NAME["PAGEMAP"])
+_M32, _M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
+
+
+def _fast_pagemap(data: bytes) -> tuple[int, list[tuple[int, int, int, int]]] | None:
+    """(pages_id, [(vaddr, nr_pages, flags, entry offset)]) of a pagemap image written the usual
+    way (pagemap_head, then entries holding only pagemap_entry's own varint fields), decoded
+    without the generic decoder; None for anything else (the generic decoder then reads it and
+    reports what is wrong).  The same values as parse_image + Checkpoint.pagemap's defaults."""
+    if not data.startswith(_PAGEMAP_HEAD) or len(data) < 12:
+        return None
+    size = _U32.unpack_from(data, 8)[0]
+    pos = 12 + size
+    if pos > len(data):
+        return None
+    try:
+        pages_id = decode(data, "pagemap_head", SCHEMAS, 12, pos).get("pages_id", 0)
+    except ProtobufError:
+        return None
+    out = []
+    n = len(data)
+    while pos < n:
+        entry_at = pos
+        if n - pos < 4:
+            return None
+        p = pos + 4
+        q = p + _U32.unpack_from(data, pos)[0]
+        if q > n:
+            return None
+        vaddr, nr, compat, flags, in_parent = 0, None, None, None, False
+        while p < q:
+            key = data[p]
+            if key & 7 or not 8 <= key <= 40 or p + 1 >= q:
+                return None
+            v = data[p + 1]
+            p += 2
+            if v >= 0x80:
+                v &= 0x7F
+                shift = 7
+                while True:
+                    if p >= q or shift >= 70:
+                        return None
+                    b = data[p]
+                    p += 1
+                    v |= (b & 0x7F) << shift
+                    if b < 0x80:
+                        break
+                    shift += 7
+                v &= _M64
+            if key == 8:
+                vaddr = v
+            elif key == 40:
+                nr = v
+            elif key == 32:
+                flags = v & _M32
+            elif key == 16:
+                compat = v & _M32
+            else:
+                in_parent = v != 0
+        if nr is None:
+            nr = compat if compat is not None else 0
+        if flags is None:  # images before the flags field: in_parent or present
+            flags = PE_PARENT if in_parent else PE_PRESENT
+        out.append((vaddr, nr, flags, entry_at))
+        pos = q
+    return pages_id, out
 
 
 @record
@@ -515,24 +590,32 @@ class Checkpoint:
         if pid in self._pagemaps:
             return self._pagemaps[pid]
         name = f"pagemap-{pid}.img"
-        img = self.image(name)
-        if img is None:
-            return None
-        if not img.entries:
-            raise CriuImageError("pagemap without a head", self.file(name))
-        pages_id = img.entries[0].get("pages_id", 0)
+        fast = None
+        if name not in self._cache and name in self.names:
+            fast = _fast_pagemap(self.store.read(name))
+        if fast is not None:
+            pages_id, entries = fast
+        else:
+            img = self.image(name)
+            if img is None:
+                return None
+            if not img.entries:
+                raise CriuImageError("pagemap without a head", self.file(name))
+            pages_id = img.entries[0].get("pages_id", 0)
+            entries = []
+            for e in img.entries[1:]:
+                nr = e["nr_pages"] if "nr_pages" in e else e.get("compat_nr_pages", 0)
+                if "flags" in e:
+                    flags = e["flags"]
+                else:  # images before the flags field: in_parent or present
+                    flags = PE_PARENT if e.get("in_parent") else PE_PRESENT
+                entries.append((e.get("vaddr", 0), nr, flags, e.get("_offset")))
         runs = []
         offset = 0
-        for e in img.entries[1:]:
-            nr = e["nr_pages"] if "nr_pages" in e else e.get("compat_nr_pages", 0)
-            if "flags" in e:
-                flags = e["flags"]
-            else:  # images before the flags field: in_parent or present
-                flags = PE_PARENT if e.get("in_parent") else PE_PRESENT
-            vaddr = e.get("vaddr", 0)
+        for vaddr, nr, flags, entry_at in entries:
             if vaddr % PAGE_SIZE or nr <= 0 or vaddr + nr * PAGE_SIZE > 1 << 64:
                 raise CriuImageError(
-                    f"bad pagemap entry vaddr={vaddr:#x} nr_pages={nr}", self.file(name), e.get("_offset")
+                    f"bad pagemap entry vaddr={vaddr:#x} nr_pages={nr}", self.file(name), entry_at
                 )
             run = PageRun(vaddr, nr, flags, None)
             if flags & PE_PRESENT:
