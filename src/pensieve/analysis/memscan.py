@@ -353,6 +353,16 @@ class _MapIndex:
         self.maps = sorted(maps, key=lambda m: m.start)
         self.starts = [m.start for m in self.maps]
 
+    def span(self, addr: int) -> tuple[MemoryMap | None, int, int]:
+        """(find(addr), lo, hi): find gives the same answer for every address in [lo, hi)."""
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0 and addr < self.maps[i].end:
+            hi = self.maps[i].end
+            if i + 1 < len(self.starts) and self.starts[i + 1] < hi:
+                hi = self.starts[i + 1]
+            return self.maps[i], self.starts[i], hi
+        return None, 0, 0
+
     def find(self, addr: int) -> MemoryMap | None:
         i = bisect.bisect_right(self.starts, addr) - 1
         if i >= 0 and addr < self.maps[i].end:
@@ -448,12 +458,40 @@ def search(
         return
     overlap = max(p.overlap() for p in patterns)
     n = 0
+    printable = _PRINTABLE
     for p, _ in _targets(ck, pids):
-        for addr, buf, start, stop, report in _mapped_windows(ck, p.pid, overlap):
+        pid, comm, vma, span_lo, span_hi = p.pid, False, None, 0, 0
+        mapping = m_start = perms = None
+        for addr, buf, start, stop, report in _mapped_windows(ck, pid, overlap):
             for pat in patterns:
+                label = pat.label
                 for i, length in pat.find_in(buf, start, stop, report):
-                    around = buf[max(start, i - context) : min(stop, i + length + context)]
-                    yield _make_hit(p, addr + (i - start), length, pat.label, around)
+                    # _make_hit, inlined: thousands of hits cost their record and little else
+                    lo, hi = i - context, i + length + context
+                    around = buf[lo if lo > start else start : hi if hi < stop else stop]
+                    a = addr + (i - start)
+                    if comm is False:
+                        comm = p.comm
+                    if not span_lo <= a < span_hi:
+                        vma, span_lo, span_hi = p.idx.span(a)
+                        if vma is None:
+                            mapping = m_start = perms = None
+                        else:
+                            mapping, m_start, perms = vma.path or "[anon]", vma.start, vma.perms
+                    hit = MemoryHit(
+                        pid,
+                        a,
+                        length,
+                        label,
+                        comm,
+                        mapping,
+                        m_start,
+                        perms,
+                        None if vma is None else a - m_start,
+                        around.translate(printable).decode("ascii"),
+                        around.hex(),
+                    )
+                    yield hit
                     n += 1
                     if max_hits is not None and n >= max_hits:
                         return
