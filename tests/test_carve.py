@@ -579,3 +579,44 @@ def test_cli_exit_codes(image, tmp_path):
         shutil.copyfileobj(src, dst, 1 << 20)
     code, _, err = run_cli("carve", raw, "--types", "png")  # the vfat partition is not scanned: said
     assert code == 5 and "fat" in err
+
+
+def test_every_image_format_carves_the_same(tmp_path):
+    """The Docker host disk as raw, split raw, E01 and qcow2: the same carved files (its old
+    config.v2.json / hostconfig.json versions and gzip'd tar-split records in free blocks), and
+    the image files untouched."""
+    disk = Path(__file__).parent / "fixtures" / "disk"
+    raw = tmp_path / "disk.img"
+    with lzma.open(disk / "disk.img.xz") as src, open(raw, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    split = tmp_path / "split"
+    split.mkdir()
+    with open(raw, "rb") as fh:
+        for i, size in enumerate((50 << 20, (49 << 20) | 12345, None), start=1):
+            (split / f"disk.{i:03d}").write_bytes(fh.read() if size is None else fh.read(size))
+    sources = [raw, split / "disk.001", disk / "disk.E01", disk / "disk.qcow2"]
+    before = {s: sha256_file(s) for s in sources}
+    results = []
+    for s in sources:
+        seen = []
+        files, summary = carve(str(s), progress=lambda done, total, seen=seen: seen.append((done, total)))
+        assert seen and seen[-1][0] == seen[-1][1]
+        assert [p.message for p in summary.problems] == [
+            "fat at offset 1048576: allocation unknown, not scanned (--all scans it)"
+        ]
+        results.append([(f.offset, f.length, f.type, f.sha256, f.confidence) for f in files])
+    assert results[0] and all(r == results[0] for r in results)
+    assert {t for _o, _n, t, _h, _c in results[0]} >= {"json", "gzip"}
+    assert {s: sha256_file(s) for s in sources} == before
+
+
+def test_deeply_nested_text_is_not_a_crash():
+    """Python and JSON parsers recurse: a carved script or document nested 200,000 deep is a
+    partial (syntax error) or rejected, never an exception."""
+    script = b"#!/usr/bin/python3\n" + b"(" * 200_000 + b"\n"
+    f = one(script)
+    assert (f.type, f.confidence, f.validation["syntax_ok"]) == ("script", "partial", False)
+    for doc in (b"[\n" + b"[" * 200_000, b'{"a":' * 100_000 + b"\n"):
+        files, summary = carve(block(doc) + bytes(4096))
+        assert not summary.problems
+        assert all(f.confidence != "complete" for f in files)

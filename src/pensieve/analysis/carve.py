@@ -1081,7 +1081,7 @@ def _script(ctx: _Ctx, off: int) -> _Verdict | None:
         try:
             compile(_text(ctx, off, length), "<carved>", "exec", dont_inherit=True)
             details["syntax_ok"] = True
-        except (SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             details["syntax_ok"] = False
             details["syntax_error"] = str(exc)[:200]
     confidence = COMPLETE if how == "zero fill" and details.get("syntax_ok", True) else PARTIAL
@@ -1100,7 +1100,7 @@ def _json(ctx: _Ctx, off: int) -> _Verdict | None:
     details: dict[str, Any] = {"ended_by": how}
     try:
         first = json.loads(lines[0])
-    except ValueError:
+    except (ValueError, RecursionError):
         first = None
     if isinstance(first, (dict, list)) and len(lines) > 1:
         good = bad = 0
@@ -1112,7 +1112,7 @@ def _json(ctx: _Ctx, off: int) -> _Verdict | None:
                 json.loads(line)
                 good += 1
                 last_bad = False
-            except ValueError:
+            except (ValueError, RecursionError):
                 bad += 1
                 last_bad = i == len(lines) - 1
         keys = set(first) if isinstance(first, dict) else set()
@@ -1134,7 +1134,7 @@ def _json(ctx: _Ctx, off: int) -> _Verdict | None:
         json.loads(text)
         details["format"] = "json"
         return _Verdict(length, COMPLETE if how == "zero fill" else PARTIAL, details)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         pos = getattr(exc, "pos", 0)
         if length >= 64 and pos >= len(text.rstrip()) - 1:
             details.update(format="json", failed="document cut")
@@ -1566,7 +1566,7 @@ class Carver:
         ctx = _Ctx(self.src, bound, sp.end, sp.grid)
         try:
             verdict = VALIDATORS[t](ctx, start)
-        except (struct.error, ValueError, IndexError, OverflowError, MemoryError) as exc:
+        except (struct.error, ValueError, IndexError, OverflowError, MemoryError, RecursionError) as exc:
             verdict = None
             self.summary.problems.append(
                 Problem(self.summary.image, f"{t} at {start}: validator failed: {exc}")
