@@ -212,6 +212,13 @@ def decode(
                 out.setdefault("_unknown", []).append(number)
             else:
                 out["_skipped"] = True
+                if wire == 2 and key < 0x80:
+                    # the rest of a run of this repeated field (sigactions, VMAs) in a tight loop;
+                    # anything unusual is left to the main loop, which reports it
+                    while pos + 1 < end and buf[pos] == key and (value := buf[pos + 1]) < 0x80:
+                        if value > end - pos - 2:
+                            break
+                        pos += 2 + value
             continue
         if field is None:
             out.setdefault("_unknown", []).append(number)
