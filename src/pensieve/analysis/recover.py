@@ -1484,3 +1484,48 @@ def recover(
     journal = dict(r.journal_info)
     journal["orphan_list"] = r._orphans
     return RecoverReport(files=files, journal=journal, problems=problems)
+
+
+def block_owners(evidence) -> Callable[[int], tuple[int, str] | None] | None:
+    """Which deleted file the journal says last mapped a filesystem block: ``block -> (inode,
+    path)`` or None.  For the carver: a carved run starting at a block a deleted file mapped gets
+    that file's inode and path.  Content is not read; None when the filesystem has no journal."""
+    r = Recovery(evidence)
+    try:
+        r._open_journal()
+    except Exception:  # noqa: BLE001 - no journal (ext2) or unreadable: the carver goes without
+        return None
+    if r.jsb is None:
+        return None
+    r._scan_journal()
+    r._own_unowned()
+    r._scan_inode_table()
+    fs = r.fs
+    incs: list[Incarnation] = []
+    paths: dict[tuple[int, int], str] = {}
+    for ino, d in r.incs.items():
+        if ino < fs.first_ino:
+            continue
+        for inc in d.values():
+            if inc.mapped is None:
+                continue
+            rec = r._describe(inc)
+            if rec is not None:
+                incs.append(inc)
+                paths[(ino, inc.mapped[0])] = rec.path
+    r._build_claims(incs)
+    claims, starts, maxend = r._claims, r._claim_starts, r._claim_maxend
+
+    def owner(block: int) -> tuple[int, str] | None:
+        best = None
+        i = bisect.bisect_right(starts, block) - 1
+        while i >= 0 and maxend[i] > block:
+            s, e, seq, ino = claims[i]
+            if s <= block < e and (best is None or seq > best[0]):
+                best = (seq, ino)
+            i -= 1
+        if best is None:
+            return None
+        return best[1], paths.get((best[1], best[0]), f"<inode {best[1]}>")
+
+    return owner
