@@ -569,3 +569,129 @@ def test_schemas_and_magics_match_pycriu(tmp_path):
             if (name, number) == ("sk_packet_entry", 128):  # ucred: newer than CRIU 4.2.1
                 continue
             assert theirs[number] == [f.name, f.repeated], (name, number)
+
+
+# ---- the fast paths read what the generic ones read ----------------------------------------------
+
+
+def _same_as_full(part: dict, full: dict, only: dict | None, message: str) -> bool:
+    """PART (MESSAGE decoded through the filter ONLY) holds FULL's values of those fields, and no
+    others; ``_skipped`` says some were left out."""
+    from pensieve.formats.criu.schemas import SCHEMAS
+
+    full = {k: v for k, v in full.items() if k != "_offset"}
+    if only is None:
+        return part == full
+    number = {f.name: n for n, f in SCHEMAS[message].items()}
+    kept = {k: v for k, v in full.items() if k == "_unknown" or number[k] in only}
+    if len(kept) < len(full) and not part.get("_skipped"):
+        return False
+    got = {k: v for k, v in part.items() if k != "_skipped"}
+    if set(got) != set(kept):
+        return False
+    for k, v in got.items():
+        sub = None if k == "_unknown" else SCHEMAS[message][number[k]]
+        if isinstance(v, dict) and sub is not None and sub.message:
+            if not _same_as_full(v, kept[k], only[number[k]], sub.message):
+                return False
+        elif v != kept[k]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", DUMPS)
+def test_filtered_decodes_match_full_ones(dumps, name):
+    from pensieve.formats.criu.checkpoint import _FILE_NAME
+    from pensieve.formats.criu.images import parse_first, parse_partial
+
+    d = dumps / name
+    checked = 0
+    filters = {
+        "core-": [memory._CORE_PS, memory._CORE_STATE, {3: {6: None}}, {}],
+        "mm-": [memory._MM_STRINGS, memory._MM_EXE],
+        "files.img": [_FILE_NAME],
+    }
+    for prefix, only_list in filters.items():
+        for path in sorted(d.glob(prefix + "*")):
+            data = path.read_bytes()
+            full = parse_image(data, str(path)).entries
+            for only in only_list:
+                message = {"c": "core_entry", "m": "mm_entry"}.get(path.name[0], "file_entry")
+                part = parse_partial(data, only, str(path))
+                assert len(part) == len(full)
+                for a, b in zip(part, full, strict=True):
+                    assert _same_as_full(a, b, only, message), path
+                    assert bool(a) == bool({k: v for k, v in b.items() if k != "_offset"})  # empty = empty
+                first = parse_first(data, only, str(path))
+                assert first == (part[0] if part else None)
+                checked += 1
+    assert checked > 30
+    # the views read through filters give what full decodes give
+    ck = Checkpoint(d)
+    for p in memory.processes(ck):
+        core = ck.entries(f"core-{p.pid}.img")[0]
+        assert p.comm == core["tc"].get("comm") and p.state == memory.TASK_STATES[core["tc"]["task_state"]]
+    names = {fid: f.get("reg", {}).get("name") for fid, f in ck.files().items()}
+    assert {fid: f.get("reg", {}).get("name") for fid, f in Checkpoint(d).reg_files().items()} == names
+
+
+@pytest.mark.parametrize("name", DUMPS)
+def test_pagemaps_read_fast_like_the_generic_decoder(dumps, name, tmp_path, monkeypatch):
+    from pensieve.formats.criu import checkpoint as ckmod
+
+    def runs(ck, pid):
+        try:
+            got = ck.pagemap(pid)
+        except CriuImageError as exc:
+            return str(exc)
+        return got and (got[0], [to_dict(r) for r in got[1]], list(ck.problems))
+
+    shutil.copytree(dumps / name, tmp_path / "ck")
+    pids = sorted(int(p.name[8:-4]) for p in (tmp_path / "ck").glob("pagemap-*.img"))
+    rnd = __import__("random").Random(7)
+    for round_ in range(200):
+        pid = pids[round_ % len(pids)]
+        path = tmp_path / "ck" / f"pagemap-{pid}.img"
+        orig = (dumps / name / path.name).read_bytes()
+        data = bytearray(orig)
+        if round_ >= len(pids):  # first every pagemap as it is, then damaged ones
+            for _ in range(rnd.randint(1, 3)):
+                data[rnd.randrange(8, len(data))] = rnd.randrange(256)
+        path.write_bytes(bytes(data))
+        fast = runs(Checkpoint(tmp_path / "ck"), pid)
+        if round_ < len(pids):
+            assert ckmod._fast_pagemap(bytes(data)) is not None
+        with monkeypatch.context() as m:
+            m.setattr(ckmod, "_fast_pagemap", lambda data: None)
+            assert runs(Checkpoint(tmp_path / "ck"), pid) == fast
+        path.write_bytes(orig)
+
+
+@pytest.mark.parametrize("name", DUMPS)
+def test_mapped_windows_are_the_copied_windows(dumps, name):
+    from pensieve.analysis import memscan
+
+    ck = Checkpoint(dumps / name)
+    regexes = [
+        rb"SECRET_[A-Z]+=\S*",  # a literal prefix: found with find, matched there
+        rb"(?<=T)OKEN",  # lookbehind at a window's start
+        rb"^.{0,3}SEC",  # the window's start is the string's start
+        rb"[A-Z]{4,}_?",
+        rb"SEC(RET)?_\w*$",
+    ]
+    pats = [memscan.Pattern.compile(r.decode()) for r in regexes]
+    pats += memscan.Pattern.string("SECRET") + [memscan.Pattern.hex("00 00 00 01")]
+    for chunk in (4096, 3 * 4096 + 5, memscan.CHUNK):
+        for overlap in (0, 5, 4096):
+            for t, _ in memscan._targets(ck, None):
+                copied = list(memscan._windows(ck, t.pid, overlap, chunk))
+                mapped = memscan._mapped_windows(ck, t.pid, overlap, chunk)  # maps live while it runs
+                for (a, data, report), (b, buf, start, stop, rep) in zip(copied, mapped, strict=True):
+                    assert (a, data, report) == (b, bytes(buf[start:stop]), rep - start)
+                    if overlap == 4096 and chunk == 4096:
+                        for p in pats:
+                            want = list(p.finditer(data, report))
+                            assert [(i - start, n) for i, n in p.find_in(buf, start, stop, rep)] == want
+    assert memscan.Pattern.compile("SECRET_[A-Z]+")._prefix() == b"SECRET_"
+    assert memscan.Pattern.compile("(?i)SECRET")._prefix() is None
+    assert memscan.Pattern.compile("S|SECRET")._prefix() is None

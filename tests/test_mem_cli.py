@@ -227,3 +227,31 @@ def test_help_lists_every_view(capsys):
         "changes",
     ):
         assert v in out
+
+
+def test_search_json_is_what_emit_writes(capsys, dumps):
+    """The search's own JSON writer gives emit's bytes, odd values (falling back) included."""
+    import io
+
+    from pensieve.analysis import memscan
+    from pensieve.formats.criu import Checkpoint
+    from pensieve.output.render import emit
+
+    ck = Checkpoint(dumps / "after")
+    hits = list(
+        memscan.search(ck, memscan.Pattern.string("SECRET") + [memscan.Pattern.compile(r"\x00\x01.")])
+    )
+    assert len(hits) > 10
+    odd = [
+        memscan.MemoryHit(1, 2, 3, 'q"uo\\te\n\u00e9\ud800', None, '/x "y"', 0, "rw-p", 2, "a\\b", "00"),
+        memscan.MemoryHit(1, 2**64 - 1, 0, "p", "c"),
+        memscan.MemoryHit(1, 2, 3, "r:s", rule="r", tags=["t"], meta={"k": 1}),
+        memscan.MemoryHit(True, 2, 3, "p"),
+        memscan.MemoryHit(1, 2, 3, b"bytes"),
+    ]
+    for batch in (hits, odd, []):
+        for fmt in ("json", "jsonl"):
+            ours, theirs = io.StringIO(), io.StringIO()
+            assert mem._emit_hits_json(iter(batch), fmt, ours) == len(batch)
+            emit(iter(batch), fmt, out=theirs)
+            assert ours.getvalue() == theirs.getvalue(), fmt
