@@ -19,6 +19,7 @@ Every length is checked against the buffer before use: a corrupt message raises
 
 from __future__ import annotations
 
+import re
 import struct
 
 from ..._record import record
@@ -134,6 +135,10 @@ def _fixed(kind: str, raw: bytes | memoryview) -> int | float:
     return _F64.unpack(raw)[0]
 
 
+#: key byte -> a regex matching a varint and the run of (key, varint) after it: what a filtered
+#: decode skips in C
+_VARINT_RUNS: dict[int, re.Pattern] = {}
+
 #: per schema (by identity, the schema kept alive): number -> (name, kind, repeated, message, wire)
 _PLANS: dict[int, tuple[Schema, dict[int, tuple]]] = {}
 
@@ -180,6 +185,22 @@ def decode(
         number, wire = key >> 3, key & 7
         if number == 0 or number > 0x1FFFFFFF:
             raise ProtobufError(f"invalid field number {number}", key_at)
+        if wire == 0 and only is not None and key < 0x80 and number not in only and number in plan:
+            # a known varint the filter leaves out, and the run of it that may follow (repeated:
+            # mm_saved_auxv), skipped by a regex: complete varints of at most 10 bytes, each after
+            # the same key.  Not one complete varint: the general path below reports it.
+            run = _VARINT_RUNS.get(key)
+            if run is None:
+                run = _VARINT_RUNS[key] = re.compile(
+                    rb"[\x80-\xff]{0,9}[\x00-\x7f](?:"
+                    + re.escape(bytes([key]))
+                    + rb"[\x80-\xff]{0,9}[\x00-\x7f])*"
+                )
+            m = run.match(buf, pos, end)
+            if m is not None:
+                out["_skipped"] = True
+                pos = m.end()
+                continue
         # read the raw value
         if wire == 0:
             if pos < end and (value := buf[pos]) < 0x80:
