@@ -505,9 +505,29 @@ def _emit_hits_json(hits, fmt: str, out=None) -> int:
 
     n = 0
     if fmt == "jsonl":
-        for h in hits:
-            out.write(line(h) + "\n")
-            n += 1
+        try:
+            tty = out.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        # lines go out in blocks of ~64 KiB (one write each, even on an unbuffered stdout) but
+        # at once to a terminal, and whatever was found is written before an error goes up
+        pending: list[str] = []
+        size = 0
+        try:
+            for h in hits:
+                text_line = line(h) + "\n"
+                n += 1
+                if tty:
+                    out.write(text_line)
+                    continue
+                pending.append(text_line)
+                size += len(text_line)
+                if size >= 1 << 16:
+                    out.write("".join(pending))
+                    pending, size = [], 0
+        finally:
+            if pending:
+                out.write("".join(pending))
         return n
     items = list(hits)  # like emit: nothing is written when the search fails half-way
     out.write("[" + ", ".join(line(h) for h in items) + "]\n")
