@@ -28,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import queue
 import re
 import stat as statmod
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -320,7 +322,10 @@ def _rebuild(v: LayerVerdict, record, checker: _LayerChecker, sink: Sink | None)
             finally:
                 v.entries = entries
                 v.payload_bytes = payload_bytes
-                out.flush()  # all that was rebuilt reaches the sink, even when the record breaks off
+                try:
+                    out.flush()  # all that was rebuilt reaches the sink, even when the record breaks off
+                finally:
+                    out.close()
     except TarSplitError as exc:
         v.reason = f"corrupt tar-split record: {exc}"
         return v
@@ -357,10 +362,24 @@ def _octal(mode: int) -> str:
     return f"{mode & 0o7777:04o}"
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: hash full buffers on a second thread (hashlib lets go of the GIL while it hashes)
+_HASH_THREAD = _cpus() > 1
+_BUFFERS = 3  # buffers of a stream with a hashing thread: one filling, the others being hashed
+
+
 class _Stream:
-    """The rebuilt tar stream: gathered in a 1 MiB buffer that is hashed (and handed to the sink)
-    when full, so that a layer of small files costs a few thousand hash updates, not two per file.
-    """
+    """The rebuilt tar stream: gathered in 1 MiB buffers that are hashed (and handed to the sink)
+    when full, so that a layer of small files costs a hundred hash updates per 100 MiB, not two
+    per file.  From the second buffer on (a layer bigger than 1 MiB, more than one CPU) full
+    buffers are hashed by a thread of the stream while the next one fills; the sink is always
+    called from the caller's thread, in stream order.  Memory: at most three buffers."""
 
     def __init__(self, sink: Sink | None) -> None:
         self.sha = hashlib.sha256()
@@ -369,71 +388,117 @@ class _Stream:
         self.view = memoryview(self.buf)
         self.pos = 0  # bytes of buf not yet hashed
         self.size = 0  # bytes of the stream so far
+        self._thread: threading.Thread | None = None
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()  # (buffer view, chunk) | None
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # buffer views hashed
+        self._buffers = 1
+        self._error: BaseException | None = None
+
+    def _hash_loop(self) -> None:
+        todo, free, update = self._todo, self._free, self.sha.update
+        try:
+            while (item := todo.get()) is not None:
+                update(item[1])
+                item[1].release()
+                free.put(item[0])
+        except BaseException as exc:  # handed to the caller's thread by close()
+            self._error = exc
+            free.put(None)
 
     def flush(self) -> None:
-        if self.pos:
-            chunk = self.view[: self.pos]
-            self.pos = 0
+        pos = self.pos
+        if not pos:
+            return
+        self.pos = 0
+        chunk = self.view[:pos]
+        if self.sink is not None:
+            self.sink(chunk)
+        if self._thread is None and (pos < _CHUNK or not _HASH_THREAD):
             self.sha.update(chunk)
-            if self.sink is not None:
-                self.sink(chunk)
             chunk.release()
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._hash_loop, name="verify-sha256", daemon=True)
+            self._thread.start()
+        self._todo.put((self.view, chunk))
+        if self._buffers < _BUFFERS:
+            self._buffers += 1
+            self.buf = bytearray(_CHUNK)
+            self.view = memoryview(self.buf)
+        else:
+            view = self._free.get()
+            if view is None:
+                self.close()
+            self.view = view
+            self.buf = view.obj
+
+    def close(self) -> None:
+        """Wait for the hashing thread: self.sha then covers all that was flushed."""
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
 
     def write(self, data: bytes) -> None:
         n = len(data)
         pos = self.pos
-        if pos + n > _CHUNK:
-            self.flush()
-            pos = 0
-            if n > _CHUNK:
-                self.sha.update(data)
-                if self.sink is not None:
-                    self.sink(data)
-                self.size += n
-                return
-        self.view[pos : pos + n] = data
-        self.pos = pos + n
+        if pos + n <= _CHUNK:
+            self.view[pos : pos + n] = data
+            self.pos = pos + n
+            self.size += n
+            return
+        src = memoryview(data)
+        done = 0
+        while done < n:
+            if self.pos == _CHUNK:
+                self.flush()
+            take = min(n - done, _CHUNK - self.pos)
+            self.view[self.pos : self.pos + take] = src[done : done + take]
+            self.pos += take
+            done += take
+        src.release()
         self.size += n
 
-    def read(self, readinto: Callable[[memoryview], int | None], size: int) -> tuple[int, int]:
-        """Append a file read to its end by READINTO (SIZE bytes expected): (bytes, CRC-64).
+    def read(self, size: int, fd: int = -1, readinto: Callable[[memoryview], int | None] | None = None):
+        """Append a file read to its end (from FD, or by READINTO) and return (bytes, CRC-64).
 
-        Asks for one byte more than expected, so that a file of the expected size is read with
-        one call (a regular file comes back short only at its end) and a grown one shows."""
+        Asks for one byte more than the SIZE expected, so that a file of the expected size is
+        read with one call (a regular file comes back short only at its end), a grown one shows.
+        """
         got = 0
         value = 0
         view = self.view
-        crc = crc64_iso
-        while True:
-            pos = self.pos
-            if pos == _CHUNK:
-                self.flush()
-                pos = 0
-            want = _CHUNK - pos
-            left = size - got + 1
-            if 0 < left < want:
-                want = left
-            target = view[pos : pos + want]
-            n = readinto(target)
-            target.release()
-            if not n:
-                break
-            value = crc(view[pos : pos + n], value)
-            self.pos = pos + n
-            self.size += n
-            got += n
-            if got == size and n < want:
-                break  # short of the byte asked for beyond the expected size: at the end
+        pos = self.pos
+        try:
+            while True:
+                if pos == _CHUNK:
+                    self.flush()  # the next buffer: another one when a thread hashes
+                    view = self.view
+                    pos = 0
+                want = _CHUNK - pos
+                left = size - got + 1
+                if 0 < left < want:
+                    want = left
+                target = view[pos : pos + want]
+                n = _readv(fd, (target,)) if readinto is None else readinto(target)
+                if not n:
+                    break
+                value = _crc(target[:n], value)
+                pos += n
+                self.pos = pos
+                got += n
+                if got == size and n < want:
+                    break  # short of the byte asked for beyond the expected size: at the end
+        finally:
+            self.size += got  # what reached the stream, also when a read fails half way
         return got, value
 
 
-def _reader(fd: int) -> Callable[[memoryview], int]:
-    def readinto(buf: memoryview) -> int:
-        return os.readv(fd, (buf,))
-
-    return readinto
-
-
+_readv = os.readv
+_S_ISREG = statmod.S_ISREG
+_crc = crc64_iso
 _MAX_DIR_FDS = 64  # directory fds a checker keeps open (tar order visits a directory at a time)
 
 
@@ -463,6 +528,7 @@ class _LayerChecker:
         self.fds: dict[str, int] = {}  # relative directory path -> open fd ("" the layer root)
         self.top_fd: int | None = None
         if isinstance(ev, DirectoryEvidence):
+            self._open_at = ev.open_at
             try:
                 self.top_fd = ev.open_dir_fd(top)
             except (EvidenceError, OSError):
@@ -484,11 +550,14 @@ class _LayerChecker:
 
     def _note(self, rel: str) -> None:
         self.seen.add(rel)
+        self._note_parents(rel.rpartition("/")[0])
+
+    def _note_parents(self, rel: str) -> None:
+        """REL and its ancestors hold entries of the record."""
         parents = self.parents
-        parent = rel.rpartition("/")[0]
-        while parent and parent not in parents:
-            parents.add(parent)
-            parent = parent.rpartition("/")[0]
+        while rel and rel not in parents:
+            parents.add(rel)
+            rel = rel.rpartition("/")[0]
 
     def _dir_fd(self, rel: str) -> int | None:
         """An fd of the layer directory REL, reached component by component (None: not a
@@ -507,7 +576,7 @@ class _LayerChecker:
         if pfd is None:
             return None
         try:
-            fd = self.ev.open_at(pfd, name, directory=True)  # type: ignore[attr-defined]
+            fd = self._open_at(pfd, name, directory=True)
         except OSError:
             return None
         self.fds[rel] = fd
@@ -517,21 +586,23 @@ class _LayerChecker:
         """Check one file entry; append its payload to OUT; return the bytes appended."""
         if hdr.typeflag == b"g":
             return 0  # a global PAX header Go's reader handed out as a member: nothing on disk
-        if b".." in raw and any(p == b".." for p in raw.split(b"/")):
+        if raw.find(b"..") >= 0 and any(p == b".." for p in raw.split(b"/")):
             self._problem(
                 raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer"
             )
             return 0
         rel = clean_name(raw).decode("utf-8", "surrogateescape")
-        base = rel.rpartition("/")[2]
+        parent, _, base = rel.rpartition("/")
         if base.startswith(".wh."):
             if self.overlay:
                 return self._whiteout(rel, base, hdr)
             if not self.diff_format:
                 return 0  # a snapshot holds the deletion itself: nothing to read
-        self._note(rel)
+        self.seen.add(rel)
+        if parent and parent not in self.parents:
+            self._note_parents(parent)
         if self.top_fd is not None and base:
-            done = self._entry_fd(rel, base, hdr, size, crc, out)
+            done = self._entry_fd(rel, parent, base, hdr, size, crc, out)
             if done is not None:
                 return done
         host = self._host(rel)
@@ -578,11 +649,10 @@ class _LayerChecker:
         return emitted
 
     def _entry_fd(
-        self, rel: str, name: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
+        self, rel: str, parent: str, name: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
     ) -> int | None:
         """A file or directory entry checked through fds (the bytes appended to OUT), or None
         (nothing checked, nothing appended) for the general path to take it."""
-        parent = rel[: -len(name) - 1] if len(rel) > len(name) else ""
         pfd = self.fds.get(parent)
         if pfd is None:
             pfd = self._dir_fd(parent)
@@ -593,27 +663,27 @@ class _LayerChecker:
         except OSError:
             return None
         mode = st.st_mode
-        kind = hdr.kind
-        if kind == "file" and statmod.S_ISREG(mode):
+        flag = hdr.typeflag
+        if (flag == b"0" or flag == b"\0" or flag == b"7") and _S_ISREG(mode):  # kind "file"
             try:
-                fd = self.ev.open_at(pfd, name)  # type: ignore[attr-defined]
+                fd = self._open_at(pfd, name)
             except OSError:
                 return None
             try:
-                if not statmod.S_ISREG(os.fstat(fd).st_mode):
+                if not _S_ISREG(os.fstat(fd).st_mode):
                     return None  # replaced since the lstat (live host)
-                emitted = 0
+                got = 0
                 if size:
-                    got, value = out.read(_reader(fd), size)
-                    emitted = got
-                    self._payload_result(rel, size, crc, got, value)
+                    got, value = out.read(size, fd)
+                    if got != size or (crc is not None and value.to_bytes(8, "big") != crc):
+                        self._payload_result(rel, size, crc, got, value)
                 elif st.st_size:  # Docker reads nothing for a size-0 entry
                     self._problem(rel, "size", "size differs", 0, st.st_size, self._host(rel))
                 self._metadata_fd(rel, hdr, st, fd)
-                return emitted
+                return got
             finally:
                 os.close(fd)
-        if kind == "dir" and statmod.S_ISDIR(mode):
+        if flag == b"5" and statmod.S_ISDIR(mode):  # kind "dir"
             fd = self._dir_fd(rel)
             if fd is None:
                 return None
@@ -675,7 +745,7 @@ class _LayerChecker:
         before = out.size
         try:
             with self.ev.open(host) as fh:
-                got, value = out.read(fh.readinto, size)
+                got, value = out.read(size, readinto=fh.readinto)
         except (EvidenceError, OSError) as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=host)
             return out.size - before

@@ -154,7 +154,12 @@ def _entry(doc, index: int) -> Entry:
     if type(position) is not int:
         raise TarSplitError(f"entry {index}: position is not an integer")
     if kind == SEGMENT:
-        payload = _b64(doc.get("payload"), "segment payload", position)
+        payload = doc.get("payload")
+        if payload is not None:
+            try:  # _b64's first step, inline for the most frequent entry
+                payload = _a2b_base64(payload, strict_mode=True)
+            except (binascii.Error, ValueError, TypeError):
+                payload = _b64(payload, "segment payload", position)
         return Entry(SEGMENT, position, payload or b"")
     if kind == FILE:
         size = doc.get("size", 0)
@@ -189,8 +194,9 @@ _READ = 1 << 20
 _scan = json.JSONDecoder().scan_once
 
 
-def _lines(stream: BinaryIO) -> Iterator[tuple[dict | None, bytes | None]]:
-    """(JSON object, None) for each regular line, (None, raw line) for anything else.
+def _blocks(stream: BinaryIO) -> Iterator[list[dict | bytes]]:
+    """The record's lines, a list per block read: a JSON object (dict) for each regular line, the
+    raw line (bytes) for anything else.
 
     A line is regular when it starts with ``{`` and the scanner ends exactly at its newline: then
     the object is what ``json.loads(line)`` returns.  Every other line (blank, odd whitespace,
@@ -202,14 +208,15 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[dict | None, bytes | None]]:
         block = stream.read(_READ)
         if not block:
             if carry:
-                yield None, carry
+                yield [carry]
             return
         data = carry + block if carry else block
         if carry and data.find(b"\n") >= MAX_LINE:  # the carried line grew too long
-            yield None, data[:MAX_LINE]
+            yield [data[:MAX_LINE]]
             return
         cut = data.rfind(b"\n") + 1
         carry = data[cut:]
+        items: list[dict | bytes] = []
         if cut:
             try:
                 text = str(memoryview(data)[:cut], "utf-8", "surrogatepass")
@@ -219,9 +226,10 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[dict | None, bytes | None]]:
                 pos = 0
                 while pos < cut:
                     nl = data.index(b"\n", pos) + 1
-                    yield None, data[pos:nl]
+                    items.append(data[pos:nl])
                     pos = nl
             else:
+                add = items.append
                 pos = 0
                 size = len(text)  # characters: fewer than cut when not ASCII
                 find = text.find
@@ -233,14 +241,16 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[dict | None, bytes | None]]:
                         except (StopIteration, ValueError):
                             end = -1
                         if end == nl:
-                            yield doc, None
+                            add(doc)
                             pos = nl + 1
                             continue
-                    yield None, text[pos : nl + 1].encode("utf-8", "surrogatepass")
+                    add(text[pos : nl + 1].encode("utf-8", "surrogatepass"))
                     pos = nl + 1
         if len(carry) >= MAX_LINE:
-            yield None, carry[:MAX_LINE]
+            items.append(carry[:MAX_LINE])
+            yield items
             return
+        yield items
 
 
 def iter_entries(fh: BinaryIO, gzipped: bool = True) -> Iterator[Entry]:
@@ -252,34 +262,36 @@ def iter_entries(fh: BinaryIO, gzipped: bool = True) -> Iterator[Entry]:
     seen: set[bytes] = set()
     index = 0
     try:
-        for doc, line in _lines(stream):
-            if doc is None:
-                if not line.endswith(b"\n"):
-                    if len(line) >= MAX_LINE:
-                        raise TarSplitError(f"entry {index}: longer than {MAX_LINE} bytes")
-                    if not line.strip():
-                        return
-                elif not line.strip():
-                    continue
-                entry = parse_line(line, index)
-            else:
-                entry = _entry(doc, index)
-            if entry.position != index:
-                raise TarSplitError(f"entry {index} says position {entry.position}: entries out of order")
-            if entry.type == FILE:
-                key = _clean(entry.name_bytes or b"")
-                if key in seen:
-                    raise TarSplitError(f"entry {index}: duplicate file path {entry.name!r}")
-                seen.add(key)
-            index += 1
-            yield entry
+        for items in _blocks(stream):
+            for item in items:
+                if type(item) is dict:
+                    entry = _entry(item, index)
+                else:
+                    if not item.endswith(b"\n"):
+                        if len(item) >= MAX_LINE:
+                            raise TarSplitError(f"entry {index}: longer than {MAX_LINE} bytes")
+                        if not item.strip():
+                            return
+                    elif not item.strip():
+                        continue
+                    entry = parse_line(item, index)
+                if entry.position != index:
+                    raise TarSplitError(f"entry {index} says position {entry.position}: entries out of order")
+                if entry.type == FILE:
+                    key = _clean(entry.name_bytes or b"")
+                    if key in seen:
+                        raise TarSplitError(f"entry {index}: duplicate file path {entry.name!r}")
+                    seen.add(key)
+                index += 1
+                yield entry
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise TarSplitError(f"truncated or corrupt gzip stream after {index} entries: {exc}") from None
 
 
 def _clean(name: bytes) -> bytes:
     """filepath.Clean-like key (duplicate detection, path matching)."""
-    if b"//" not in name and b"/." not in name and not name.startswith(b"."):  # nothing to clean
+    # (find, not `in`: `bytes in bytes` first tries the operand as an int and pays an exception)
+    if name.find(b"//") < 0 and name.find(b"/.") < 0 and not name.startswith(b"."):  # nothing to clean
         return name.strip(b"/")
     parts = []
     for p in name.split(b"/"):
@@ -439,7 +451,9 @@ class HeaderParser:
             self._take_skip()
         buf = self._buf
         if len(buf) == BLOCK and buf[156] not in _EXTENDED:
-            return self._plain_header(entry)
+            hdr = self._plain_header(entry)
+            if hdr is not None:
+                return hdr
         pos = 0
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
@@ -536,9 +550,10 @@ class HeaderParser:
         self._skip = -hdr.size % BLOCK if hdr.size else 0
         return hdr
 
-    def _plain_header(self, entry: Entry) -> TarHeader:
+    def _plain_header(self, entry: Entry) -> TarHeader | None:
         """header() when the segments held one block, not an extended one (most members): the
-        same checks and the same result, with the fields split in one call."""
+        same checks and the same result, with the fields split in one call and read as plain
+        octal numbers (None, nothing consumed, when one is not: header() reads it then)."""
         block = bytes(self._buf)
         if block == _ZERO_BLOCK:
             raise TarSplitError(f"end-of-archive block before file entry {entry.position}")
@@ -559,10 +574,20 @@ class HeaderParser:
             minor,
             prefix,
         ) = _FIELDS.unpack_from(block)
+        try:  # what _number makes of a plain field
+            want = int(chksum.rstrip(b" \0") or b"0", 8)
+            size = int(size.rstrip(b" \0") or b"0", 8)
+            mode = int(mode.rstrip(b" \0") or b"0", 8)
+            uid = int(uid.rstrip(b" \0") or b"0", 8)
+            gid = int(gid.rstrip(b" \0") or b"0", 8)
+            mtime = int(mtime.rstrip(b" \0") or b"0", 8)
+            major = int(major.rstrip(b" \0") or b"0", 8)
+            minor = int(minor.rstrip(b" \0") or b"0", 8)
+        except ValueError:
+            return None
         unsigned = (_adler32(block[:256]) & 0xFFFF) + (_adler32(block[256:]) & 0xFFFF) - 2
-        if _number(chksum) != unsigned - sum(chksum) + 8 * 32:
+        if want != unsigned - sum(chksum) + 8 * 32:
             raise TarSplitError(f"bad header checksum before file entry {entry.position}")
-        size = _number(size)
         del self._buf[:]
         fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
         name = name.partition(b"\0")[0]
@@ -573,16 +598,16 @@ class HeaderParser:
         hdr = TarHeader(
             name,
             flag,
-            _number(mode),
-            _number(uid),
-            _number(gid),
+            mode,
+            uid,
+            gid,
             size,
-            float(_number(mtime)),
+            float(mtime),
             linkname.partition(b"\0")[0],
             uname.partition(b"\0")[0].decode("utf-8", "replace"),
             gname.partition(b"\0")[0].decode("utf-8", "replace"),
-            _number(major) if fmt != "v7" else 0,
-            _number(minor) if fmt != "v7" else 0,
+            major if fmt != "v7" else 0,
+            minor if fmt != "v7" else 0,
             format=fmt,
         )
         if size != entry.size:
