@@ -56,10 +56,10 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ..records import Problem
+from ..util import open_noatime
 from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
 
 _MAX_SYMLINKS = 40
-_NOATIME = getattr(os, "O_NOATIME", 0)
 _CHUNK = 1 << 20  # largest single read from the image
 #: directory entries (name -> stat) kept across all cached directories
 _DIR_CACHE_ENTRIES = 100_000
@@ -124,14 +124,8 @@ def _read_head(path: str, size: int = 4096) -> bytes:
 
 
 def _open_ro(path: str) -> int:
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    if _NOATIME:
-        try:
-            return os.open(path, flags | _NOATIME)
-        except PermissionError:
-            pass
     try:
-        return os.open(path, flags)
+        return open_noatime(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise ImageError(f"cannot open image {path}: {exc.strerror}") from exc
 
@@ -254,7 +248,23 @@ def _make_classes():
         def get_size(self) -> int:
             return self._size
 
-    class EwfImage(pytsk3.Img_Info, _ImageMixin):
+    class _HandleImage(pytsk3.Img_Info, _ImageMixin):
+        """An image read through a libyal handle ``_h`` (pyewf, pyqcow) of media size ``_size``."""
+
+        def close(self) -> None:
+            try:
+                self._h.close()
+            except (OSError, RuntimeError):
+                pass
+
+        def read(self, offset: int, size: int) -> bytes:
+            size = max(0, min(size, self._size - offset))
+            return self._h.read_buffer_at_offset(size, offset) if size else b""
+
+        def get_size(self) -> int:
+            return self._size
+
+    class EwfImage(_HandleImage):
         """EnCase (E01/Ex01) image through libewf."""
 
         def __init__(self, path: str) -> None:
@@ -274,20 +284,7 @@ def _make_classes():
             self._size = self._h.get_media_size()
             super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
 
-        def close(self) -> None:
-            try:
-                self._h.close()
-            except (OSError, RuntimeError):
-                pass
-
-        def read(self, offset: int, size: int) -> bytes:
-            size = max(0, min(size, self._size - offset))
-            return self._h.read_buffer_at_offset(size, offset) if size else b""
-
-        def get_size(self) -> int:
-            return self._size
-
-    class QcowImage(pytsk3.Img_Info, _ImageMixin):
+    class QcowImage(_HandleImage):
         """QEMU qcow (version 1) image through libqcow."""
 
         def __init__(self, path: str) -> None:
@@ -309,19 +306,6 @@ def _make_classes():
                 ) from exc
             self._size = self._h.get_media_size()
             super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
-
-        def close(self) -> None:
-            try:
-                self._h.close()
-            except (OSError, RuntimeError):
-                pass
-
-        def read(self, offset: int, size: int) -> bytes:
-            size = max(0, min(size, self._size - offset))
-            return self._h.read_buffer_at_offset(size, offset) if size else b""
-
-        def get_size(self) -> int:
-            return self._size
 
     class Qcow2Image(pytsk3.Img_Info, _ImageMixin):
         """QEMU qcow2 (versions 2 and 3) read directly: L1/L2 tables, zero clusters, deflate and

@@ -49,32 +49,17 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from ..records import Problem
+from ..util import BZIP2, GZIP, XZ, ZSTD, open_noatime, sniff_compression
 from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
 
 _CHUNK = 1 << 20
 _MAX_SYMLINKS = 40
-_NOATIME = getattr(os, "O_NOATIME", 0)
 #: problems recorded per archive before only counting them
 _MAX_PROBLEMS = 200
-
-GZIP, ZSTD, XZ, BZIP2 = "gzip", "zstd", "xz", "bzip2"
 
 
 class DecompressError(EvidenceError):
     """A compressed stream is corrupt or cut short."""
-
-
-def sniff_compression(head: bytes) -> str | None:
-    """The compression of a stream from its first bytes, None for none known."""
-    if head[:2] == b"\x1f\x8b":
-        return GZIP
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return ZSTD
-    if head[:6] == b"\xfd7zXZ\x00":
-        return XZ
-    if head[:3] == b"BZh":
-        return BZIP2
-    return None
 
 
 def _decompressor(kind: str):
@@ -226,13 +211,7 @@ def _source_of(fh: BinaryIO) -> _Source:
 
 
 def _open_path(path: str) -> int:
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    if _NOATIME:
-        try:
-            return os.open(path, flags | _NOATIME)
-        except PermissionError:
-            pass
-    return os.open(path, flags)
+    return open_noatime(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
 def spool(read: Callable[[int], bytes], kind: str, what: str) -> tuple[BinaryIO, str, int]:

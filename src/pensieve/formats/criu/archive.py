@@ -27,6 +27,7 @@ import tempfile
 import zlib
 
 from ..._record import record
+from ...util import BZIP2, XZ, ZSTD, open_noatime, sniff_compression
 from .checkpoint import CheckpointStore
 from .images import MAX_IMAGE_SIZE, CriuImageError
 
@@ -34,33 +35,11 @@ _CHUNK = 1 << 20
 #: members indexed at most (an archive of millions of empty members is an attack, not a checkpoint)
 MAX_MEMBERS = 1_000_000
 
-GZIP, ZSTD, XZ, BZIP2 = "gzip", "zstd", "xz", "bzip2"
-
-
-def sniff(head: bytes) -> str | None:
-    """Compression of a stream from its first bytes (None: not compressed, or unknown)."""
-    if head[:2] == b"\x1f\x8b":
-        return GZIP
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return ZSTD
-    if head[:6] == b"\xfd7zXZ\x00":
-        return XZ
-    if head[:3] == b"BZh":
-        return BZIP2
-    return None
-
 
 def open_readonly(path: str) -> int:
     """A read-only descriptor of PATH: no final symlink, no access-time update where allowed."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        pass
-    except OSError as exc:
-        raise CriuImageError(f"cannot open: {exc.strerror}", path) from None
-    try:
-        return os.open(path, flags)
+        return open_noatime(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise CriuImageError(f"cannot open: {exc.strerror}", path) from None
 
@@ -197,7 +176,7 @@ class TarArchive:
             if not _stat.S_ISREG(os.fstat(fd).st_mode):
                 self.close()
                 raise CriuImageError("not a regular file", path)
-            self.compression = sniff(os.pread(fd, 8, 0))
+            self.compression = sniff_compression(os.pread(fd, 8, 0))
             if self.compression is not None:
                 fd = self._spool_out(fd)
             _length = os.fstat(fd).st_size
