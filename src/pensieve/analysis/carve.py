@@ -282,39 +282,24 @@ def _elf(ctx: _Ctx, off: int) -> _Verdict | None:
     if cls == 2:
         if len(h) < 64:
             return None
-        (
-            etype,
-            machine,
-            version,
-            entry,
-            phoff,
-            shoff,
-            flags,
-            ehsize,
-            phentsize,
-            phnum,
-            shentsize,
-            shnum,
-            shstrndx,
-        ) = struct.unpack_from(e + "HHIQQQIHHHHHH", h, 16)
-        want = (64, 56, 64)
+        fmt, want = "HHIQQQIHHHHHH", (64, 56, 64)
     else:
-        (
-            etype,
-            machine,
-            version,
-            entry,
-            phoff,
-            shoff,
-            flags,
-            ehsize,
-            phentsize,
-            phnum,
-            shentsize,
-            shnum,
-            shstrndx,
-        ) = struct.unpack_from(e + "HHIIIIIHHHHHH", h, 16)
-        want = (52, 32, 40)
+        fmt, want = "HHIIIIIHHHHHH", (52, 32, 40)
+    (
+        etype,
+        machine,
+        version,
+        entry,
+        phoff,
+        shoff,
+        flags,
+        ehsize,
+        phentsize,
+        phnum,
+        shentsize,
+        shnum,
+        shstrndx,
+    ) = struct.unpack_from(e + fmt, h, 16)
     if version != 1 or etype not in (1, 2, 3, 4) or ehsize != want[0] or machine == 0:
         return None
     if (phnum and phentsize != want[1]) or (shnum and shentsize != want[2]):
