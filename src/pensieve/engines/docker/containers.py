@@ -213,12 +213,7 @@ def parse_container(
 def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container]:
     """Every container under containers/ of a data root; corrupt ones are kept with problems."""
     ev = root.evidence
-    base = root.join("containers")
-    try:
-        ids = sorted(ev.listdir(base))
-    except (EvidenceError, OSError) as exc:
-        problems.append(Problem(base, f"cannot list containers: {exc}"))
-        return []
+    base, ids = root.listdir_sorted("containers", problems, "containers")
     out: list[Container] = []
     for cid in ids:
         cdir = posixpath.join(base, cid)
@@ -232,8 +227,7 @@ def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container
             if ev.is_file(legacy):
                 continue  # v1 layout: read by the legacy parser
             msg = f"container config missing or unreadable: {exc}"
-            problems.append(Problem(path, msg, cid))
-            out.append(_placeholder(cid, root, path, msg))
+            out.append(_unreadable(cid, root, path, msg, problems))
             continue
         try:
             host_raw = ev.read_bytes(posixpath.join(cdir, "hostconfig.json"), 64 << 20)
@@ -242,9 +236,7 @@ def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container
         try:
             c = parse_container(cid, raw, host_raw, root, problems, path)
         except (ValueError, TypeError, AttributeError) as exc:
-            msg = f"corrupt container config: {exc}"
-            problems.append(Problem(path, msg, cid))
-            out.append(_placeholder(cid, root, path, msg))
+            out.append(_unreadable(cid, root, path, f"corrupt container config: {exc}", problems))
             continue
         out.append(c)
     return out
@@ -255,6 +247,12 @@ def _placeholder(cid: str, root: DockerRoot, path: str, message: str) -> Contain
     c = Container(id=cid, engine="docker", state="unknown", config_path=path, data_root=root.path)
     c.problems.append(message)
     return c
+
+
+def _unreadable(cid: str, root: DockerRoot, path: str, message: str, problems: list[Problem]) -> Container:
+    """The placeholder of a container whose config at PATH cannot be read; the problem recorded."""
+    problems.append(Problem(path, message, cid))
+    return _placeholder(cid, root, path, message)
 
 
 def container_layers(

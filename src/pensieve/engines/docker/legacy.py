@@ -30,7 +30,7 @@ from collections import defaultdict
 
 from ...evidence import EvidenceError
 from ...records import Container, HistoryStep, Image, Layer, Problem
-from .containers import _mounts, _placeholder, _risks, endpoint, parse_container
+from .containers import _mounts, _risks, _unreadable, endpoint, parse_container
 from .images import runtime_config
 from .root import SUPPORTED_DRIVERS, DockerRoot
 
@@ -64,12 +64,7 @@ class Graph:
         self.sizes: dict[str, int | None] = {}
         self.paths: dict[str, str] = {}
         ev = root.evidence
-        base = root.join("graph")
-        try:
-            names = sorted(ev.listdir(base))
-        except (EvidenceError, OSError) as exc:
-            problems.append(Problem(base, f"cannot list v1 image graph: {exc}"))
-            names = []
+        base, names = root.listdir_sorted("v1 image graph", problems, "graph")
         for name in names:
             d = posixpath.join(base, name)
             if name.startswith("_") or not ev.is_dir(d):
@@ -372,11 +367,8 @@ def _fill_layers_v1(
 def list_containers_v1(root: DockerRoot, problems: list[Problem]) -> list[Container]:
     """Every container of a v1 data root, with its layers; corrupt ones kept as placeholders."""
     ev = root.evidence
-    base = root.join("containers")
-    try:
-        ids = sorted(ev.listdir(base))
-    except (EvidenceError, OSError) as exc:
-        problems.append(Problem(base, f"cannot list containers: {exc}"))
+    base, ids = root.listdir_sorted("containers", problems, "containers")
+    if not ids:
         return []
     graph = Graph(root, [])  # graph problems are reported once, by list_images_v1
     default_driver = _default_driver(root)
@@ -394,13 +386,9 @@ def list_containers_v1(root: DockerRoot, problems: list[Problem]) -> list[Contai
                 host_raw = None
             c = _parse_v1(cid, raw, host_raw, root, problems, path)
         except (EvidenceError, OSError) as exc:
-            msg = f"container config missing or unreadable: {exc}"
-            problems.append(Problem(path, msg, cid))
-            c = _placeholder(cid, root, path, msg)
+            c = _unreadable(cid, root, path, f"container config missing or unreadable: {exc}", problems)
         except (ValueError, TypeError, AttributeError) as exc:
-            msg = f"corrupt container config: {exc}"
-            problems.append(Problem(path, msg, cid))
-            c = _placeholder(cid, root, path, msg)
+            c = _unreadable(cid, root, path, f"corrupt container config: {exc}", problems)
         _fill_layers_v1(c, root, graph, default_driver, problems)
         out.append(c)
     return out

@@ -24,6 +24,7 @@ import posixpath
 
 from ..._record import record
 from ...evidence import Evidence, EvidenceError, normalize
+from ...records import Problem
 
 SUPPORTED_DRIVERS = ("overlay2", "overlay", "aufs", "vfs", "btrfs")
 UNSUPPORTED_DRIVERS = ("devicemapper", "zfs", "windowsfilter", "lcow", "fuse-overlayfs")
@@ -136,6 +137,16 @@ class DockerRoot:
 
     def image_dir(self, driver: str) -> str:
         return self.join("image", driver)
+
+    def listdir_sorted(self, what: str, problems: list[Problem], *parts: str) -> tuple[str, list[str]]:
+        """(path, sorted names) of a directory below the root; no names, and a problem
+        "cannot list WHAT", when it cannot be listed."""
+        base = self.join(*parts)
+        try:
+            return base, sorted(self.evidence.listdir(base))
+        except (EvidenceError, OSError) as exc:
+            problems.append(Problem(base, f"cannot list {what}: {exc}"))
+            return base, []
 
     # ---- layerdb ------------------------------------------------------------------------
     def _entries(self, *parts: str) -> list[tuple[str, str]]:
