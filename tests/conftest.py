@@ -19,13 +19,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "docker"
 
 
 def unpack(tarball: Path, dest: Path) -> Path:
+    """Unpack a captured root (any compression GNU tar recognises) with its xattrs and devices."""
     if os.geteuid() != 0:
         pytest.skip("unpacking real overlay fixtures (char 0/0 whiteouts, trusted.* xattrs) needs root")
     if shutil.which("tar") is None:
         pytest.skip("GNU tar not installed")
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xzf", str(tarball), "-C", str(dest)],
+        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xf", str(tarball), "-C", str(dest)],
         check=True,
     )
     return dest

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_digest
+from conftest import run_cli, tree_digest, unpack
 from test_archives import APP, EXPECTED, arx  # noqa: F401 - the session fixture
 
 from pensieve import api
@@ -27,23 +25,7 @@ TAMPER = json.loads((INTEGRITY / "expected.json").read_text())["tamper"]["change
 
 @pytest.fixture(scope="session")
 def roots(tmp_path_factory) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("unpacking real overlay fixtures (whiteouts, trusted.* xattrs) needs root")
-    dest = tmp_path_factory.mktemp("integrity-compare")
-    subprocess.run(
-        [
-            "tar",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-xJf",
-            str(INTEGRITY / "integrity-roots.tar.xz"),
-            "-C",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
+    return unpack(INTEGRITY / "integrity-roots.tar.xz", tmp_path_factory.mktemp("integrity-compare"))
 
 
 def file_sha(path: Path) -> str:

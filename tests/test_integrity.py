@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import tree_digest
+from conftest import tree_digest, unpack
 
 from pensieve import api
 from pensieve.analysis.integrity import (
@@ -42,23 +42,7 @@ EXPECTED = json.loads((HERE / "expected.json").read_text())
 
 @pytest.fixture(scope="session")
 def roots(tmp_path_factory) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("unpacking real overlay fixtures (whiteouts, trusted.* xattrs) needs root")
-    dest = tmp_path_factory.mktemp("integrity")
-    subprocess.run(
-        [
-            "tar",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-xJf",
-            str(HERE / "integrity-roots.tar.xz"),
-            "-C",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
+    return unpack(HERE / "integrity-roots.tar.xz", tmp_path_factory.mktemp("integrity"))
 
 
 def copy_root(src: Path, dest: Path) -> Path:
