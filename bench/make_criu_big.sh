@@ -13,33 +13,16 @@ set -euo pipefail
 OUT=${1:-/tmp/pensieve-bench-cache/criu-big}
 NPROC=${2:-400}
 HOG=${3:-80}
-CRIU=${CRIU_ENV:-/var/tmp/pensieve-criu}/bin/criu
-BUSYBOX=${BUSYBOX:-/bin/busybox}
-PY=${PYTHON:-/usr/bin/python3}
-[ "$(id -u)" = 0 ] || { echo "make_criu_big.sh: must run as root" >&2; exit 1; }
+PYTHON=${PYTHON:-/usr/bin/python3}
+. "$(dirname "${BASH_SOURCE[0]}")/../fixtures/capture/lib.sh"
+criu_env
+cap_require "$CRIU" "$BUSYBOX" "$PY"
 if [ -f "$OUT/inventory.img" ]; then echo "$OUT exists" >&2; exit 0; fi
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/pcb.XXXXXX)
+cap_work pcb
 ROOT=""
-
-tree_pids() {
-    local todo=("$1") pid out=()
-    while [ ${#todo[@]} -gt 0 ]; do
-        pid=${todo[0]}; todo=("${todo[@]:1}")
-        [ -d "/proc/$pid" ] || continue
-        out+=("$pid")
-        for t in /proc/"$pid"/task/*/children; do
-            for c in $(cat "$t" 2>/dev/null); do todo+=("$c"); done
-        done
-    done
-    echo "${out[@]}"
-}
-cleanup() {
-    set +e
-    [ -n "$ROOT" ] && for p in $(tree_pids "$ROOT"); do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+on_cleanup() { kill_tree "$ROOT"; }
+cap_trap
 
 cat >"$WORK/hog.py" <<'PY'
 import os, sys, time
@@ -61,7 +44,7 @@ for h in 1 2 3 4; do $PY $WORK/hog.py $HOG $WORK/hog\$h.ready & done
 wait
 SH
 (
-    for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+    close_inherited_fds
     exec setsid "$BUSYBOX" sh "$WORK/tree.sh" </dev/null >/dev/null 2>&1
 ) &
 ROOT=$!

@@ -34,16 +34,9 @@ OUT=$1; N=$2
 case "$N" in ''|*[!0-9]*) echo "$0: N must be a positive integer" >&2; exit 2;; esac
 [ "$N" -ge 1 ] || { echo "$0: N must be >= 1" >&2; exit 2; }
 STOP=${STOP:-crash}
-DOCKER_BIN=${DOCKER_BIN:-/usr/bin/docker}      # the 20.10 client matching the engine
-DOCKERD_BIN=${DOCKERD_BIN:-$(command -v dockerd || echo /usr/sbin/dockerd)}
-BUSYBOX=${BUSYBOX:-/bin/busybox}
 JOBS=${JOBS:-4}                                 # parallel `docker create` calls
-export DOCKER_BUILDKIT=0
-
-[ "$(id -u)" = 0 ] || { echo "$0: must run as root" >&2; exit 1; }
-for b in "$DOCKER_BIN" "$DOCKERD_BIN" "$BUSYBOX" findmnt xargs; do
-    command -v "$b" >/dev/null || { echo "$0: missing $b" >&2; exit 1; }
-done
+. "$(dirname "${BASH_SOURCE[0]}")/../fixtures/capture/lib.sh"
+cap_require "$DOCKER_BIN" "$DOCKERD_BIN" "$BUSYBOX" findmnt xargs
 
 mkdir -p "$(dirname "$OUT")"
 OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
@@ -53,113 +46,29 @@ fi
 rm -rf --one-file-system "$OUT"
 mkdir -p "$OUT"
 
-WORK=$(mktemp -d /tmp/pmr.XXXXXX)          # short: the unix socket path must stay < 108 bytes
-chmod 755 "$WORK"
-D=$OUT; E=$WORK/exec; P=$WORK/dockerd.pid; S=$WORK/docker.sock; DLOG=$WORK/dockerd.log
+cap_work pmr
+dockerd_paths "$WORK" "$OUT"                   # the data root is OUT, the rest in the temp dir
 CGP=pensieve-bench-$$                      # private cgroup parent: finds our container pids
-export DOCKER_HOST=unix://$S DOCKER_CONFIG=$WORK/cli
-DPID=""
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-dk() { "$DOCKER_BIN" "$@"; }
-pid_alive() { [ -n "${1:-}" ] && [ -d "/proc/$1" ]; }
-cmdline_has() { pid_alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"; }
-
-umount_under() {      # lazily unmount every mount at or below $1 (deepest first)
-    # (dockerd bind-mounts its data root onto itself, so $1 itself is included)
-    local root=$1 m n
-    for _ in 1 2 3 4 5; do
-        n=0
-        while read -r m; do
-            [ -n "$m" ] || continue
-            umount -l "$m" 2>/dev/null || umount -l "$(printf '%b' "$m")" 2>/dev/null || true
-            n=$((n + 1))
-        done < <(findmnt -rn -o TARGET | awk -v r="$root" '$0 == r || index($0, r "/") == 1' | awk '{print length($0) " " $0}' | sort -rn | cut -d' ' -f2-)
-        [ "$n" = 0 ] && break
-    done
+on_cleanup() {
+    dockerd_crash >/dev/null 2>&1
+    umount_at_or_under "$OUT"; umount_under "$WORK"
+    cgroup_remove "$CGP"
+    [ "$CAP_RC" = 0 ] || log "FAILED (rc=$CAP_RC); dockerd log was $DLOG"
 }
-
-# kill -9 ONLY what this script started: dockerd, its containerd, its shims, container pids
-crash_daemon() {
-    local cpid p pids="" shims=""
-    cpid=$(cat "$E/containerd/containerd.pid" 2>/dev/null || true)
-    for p in $(find "$E" -name init.pid -exec cat {} \; 2>/dev/null) \
-             $(cat /sys/fs/cgroup/pids/"$CGP"/*/cgroup.procs 2>/dev/null); do
-        grep -qF "$CGP" "/proc/$p/cgroup" 2>/dev/null && pids="$pids $p"
-    done
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        cmdline_has "$p" "-address $E/containerd/containerd.sock" && shims="$shims $p"
-    done
-    if cmdline_has "$DPID" "$D"; then log "kill -9 dockerd $DPID"; kill -9 "$DPID" || true; fi
-    sleep 0.2
-    if cmdline_has "$cpid" "$E"; then log "kill -9 containerd $cpid"; kill -9 "$cpid" || true; fi
-    for p in $shims; do
-        cmdline_has "$p" "-address $E/containerd/containerd.sock" && { kill -9 "$p" || true; }
-    done
-    for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
-    for p in $DPID $cpid $shims $pids; do
-        for _ in $(seq 1 50); do pid_alive "$p" || break; sleep 0.1; done
-    done
-    [ -n "$pids$shims" ] && log "killed shims:${shims:- none}; container pids:${pids:- none}"
-    return 0
-}
-
-clean_stop() {
-    if cmdline_has "$DPID" "$D"; then
-        log "SIGTERM dockerd $DPID"
-        kill -TERM "$DPID" || true
-        for _ in $(seq 1 300); do pid_alive "$DPID" || break; sleep 0.1; done
-    fi
-    crash_daemon   # anything still left (should be nothing)
-}
-
-cleanup() {
-    local rc=$? c
-    set +e
-    crash_daemon >/dev/null 2>&1
-    umount_under "$OUT"; umount_under "$WORK"
-    for c in /sys/fs/cgroup/*/"$CGP"; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    if findmnt -rn -o TARGET | grep -qF "$WORK/"; then
-        log "WARNING: mounts remain under $WORK, not deleting it"
-    else
-        rm -rf --one-file-system "$WORK"
-    fi
-    [ $rc = 0 ] || log "FAILED (rc=$rc); dockerd log was $DLOG"
-    exit $rc
-}
-trap cleanup EXIT INT TERM
+cap_trap
 
 # ---------------------------------------------------------------- daemon
-mkdir -p "$E"
-echo '{}' >"$WORK/daemon.json"
-log "starting dockerd (overlay2) data-root=$D"
-"$DOCKERD_BIN" --config-file "$WORK/daemon.json" --data-root "$D" --exec-root "$E" --pidfile "$P" \
-    -H "unix://$S" --storage-driver overlay2 --iptables=false --ip-masq=false --bridge=none \
-    --cgroup-parent "/$CGP" >"$DLOG" 2>&1 &
-DPID=$!
-disown "$DPID" 2>/dev/null || true
-for i in $(seq 1 120); do
-    dk version >/dev/null 2>&1 && break
-    pid_alive "$DPID" || { cat "$DLOG" >&2; exit 1; }
-    [ "$i" = 120 ] && { echo "$0: dockerd did not come up" >&2; exit 1; }
-    sleep 0.5
-done
+dockerd_start_or_die overlay2
 
 # ---------------------------------------------------------------- images
 R=$WORK/rootfs
 mkdir -p "$R"/{bin,etc,root,tmp,proc,sys,dev,var/log,opt}
-cp "$BUSYBOX" "$R/bin/busybox"
-for a in sh ls cat echo sleep rm mkdir chmod touch mv cp ln head tail wc printf seq env true false; do
-    ln -s busybox "$R/bin/$a"
-done
+rootfs_busybox "$R" sh ls cat echo sleep rm mkdir chmod touch mv cp ln head tail wc printf seq env true false
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
 printf 'root:x:0:\n' >"$R/etc/group"
 chmod 1777 "$R/tmp"
-tar --numeric-owner -C "$R" -cf - . | dk import -m "pensieve bench busybox rootfs" \
-    -c 'CMD ["/bin/sh"]' - pensieve-bench/base:1 >/dev/null
+dk_import_rootfs "$R" pensieve-bench/base:1 "pensieve bench busybox rootfs"
 log "imported pensieve-bench/base:1"
 
 B=$WORK/build
@@ -247,7 +156,11 @@ sleep 1
 log "containers: $(dk ps -aq | wc -l) total, $(dk ps -q | wc -l) running"
 
 # ---------------------------------------------------------------- stop
-if [ "$STOP" = clean ]; then clean_stop; else crash_daemon; fi
+if [ "$STOP" = clean ]; then
+    log "SIGTERM dockerd $DPID"
+    dockerd_stop
+fi
+dockerd_crash   # a crash, or anything a clean stop left (should be nothing)
 rm -rf /tmp/pensieve-bench-bind-* 2>/dev/null || true   # bind sources docker created on the host
-umount_under "$OUT"; umount_under "$WORK"
+umount_at_or_under "$OUT"; umount_under "$WORK"
 log "done: data root $OUT ($(du -sh "$OUT" | cut -f1)), stop=$STOP"
