@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return int(exc.code or 0)
-    from .engines.docker import LookupFailed, NotADataRoot
-    from .evidence import EvidenceError, NotFound
+    from .errors import EvidenceError, LookupFailed, NotADataRoot, NotFound
 
     try:
         problems = opts.func(opts) or []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from ...errors import LookupFailed
 from ...evidence import Evidence, EvidenceError
 from ...records import Container, Image, Layer, Problem, Volume
 from .containers import container_layers, list_containers
@@ -23,9 +24,6 @@ from .root import (
 
 __all__ = ["DockerHost", "DockerRoot", "NotADataRoot", "LookupFailed"]
 
-
-class LookupFailed(LookupError):
-    """A named container or image is not in the evidence (or the name is ambiguous)."""
 
 
 class DockerHost:

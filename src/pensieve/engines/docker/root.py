@@ -23,6 +23,7 @@ import json
 import posixpath
 
 from ..._record import record
+from ...errors import NotADataRoot
 from ...evidence import Evidence, EvidenceError, normalize
 from ...records import Problem
 
@@ -42,9 +43,6 @@ LAYER_FORMAT = {
     "btrfs": "snapshot",
 }
 
-
-class NotADataRoot(EvidenceError):
-    """The source holds no Docker data root."""
 
 
 def short_id(value: str | None, n: int = 12) -> str:

@@ -1,0 +1,16 @@
+"""The errors the CLI maps to exit codes, in a module of their own so that mapping them costs no
+engine import (a `pensieve mem` run never loads the Docker engine)."""
+
+from __future__ import annotations
+
+from .evidence.base import EvidenceError, NotFound
+
+__all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound"]
+
+
+class LookupFailed(LookupError):
+    """A named container or image is not in the evidence (or the name is ambiguous)."""
+
+
+class NotADataRoot(EvidenceError):
+    """The source holds no Docker data root."""
