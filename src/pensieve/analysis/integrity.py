@@ -7,8 +7,8 @@ For each layer of ``image/<driver>/layerdb/sha256/<chain-id>/`` Docker keeps the
 that tar, plus each file's size and CRC-64).  ``docker save`` / ``docker push`` rebuild the tar
 from the record and the layer directory (moby ``layer.layerStore.assembleTarTo``; overlay2 reads
 the ``diff`` directory directly), failing with ``file integrity checksum failed`` on a CRC
-mismatch.  This module does the same rebuild, offline and read-only, streaming (one 1 MiB buffer
-per layer, never a whole file or layer in memory), and goes further than Docker:
+mismatch.  This module does the same rebuild, offline and read-only, streaming (at most three
+1 MiB buffers per layer, never a whole file or layer in memory), and goes further than Docker:
 
 * every file entry is checked against the host: content (CRC-64), size, type, mode, owner, link
   target, device numbers, xattrs (PAX ``SCHILY.xattr.*``: a ``setcap`` on a layer binary shows),
@@ -867,13 +867,20 @@ class _LayerChecker:
             except OSError:
                 continue
             prefix = rel_dir + "/" if rel_dir else ""
-            subdirs = []
+            # first everything that reads through FD (DirEntry.is_dir and stat use it): the
+            # opaque checks below open subdirectories, which may close it
+            listed = []
             for e in entries:
                 rel = prefix + e.name
                 try:
                     is_dir = e.is_dir(follow_symlinks=False)
+                    known = rel in seen or (is_dir and rel in parents)
+                    st = None if known else e.stat(follow_symlinks=False)
                 except OSError:
-                    continue
+                    continue  # vanished while listing (live host)
+                listed.append((rel, is_dir, st))
+            subdirs = []
+            for rel, is_dir, st in listed:
                 if is_dir:
                     subdirs.append(rel)
                     if self.overlay and rel not in self.opaque and self._opaque_fd(rel):
@@ -885,14 +892,8 @@ class _LayerChecker:
                             "y",
                             top + "/" + rel,
                         )
-                    if rel in seen or rel in parents:
-                        continue
-                elif rel in seen:
+                if st is None:
                     continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # vanished while listing (live host)
                 what = file_kind(st.st_mode)
                 if self.overlay and statmod.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     what = "whiteout"
