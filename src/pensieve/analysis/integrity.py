@@ -369,51 +369,70 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-#: hash full buffers on a second thread (hashlib lets go of the GIL while it hashes)
+#: hash full buffers of big files on a second thread (hashlib lets go of the GIL while it hashes)
 _HASH_THREAD = _cpus() > 1
 _BUFFERS = 3  # buffers of a stream with a hashing thread: one filling, the others being hashed
+#: a full buffer made of at most this many pieces (reads, segments) is "bulk": big files.  Only
+#: those go to the thread: while small files are read the caller's thread lets go of the GIL at
+#: every system call, and a hashing thread waiting to take it back would slow each of them down
+#: (measured: 20% slower on 20,000 small files, 25% faster on 32 MiB files)
+_BULK_PIECES = 8
 
 
 class _Stream:
     """The rebuilt tar stream: gathered in 1 MiB buffers that are hashed (and handed to the sink)
     when full, so that a layer of small files costs a hundred hash updates per 100 MiB, not two
-    per file.  From the second buffer on (a layer bigger than 1 MiB, more than one CPU) full
-    buffers are hashed by a thread of the stream while the next one fills; the sink is always
-    called from the caller's thread, in stream order.  Memory: at most three buffers."""
+    per file.  Full buffers of big files are hashed by a thread of the stream while the next one
+    fills (more than one CPU); the sink is always called from the caller's thread, and the
+    digest covers the buffers in stream order.  Memory: at most three buffers."""
 
     def __init__(self, sink: Sink | None) -> None:
         self.sha = hashlib.sha256()
         self.sink = sink
-        self.buf = bytearray(_CHUNK)
-        self.view = memoryview(self.buf)
-        self.pos = 0  # bytes of buf not yet hashed
+        self.view = memoryview(bytearray(_CHUNK))  # the buffer being filled
+        self.pos = 0  # bytes of it not yet hashed
         self.size = 0  # bytes of the stream so far
+        self.pieces = 0  # writes and reads into it
         self._thread: threading.Thread | None = None
-        self._todo: queue.SimpleQueue = queue.SimpleQueue()  # (buffer view, chunk) | None
-        self._free: queue.SimpleQueue = queue.SimpleQueue()  # buffer views hashed
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()  # (buffer, chunk to hash) | None
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # buffers hashed (None: it failed)
+        self._spare: list[memoryview] = []
         self._buffers = 1
+        self._busy = 0  # buffers handed to the thread and not yet back
         self._error: BaseException | None = None
 
     def _hash_loop(self) -> None:
-        todo, free, update = self._todo, self._free, self.sha.update
+        todo, done, update = self._todo, self._done, self.sha.update
         try:
             while (item := todo.get()) is not None:
                 update(item[1])
                 item[1].release()
-                free.put(item[0])
+                done.put(item[0])
         except BaseException as exc:  # handed to the caller's thread by close()
             self._error = exc
-            free.put(None)
+            done.put(None)
+
+    def _back(self) -> memoryview:
+        """One buffer back from the thread (waits for it)."""
+        view = self._done.get()
+        if view is None:
+            self.close()  # raises the thread's error
+        self._busy -= 1
+        return view
 
     def flush(self) -> None:
         pos = self.pos
         if not pos:
             return
         self.pos = 0
+        pieces = self.pieces
+        self.pieces = 0
         chunk = self.view[:pos]
         if self.sink is not None:
             self.sink(chunk)
-        if self._thread is None and (pos < _CHUNK or not _HASH_THREAD):
+        if pos < _CHUNK or pieces > _BULK_PIECES or not _HASH_THREAD:
+            while self._busy:  # what the thread holds comes first in the stream
+                self._spare.append(self._back())
             self.sha.update(chunk)
             chunk.release()
             return
@@ -421,16 +440,14 @@ class _Stream:
             self._thread = threading.Thread(target=self._hash_loop, name="verify-sha256", daemon=True)
             self._thread.start()
         self._todo.put((self.view, chunk))
-        if self._buffers < _BUFFERS:
+        self._busy += 1
+        if self._spare:
+            self.view = self._spare.pop()
+        elif self._buffers < _BUFFERS:
             self._buffers += 1
-            self.buf = bytearray(_CHUNK)
-            self.view = memoryview(self.buf)
+            self.view = memoryview(bytearray(_CHUNK))
         else:
-            view = self._free.get()
-            if view is None:
-                self.close()
-            self.view = view
-            self.buf = view.obj
+            self.view = self._back()
 
     def close(self) -> None:
         """Wait for the hashing thread: self.sha then covers all that was flushed."""
@@ -438,12 +455,14 @@ class _Stream:
             self._todo.put(None)
             self._thread.join()
             self._thread = None
+            self._busy = 0
         if self._error is not None:
             raise self._error
 
     def write(self, data: bytes) -> None:
         n = len(data)
         pos = self.pos
+        self.pieces += 1
         if pos + n <= _CHUNK:
             self.view[pos : pos + n] = data
             self.pos = pos + n
@@ -488,6 +507,7 @@ class _Stream:
                 value = _crc(target[:n], value)
                 pos += n
                 self.pos = pos
+                self.pieces += 1
                 got += n
                 if got == size and n < want:
                     break  # short of the byte asked for beyond the expected size: at the end
@@ -674,9 +694,15 @@ class _LayerChecker:
                     return None  # replaced since the lstat (live host)
                 got = 0
                 if size:
-                    got, value = out.read(size, fd)
-                    if got != size or (crc is not None and value.to_bytes(8, "big") != crc):
-                        self._payload_result(rel, size, crc, got, value)
+                    before = out.size
+                    try:
+                        got, value = out.read(size, fd)
+                    except OSError as exc:  # as _payload reports it, and the metadata still checked
+                        self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
+                        got = out.size - before
+                    else:
+                        if got != size or (crc is not None and value.to_bytes(8, "big") != crc):
+                            self._payload_result(rel, size, crc, got, value)
                 elif st.st_size:  # Docker reads nothing for a size-0 entry
                     self._problem(rel, "size", "size differs", 0, st.st_size, self._host(rel))
                 self._metadata_fd(rel, hdr, st, fd)
