@@ -208,8 +208,9 @@ def main() -> None:
         "(warm page cache for both); pensieve in-process (`verify_layer`), sha256sum as a process "
         "(`subprocess.run`, includes its ~1 ms start); medians are the figures compared, the "
         "throughput column is sha256sum's median time over pensieve's.",
-        "- pensieve hashes the stream on a second thread when the machine has more than one CPU; "
-        "other load on the machine (see the load average) slows both sides.",
+        "- pensieve hashes the stream of big files on a second thread when the machine has more "
+        "than one CPU (small files: on the main thread); other load on the machine (see the load "
+        "average) slows both sides.",
         "- pensieve does more than hash: it reads the tar-split record, parses every tar header, "
         "lstat()s and reads xattrs of every entry, CRC-64s every payload and walks the layer "
         "directory for added files; sha256sum only hashes a file of the same bytes.",
