@@ -415,3 +415,20 @@ def test_verify_cli_exit_codes_and_tables(roots, tmp_path):
     code, _, err = run_cli("verify", roots / "clean", "--export-layer", chain, "--to", roots / "clean" / "x")
     assert code == 2 and not (roots / "clean" / "x").exists()
     assert tree_digest(roots / "tampered") == before
+
+
+@pytest.mark.parametrize("fds", [1, 2])
+def test_tiny_directory_fd_cache_gives_the_same_verdicts(roots, monkeypatch, fds):
+    """The checker keeps at most _MAX_DIR_FDS directory fds open; with a cache of one or two, every
+    directory is reopened and evicted constantly (a layer with more directories than the cache):
+    the verdicts must not change."""
+    from pensieve.analysis import integrity
+
+    host = api.open_docker(str(roots / "tampered"))
+    full = {(v.chain_id, v.status, p.path, p.kind) for v in verify_host(host) for p in v.problems}
+    monkeypatch.setattr(integrity, "_MAX_DIR_FDS", fds)
+    host = api.open_docker(str(roots / "tampered"))
+    small = {(v.chain_id, v.status, p.path, p.kind) for v in verify_host(host) for p in v.problems}
+    assert small == full
+    want = {(c["chain_id"], c["path"], c["kind"]) for c in EXPECTED["tamper"]["changes"]}
+    assert {(c, p, k) for c, _s, p, k in small} == want
