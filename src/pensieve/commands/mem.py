@@ -93,6 +93,14 @@ def _pids(opts) -> set[int] | None:
     return set(opts.pid) if getattr(opts, "pid", None) else None
 
 
+def _select(opts, items: list, pids_of=lambda r: (r.pid,)) -> list:
+    """ITEMS limited to the tasks named by --pid (the set built once); all of them without it."""
+    wanted = _pids(opts)
+    if not wanted:
+        return items
+    return [r for r in items if wanted.intersection(pids_of(r))]
+
+
 def _add_source(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
     if nargs:
         p.add_argument("source", metavar="SOURCE", nargs=nargs, help=SOURCE_HELP)
@@ -151,8 +159,7 @@ def cmd_ps(o):
 
     with _open(o) as src:
         procs = memory.processes(src.checkpoint)
-        if _pids(o):
-            procs = [p for p in procs if p.pid in _pids(o)]
+        procs = _select(o, procs)
         emit(
             procs,
             o.fmt,
@@ -193,8 +200,7 @@ def cmd_files(o):
 
     with _open(o) as src:
         files = memory.files(src.checkpoint)
-        if _pids(o):
-            files = [f for f in files if f.pid in _pids(o)]
+        files = _select(o, files)
         emit(
             files,
             o.fmt,
@@ -230,8 +236,7 @@ def cmd_sockets(o):
 
     with _open(o) as src:
         socks = memory.sockets(src.checkpoint)
-        if _pids(o):
-            socks = [s for s in socks if set(s.pids) & _pids(o)]
+        socks = _select(o, socks, lambda s: s.pids)
         emit(
             socks,
             o.fmt,
@@ -271,8 +276,7 @@ def cmd_maps(o):
 
     with _open(o) as src:
         maps = memory.maps(src.checkpoint)
-        if _pids(o):
-            maps = [m for m in maps if m.pid in _pids(o)]
+        maps = _select(o, maps)
         emit(
             maps,
             o.fmt,
@@ -298,8 +302,7 @@ def _strings_view(o, what: str):
 
     with _open(o) as src:
         procs = [p for p in memory.processes(src.checkpoint) if p.state != "zombie"]
-        if _pids(o):
-            procs = [p for p in procs if p.pid in _pids(o)]
+        procs = _select(o, procs)
         rows = [{"pid": p.pid, "comm": p.comm, what: getattr(p, what)} for p in procs]
         if o.fmt == "table" and what == "environ":
             flat = [(r["pid"], r["comm"], v) for r in rows for v in (r["environ"] or [])]
