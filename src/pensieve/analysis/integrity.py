@@ -857,22 +857,22 @@ class _LayerChecker:
                         continue
                 elif rel in self.seen:
                     continue
-                what = e.stat.kind
-                if self.overlay and e.stat.is_char and e.stat.rdev == 0:
-                    what = "whiteout"
-                self._problem(
-                    rel,
-                    "added",
-                    f"{what} on the host, absent from the record",
-                    None,
-                    {
-                        "type": what,
-                        "size": e.stat.size,
-                        "mode": _octal(e.stat.mode),
-                        "owner": f"{e.stat.uid}:{e.stat.gid}",
-                    },
-                    posixpath.join(dirpath, e.name),
-                )
+                st = e.stat
+                self._added(rel, st.mode, st.size, st.uid, st.gid, st.rdev, posixpath.join(dirpath, e.name))
+
+    def _added(self, rel: str, mode: int, size: int, uid: int, gid: int, rdev: int, host: str) -> None:
+        """An entry on the host the record does not hold (an overlay 0/0 char device: a whiteout)."""
+        what = file_kind(mode)
+        if self.overlay and statmod.S_ISCHR(mode) and rdev == 0:
+            what = "whiteout"
+        self._problem(
+            rel,
+            "added",
+            f"{what} on the host, absent from the record",
+            None,
+            {"type": what, "size": size, "mode": _octal(mode), "owner": f"{uid}:{gid}"},
+            host,
+        )
 
     def _walk_fd(self) -> None:
         """walk() through directory fds: the same directories in the same order (Evidence.walk's
@@ -920,22 +920,7 @@ class _LayerChecker:
                         )
                 if st is None:
                     continue
-                what = file_kind(st.st_mode)
-                if self.overlay and statmod.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    what = "whiteout"
-                self._problem(
-                    rel,
-                    "added",
-                    f"{what} on the host, absent from the record",
-                    None,
-                    {
-                        "type": what,
-                        "size": st.st_size,
-                        "mode": _octal(st.st_mode),
-                        "owner": f"{st.st_uid}:{st.st_gid}",
-                    },
-                    top + "/" + rel,
-                )
+                self._added(rel, st.st_mode, st.st_size, st.st_uid, st.st_gid, st.st_rdev, top + "/" + rel)
             stack.extend(reversed(subdirs))
 
     def _opaque_fd(self, rel: str) -> bool:
