@@ -119,6 +119,15 @@ def run_alternating(cmds: dict[str, list[str]], repeats: int, ok_codes: dict[str
     return times, last
 
 
+def write_report(out: Path, title: str, root: Path, table: str, notes: list[str]) -> None:
+    """Print TABLE and NOTES, and write them under TITLE and the machine facts to OUT."""
+    print(table)
+    print("\n".join(notes))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {title}\n\n" + "\n".join(env_lines(root)) + f"\n\n{table}\n" + "\n".join(notes) + "\n")
+    print(f"\nwritten to {out}", file=sys.stderr)
+
+
 def env_lines(root: Path) -> list[str]:
     def ver(dist: str) -> str:
         try:
@@ -200,20 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{last['docker-explorer'].returncode}; output sizes {len(last['pensieve'].stdout):,} and "
         f"{len(last['docker-explorer'].stdout):,} bytes.",
     ]
-    out_text = (
-        "# pensieve containers vs docker-explorer\n\n"
-        + "\n".join(env_lines(root))
-        + "\n\n"
-        + table
-        + "\n"
-        + "\n".join(notes)
-        + "\n"
-    )
-    print(table)
-    print("\n".join(notes))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(out_text)
-    print(f"\nwritten to {args.out}", file=sys.stderr)
+    write_report(args.out, "pensieve containers vs docker-explorer", root, table, notes)
     if p_ids != d_ids or len(p_items) != len(d_items):
         print("MISMATCH: the tools list different containers", file=sys.stderr)
         return 1

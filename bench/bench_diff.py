@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_containers import HERE, check, ensure_root, env_lines, find_script, timed  # noqa: E402
+from bench_containers import HERE, check, ensure_root, find_script, timed, write_report  # noqa: E402
 
 CASES = [
     ("diff-small-10", "small (3 layers, ~20 files)"),
@@ -94,20 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         + ".",
     ]
-    out_text = (
-        "# pensieve diff: cost follows the RW layer\n\n"
-        + "\n".join(env_lines(root))
-        + "\n\n"
-        + table
-        + "\n"
-        + "\n".join(notes)
-        + "\n"
-    )
-    print(table)
-    print("\n".join(notes))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(out_text)
-    print(f"\nwritten to {args.out}", file=sys.stderr)
+    write_report(args.out, "pensieve diff: cost follows the RW layer", root, table, notes)
     return 0
 
 
