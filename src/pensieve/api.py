@@ -19,6 +19,7 @@ from .records import Container, Image
 __all__ = [
     "DockerHost",
     "LookupFailed",
+    "container_diff",
     "diff",
     "open_docker",
     "recover",
@@ -66,6 +67,3 @@ def diff(host: DockerHost, ref: str, hash_files: bool = True) -> DiffResult:
     if not c.layers or c.layers[-1].role != "rw" or c.layers[-1].path is None:
         raise LookupFailed(f"container {c.id[:12]} has no readable RW layer: {'; '.join(c.problems)}")
     return container_diff(host.evidence, c.layers, hash_files)
-
-
-__all__ += ["container_diff", "whence"]

@@ -115,7 +115,7 @@ def whence(host: DockerHost, path: str) -> Attribution:
             a.notes.append("storage driver bookkeeping of the layer, not container contents")
         elif "rest" in groups:
             a.container_path = groups.get("rest") or "/"
-        _attribute_layer(host, root, driver, layer_id, a, containers, images)
+        _attribute_layer(root, driver, layer_id, a, containers, images)
         return a
 
     if rel.startswith("image/"):
@@ -126,7 +126,7 @@ def whence(host: DockerHost, path: str) -> Attribution:
     return a
 
 
-def _attribute_layer(host, root, driver, layer_id, a: Attribution, containers, images) -> None:
+def _attribute_layer(root, driver, layer_id, a: Attribution, containers, images) -> None:
     if root is None:
         return
     for info in root.layers(driver).values():
