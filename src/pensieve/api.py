@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-from .analysis.attribution import whence
-from .analysis.diff import DiffResult, container_diff, recover
-from .analysis.layered import LayeredView
-from .engines.docker import DockerHost, LookupFailed
-from .evidence import open_evidence
-from .records import Container, Image
+from pensieve.analysis.attribution import whence
+from pensieve.analysis.diff import DiffResult, container_diff, recover
+from pensieve.analysis.layered import LayeredView
+from pensieve.engines.docker import DockerHost, LookupFailed
+from pensieve.evidence import open_evidence
+from pensieve.records import Container, Image
 
 __all__ = [
     "DockerHost",

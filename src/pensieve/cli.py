@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__
+from pensieve import __version__
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_NOT_FOUND, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
@@ -70,11 +70,11 @@ def _host(source: str):
     image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
     or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
     if _source_kind(source) == "archive":
-        from .engines.archive import open_archive  # imported only for archives (~10 ms)
+        from pensieve.engines.archive import open_archive  # imported only for archives (~10 ms)
 
         return open_archive(source)
-    from .engines.docker import DockerHost
-    from .evidence import open_evidence
+    from pensieve.engines.docker import DockerHost
+    from pensieve.evidence import open_evidence
 
     evidence = open_evidence(source)
     host = DockerHost(evidence)
@@ -94,7 +94,7 @@ def _source_kind(source: str) -> str:
         base = source.rsplit("@", 1)[0]
         if "@" in source and os.path.isfile(base):
             return "disk"  # disk.img@2, disk.img@offset=N
-        from .evidence import EvidenceError
+        from pensieve.evidence import EvidenceError
 
         raise EvidenceError(f"source does not exist: {source}")
     return "archive" if _looks_like_archive(source) else "disk"
@@ -114,7 +114,7 @@ def _looks_like_archive(path: str) -> bool:
 
 
 def _is_archive(host) -> bool:
-    from .engines.archive import ArchiveHost
+    from pensieve.engines.archive import ArchiveHost
 
     return isinstance(host, ArchiveHost)
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return int(exc.code or 0)
-    from .errors import EvidenceError, LookupFailed, NotADataRoot, NotFound
+    from pensieve.errors import EvidenceError, LookupFailed, NotADataRoot, NotFound
 
     try:
         problems = opts.func(opts) or []
@@ -300,7 +300,7 @@ def _state(c) -> str:
 @command("roots", "Docker data roots found in SOURCE and how they were found", SOURCE)
 def cmd_roots(o):
     """Docker data roots found in SOURCE, their layout and storage drivers, and how they were found."""
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     if _is_archive(host):
@@ -327,7 +327,7 @@ def cmd_roots(o):
 def cmd_containers(o):
     """Every container: id, name, image, state (with exit code, OOM), times, command, env, labels,
     ports, mounts, networks, risky settings, log driver and path, storage driver and layer chain."""
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     cs = host.containers()
@@ -353,7 +353,7 @@ def cmd_containers(o):
 def cmd_images(o):
     """Every image (build-step images included): tags, digests, created, config, diff ids, chain
     ids, cache ids, sizes."""
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     imgs = host.images()
@@ -377,7 +377,7 @@ def cmd_images(o):
 @command("history", "an image's build history aligned to its layers", SOURCE, arg("image", metavar="IMAGE"))
 def cmd_history(o):
     """An image's build history, each step aligned to the layer it produced."""
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     img = host.image(o.image)
@@ -399,7 +399,7 @@ def cmd_history(o):
 @command("volumes", "volumes, their data and the containers mounting them", SOURCE)
 def cmd_volumes(o):
     """Named and anonymous volumes, their data and the containers that mount them."""
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     vols = host.volumes()
@@ -430,8 +430,8 @@ def cmd_logs(o):
     """A container's log: json-file and local drivers, rotated and compressed files, oldest first."""
     import posixpath
 
-    from .engines.docker.logs import log_files, read_logs
-    from .output.render import emit
+    from pensieve.engines.docker.logs import log_files, read_logs
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     c = host.container(o.container)
@@ -472,7 +472,7 @@ def _fs_columns(long: bool):
 
 
 def _view(o):
-    from .api import target_view
+    from pensieve.api import target_view
 
     host = _host(o.source)
     _, v = target_view(host, o.target)
@@ -491,7 +491,7 @@ def cmd_fs_ls(o):
     """List a directory of the merged filesystem, each entry with its providing layer."""
     import posixpath
 
-    from .output.render import emit
+    from pensieve.output.render import emit
 
     host, v = _view(o)
     if o.recursive:
@@ -515,8 +515,8 @@ def cmd_fs_ls(o):
 )
 def cmd_fs_stat(o):
     """One entry with its providing layer and what it shadows."""
-    from .output.render import emit_one
-    from .util import sha256_stream
+    from pensieve.output.render import emit_one
+    from pensieve.util import sha256_stream
 
     host, v = _view(o)
     e = v.stat(o.path, follow=o.follow)
@@ -556,8 +556,8 @@ def cmd_fs_find(o):
     import posixpath
     from datetime import datetime
 
-    from .output.render import emit
-    from .util import sha256_stream
+    from pensieve.output.render import emit
+    from pensieve.util import sha256_stream
 
     types = {"f": "file", "d": "dir", "l": "symlink", "c": "char", "b": "block", "p": "fifo", "s": "socket"}
     after = None
@@ -602,7 +602,7 @@ def cmd_fs_find(o):
 def cmd_fs_export(o):
     """Export the merged tree: a PAX tar keeping mode, owner, nanosecond times, links, devices and
     each entry's layer (DEST.tar), or a directory."""
-    from .analysis.export import export_dir, export_tar
+    from pensieve.analysis.export import export_dir, export_tar
 
     host, v = _view(o)
     _refuse_inside_evidence(host, o.dest)
@@ -637,8 +637,8 @@ _ENGINE_OPS = {"added": "A", "modified": "C", "deleted": "D"}
 def cmd_diff(o):
     """What a container changed against its image: added, modified (copied up), deleted, with type,
     size, sha256, mode, owner, times and what changed against the lower copy."""
-    from . import api
-    from .output.render import emit
+    from pensieve import api
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     if o.recover_dir:
@@ -687,8 +687,8 @@ def cmd_diff(o):
 def cmd_whence(o):
     """Attribute a path inside a data root (say overlay2/<id>/diff/...) to its layer, the images that
     hold it, the containers that use it, and the path inside the container."""
-    from . import api
-    from .output.render import emit_one
+    from pensieve import api
+    from pensieve.output.render import emit_one
 
     host = _host(o.source)
     path = o.hostpath
@@ -724,14 +724,14 @@ def cmd_verify(o):
     On an image archive: each layer blob's sha256 against its descriptor and its uncompressed
     sha256 against the config's diff id, streamed; config digests. Exit 6 when something is
     tampered."""
-    from .analysis import integrity
-    from .engines.docker import LookupFailed
-    from .output.render import emit
+    from pensieve.analysis import integrity
+    from pensieve.engines.docker import LookupFailed
+    from pensieve.output.render import emit
 
     host = _host(o.source)
     archive = _is_archive(host)
     if archive:
-        from .analysis import archive_verify
+        from pensieve.analysis import archive_verify
     if o.export_layer:
         if not o.to:
             raise UsageError("--export-layer needs --to FILE")
@@ -847,9 +847,9 @@ def cmd_compare(o):
     (shared, only in A, only in B) and every file that differs between the two merged trees:
     added (only in B), removed (only in A) or changed (content sha256, size, mode, owner, link
     target, type, xattrs, mtime), each side with the layer that provides it."""
-    from .analysis.compare import compare_images, match_images
-    from .engines.docker import LookupFailed
-    from .output.render import dumps, emit
+    from pensieve.analysis.compare import compare_images, match_images
+    from pensieve.engines.docker import LookupFailed
+    from pensieve.output.render import dumps, emit
 
     host_a, host_b = _host(o.source_a), _host(o.source_b)
     rest_a: list = []
@@ -979,7 +979,7 @@ def _more(items: list[str]) -> str:
 
 
 def _unverifiable(v):
-    from .records import Problem
+    from pensieve.records import Problem
 
     return Problem(
         v.tar_split or v.layer_path or v.chain_id, f"layer {_short(v.chain_id)} unverifiable: {v.reason}"

@@ -3,7 +3,7 @@ engine import (a `pensieve mem` run never loads the Docker engine)."""
 
 from __future__ import annotations
 
-from .evidence.base import EvidenceError, NotFound
+from pensieve.evidence.base import EvidenceError, NotFound
 
 __all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._record import field, record
+from pensieve._record import field, record
 
 _SCALARS = (str, int, float, bool, type(None))
 

@@ -21,10 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from ..engines.archive import ArchiveHost, Blob
-from ..evidence import EvidenceError
-from ..evidence.tarfs import DecompressError, decompress_stream, sniff_compression
-from .integrity import (
+from pensieve.analysis.integrity import (
     OK,
     TAMPERED,
     UNVERIFIABLE,
@@ -34,6 +31,9 @@ from .integrity import (
     LayerVerdict,
     Sink,
 )
+from pensieve.engines.archive import ArchiveHost, Blob
+from pensieve.evidence import EvidenceError
+from pensieve.evidence.tarfs import DecompressError, decompress_stream, sniff_compression
 
 _CHUNK = 1 << 20
 _META = (b"x", b"g", b"L", b"K")
@@ -88,7 +88,7 @@ _FLAT = ("docker-export", "rootfs-tar")
 
 def _blob_reader(host: ArchiveHost, blob: Blob):
     if host.kind in _FLAT:  # the layer is the archive file itself, compressed or not
-        from ..evidence.tarfs import SliceReader, _FdSource, _open_path
+        from pensieve.evidence.tarfs import SliceReader, _FdSource, _open_path
 
         fd = _open_path(host.source)
         return SliceReader(_FdSource(fd, keep=_Closer(fd)), 0, None, host.source)

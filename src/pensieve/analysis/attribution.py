@@ -12,10 +12,10 @@ from __future__ import annotations
 import posixpath
 import re
 
-from ..engines.docker import DockerHost
-from ..engines.docker.root import DockerRoot
-from ..evidence import normalize
-from ..records import Attribution
+from pensieve.engines.docker import DockerHost
+from pensieve.engines.docker.root import DockerRoot
+from pensieve.evidence import normalize
+from pensieve.records import Attribution
 
 # driver directory patterns below a data root: (regex, driver, role hint)
 _PATTERNS = [

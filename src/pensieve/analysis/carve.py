@@ -73,8 +73,8 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .._record import field, record
-from ..records import Problem
+from pensieve._record import field, record
+from pensieve.records import Problem
 
 __all__ = [
     "TYPES",
@@ -1227,7 +1227,7 @@ def normalise_types(types) -> tuple[str, ...]:
 def free_ranges(read, fs_offset: int) -> tuple[list[tuple[int, int]], int, dict[str, Any]]:
     """Unallocated byte ranges (absolute, merged) of the ext2/3/4 filesystem at FS_OFFSET, from the
     block bitmap of every group; also the block size and a description."""
-    from ..evidence.disk import ExtInodes
+    from pensieve.evidence.disk import ExtInodes
 
     ext = ExtInodes(read, fs_offset)
     sb = read(fs_offset + 1024, 1024)
@@ -1304,7 +1304,7 @@ def journal_block_owners(evidence) -> BlockOwners | None:
     {block: (inode, path)} or a function block -> (inode, path) | None.  None when not available
     (every carved file is then unattributed)."""
     try:
-        from . import recover  # type: ignore[attr-defined]
+        from pensieve.analysis import recover  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - not there (or not importable): no attribution
         return None
     fn = getattr(recover, "block_owners", None)
@@ -1393,7 +1393,7 @@ class Carver:
         out = []
         if isinstance(self.img, BufferImage):
             return out
-        from ..evidence.disk import list_partitions
+        from pensieve.evidence.disk import list_partitions
 
         _vs, parts = list_partitions(self.img)
         if not parts:
@@ -1410,7 +1410,7 @@ class Carver:
         for off, ev, length in fss:
             end = min(size, off + length)
             head = self.src.read(off, 0x10100)
-            from ..evidence.disk import sniff_filesystem
+            from pensieve.evidence.disk import sniff_filesystem
 
             kind = sniff_filesystem(head)
             if kind != "ext2/3/4":
@@ -1600,7 +1600,7 @@ class Carver:
     def _evidence(self, fs: int):
         ev = self._fs_ev.get(fs)
         if ev is None and fs not in self._fs_ev:
-            from ..evidence.disk import DiskImageEvidence
+            from pensieve.evidence.disk import DiskImageEvidence
 
             try:
                 ev = DiskImageEvidence(self.img, fs)
@@ -1698,7 +1698,7 @@ class Carver:
         if host is False:
             host = None
             try:
-                from ..engines.docker import DockerHost
+                from pensieve.engines.docker import DockerHost
 
                 host = DockerHost(ev)
                 if not host.roots:
@@ -1709,7 +1709,7 @@ class Carver:
         if host is None:
             return
         try:
-            from .attribution import whence
+            from pensieve.analysis.attribution import whence
 
             a = whence(host, rec.path)
         except Exception:  # noqa: BLE001 - a path outside any data root
@@ -1771,7 +1771,7 @@ def open_for_carving(source: str):
     """(image object, filesystems or None) for SOURCE: ``disk.img@N`` / ``@offset=N`` restrict the
     scan to that partition or filesystem; a plain image is scanned partition by partition; a file
     that is not a disk image is scanned whole."""
-    from ..evidence.disk import list_partitions, open_image, split_spec
+    from pensieve.evidence.disk import list_partitions, open_image, split_spec
 
     base, number, offset = split_spec(source)
     img = open_image(base)
@@ -1782,7 +1782,7 @@ def open_for_carving(source: str):
             _vs, parts = list_partitions(img)
             chosen = next((p for p in parts if p.number == number), None)
             if chosen is None:
-                from ..evidence.disk import ImageError
+                from pensieve.evidence.disk import ImageError
 
                 raise ImageError(f"{base} has no partition {number}")
             return img, [(chosen.offset, _PartitionOnly(chosen))]

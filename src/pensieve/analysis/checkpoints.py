@@ -25,11 +25,11 @@ import os
 import posixpath
 from datetime import UTC, datetime
 
-from .._record import field, record
-from ..evidence.base import EvidenceError
-from ..formats.criu.checkpoint import Checkpoint
-from ..formats.criu.images import CriuImageError
-from ..records import Change
+from pensieve._record import field, record
+from pensieve.evidence.base import EvidenceError
+from pensieve.formats.criu.checkpoint import Checkpoint
+from pensieve.formats.criu.images import CriuImageError
+from pensieve.records import Change
 
 __all__ = [
     "CheckpointInfo",
@@ -166,8 +166,8 @@ def _criu_dir(path: str) -> Source:
 
 
 def _host(path: str):
-    from ..engines.docker import DockerHost, NotADataRoot
-    from ..evidence import open_evidence
+    from pensieve.engines.docker import DockerHost, NotADataRoot
+    from pensieve.evidence import open_evidence
 
     try:
         return DockerHost(open_evidence(path))
@@ -210,7 +210,7 @@ def _docker(path: str, container: str, name: str | None) -> Source:
         names = sorted(host.evidence.listdir(ckroot))
     except (EvidenceError, OSError):
         names = []
-    from ..engines.docker import LookupFailed
+    from pensieve.engines.docker import LookupFailed
 
     if name is None:
         if len(names) == 1:
@@ -281,7 +281,7 @@ def _json_member(archive, name: str, info: CheckpointInfo):
 
 
 def _archive(path: str) -> Source:
-    from ..formats.criu.archive import ArchiveStore, TarArchive
+    from pensieve.formats.criu.archive import ArchiveStore, TarArchive
 
     try:
         archive = TarArchive(path)
@@ -371,7 +371,7 @@ def _iso(t: float | None) -> str | None:
 
 def _archive_changes(src: Source) -> list[Change]:
     """rootfs-diff.tar (added or modified entries) and deleted.files (deleted paths)."""
-    from ..util import sha256_stream
+    from pensieve.util import sha256_stream
 
     archive = src.archive
     out: list[Change] = []

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..evidence import EvidenceError
-from ..records import FileEntry, Image, Layer, Problem
-from ..util import iso_ns, sha256_stream
-from .layered import LayeredView
+from pensieve.analysis.layered import LayeredView
+from pensieve.evidence import EvidenceError
+from pensieve.records import FileEntry, Image, Layer, Problem
+from pensieve.util import iso_ns, sha256_stream
 
 _HOST_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _HOST_XATTRS = ("security.selinux",)

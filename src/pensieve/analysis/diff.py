@@ -20,10 +20,10 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..evidence import Evidence, EvidenceError, FileStat
-from ..records import Change, Layer, Problem
-from ..util import iso_ns, sha256_stream
-from .layered import LayeredView, PathNotInView, Resolved
+from pensieve.analysis.layered import LayeredView, PathNotInView, Resolved
+from pensieve.evidence import Evidence, EvidenceError, FileStat
+from pensieve.records import Change, Layer, Problem
+from pensieve.util import iso_ns, sha256_stream
 
 _CAP = "security.capability"
 

@@ -8,9 +8,9 @@ import os
 import stat as statmod
 import tarfile
 
-from ..evidence import EvidenceError
-from ..records import FileEntry, Problem
-from .layered import LayeredView
+from pensieve.analysis.layered import LayeredView
+from pensieve.evidence import EvidenceError
+from pensieve.records import FileEntry, Problem
 
 _TYPES = {
     "file": tarfile.REGTYPE,

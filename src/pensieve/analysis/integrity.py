@@ -36,12 +36,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines.docker import DockerHost
-from ..engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
-from ..evidence import Evidence, EvidenceError, FileStat
-from ..evidence.base import file_kind, normalize
-from ..evidence.directory import DirectoryEvidence
-from ..formats.tarsplit import (
+from pensieve.engines.docker import DockerHost
+from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
+from pensieve.evidence import Evidence, EvidenceError, FileStat
+from pensieve.evidence.base import file_kind, normalize
+from pensieve.evidence.directory import DirectoryEvidence
+from pensieve.formats.tarsplit import (
     FILE,
     SEGMENT,
     HeaderParser,
@@ -52,7 +52,7 @@ from ..formats.tarsplit import (
     crc64_iso,
     iter_entries,
 )
-from ..records import Finding
+from pensieve.records import Finding
 
 OK = "ok"
 TAMPERED = "tampered"

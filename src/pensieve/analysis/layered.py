@@ -27,8 +27,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..evidence import Evidence, EvidenceError, FileStat, NotFound
-from ..records import FileEntry, Layer
+from pensieve.evidence import Evidence, EvidenceError, FileStat, NotFound
+from pensieve.records import FileEntry, Layer
 
 _OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _WHITEOUT_XATTRS = ("trusted.overlay.whiteout", "user.overlay.whiteout")

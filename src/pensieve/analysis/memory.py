@@ -17,8 +17,8 @@ import os
 import socket
 import struct
 
-from .._record import field, record
-from ..formats.criu.checkpoint import (
+from pensieve._record import field, record
+from pensieve.formats.criu.checkpoint import (
     FD_TYPES,
     PAGE_SIZE,
     PE_LAZY,
@@ -27,8 +27,8 @@ from ..formats.criu.checkpoint import (
     TASK_STATES,
     Checkpoint,
 )
-from ..formats.criu.images import CriuImageError
-from ..records import MemoryMap, OpenFile, Process, Socket
+from pensieve.formats.criu.images import CriuImageError
+from pensieve.records import MemoryMap, OpenFile, Process, Socket
 
 __all__ = [
     "CriuImageError",

@@ -27,11 +27,11 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 
-from .._record import field, record
-from ..formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
-from ..formats.criu.images import CriuImageError
-from ..records import MemoryMap
-from . import memory
+from pensieve._record import field, record
+from pensieve.analysis import memory
+from pensieve.formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
+from pensieve.formats.criu.images import CriuImageError
+from pensieve.records import MemoryMap
 
 __all__ = [
     "DumpedRegion",
@@ -672,7 +672,7 @@ def dump(
         missing = sum(g["end"] - g["start"] for g in region.gaps if g["reason"] != "lazy")
         region.missing_pages = (missing + PAGE_SIZE - 1) // PAGE_SIZE
         out.append(region)
-    from ..records import to_dict
+    from pensieve.records import to_dict
 
     with open(os.path.join(outdir, "manifest.json"), "w") as fh:
         json.dump([to_dict(r) for r in out], fh, indent=1)
@@ -741,7 +741,7 @@ def _mem_size(maps: list[MemoryMap]) -> tuple[int, int]:
 
 def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
     """What changed from checkpoint A to checkpoint B (the same tree, later)."""
-    from ..records import to_dict
+    from pensieve.records import to_dict
 
     out: list[MemoryChange] = []
     pa = {p.pid: p for p in memory.processes(a)}

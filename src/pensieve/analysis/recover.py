@@ -44,11 +44,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from .._record import field, record
-from ..evidence.base import EvidenceError
-from ..evidence.disk import ExtInodes
-from ..formats import jbd2
-from ..records import Problem
+from pensieve._record import field, record
+from pensieve.evidence.base import EvidenceError
+from pensieve.evidence.disk import ExtInodes
+from pensieve.formats import jbd2
+from pensieve.records import Problem
 
 COMPLETE, PARTIAL, METADATA_ONLY = "complete", "partial", "metadata-only"
 JOURNAL, ORPHAN, CARVE = "journal", "orphan", "carve"
@@ -1331,7 +1331,7 @@ def _out_name(out_dir: str, rec: RecoveredFile, used: set[str]) -> str:
 def attribute(files: list[RecoveredFile], host, remnants: dict[str, bytes]) -> list[str]:
     """Fill container, layer, images and container path of every file below a data root, through
     ``whence``; for layers no container references (``docker rm``), recovered remnants name it."""
-    from .attribution import whence
+    from pensieve.analysis.attribution import whence
 
     problems: list[str] = []
     if host is None:
@@ -1469,7 +1469,7 @@ def recover(
     problems = [Problem(evidence.description, p) for p in r.problems]
     if host is None:
         try:
-            from ..engines.docker import DockerHost, NotADataRoot
+            from pensieve.engines.docker import DockerHost, NotADataRoot
 
             host = DockerHost(evidence)
             if not host.roots:

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from ..cli import EPILOG, UsageError, _add_output
+from pensieve.cli import EPILOG, UsageError, _add_output
 
 
 def _size(n: float) -> str:
@@ -85,10 +85,10 @@ COLUMNS = [
 
 def cmd_carve(o):
     """Carve deleted files out of a disk image (see `pensieve carve --help`)."""
-    from ..analysis import carve as carving
-    from ..evidence import EvidenceError
-    from ..evidence.disk import split_spec
-    from ..output.render import emit
+    from pensieve.analysis import carve as carving
+    from pensieve.evidence import EvidenceError
+    from pensieve.evidence.disk import split_spec
+    from pensieve.output.render import emit
 
     base, _part, _off = split_spec(o.source)
     if not os.path.exists(base):

@@ -25,7 +25,7 @@ import functools
 import os
 import sys
 
-from ..cli import EPILOG, UsageError, _add_output
+from pensieve.cli import EPILOG, UsageError, _add_output
 
 SOURCE_HELP = (
     "a CRIU image directory, a checkpoint archive (Podman/CRI-O/containerd, tar[.gz|.zst]), "
@@ -45,9 +45,9 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def run(opts):
-        from ..analysis.checkpoints import SourceError
-        from ..engines.docker import LookupFailed
-        from ..formats.criu.images import CriuImageError
+        from pensieve.analysis.checkpoints import SourceError
+        from pensieve.engines.docker import LookupFailed
+        from pensieve.formats.criu.images import CriuImageError
 
         try:
             return fn(opts)
@@ -64,7 +64,7 @@ def _guard(fn):
 
 
 def _open(opts, source: str | None = None, checkpoint: str | None = None):
-    from ..analysis.checkpoints import open_source
+    from pensieve.analysis.checkpoints import open_source
 
     return open_source(
         source or opts.source,
@@ -80,7 +80,7 @@ def _first(value):
 
 
 def _problems(src, records=()) -> list:
-    from ..records import Problem
+    from pensieve.records import Problem
 
     out = [Problem(src.info.checkpoint, p) for p in src.problems]
     for r in records:
@@ -141,7 +141,7 @@ def _refuse_inside(src, dest: str) -> None:
 def cmd_info(o):
     """The checkpoint source: engine, container id and name, image, runtime, Kubernetes pod,
     namespace and container, command, when it was created and checkpointed, how many tasks."""
-    from ..output.render import emit_one
+    from pensieve.output.render import emit_one
 
     with _open(o) as src:
         if src.archive is not None:
@@ -154,8 +154,8 @@ def cmd_info(o):
 def cmd_ps(o):
     """Every task of the checkpoint: pid, parent, state (zombies with their exit code), credentials,
     command line and environment as the process's memory held them at dump time."""
-    from ..analysis import memory
-    from ..output.render import emit
+    from pensieve.analysis import memory
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         procs = memory.processes(src.checkpoint)
@@ -195,8 +195,8 @@ def cmd_files(o):
     """Open descriptors of every task (and its cwd, root and exe) like /proc/PID/fd: regular files
     with position and flags, deleted-but-open files (content kept in the checkpoint), pipes with
     unread data, sockets, eventfds, ttys."""
-    from ..analysis import memory
-    from ..output.render import emit
+    from pensieve.analysis import memory
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         files = memory.files(src.checkpoint)
@@ -231,8 +231,8 @@ def _file_note(f) -> str:
 def cmd_sockets(o):
     """Every socket with the tasks holding it: TCP/UDP endpoints and states, unix paths and peers,
     and the unread / unsent queues CRIU saved."""
-    from ..analysis import memory
-    from ..output.render import emit
+    from pensieve.analysis import memory
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         socks = memory.sockets(src.checkpoint)
@@ -271,8 +271,8 @@ def _endpoint(addr, port) -> str:
 def cmd_maps(o):
     """Memory mappings of every task (like /proc/PID/maps) with how many of their pages the
     checkpoint holds: present, in a parent checkpoint, lazy (not in the evidence)."""
-    from ..analysis import memory
-    from ..output.render import emit
+    from pensieve.analysis import memory
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         maps = memory.maps(src.checkpoint)
@@ -297,8 +297,8 @@ def cmd_maps(o):
 
 
 def _strings_view(o, what: str):
-    from ..analysis import memory
-    from ..output.render import emit
+    from pensieve.analysis import memory
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         procs = [p for p in memory.processes(src.checkpoint) if p.state != "zombie"]
@@ -338,7 +338,7 @@ def cmd_cmdline(o):
 def cmd_changes(o):
     """The container's filesystem changes a checkpoint archive carries: entries of rootfs-diff.tar
     (added or modified: the archive does not keep the image's copy) and deleted.files."""
-    from ..output.render import emit
+    from pensieve.output.render import emit
 
     with _open(o) as src:
         if src.archive is None:
@@ -364,7 +364,7 @@ def cmd_changes(o):
 
 
 def _parse_range(text: str) -> tuple[int, int]:
-    from ..analysis.memscan import parse_address
+    from pensieve.analysis.memscan import parse_address
 
     try:
         if "+" in text:
@@ -383,8 +383,8 @@ def cmd_dump(o):
     manifest.json: address ranges (--range), the mappings holding an address or naming a file
     (--map), or every mapping.  Pages in a parent checkpoint are read through the chain; lazy and
     missing pages stay holes and are reported."""
-    from ..analysis import memscan
-    from ..output.render import emit
+    from pensieve.analysis import memscan
+    from pensieve.output.render import emit
 
     ranges = [_parse_range(r) for r in o.range or []]
     if ranges and o.map:
@@ -409,7 +409,7 @@ def cmd_dump(o):
             title=f"pid {o.pid} -> {o.out}",
         )
         problems = _problems(src)
-        from ..records import Problem
+        from pensieve.records import Problem
 
         lazy = sum(r.lazy_pages for r in regions)
         if lazy:
@@ -442,8 +442,8 @@ def _hit_columns():
 def cmd_search(o):
     """Find strings (-s), regular expressions (-e, Python syntax over bytes) and hex byte strings
     (-x) in the memory of every live process; each hit with pid, address, mapping and context."""
-    from ..analysis import memscan
-    from ..output.render import emit
+    from pensieve.analysis import memscan
+    from pensieve.output.render import emit
 
     patterns: list = []
     for s in o.string or []:
@@ -469,8 +469,8 @@ def _emit_hits_json(hits, fmt: str, out=None) -> int:
     import json
     from json.encoder import encode_basestring as q
 
-    from ..output.render import _default
-    from ..records import to_dict
+    from pensieve.output.render import _default
+    from pensieve.records import to_dict
 
     out = out or sys.stdout
 
@@ -541,8 +541,8 @@ def _emit_hits_json(hits, fmt: str, out=None) -> int:
 def cmd_yara(o):
     """Run YARA rules (yara-python) over each live process's reconstructed memory; every string
     match with pid, address, mapping and context."""
-    from ..analysis import memscan
-    from ..output.render import emit
+    from pensieve.analysis import memscan
+    from pensieve.output.render import emit
 
     if not o.rules and not o.rule:
         raise UsageError("no rules: give -r RULES_FILE or --rule 'rule x { ... }'")
@@ -568,8 +568,8 @@ def cmd_diff(o):
     changed (command line, executable, credentials ...), sockets and files opened / closed, memory
     growth per process.  A B are two sources; in one Docker data root, name the container once and
     the checkpoints twice: SOURCE -c C -k BEFORE -k AFTER."""
-    from ..analysis import memscan
-    from ..output.render import emit
+    from pensieve.analysis import memscan
+    from pensieve.output.render import emit
 
     names = o.checkpoint or []
     if len(o.source) == 2:
@@ -683,7 +683,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for trying the module alone
     """Run ``mem`` without the rest of the CLI (``python -m pensieve.commands.mem VIEW SOURCE``)."""
-    from .. import cli
+    from pensieve import cli
 
     parser = argparse.ArgumentParser(prog="pensieve")
     parser.add_argument("--debug", action="store_true")

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from ..cli import EPILOG, UsageError, _add_output
+from pensieve.cli import EPILOG, UsageError, _add_output
 
 
 class _Bar:
@@ -80,9 +80,9 @@ def cmd_recover(o):
     """Deleted files of an ext2/3/4 disk image, from the jbd2 journal and the orphan list:
     path, inode, size, times (deletion time too), bytes recovered, confidence, sha256, method,
     and the container, layer and image below a Docker data root."""
-    from ..analysis.recover import recover
-    from ..evidence import open_evidence
-    from ..output.render import emit
+    from pensieve.analysis.recover import recover
+    from pensieve.evidence import open_evidence
+    from pensieve.output.render import emit
 
     if o.out:
         # before opening: a destination equal to the image is refused whatever the image holds

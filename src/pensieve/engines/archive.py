@@ -35,13 +35,13 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..evidence import DirectoryEvidence, Evidence, EvidenceError
-from ..evidence.mount import MountEvidence
-from ..evidence.tarfs import TarEvidence
-from ..records import HistoryStep, Image, Layer, Problem
-from .docker import LookupFailed
-from .docker.images import _history, resolve_image, runtime_config
-from .docker.root import chain_ids
+from pensieve.engines.docker import LookupFailed
+from pensieve.engines.docker.images import _history, resolve_image, runtime_config
+from pensieve.engines.docker.root import chain_ids
+from pensieve.evidence import DirectoryEvidence, Evidence, EvidenceError
+from pensieve.evidence.mount import MountEvidence
+from pensieve.evidence.tarfs import TarEvidence
+from pensieve.records import HistoryStep, Image, Layer, Problem
 
 LAYERS = "/.layers"
 #: Layer.driver of a layer tar (aufs whiteouts) and of a flat root filesystem tar

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, file_kind, normalize
-from .directory import DirectoryEvidence
+from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, file_kind, normalize
+from pensieve.evidence.directory import DirectoryEvidence
 
 __all__ = [
     "DirEntry",
@@ -28,7 +28,7 @@ def open_evidence(source: str) -> Evidence:
     ``pensieve.evidence.disk``)."""
     if os.path.isdir(source):
         return DirectoryEvidence(source)
-    from .disk import is_disk_image, open_disk_image, split_spec
+    from pensieve.evidence.disk import is_disk_image, open_disk_image, split_spec
 
     base, _part, _off = split_spec(source)
     if not os.path.exists(base):

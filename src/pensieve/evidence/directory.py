@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import BinaryIO
 
-from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
 
 _MAX_SYMLINKS = 40
 _NOATIME = getattr(os, "O_NOATIME", 0)

@@ -55,9 +55,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..records import Problem
-from ..util import open_noatime
-from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.records import Problem
+from pensieve.util import open_noatime
 
 _MAX_SYMLINKS = 40
 _CHUNK = 1 << 20  # largest single read from the image

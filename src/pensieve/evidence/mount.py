@@ -15,7 +15,7 @@ import stat as statmod
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
 
 _DIR = FileStat(
     mode=statmod.S_IFDIR | 0o555, ino=0, nlink=2, uid=0, gid=0, size=0, atime_ns=0, mtime_ns=0, ctime_ns=0

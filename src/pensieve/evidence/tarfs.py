@@ -48,9 +48,9 @@ from functools import lru_cache
 from typing import BinaryIO
 from urllib.parse import unquote
 
-from ..records import Problem
-from ..util import BZIP2, GZIP, XZ, ZSTD, open_noatime, sniff_compression
-from .base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.records import Problem
+from pensieve.util import BZIP2, GZIP, XZ, ZSTD, open_noatime, sniff_compression
 
 _CHUNK = 1 << 20
 _MAX_SYMLINKS = 40

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from ..records import record_fields, to_dict
+from pensieve.records import record_fields, to_dict
 
 Column = tuple[str, Callable[[Any], Any]]
 FORMATS = ("table", "json", "jsonl", "csv")

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from ...errors import LookupFailed
-from ...evidence import Evidence, EvidenceError
-from ...records import Container, Image, Layer, Problem, Volume
-from .containers import container_layers, list_containers
-from .images import list_images, resolve_image
-from .root import (
+from pensieve.engines.docker.containers import container_layers, list_containers
+from pensieve.engines.docker.images import list_images, resolve_image
+from pensieve.engines.docker.root import (
     SUPPORTED_DRIVERS,
     UNSUPPORTED_DRIVERS,
     DockerRoot,
     NotADataRoot,
     open_data_roots,
 )
+from pensieve.errors import LookupFailed
+from pensieve.evidence import Evidence, EvidenceError
+from pensieve.records import Container, Image, Layer, Problem, Volume
 
 __all__ = ["DockerHost", "DockerRoot", "NotADataRoot", "LookupFailed"]
 
@@ -42,7 +42,7 @@ class DockerHost:
         out = []
         for root in self.roots:
             if root.layout == "v1":
-                from .legacy import list_images_v1
+                from pensieve.engines.docker.legacy import list_images_v1
 
                 out += [(root, i) for i in list_images_v1(root, self.problems)]
             else:
@@ -109,7 +109,7 @@ class DockerHost:
         out: list[Container] = []
         for root in self.roots:
             if root.layout == "v1":
-                from .legacy import list_containers_v1
+                from pensieve.engines.docker.legacy import list_containers_v1
 
                 out += list_containers_v1(root, self.problems)
             else:
@@ -182,7 +182,7 @@ class DockerHost:
 
     @cached_property
     def _volumes(self) -> list[Volume]:
-        from .volumes import list_volumes
+        from pensieve.engines.docker.volumes import list_volumes
 
         out: list[Volume] = []
         for root in self.roots:

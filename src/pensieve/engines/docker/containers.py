@@ -11,9 +11,9 @@ import json
 import posixpath
 from typing import Any
 
-from ...evidence import EvidenceError
-from ...records import Container, Layer, Mount, PortBinding, Problem
-from .root import DockerRoot
+from pensieve.engines.docker.root import DockerRoot
+from pensieve.evidence import EvidenceError
+from pensieve.records import Container, Layer, Mount, PortBinding, Problem
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

@@ -8,9 +8,9 @@ import json
 import posixpath
 from collections import defaultdict
 
-from ...evidence import EvidenceError
-from ...records import HistoryStep, Image, Problem
-from .root import DockerRoot, chain_ids
+from pensieve.engines.docker.root import DockerRoot, chain_ids
+from pensieve.evidence import EvidenceError
+from pensieve.records import HistoryStep, Image, Problem
 
 
 def read_repositories(root: DockerRoot, driver: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -28,11 +28,11 @@ import json
 import posixpath
 from collections import defaultdict
 
-from ...evidence import EvidenceError
-from ...records import Container, HistoryStep, Image, Layer, Problem
-from .containers import _mounts, _risks, _unreadable, endpoint, parse_container
-from .images import runtime_config
-from .root import SUPPORTED_DRIVERS, DockerRoot
+from pensieve.engines.docker.containers import _mounts, _risks, _unreadable, endpoint, parse_container
+from pensieve.engines.docker.images import runtime_config
+from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
+from pensieve.evidence import EvidenceError
+from pensieve.records import Container, HistoryStep, Image, Layer, Problem
 
 __all__ = ["list_containers_v1", "Graph", "list_images_v1", "read_repositories_v1"]
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from ...evidence.base import Evidence, EvidenceError
-from ...records import LogLine, Problem
+from pensieve.evidence.base import Evidence, EvidenceError
+from pensieve.records import LogLine, Problem
 
 __all__ = ["log_files", "read_logs"]
 

@@ -13,11 +13,11 @@ import json
 import posixpath
 import re
 
-from ...evidence import EvidenceError
-from ...formats.bolt import BoltDB, BoltError
-from ...records import Container, Problem, Volume
-from ...util import iso_ns
-from .root import DockerRoot
+from pensieve.engines.docker.root import DockerRoot
+from pensieve.evidence import EvidenceError
+from pensieve.formats.bolt import BoltDB, BoltError
+from pensieve.records import Container, Problem, Volume
+from pensieve.util import iso_ns
 
 _ANON = re.compile(r"^[0-9a-f]{64}$")
 

@@ -6,7 +6,7 @@
 :mod:`pensieve.analysis.memory`.
 """
 
-from .checkpoint import Checkpoint
-from .images import CriuImageError, Image, parse_image, read_image
+from pensieve.formats.criu.checkpoint import Checkpoint
+from pensieve.formats.criu.images import CriuImageError, Image, parse_image, read_image
 
 __all__ = ["Checkpoint", "CriuImageError", "Image", "parse_image", "read_image"]

@@ -26,10 +26,10 @@ import tarfile
 import tempfile
 import zlib
 
-from ..._record import record
-from ...util import BZIP2, XZ, ZSTD, open_noatime, sniff_compression
-from .checkpoint import CheckpointStore
-from .images import MAX_IMAGE_SIZE, CriuImageError
+from pensieve._record import record
+from pensieve.formats.criu.checkpoint import CheckpointStore
+from pensieve.formats.criu.images import MAX_IMAGE_SIZE, CriuImageError
+from pensieve.util import BZIP2, XZ, ZSTD, open_noatime, sniff_compression
 
 _CHUNK = 1 << 20
 #: members indexed at most (an archive of millions of empty members is an attack, not a checkpoint)

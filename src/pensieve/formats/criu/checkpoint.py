@@ -34,8 +34,8 @@ import re
 import stat
 import struct
 
-from ..._record import field, record
-from .images import (
+from pensieve._record import field, record
+from pensieve.formats.criu.images import (
     IMG_COMMON,
     MAGIC_BY_NAME,
     MAX_IMAGE_SIZE,
@@ -46,8 +46,8 @@ from .images import (
     parse_partial,
     read_file_bytes,
 )
-from .protobuf import ProtobufError, decode
-from .schemas import SCHEMAS
+from pensieve.formats.criu.protobuf import ProtobufError, decode
+from pensieve.formats.criu.schemas import SCHEMAS
 
 _U32 = struct.Struct("<I")
 

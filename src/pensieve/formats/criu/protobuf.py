@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import struct
 
-from ..._record import record
+from pensieve._record import record
 
 MAX_DEPTH = 32
 

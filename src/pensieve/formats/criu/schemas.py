@@ -6,7 +6,7 @@ are skipped by the decoder.  ``images.py`` maps each image magic to its entry me
 
 from __future__ import annotations
 
-from .protobuf import (
+from pensieve.formats.criu.protobuf import (
     BOOL,
     BYTES,
     ENUM,
