@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures" / "docker"
+FIXTURE_ROOT = Path(__file__).parent / "fixtures"
+FIXTURES = FIXTURE_ROOT / "docker"
 
 
 def unpack(tarball: Path, dest: Path) -> Path:

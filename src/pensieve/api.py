@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-from pensieve.analysis.attribution import whence
-from pensieve.analysis.diff import DiffResult, container_diff, recover
-from pensieve.analysis.layered import LayeredView
 from pensieve.engines.docker import DockerHost, LookupFailed
 from pensieve.evidence import open_evidence
+from pensieve.filesystem.diff import DiffResult, container_diff, recover
+from pensieve.filesystem.layered import LayeredView
+from pensieve.filesystem.whence import whence
 from pensieve.records import Container, Image
 
 __all__ = [

@@ -70,7 +70,7 @@ def _host(source: str):
     image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
     or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
     if _source_kind(source) == "archive":
-        from pensieve.engines.archive import open_archive  # imported only for archives (~10 ms)
+        from pensieve.images.archive import open_archive  # imported only for archives (~10 ms)
 
         return open_archive(source)
     from pensieve.engines.docker import DockerHost
@@ -114,7 +114,7 @@ def _looks_like_archive(path: str) -> bool:
 
 
 def _is_archive(host) -> bool:
-    from pensieve.engines.archive import ArchiveHost
+    from pensieve.images.archive import ArchiveHost
 
     return isinstance(host, ArchiveHost)
 
@@ -602,7 +602,7 @@ def cmd_fs_find(o):
 def cmd_fs_export(o):
     """Export the merged tree: a PAX tar keeping mode, owner, nanosecond times, links, devices and
     each entry's layer (DEST.tar), or a directory."""
-    from pensieve.analysis.export import export_dir, export_tar
+    from pensieve.filesystem.export import export_dir, export_tar
 
     host, v = _view(o)
     _refuse_inside_evidence(host, o.dest)
@@ -724,14 +724,14 @@ def cmd_verify(o):
     On an image archive: each layer blob's sha256 against its descriptor and its uncompressed
     sha256 against the config's diff id, streamed; config digests. Exit 6 when something is
     tampered."""
-    from pensieve.analysis import integrity
     from pensieve.engines.docker import LookupFailed
+    from pensieve.images import verify_layers as integrity
     from pensieve.output.render import emit
 
     host = _host(o.source)
     archive = _is_archive(host)
     if archive:
-        from pensieve.analysis import archive_verify
+        from pensieve.images import verify_archive as archive_verify
     if o.export_layer:
         if not o.to:
             raise UsageError("--export-layer needs --to FILE")
@@ -847,8 +847,8 @@ def cmd_compare(o):
     (shared, only in A, only in B) and every file that differs between the two merged trees:
     added (only in B), removed (only in A) or changed (content sha256, size, mode, owner, link
     target, type, xattrs, mtime), each side with the layer that provides it."""
-    from pensieve.analysis.compare import compare_images, match_images
     from pensieve.engines.docker import LookupFailed
+    from pensieve.images.compare import compare_images, match_images
     from pensieve.output.render import dumps, emit
 
     host_a, host_b = _host(o.source_a), _host(o.source_b)

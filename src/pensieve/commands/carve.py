@@ -85,7 +85,7 @@ COLUMNS = [
 
 def cmd_carve(o):
     """Carve deleted files out of a disk image (see `pensieve carve --help`)."""
-    from pensieve.analysis import carve as carving
+    from pensieve.disk import carve as carving
     from pensieve.evidence import EvidenceError
     from pensieve.evidence.disk import split_spec
     from pensieve.output.render import emit

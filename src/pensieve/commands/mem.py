@@ -45,9 +45,9 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def run(opts):
-        from pensieve.analysis.checkpoints import SourceError
         from pensieve.engines.docker import LookupFailed
         from pensieve.formats.criu.images import CriuImageError
+        from pensieve.memory.sources import SourceError
 
         try:
             return fn(opts)
@@ -64,7 +64,7 @@ def _guard(fn):
 
 
 def _open(opts, source: str | None = None, checkpoint: str | None = None):
-    from pensieve.analysis.checkpoints import open_source
+    from pensieve.memory.sources import open_source
 
     return open_source(
         source or opts.source,
@@ -154,7 +154,7 @@ def cmd_info(o):
 def cmd_ps(o):
     """Every task of the checkpoint: pid, parent, state (zombies with their exit code), credentials,
     command line and environment as the process's memory held them at dump time."""
-    from pensieve.analysis import memory
+    from pensieve.memory import views as memory
     from pensieve.output.render import emit
 
     with _open(o) as src:
@@ -195,7 +195,7 @@ def cmd_files(o):
     """Open descriptors of every task (and its cwd, root and exe) like /proc/PID/fd: regular files
     with position and flags, deleted-but-open files (content kept in the checkpoint), pipes with
     unread data, sockets, eventfds, ttys."""
-    from pensieve.analysis import memory
+    from pensieve.memory import views as memory
     from pensieve.output.render import emit
 
     with _open(o) as src:
@@ -231,7 +231,7 @@ def _file_note(f) -> str:
 def cmd_sockets(o):
     """Every socket with the tasks holding it: TCP/UDP endpoints and states, unix paths and peers,
     and the unread / unsent queues CRIU saved."""
-    from pensieve.analysis import memory
+    from pensieve.memory import views as memory
     from pensieve.output.render import emit
 
     with _open(o) as src:
@@ -271,7 +271,7 @@ def _endpoint(addr, port) -> str:
 def cmd_maps(o):
     """Memory mappings of every task (like /proc/PID/maps) with how many of their pages the
     checkpoint holds: present, in a parent checkpoint, lazy (not in the evidence)."""
-    from pensieve.analysis import memory
+    from pensieve.memory import views as memory
     from pensieve.output.render import emit
 
     with _open(o) as src:
@@ -297,7 +297,7 @@ def cmd_maps(o):
 
 
 def _strings_view(o, what: str):
-    from pensieve.analysis import memory
+    from pensieve.memory import views as memory
     from pensieve.output.render import emit
 
     with _open(o) as src:
@@ -364,7 +364,7 @@ def cmd_changes(o):
 
 
 def _parse_range(text: str) -> tuple[int, int]:
-    from pensieve.analysis.memscan import parse_address
+    from pensieve.memory.scan import parse_address
 
     try:
         if "+" in text:
@@ -383,7 +383,7 @@ def cmd_dump(o):
     manifest.json: address ranges (--range), the mappings holding an address or naming a file
     (--map), or every mapping.  Pages in a parent checkpoint are read through the chain; lazy and
     missing pages stay holes and are reported."""
-    from pensieve.analysis import memscan
+    from pensieve.memory import scan as memscan
     from pensieve.output.render import emit
 
     ranges = [_parse_range(r) for r in o.range or []]
@@ -442,7 +442,7 @@ def _hit_columns():
 def cmd_search(o):
     """Find strings (-s), regular expressions (-e, Python syntax over bytes) and hex byte strings
     (-x) in the memory of every live process; each hit with pid, address, mapping and context."""
-    from pensieve.analysis import memscan
+    from pensieve.memory import scan as memscan
     from pensieve.output.render import emit
 
     patterns: list = []
@@ -541,7 +541,7 @@ def _emit_hits_json(hits, fmt: str, out=None) -> int:
 def cmd_yara(o):
     """Run YARA rules (yara-python) over each live process's reconstructed memory; every string
     match with pid, address, mapping and context."""
-    from pensieve.analysis import memscan
+    from pensieve.memory import scan as memscan
     from pensieve.output.render import emit
 
     if not o.rules and not o.rule:
@@ -568,7 +568,7 @@ def cmd_diff(o):
     changed (command line, executable, credentials ...), sockets and files opened / closed, memory
     growth per process.  A B are two sources; in one Docker data root, name the container once and
     the checkpoints twice: SOURCE -c C -k BEFORE -k AFTER."""
-    from pensieve.analysis import memscan
+    from pensieve.memory import scan as memscan
     from pensieve.output.render import emit
 
     names = o.checkpoint or []

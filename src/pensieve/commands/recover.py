@@ -80,7 +80,7 @@ def cmd_recover(o):
     """Deleted files of an ext2/3/4 disk image, from the jbd2 journal and the orphan list:
     path, inode, size, times (deletion time too), bytes recovered, confidence, sha256, method,
     and the container, layer and image below a Docker data root."""
-    from pensieve.analysis.recover import recover
+    from pensieve.disk.recover import recover
     from pensieve.evidence import open_evidence
     from pensieve.output.render import emit
 

@@ -13,7 +13,7 @@ import stat as statmod
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pensieve._record import record
+from pensieve.records.core import record
 
 
 class EvidenceError(Exception):

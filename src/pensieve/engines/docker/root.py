@@ -22,10 +22,10 @@ import hashlib
 import json
 import posixpath
 
-from pensieve._record import record
 from pensieve.errors import NotADataRoot
 from pensieve.evidence import Evidence, EvidenceError, normalize
 from pensieve.records import Problem
+from pensieve.records.core import record
 
 SUPPORTED_DRIVERS = ("overlay2", "overlay", "aufs", "vfs", "btrfs")
 UNSUPPORTED_DRIVERS = ("devicemapper", "zfs", "windowsfilter", "lcow", "fuse-overlayfs")

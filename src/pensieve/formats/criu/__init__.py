@@ -3,7 +3,7 @@
 ``images`` decodes single image files (magic, entries, extra payloads) with the schemas of
 ``schemas`` and the wire decoder of ``protobuf``; ``checkpoint`` ties a dump directory together
 (tasks, files, memory through pagemaps and parent chains).  Views for people are in
-:mod:`pensieve.analysis.memory`.
+:mod:`pensieve.memory.views`.
 """
 
 from pensieve.formats.criu.checkpoint import Checkpoint

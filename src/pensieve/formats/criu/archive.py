@@ -26,9 +26,9 @@ import tarfile
 import tempfile
 import zlib
 
-from pensieve._record import record
 from pensieve.formats.criu.checkpoint import CheckpointStore
 from pensieve.formats.criu.images import MAX_IMAGE_SIZE, CriuImageError
+from pensieve.records.core import record
 from pensieve.util import BZIP2, XZ, ZSTD, open_noatime, sniff_compression
 
 _CHUNK = 1 << 20

@@ -34,7 +34,6 @@ import re
 import stat
 import struct
 
-from pensieve._record import field, record
 from pensieve.formats.criu.images import (
     IMG_COMMON,
     MAGIC_BY_NAME,
@@ -48,6 +47,7 @@ from pensieve.formats.criu.images import (
 )
 from pensieve.formats.criu.protobuf import ProtobufError, decode
 from pensieve.formats.criu.schemas import SCHEMAS
+from pensieve.records.core import field, record
 
 _U32 = struct.Struct("<I")
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import struct
 
-from pensieve._record import field, record
 from pensieve.formats.criu.protobuf import ProtobufError, decode
 from pensieve.formats.criu.schemas import SCHEMAS
+from pensieve.records.core import field, record
 
 IMG_COMMON = 0x54564319
 IMG_SERVICE = 0x55105940

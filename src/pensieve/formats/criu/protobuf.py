@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import struct
 
-from pensieve._record import record
+from pensieve.records.core import record
 
 MAX_DEPTH = 32
 

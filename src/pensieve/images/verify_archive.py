@@ -1,0 +1,303 @@
+"""Integrity of an image archive: every layer blob hashed and checked against what the archive
+itself records, streaming (one 1 MiB read buffer and a decompressor per layer; nothing of a layer
+is held in memory, nothing is spooled).
+
+Per layer blob:
+
+* the blob's sha256 against its descriptor digest (OCI manifest) or its content-addressed name
+  (``blobs/sha256/<hex>``), and its size against the descriptor's;
+* the sha256 of the uncompressed tar stream (gzip / zstd / xz / bzip2 sniffed from the bytes)
+  against the diff id the image config lists for it.
+
+A mismatch is ``tampered`` with a problem naming the blob (kind ``digest`` or ``size``); a blob
+that is absent, cut short by a truncated archive, or does not decompress (while its digest is not
+known to be wrong) is ``unverifiable`` with the reason; the others go on.  Per image: the config's
+sha256 against the id the archive names it by, manifest digests, layer counts.  The verdicts are
+the ``LayerVerdict``/``ImageVerdict`` records of ``pensieve verify`` on a host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from pensieve.evidence import EvidenceError
+from pensieve.evidence.tar import DecompressError, decompress_stream, sniff_compression
+from pensieve.images.archive import ArchiveHost, Blob
+from pensieve.images.verify_layers import (
+    OK,
+    TAMPERED,
+    UNVERIFIABLE,
+    ImageProblem,
+    ImageVerdict,
+    LayerProblem,
+    LayerVerdict,
+    Sink,
+)
+
+_CHUNK = 1 << 20
+_META = (b"x", b"g", b"L", b"K")
+_HEADER_ONLY = (b"1", b"2", b"3", b"4", b"5", b"6")
+
+
+class TarCounter:
+    """Counts the entries of a tar stream fed to it in pieces (headers only, payloads skipped)."""
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.buf = b""
+        self.entries = 0
+        self.end = False
+
+    def feed(self, data: bytes | memoryview) -> None:
+        pos, n = 0, len(data)
+        while pos < n and not self.end:
+            if self.skip:
+                take = min(self.skip, n - pos)
+                self.skip -= take
+                pos += take
+                continue
+            need = 512 - len(self.buf)
+            self.buf += bytes(data[pos : pos + need])
+            pos += need
+            if len(self.buf) < 512:
+                return
+            hdr, self.buf = self.buf, b""
+            if not hdr.strip(b"\0"):
+                self.end = True
+                return
+            flag = hdr[156:157]
+            size = 0 if flag in _HEADER_ONLY else _number(hdr[124:136])
+            if flag not in _META:
+                self.entries += 1
+            self.skip = (size + 511) // 512 * 512
+
+
+def _number(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU)
+        value = int.from_bytes(field[1:], "big")
+        return -value if field[:1] == b"\xff" else value
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return 0
+
+
+_FLAT = ("docker-export", "rootfs-tar")
+
+
+def _blob_reader(host: ArchiveHost, blob: Blob):
+    if host.kind in _FLAT:  # the layer is the archive file itself, compressed or not
+        from pensieve.evidence.tar import SliceReader, _FdSource, _open_path
+
+        fd = _open_path(host.source)
+        return SliceReader(_FdSource(fd, keep=_Closer(fd)), 0, None, host.source)
+    opener = getattr(host.archive, "open_raw", host.archive.open)
+    return opener(blob.path)
+
+
+class _Closer:
+    """Closes a descriptor when the reader holding it is collected."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:
+        import os
+
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> LayerVerdict:
+    """Hash one layer blob (and its uncompressed stream) and check both against the archive."""
+    flat = host.kind in _FLAT
+    where = host.source if flat else f"{host.source}:{(blob.path or blob.name or '').lstrip('/')}"
+    v = LayerVerdict(blob.chain_id or blob.name or "?", None if flat else blob.diff_id, UNVERIFIABLE)
+    v.layer_path = where
+    v.cache_id = blob.digest or ArchiveHost._blob_id(blob)
+    v.driver = blob.media_type or host.kind
+    v.data_root = host.source
+    if blob.path is None:
+        v.reason = f"layer blob {blob.name}: {blob.problem or 'not in the archive'}"
+        return v
+    outer = hashlib.sha256()
+    inner = hashlib.sha256()
+    counter = TarCounter()
+    size = 0
+    inner_size = 0
+    error: str | None = None
+    try:
+        fh = _blob_reader(host, blob)
+    except (EvidenceError, OSError) as exc:
+        v.reason = f"cannot read the blob: {exc}"
+        return v
+    with fh:
+        head = fh.read(_CHUNK)
+        kind = sniff_compression(head)
+        state = {"pending": head}
+
+        def read(n: int) -> bytes:
+            nonlocal size
+            data = state["pending"] or fh.read(n)
+            state["pending"] = b""
+            outer.update(data)
+            size += len(data)
+            return data
+
+        try:
+            stream = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
+            for block in stream:
+                inner.update(block)
+                inner_size += len(block)
+                counter.feed(block)
+                if sink is not None:
+                    sink(block)
+        except DecompressError as exc:
+            error = str(exc)
+        except (EvidenceError, OSError) as exc:
+            v.reason = f"cannot read the blob: {exc}"
+            return v
+        try:  # the rest of the blob still counts for its digest
+            while read(_CHUNK):
+                pass
+        except (EvidenceError, OSError) as exc:
+            v.reason = f"cannot read the blob: {exc}"
+            return v
+    v.entries = counter.entries
+    v.payload_bytes = size
+    blob_sha = "sha256:" + outer.hexdigest()
+    if blob.digest and blob.digest.startswith("sha256:") and blob_sha != blob.digest:
+        v.problems.append(
+            LayerProblem(
+                blob.name,
+                "digest",
+                "the blob's sha256 differs from its descriptor",
+                blob.digest,
+                blob_sha,
+                where,
+            )
+        )
+    if blob.size is not None and size != blob.size:
+        v.problems.append(
+            LayerProblem(blob.name, "size", "blob size differs from its descriptor", blob.size, size)
+        )
+    if error is not None:
+        if v.problems:
+            v.problems[0].detail = (v.problems[0].detail or "") + f"; {error}"
+            v.status = TAMPERED
+        else:
+            v.reason = f"layer blob does not decompress: {error}"
+        return v
+    v.computed_diff_id = "sha256:" + inner.hexdigest()
+    v.stream_size = inner_size
+    v.end_marker = counter.end
+    expected = None if flat else blob.diff_id  # an export's "diff id" is its own hash
+    if expected and v.computed_diff_id != expected:
+        v.problems.append(
+            LayerProblem(
+                blob.name,
+                "digest",
+                "the uncompressed layer's sha256 differs from the config's diff id",
+                blob.diff_id,
+                v.computed_diff_id,
+                where,
+            )
+        )
+    if v.problems:
+        v.status = TAMPERED
+    elif not expected:
+        v.reason = (
+            "no recorded digest: a docker export / root filesystem tar carries none "
+            "(computed_diff_id is its sha256, record it)"
+            if host.kind in _FLAT
+            else "no diff id in the image config for this layer"
+        )
+    else:
+        v.status = OK
+    return v
+
+
+def verify_archive(
+    host: ArchiveHost,
+    image_ref: str | None = None,
+    sink_for: Callable[[str], Sink | None] | None = None,
+) -> list[LayerVerdict]:
+    """One verdict per layer blob of the archive (or of IMAGE_REF's layers), each blob once."""
+    entries = host.entries
+    if image_ref is not None:
+        wanted = host.image(image_ref)
+        entries = [e for e in entries if e.image.id == wanted.id]
+    users: dict[str, list[str]] = {}
+    blobs: dict[str, Blob] = {}
+    for e in entries:
+        label = e.image.tags[0] if e.image.tags else e.image.id
+        for b in e.blobs:
+            key = b.path or f"{b.name}#{e.image.id}"
+            blobs.setdefault(key, b)
+            users.setdefault(key, [])
+            if label not in users[key]:
+                users[key].append(label)
+    out = []
+    for key, b in blobs.items():
+        sink = sink_for(b.chain_id or "") if sink_for else None
+        v = verify_blob(host, b, sink)
+        v.images = users[key]
+        out.append(v)
+    return out
+
+
+def verify_archive_images(
+    host: ArchiveHost, layers: list[LayerVerdict], image_ref: str | None = None
+) -> list[ImageVerdict]:
+    """Per image: config digest, manifest digests and layer counts, and its layers' verdicts."""
+    by_blob = {v.layer_path: v for v in layers}
+    entries = host.entries
+    if image_ref is not None:
+        wanted = host.image(image_ref)
+        entries = [e for e in entries if e.image.id == wanted.id]
+    out = []
+    for e in entries:
+        img = e.image
+        iv = ImageVerdict(img.id, OK, list(img.tags), e.computed_id, config_path=e.config_path)
+        iv.data_root = host.source
+        iv.driver = host.kind
+        iv.chain_ids = list(img.chain_ids)
+        tampered = unverifiable = False
+        for kind, detail in e.problems:
+            iv.problems.append(ImageProblem(kind, detail))
+            if kind in ("config-digest", "manifest-digest", "layer-diff-id"):
+                tampered = True
+            else:
+                unverifiable = True
+        for b in e.blobs:
+            flat = host.kind in _FLAT
+            v = by_blob.get(host.source if flat else f"{host.source}:{(b.path or b.name or '').lstrip('/')}")
+            if v is None:
+                continue
+            if v.status == TAMPERED:
+                tampered = True
+                iv.problems.append(ImageProblem("layer-tampered", f"layer {b.name} tampered", v.chain_id))
+            elif v.status == UNVERIFIABLE:
+                unverifiable = True
+                iv.problems.append(ImageProblem("layer-unverifiable", v.reason or "", v.chain_id))
+        if host.kind in _FLAT:
+            unverifiable = True
+            iv.problems.append(
+                ImageProblem("unreadable", "no image config: nothing recorded to check against")
+            )
+        iv.status = TAMPERED if tampered else UNVERIFIABLE if unverifiable else OK
+        out.append(iv)
+    return out
+
+
+def export_layer(host: ArchiveHost, chain_id: str, write: Sink) -> LayerVerdict:
+    """Write one layer's uncompressed tar stream (by chain id, diff id or blob digest) and verify it."""
+    want = chain_id if ":" in chain_id else "sha256:" + chain_id
+    for e in host.entries:
+        for b in e.blobs:
+            if want in (b.chain_id, b.diff_id, b.digest):
+                return verify_blob(host, b, write)
+    raise LookupError(f"no layer {want} in {host.source}")

@@ -1,0 +1,431 @@
+"""Where checkpoints come from: a CRIU image directory, a Docker data root, or a checkpoint archive.
+
+:func:`open_source` takes
+
+* a CRIU image directory (``criu dump -D DIR``, or any directory holding ``inventory.img``);
+* a Docker data root (or a host root holding one) with a container and a checkpoint name:
+  ``docker checkpoint create C NAME`` keeps the images in ``containers/<id>/checkpoints/NAME``;
+* a checkpoint archive -- Podman ``container checkpoint --export``, CRI-O and the kubelet's
+  forensic checkpoints (``/var/lib/kubelet/checkpoints/checkpoint-<pod>_<ns>-<ctr>-<time>.tar``),
+  containerd's CRI checkpoints -- plain, gzip or zstd: ``config.dump``, ``spec.dump``,
+  ``network.status``, ``stats-dump``, ``checkpoint/`` (the images), ``rootfs-diff.tar`` and
+  ``deleted.files``; a plain tar of a CRIU image directory is accepted too.
+
+and returns a :class:`Source`: the open :class:`~pensieve.formats.criu.Checkpoint` (for the views
+of :mod:`pensieve.memory.views`), a :class:`CheckpointInfo` record with what the source says
+about the container (engine, id, name, image, runtime, Kubernetes pod / namespace / container from
+the annotations ...) and, for archives, :meth:`Source.changes` -- ``rootfs-diff.tar`` and
+``deleted.files`` as :class:`~pensieve.records.Change` records.  Nothing is extracted or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from datetime import UTC, datetime
+
+from pensieve.evidence.base import EvidenceError
+from pensieve.formats.criu.checkpoint import Checkpoint
+from pensieve.formats.criu.images import CriuImageError
+from pensieve.records import Change
+from pensieve.records.core import field, record
+
+__all__ = [
+    "CheckpointInfo",
+    "Source",
+    "SourceError",
+    "docker_checkpoints",
+    "open_source",
+]
+
+#: config.dump / spec.dump / deleted.files / network.status are JSON documents of this size at most
+_MAX_JSON = 64 << 20
+
+
+class SourceError(EvidenceError):
+    """The source is not a usable checkpoint (exit 3 in the CLI)."""
+
+
+@record
+class CheckpointInfo:
+    """What a checkpoint source says about itself and the container it was taken from."""
+
+    kind: str  # criu | docker | podman | cri-o | containerd | archive
+    source: str  # what was opened (directory, archive, data root)
+    checkpoint: str  # where the CRIU images are (a directory, or ARCHIVE:checkpoint)
+    name: str | None = None  # the checkpoint's name (docker checkpoint create C NAME)
+    engine: str | None = None  # Docker | Podman | CRI-O | containerd
+    container_id: str | None = None
+    container_name: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    runtime: str | None = None
+    created: str | None = None  # container creation time
+    checkpointed: str | None = None  # when the checkpoint was taken, when the source says
+    pod: str | None = None  # Kubernetes pod name
+    namespace: str | None = None  # Kubernetes namespace
+    pod_uid: str | None = None
+    k8s_container: str | None = None  # Kubernetes container name
+    hostname: str | None = None
+    command: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    annotations: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    network: object = None  # network.status as the engine wrote it
+    compression: str | None = None
+    members: list[str] = field(default_factory=list)  # top-level archive entries
+    criu_images_version: int | None = None
+    tasks: int | None = None
+    rootfs_changes: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class Source:
+    """An opened checkpoint source: ``checkpoint``, ``info``, ``changes()``; close it after use."""
+
+    def __init__(self, checkpoint: Checkpoint, info: CheckpointInfo, archive=None) -> None:
+        self.checkpoint = checkpoint
+        self.info = info
+        self.archive = archive
+        self._changes: list[Change] | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        return self.info.problems + self.checkpoint.problems
+
+    def changes(self) -> list[Change]:
+        """Filesystem changes the archive carries: rootfs-diff.tar entries and deleted.files."""
+        if self._changes is None:
+            self._changes = _archive_changes(self) if self.archive is not None else []
+        return self._changes
+
+    def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---- opening -----------------------------------------------------------------------------------
+
+
+def open_source(source: str, container: str | None = None, checkpoint: str | None = None) -> Source:
+    """Open SOURCE (an image directory, a checkpoint archive, or a data root with CONTAINER and
+    CHECKPOINT).  Unusable sources raise :class:`SourceError`; a named container that is not
+    there raises ``LookupFailed`` (pensieve.engines.docker)."""
+    path = os.fspath(source)
+    if not os.path.lexists(path):
+        raise SourceError(f"source does not exist: {path}")
+    if os.path.isdir(path):
+        if container is None and checkpoint is None and os.path.exists(os.path.join(path, "inventory.img")):
+            return _criu_dir(path)
+        if container is None:
+            hint = ""
+            try:
+                found = docker_checkpoints(path)
+            except (EvidenceError, OSError):
+                found = []
+            if found:
+                hint = "; checkpoints here: " + ", ".join(
+                    f"--container {c['container_name'] or c['container_id'][:12]} --checkpoint {c['name']}"
+                    for c in found[:6]
+                )
+            raise SourceError(
+                f"{path} holds no inventory.img: not a CRIU image directory (for a Docker data "
+                f"root name --container and --checkpoint{hint})"
+            )
+        return _docker(path, container, checkpoint)
+    if container is not None or checkpoint is not None:
+        raise SourceError(
+            f"{path} is a file: --container/--checkpoint name a checkpoint in a Docker data root"
+        )
+    return _archive(path)
+
+
+def _inventory_facts(ck: Checkpoint, info: CheckpointInfo) -> None:
+    try:
+        info.criu_images_version = ck.inventory.get("img_version")
+        info.tasks = len(ck.image("pstree.img", required=True).entries)  # no core decoded yet
+    except CriuImageError as exc:
+        raise SourceError(f"unusable checkpoint: {exc}") from None
+
+
+def _criu_dir(path: str) -> Source:
+    try:
+        ck = Checkpoint(path)
+    except CriuImageError as exc:
+        raise SourceError(f"unusable checkpoint: {exc}") from None
+    info = CheckpointInfo(kind="criu", source=path, checkpoint=ck.path)
+    _inventory_facts(ck, info)
+    return Source(ck, info)
+
+
+def _host(path: str):
+    from pensieve.engines.docker import DockerHost, NotADataRoot
+    from pensieve.evidence import open_evidence
+
+    try:
+        return DockerHost(open_evidence(path))
+    except NotADataRoot as exc:
+        raise SourceError(str(exc)) from None
+
+
+def docker_checkpoints(path: str) -> list[dict]:
+    """Every Docker checkpoint in the data roots of PATH: container id/name, name, directory."""
+    host = _host(path)
+    out = []
+    for c in host._containers:  # noqa: SLF001 - layer chains are not needed here
+        cdir = posixpath.dirname(c.config_path or "") or posixpath.join(
+            c.data_root or "/", "containers", c.id
+        )
+        ckdir = posixpath.join(cdir, "checkpoints")
+        try:
+            names = sorted(host.evidence.listdir(ckdir))
+        except (EvidenceError, OSError):
+            continue
+        for n in names:
+            out.append(
+                {
+                    "container_id": c.id,
+                    "container_name": c.name,
+                    "name": n,
+                    "path": posixpath.join(ckdir, n),
+                    "data_root": c.data_root,
+                }
+            )
+    return out
+
+
+def _docker(path: str, container: str, name: str | None) -> Source:
+    host = _host(path)
+    c = host.container(container)  # LookupFailed: exit 4
+    cdir = posixpath.dirname(c.config_path or "") or posixpath.join(c.data_root or "/", "containers", c.id)
+    ckroot = posixpath.join(cdir, "checkpoints")
+    try:
+        names = sorted(host.evidence.listdir(ckroot))
+    except (EvidenceError, OSError):
+        names = []
+    from pensieve.engines.docker import LookupFailed
+
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        else:
+            raise LookupFailed(
+                f"container {c.name or c.id[:12]} has "
+                + (
+                    f"checkpoints {', '.join(names)}: name one with --checkpoint"
+                    if names
+                    else "no checkpoints"
+                )
+            )
+    if name not in names:
+        raise LookupFailed(
+            f"no checkpoint {name!r} for container {c.name or c.id[:12]}"
+            + (f" (it has: {', '.join(names)})" if names else " (it has none)")
+        )
+    ev_dir = posixpath.join(ckroot, name)
+    host_dir = host.evidence.host_path(ev_dir) if hasattr(host.evidence, "host_path") else ev_dir
+    try:
+        ck = Checkpoint(host_dir, boundary=host.evidence.host_path(ckroot))
+    except CriuImageError as exc:
+        raise SourceError(f"unusable checkpoint: {exc}") from None
+    info = CheckpointInfo(
+        kind="docker",
+        source=path,
+        checkpoint=host_dir,
+        name=name,
+        engine="Docker",
+        container_id=c.id,
+        container_name=c.name,
+        image=c.image,
+        image_id=c.image_id,
+        created=c.created,
+        hostname=c.hostname,
+        command=list(c.command),
+        env=list(c.env),
+        labels=dict(c.labels),
+    )
+    info.pod = c.labels.get("io.kubernetes.pod.name")  # dockershim containers carry these labels
+    info.namespace = c.labels.get("io.kubernetes.pod.namespace")
+    info.pod_uid = c.labels.get("io.kubernetes.pod.uid")
+    info.k8s_container = c.labels.get("io.kubernetes.container.name")
+    try:
+        hc = json.loads(host.evidence.read_bytes(posixpath.join(cdir, "hostconfig.json"), 16 << 20))
+        info.runtime = hc.get("Runtime") if isinstance(hc, dict) else None
+    except (EvidenceError, OSError, ValueError):
+        info.problems.append("hostconfig.json unreadable: runtime unknown")
+    try:
+        st = os.stat(host_dir)
+        info.checkpointed = datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z")
+    except OSError:
+        pass
+    # host.problems are about the data root at large (layer directories ...): not this checkpoint's
+    _inventory_facts(ck, info)
+    return Source(ck, info)
+
+
+def _json_member(archive, name: str, info: CheckpointInfo):
+    if name not in archive.members:
+        return None
+    try:
+        return json.loads(archive.read(name, _MAX_JSON))
+    except (CriuImageError, ValueError, UnicodeDecodeError) as exc:
+        info.problems.append(f"{archive.where(name)}: unreadable JSON ({exc})")
+        return None
+
+
+def _archive(path: str) -> Source:
+    from pensieve.formats.criu.archive import ArchiveStore, TarArchive
+
+    try:
+        archive = TarArchive(path)
+    except CriuImageError as exc:
+        raise SourceError(f"unusable checkpoint archive: {exc}") from None
+    try:
+        if "checkpoint/inventory.img" in archive.members:
+            prefix = "checkpoint"
+        elif "inventory.img" in archive.members:
+            prefix = "."
+        else:
+            kinds = [m for m in ("checkpointed.pods", "pod.dump") if m in archive.members]
+            what = f" (a {'kubelet' if kinds[0] == 'checkpointed.pods' else 'pod'} archive: " if kinds else ""
+            raise SourceError(
+                f"{path}: no checkpoint/inventory.img: not a container checkpoint archive"
+                + (what + "open the container archives it lists)" if kinds else "")
+            )
+        ck = Checkpoint(archive.where(prefix), store=ArchiveStore(archive, prefix))
+        info = CheckpointInfo(
+            kind="archive", source=path, checkpoint=ck.path, compression=archive.compression
+        )
+        info.problems += archive.problems
+        info.members = sorted({m.split("/", 1)[0] for m in archive.members})
+        config = _json_member(archive, "config.dump", info)
+        spec = _json_member(archive, "spec.dump", info)
+        _describe(info, config if isinstance(config, dict) else {}, spec if isinstance(spec, dict) else {})
+        info.network = _json_member(archive, "network.status", info)
+        _inventory_facts(ck, info)
+    except BaseException:
+        archive.close()
+        raise
+    return Source(ck, info, archive)
+
+
+def _describe(info: CheckpointInfo, config: dict, spec: dict) -> None:
+    """Fill INFO from config.dump (the engine's container config) and spec.dump (OCI spec)."""
+    ann = spec.get("annotations") or {}
+    ann = {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}
+    info.annotations = ann
+    manager = ann.get("io.container.manager")
+    if manager == "libpod":
+        info.kind, info.engine = "podman", "Podman"
+    elif manager == "cri-o":
+        info.kind, info.engine = "cri-o", "CRI-O"
+    elif config or spec:
+        info.kind, info.engine = "containerd", "containerd"
+    info.container_id = config.get("id") or config.get("ID")
+    info.container_name = config.get("name") or config.get("Name")
+    info.image = config.get("rootfsImageName") or config.get("RawImageName") or config.get("rootfsImageRef")
+    info.image_id = config.get("rootfsImageID") or config.get("rootfsImage")
+    info.runtime = config.get("runtime") or config.get("OCIRuntime")
+    info.created = config.get("createdTime") or ann.get("io.kubernetes.cri-o.Created")
+    info.checkpointed = config.get("checkpointedTime")
+    labels = config.get("labels") or config.get("Labels") or {}
+    info.labels = dict(labels) if isinstance(labels, dict) else {}
+    proc = spec.get("process") or {}
+    if isinstance(proc, dict):
+        info.command = [str(a) for a in proc.get("args") or []]
+        info.env = [str(e) for e in proc.get("env") or []]
+    info.hostname = spec.get("hostname") if isinstance(spec.get("hostname"), str) else None
+    # Kubernetes: CRI-O and Podman use io.kubernetes.*, containerd io.kubernetes.cri.*
+    info.pod = ann.get("io.kubernetes.pod.name") or ann.get("io.kubernetes.cri.sandbox-name")
+    info.namespace = ann.get("io.kubernetes.pod.namespace") or ann.get("io.kubernetes.cri.sandbox-namespace")
+    info.pod_uid = ann.get("io.kubernetes.pod.uid") or ann.get("io.kubernetes.cri.sandbox-uid")
+    info.k8s_container = ann.get("io.kubernetes.container.name") or ann.get(
+        "io.kubernetes.cri.container-name"
+    )
+    if info.engine == "CRI-O":
+        try:
+            meta = json.loads(ann.get("io.kubernetes.cri-o.Metadata", "{}"))
+            info.k8s_container = info.k8s_container or meta.get("name")
+        except ValueError:
+            info.problems.append("io.kubernetes.cri-o.Metadata annotation is not JSON")
+        info.container_name = info.container_name or ann.get("io.kubernetes.cri-o.Name")
+    if info.engine == "containerd" and not info.container_name:
+        info.container_name = info.k8s_container
+
+
+# ---- rootfs changes ----------------------------------------------------------------------------
+
+
+def _iso(t: float | None) -> str | None:
+    if not t:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _archive_changes(src: Source) -> list[Change]:
+    """rootfs-diff.tar (added or modified entries) and deleted.files (deleted paths)."""
+    from pensieve.util import sha256_stream
+
+    archive = src.archive
+    out: list[Change] = []
+    if "rootfs-diff.tar" in archive.members:
+        try:
+            diff = archive.nested("rootfs-diff.tar")
+        except CriuImageError as exc:
+            src.info.problems.append(f"rootfs-diff.tar unreadable: {exc}")
+            diff = None
+        if diff is not None:
+            src.info.problems += [f"rootfs-diff.tar: {p}" for p in diff.problems]
+            for name, m in sorted(diff.members.items()):
+                if name == "." or (m.offset == 0 and m.type == "dir" and m.mtime == 0.0):
+                    continue  # a parent synthesised by the index, not in the tar
+                c = Change(
+                    # Podman and CRI-O put added and modified entries alike into rootfs-diff.tar
+                    # (directories only when added); the image's copy is not in the archive
+                    change="added",
+                    path="/" + name,
+                    type=m.type,
+                    size=m.size if m.type == "file" else None,
+                    mode=oct(m.mode & 0o7777),
+                    uid=m.uid,
+                    gid=m.gid,
+                    mtime=_iso(m.mtime),
+                    layer="rootfs-diff.tar",
+                    what_changed=["added or modified (rootfs-diff.tar does not keep the image's copy)"],
+                    host_path=diff.where(name),
+                )
+                if m.type == "symlink":
+                    c.what_changed.append(f"link -> {m.linkname}")
+                if m.type == "file" and m.size <= 256 << 20:
+                    c.sha256 = sha256_stream(_MemberReader(diff, name))
+                out.append(c)
+    deleted = _json_member(archive, "deleted.files", src.info)
+    if isinstance(deleted, list):
+        for p in deleted:
+            if isinstance(p, str):
+                out.append(
+                    Change(change="deleted", path="/" + p.lstrip("/"), layer="deleted.files", host_path=None)
+                )
+    elif deleted is not None:
+        src.info.problems.append("deleted.files is not a JSON list of paths")
+    src.info.rootfs_changes = len(out)
+    return out
+
+
+class _MemberReader:
+    """read(n) over one member of an archive, for hashing."""
+
+    def __init__(self, archive, name: str) -> None:
+        self.archive, self.name, self.pos = archive, name, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.archive.pread(self.name, self.pos, n if n and n > 0 else 1 << 20)
+        self.pos += len(data)
+        return data
