@@ -33,9 +33,7 @@ EPILOG = (
 )
 
 
-class UsageError(Exception):
-    """Bad arguments found after parsing (exit 2)."""
-
+from pensieve.errors import UsageError  # noqa: E402 - re-exported for the command modules
 
 # ---- small helpers --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pensieve.evidence.base import EvidenceError, NotFound
 
-__all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound"]
+__all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound", "UsageError"]
 
 
 class LookupFailed(LookupError):
@@ -14,3 +14,7 @@ class LookupFailed(LookupError):
 
 class NotADataRoot(EvidenceError):
     """The source holds no Docker data root."""
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing, or a destination pensieve will not write to (exit 2)."""

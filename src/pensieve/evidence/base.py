@@ -94,10 +94,57 @@ def normalize(path: str) -> str:
 
 
 class Evidence:
-    """Abstract read-only filesystem.  Subclasses implement the five primitives."""
+    """Abstract read-only filesystem.  Subclasses implement the five primitives.
+
+    Contract (every implementation, no ``getattr`` probing by callers):
+
+    * ``description`` -- what it is, for messages ("directory /mnt/host", "ext4 in disk.img@2");
+    * ``problems`` -- what could not be read while opening or reading (skipped partitions, entries
+      refused), as :class:`~pensieve.records.Problem`; callers pass them on, never drop them;
+    * ``lstat``/``scandir``/``open``/``readlink``/``xattrs`` -- the primitives, on absolute POSIX
+      paths inside the evidence, never following a final symlink;
+    * ``boundaries()`` -- the host paths this evidence is made of (a directory; image or archive
+      files), which the output sink refuses to write into or next to;
+    * ``host_path(path)`` / ``from_host_path(host)`` -- the bridge to host paths where the evidence
+      is a directory on this host (None elsewhere);
+    * ``close()`` -- release file handles (also a context manager).
+    """
 
     #: human-readable description ("directory /mnt/host", "ext4 in disk.img partition 2")
     description: str = "evidence"
+
+    @property
+    def problems(self) -> list:
+        try:
+            return self._problems
+        except AttributeError:
+            self._problems: list = []
+            return self._problems
+
+    @problems.setter
+    def problems(self, value: list) -> None:
+        self._problems = value
+
+    def boundaries(self) -> list[str]:
+        """Host paths that are this evidence (the sink refuses them, and the directory of a file)."""
+        return []
+
+    def host_path(self, path: str) -> str | None:
+        """The host path of an evidence path, where the evidence is a directory here."""
+        return None
+
+    def from_host_path(self, host: str) -> str | None:
+        """The evidence path of a host path, where the evidence is a directory here."""
+        return None
+
+    def close(self) -> None:
+        """Release what the evidence holds open."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def lstat(self, path: str) -> FileStat:  # pragma: no cover - interface
         raise NotImplementedError

@@ -65,6 +65,9 @@ class DirectoryEvidence(Evidence):
         self._noatime = _NOATIME
         self._resolve_dir = lru_cache(maxsize=1 << 16)(self._resolve_dir_uncached)
 
+    def boundaries(self) -> list[str]:
+        return [self.root]
+
     # ---- path resolution --------------------------------------------------------------
     def host_path(self, path: str) -> str:
         """Host path of an evidence path (parent directories resolved inside the root)."""

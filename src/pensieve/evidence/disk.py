@@ -961,6 +961,9 @@ class DiskImageEvidence(Evidence):
         self._alloc = int(pytsk3.TSK_FS_NAME_FLAG_ALLOC)
 
     # ---- lifecycle ------------------------------------------------------------------------
+    def boundaries(self) -> list[str]:
+        return list(self.image_files)
+
     def close(self) -> None:
         close = getattr(self.image, "close", None)
         if close is not None:

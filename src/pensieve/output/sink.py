@@ -1,0 +1,215 @@
+"""The one way pensieve writes a file: a sink that never lands in the evidence.
+
+Every file pensieve writes (``recover --out``, ``carve --out``, ``mem dump``, ``fs export``,
+``diff --recover``, ``verify --export-layer``) goes through :class:`OutputSink`:
+
+* the destination is resolved fully (symlinks, ``..``) before anything is created, and refused
+  when it is, or lies inside, or contains, any evidence boundary -- the evidence directory, a disk
+  image or archive file *and the directory holding it*, every data root (:func:`refuse_evidence`);
+* missing parent directories are created (mode 0700), and said so on the result;
+* inside the destination nothing is followed: directories are walked with ``openat`` and
+  ``O_NOFOLLOW | O_DIRECTORY``, files are created ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600 by
+  default): nothing existing is ever overwritten;
+* every file written is hashed as it is written, and :meth:`OutputSink.close` writes a manifest
+  (``pensieve-manifest.json``: path, size, sha256 of every file; for a single-file destination
+  ``DEST.manifest.json`` beside it).
+
+Device nodes, FIFOs and sockets are never created: callers record them, or put them in a tar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Iterable
+from typing import Any
+
+from pensieve.errors import UsageError
+
+MANIFEST = "pensieve-manifest.json"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def refuse_evidence(dest: str, boundaries: Iterable[str]) -> str:
+    """DEST resolved fully; UsageError when it is, or is inside, or holds, an evidence boundary.
+
+    A boundary that is a file (a disk image, an archive) protects the directory holding it too:
+    output written next to an image file is output written into the evidence."""
+    real = os.path.realpath(dest)
+    for b in boundaries:
+        if not b:
+            continue
+        rb = os.path.realpath(b)
+        tops = [rb] if os.path.isdir(rb) else [rb, os.path.dirname(rb)]
+        for top in tops:
+            if _inside(real, top):
+                raise UsageError(f"refusing to write inside the evidence: {dest} (evidence: {b})")
+            if _inside(top, real) and os.path.isdir(real):
+                raise UsageError(
+                    f"refusing to write to a directory holding the evidence: {dest} (evidence: {b})"
+                )
+    return real
+
+
+class WrittenFile:
+    """A file being written through the sink: hashes what is written; ``close`` records it."""
+
+    __slots__ = ("_fd", "_hash", "_sink", "path", "size")
+
+    def __init__(self, sink: OutputSink | None, fd: int, path: str) -> None:
+        self._sink, self._fd, self.path, self.size = sink, fd, path, 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            if self._sink is not None:
+                self._sink._record(self)
+
+    def __enter__(self) -> WrittenFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class OutputSink:
+    """A destination directory (``kind="dir"``) or one destination file (``kind="file"``)."""
+
+    def __init__(self, dest: str, boundaries: Iterable[str], kind: str = "dir", mode: int = 0o600) -> None:
+        self.dest = dest
+        self.kind = kind
+        self.mode = mode
+        self.path = refuse_evidence(dest, boundaries)
+        self.created_parents: list[str] = []
+        self.files: list[dict[str, Any]] = []
+        self._closed = False
+        parent = self.path if kind == "dir" else os.path.dirname(self.path)
+        self._makedirs(parent)
+        self._root_fd = os.open(parent, _DIR_FLAGS)
+
+    def _makedirs(self, path: str) -> None:
+        missing = []
+        while not os.path.lexists(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise UsageError(f"not a directory: {path}")
+        for p in reversed(missing):
+            os.mkdir(p, 0o700)
+            self.created_parents.append(p)
+
+    # ---- writing ----------------------------------------------------------------------
+    def _dir_fd(self, rel_dir: str, create: bool) -> int:
+        fd = os.dup(self._root_fd)
+        for part in [p for p in rel_dir.split("/") if p]:
+            if part in (".", ".."):
+                os.close(fd)
+                raise UsageError(f"refusing an output name that climbs: {rel_dir}")
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o700, dir_fd=fd)
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            fd = nxt
+        return fd
+
+    def create(self, rel: str = "", mode: int | None = None) -> WrittenFile:
+        """A new file REL inside the destination (parents created), or the destination file
+        itself (``kind="file"``, REL empty). Raises FileExistsError rather than overwrite."""
+        if self.kind == "file":
+            if rel:
+                raise ValueError("a single-file sink has no names inside it")
+            rel_dir, name = "", os.path.basename(self.path)
+        else:
+            rel = posixpath.normpath("/" + rel).lstrip("/")
+            if not rel:
+                raise ValueError("empty output name")
+            rel_dir, name = posixpath.split(rel)
+        dfd = self._dir_fd(rel_dir, create=True)
+        try:
+            fd = os.open(name, _FILE_FLAGS, self.mode if mode is None else mode, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        return WrittenFile(self, fd, rel or name)
+
+    def write(self, rel: str, data: bytes | Iterable[bytes], mode: int | None = None) -> WrittenFile:
+        """Write DATA (bytes, or an iterable of blocks) to the new file REL; returns it closed."""
+        with self.create(rel, mode) as out:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                out.write(data)
+            else:
+                for block in data:
+                    out.write(block)
+        return out
+
+    def mkdir(self, rel: str) -> None:
+        """A directory REL inside the destination (and its parents); an existing one is kept."""
+        os.close(self._dir_fd(posixpath.normpath("/" + rel).lstrip("/"), create=True))
+
+    def symlink(self, rel: str, target: str) -> None:
+        """A symlink REL -> TARGET inside the destination (never followed by the sink)."""
+        rel = posixpath.normpath("/" + rel).lstrip("/")
+        rel_dir, name = posixpath.split(rel)
+        dfd = self._dir_fd(rel_dir, create=True)
+        try:
+            os.symlink(target, name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+    def _record(self, f: WrittenFile) -> None:
+        self.files.append({"path": f.path, "size": f.size, "sha256": f.sha256})
+
+    # ---- the manifest -----------------------------------------------------------------
+    def close(self, extra: dict[str, Any] | None = None) -> str | None:
+        """Write the manifest (every file written, with size and sha256); returns its path."""
+        if self._closed:
+            return None
+        self._closed = True
+        doc: dict[str, Any] = {"destination": self.path, "files": self.files}
+        if extra:
+            doc.update(extra)
+        name = MANIFEST if self.kind == "dir" else os.path.basename(self.path) + ".manifest.json"
+        data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+        try:
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=self._root_fd)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(self._root_fd)
+        return os.path.join(self.path if self.kind == "dir" else os.path.dirname(self.path), name)
+
+    def __enter__(self) -> OutputSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
