@@ -1,24 +1,14 @@
-"""Small shared helpers: timestamps, hashing, read-only opens and compression sniffing."""
+"""Small shared helpers: hashing, read-only opens and compression sniffing."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
 from typing import BinaryIO
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 GZIP, ZSTD, XZ, BZIP2 = "gzip", "zstd", "xz", "bzip2"
-
-
-def iso_ns(ns: int | None) -> str | None:
-    """Nanoseconds since the epoch as RFC 3339 UTC with full precision."""
-    if ns is None:
-        return None
-    sec, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
 
 
 def sha256_stream(fh: BinaryIO, chunk: int = 1 << 20) -> str:

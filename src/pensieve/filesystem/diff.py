@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pensieve.evidence import Evidence, EvidenceError, FileStat
 from pensieve.filesystem.layered import LayeredView, PathNotInView, Resolved
 from pensieve.records import Change, Layer, Problem
-from pensieve.util import iso_ns, sha256_stream
+from pensieve.times import iso_ns
+from pensieve.util import sha256_stream
 
 _CAP = "security.capability"
 

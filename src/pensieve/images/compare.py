@@ -25,7 +25,8 @@ from typing import Any
 from pensieve.evidence import EvidenceError
 from pensieve.filesystem.layered import LayeredView
 from pensieve.records import FileEntry, Image, Layer, Problem
-from pensieve.util import iso_ns, sha256_stream
+from pensieve.times import iso_ns
+from pensieve.util import sha256_stream
 
 _HOST_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _HOST_XATTRS = ("security.selinux",)

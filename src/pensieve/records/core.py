@@ -6,13 +6,22 @@ times from scripts should not pay that.  A record class declares its fields as a
 order, required ones first; mutable defaults use ``field(default_factory=...)``.  The class gets
 ``__slots__``, an ``__init__`` taking every field (positionally or by name), value equality, a
 readable repr, and ``__record_fields__`` (the field names, in order) which the outputs use.
+
+Times are one type: a field annotated ``Timestamp`` holds integer nanoseconds since the epoch
+(UTC); :func:`to_dict` -- and so every machine output -- renders it as RFC 3339 UTC with nine
+fractional digits (:mod:`pensieve.times`). ``__record_times__`` names those fields.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NewType
 
-__all__ = ["Problem", "field", "fields", "is_record", "record", "record_fields", "to_dict"]
+from pensieve.times import iso_ns
+
+__all__ = ["Problem", "Timestamp", "field", "fields", "is_record", "record", "record_fields", "to_dict"]
+
+#: a time: integer nanoseconds since the epoch, UTC (rendered RFC 3339 in every output)
+Timestamp = NewType("Timestamp", int)
 
 _MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
 
@@ -42,7 +51,9 @@ def _eq(self, other) -> bool:
 
 def record(cls: type) -> type:
     """Turn an annotated class body into a slotted record class."""
-    names = tuple(cls.__dict__.get("__annotations__", {}))
+    annotations = cls.__dict__.get("__annotations__", {})
+    names = tuple(annotations)
+    times = tuple(n for n, a in annotations.items() if "Timestamp" in str(a))
     scope: dict[str, Any] = {"_MISSING": _MISSING}
     params, body = [], []
     for name in names:
@@ -68,6 +79,7 @@ def record(cls: type) -> type:
     namespace.update(
         __slots__=names,
         __record_fields__=names,
+        __record_times__=times,
         __init__=scope["__init__"],
         __repr__=namespace.get("__repr__", _repr),
         __eq__=_eq,
@@ -117,6 +129,10 @@ def to_dict(record: Any, memo: dict[int, Any] | None = None) -> Any:
         for name in names:
             value = getattr(record, name)
             out[name] = value if type(value) in _SCALARS else to_dict(value, memo)
+        for name in getattr(cls, "__record_times__", ()):
+            value = out[name]
+            if type(value) is int:
+                out[name] = iso_ns(value)
         if memo is not None:
             memo[id(record)] = out
         return out

@@ -17,7 +17,7 @@ from pensieve.engines.docker.root import DockerRoot
 from pensieve.evidence import EvidenceError
 from pensieve.formats.bolt import BoltDB, BoltError
 from pensieve.records import Container, Problem, Volume
-from pensieve.util import iso_ns
+from pensieve.times import iso_ns
 
 _ANON = re.compile(r"^[0-9a-f]{64}$")
 
