@@ -392,7 +392,7 @@ def main() -> None:
             stdouts[name] = stdout
     shutil.rmtree(scratch, ignore_errors=True)
     assert hashlib.sha256(IMG.read_bytes()).hexdigest() == img_sha, "the image changed"
-    from pensieve.analysis.carve import carve
+    from pensieve.disk.carve import carve
 
     _files, summary = carve(str(IMG))
     scanned_default = summary.scanned_bytes

@@ -71,7 +71,7 @@ def build(size_mb: int, work: Path, seed: int = 7) -> tuple[Path, dict]:
 
 
 def run_pensieve(img: Path, truth: dict) -> dict:
-    from pensieve.analysis.recover import recover
+    from pensieve.disk.recover import recover
     from pensieve.evidence import open_evidence
 
     tracemalloc.start()
