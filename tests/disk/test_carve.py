@@ -671,3 +671,33 @@ def test_deeply_nested_text_is_not_a_crash():
         files, summary = carve(block(doc) + bytes(4096))
         assert not summary.problems
         assert all(f.confidence != "complete" for f in files)
+
+
+# ---- hostile destinations for --out (issue 15) ------------------------------------------------------
+
+
+def test_out_refuses_every_destination_in_or_beside_the_image(image, tmp_path_factory):
+    """--out inside, onto, or holding the directory of the image, directly, through '..' or
+    through symlinks: a usage error (exit 2), nothing written beside the image."""
+    from test_recover import hostile_destinations
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    listing = sorted(os.listdir(image.parent))
+    before = sha256_file(image)
+    for what, dest in hostile_destinations(image, elsewhere):
+        code, _out, err = run_cli("carve", image, "--out", dest, "--jsonl", "--types", "png")
+        assert code == 2, (what, code, err)
+        assert "refusing" in err, what
+        assert sorted(os.listdir(image.parent)) == listing, what
+    assert sha256_file(image) == before
+
+
+def test_out_with_missing_parents_is_created(image, tmp_path):
+    dest = tmp_path / "new" / "deeper" / "out"
+    code, out, err = run_cli("carve", image, "--out", dest, "--jsonl", "--types", "png")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    manifest = json.loads((dest / MANIFEST).read_text())
+    assert {m["path"]: m["sha256"] for m in manifest["files"]} == {
+        Path(r["output"]).name: r["sha256"] for r in rows if r["output"]
+    }

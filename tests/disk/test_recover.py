@@ -484,3 +484,64 @@ def test_memory_stays_bounded(image):
 def test_zz_image_unchanged(image, before):
     st = os.stat(image)
     assert (sha256(image), st.st_mtime_ns, st.st_size) == before
+
+
+# ---- hostile destinations for --out (issue 15) ------------------------------------------------------
+
+
+def hostile_destinations(image: Path, elsewhere: Path) -> list[tuple[str, Path]]:
+    """Destinations that resolve into the directory holding IMAGE (or onto the image), built from
+    ELSEWHERE (a scratch directory beside it): direct, through '..', through symlinks."""
+    evidence_dir = image.parent
+    (elsewhere / "to-evidence").symlink_to(evidence_dir, target_is_directory=True)
+    (elsewhere / "to-image").symlink_to(image)
+    climb = os.path.relpath(evidence_dir, elsewhere)
+    return [
+        ("the image", image),
+        ("the image's directory", evidence_dir),
+        ("inside the image's directory", evidence_dir / "out"),
+        ("deep inside it, missing parents", evidence_dir / "a" / "b" / "out"),
+        ("through ..", Path(f"{elsewhere}/x/../{climb}/out")),
+        ("through .. onto the directory", Path(f"{elsewhere}/{climb}")),
+        ("a symlink to the directory", elsewhere / "to-evidence"),
+        ("through a symlink into it", elsewhere / "to-evidence" / "out"),
+        ("a symlink to the image", elsewhere / "to-image"),
+        ("a directory holding the evidence", evidence_dir.parent),
+    ]
+
+
+def test_out_refuses_every_destination_in_or_beside_the_image(image, tmp_path_factory):
+    from conftest import run_cli
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    listing = sorted(os.listdir(image.parent))
+    before = sha256(image)
+    for what, dest in hostile_destinations(image, elsewhere):
+        code, _out, err = run_cli("recover", image, "--out", dest, "--jsonl")
+        assert code == 2, (what, code, err)
+        assert "refusing" in err, what
+        assert sorted(os.listdir(image.parent)) == listing, what  # nothing written beside the image
+    assert sha256(image) == before
+
+
+def test_out_with_missing_parents_is_created_with_a_manifest(image, tmp_path):
+    from pensieve.output.sink import MANIFEST
+
+    dest = tmp_path / "new" / "deeper" / "out"
+    code, out, err = run_cli_recover(image, dest)
+    assert code == 0, err
+    manifest = json.loads((dest / MANIFEST).read_text())
+    rows = [json.loads(line) for line in out.splitlines()]
+    written = {r["out_path"]: r["sha256"] for r in rows if r["out_path"]}
+    listed = {str(dest / m["path"]): m["sha256"] for m in manifest["files"]}
+    assert written and set(listed) == set(written)
+    for path, digest in written.items():  # a metadata-only file (zeros written) has no sha256
+        assert digest is None or listed[path] == digest
+    for m in manifest["files"]:
+        assert sha256(dest / m["path"]) == m["sha256"]
+
+
+def run_cli_recover(image: Path, dest: Path) -> tuple[int, str, str]:
+    from conftest import run_cli
+
+    return run_cli("recover", image, "--out", dest, "--jsonl")
