@@ -825,8 +825,33 @@ class Recovery:
                 results.append((rec, inc))
                 if rec.size and inc.mapped:
                     self._bytes_total += rec.size
-        # names of deleted entries whose inode left no version anywhere: still worth a line
-        seen = {(r.inode, r.path) for r, _ in results}
+        results.extend(self._names_only({(r.inode, r.path) for r, _ in results}))
+        results.sort(key=lambda x: (x[0].path, x[0].inode))
+        self._build_claims([inc for _r, inc in results if inc.key is not None])
+        files = []
+        names = _OutNames()
+        for rec, inc in results:
+            if not include_all and rec.path.startswith("/$OrphanFiles/") and not inc.mapped:
+                continue
+            fh = None
+            if out is not None and rec.type in ("file", "symlink"):
+                fh = _create(out, names.name(rec), rec)
+            keep = bool(_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
+            try:
+                data = self._content(inc, rec, fh, keep) if inc.key is not None or inc.mapped else None
+            finally:
+                if fh is not None:
+                    fh.close()
+            if data is not None:
+                self.remnants[rec.path] = data
+            files.append(rec)
+        return files
+
+    def _names_only(self, seen: set[tuple[int, str]]) -> list[tuple[RecoveredFile, Incarnation]]:
+        """Names of deleted entries whose inode left no version anywhere (not in SEEN): still
+        worth a line each."""
+        fs = self.fs
+        out: list[tuple[RecoveredFile, Incarnation]] = []
         for ino, lst in self.names.items():
             if ino in self.incs or ino < fs.first_ino:
                 continue
@@ -849,27 +874,8 @@ class Recovery:
                     journal_transaction=self.sequence(e.seq),
                     notes=["name only: no version of its inode survives in the journal"],
                 )
-                results.append((rec, Incarnation(ino, None)))
-        results.sort(key=lambda x: (x[0].path, x[0].inode))
-        self._build_claims([inc for _r, inc in results if inc.key is not None])
-        files = []
-        names = _OutNames()
-        for rec, inc in results:
-            if not include_all and rec.path.startswith("/$OrphanFiles/") and not inc.mapped:
-                continue
-            fh = None
-            if out is not None and rec.type in ("file", "symlink"):
-                fh = _create(out, names.name(rec), rec)
-            keep = bool(_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
-            try:
-                data = self._content(inc, rec, fh, keep) if inc.key is not None or inc.mapped else None
-            finally:
-                if fh is not None:
-                    fh.close()
-            if data is not None:
-                self.remnants[rec.path] = data
-            files.append(rec)
-        return files
+                out.append((rec, Incarnation(ino, None)))
+        return out
 
     def _entry_path(self, e: NameEntry) -> str:
         name = e.name.decode("utf-8", "surrogateescape")
