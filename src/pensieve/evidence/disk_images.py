@@ -501,5 +501,3 @@ def list_partitions(img) -> tuple[str | None, list[Partition]]:
         desc = part.desc.decode("utf-8", "replace") if isinstance(part.desc, bytes) else str(part.desc)
         out.append(Partition(number, int(part.start) * bs, int(part.len) * bs, desc))
     return vsname, out
-
-

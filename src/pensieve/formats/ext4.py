@@ -241,7 +241,9 @@ class Inode:
         self.flags = struct.unpack_from("<I", raw, 0x20)[0]
         self.iblock = bytes(raw[0x28:0x64])
         self.generation = struct.unpack_from("<I", raw, 0x64)[0]
-        self.file_acl = struct.unpack_from("<I", raw, 0x68)[0] | (struct.unpack_from("<H", raw, 0x76)[0] << 32)
+        self.file_acl = struct.unpack_from("<I", raw, 0x68)[0] | (
+            struct.unpack_from("<H", raw, 0x76)[0] << 32
+        )
         size_hi = struct.unpack_from("<I", raw, 0x6C)[0]
         uid_hi, gid_hi = struct.unpack_from("<HH", raw, 0x78)
         self.uid = uid_lo | uid_hi << 16
@@ -288,7 +290,12 @@ Run = tuple[int, int, int, bool]  # (logical block, physical block, count, unwri
 
 
 def _extent_runs(
-    node: bytes, depth_left: int, read_meta: Callable[[int], bytes | None], out: list, problems: list, budget: list
+    node: bytes,
+    depth_left: int,
+    read_meta: Callable[[int], bytes | None],
+    out: list,
+    problems: list,
+    budget: list,
 ) -> None:
     if len(node) < 12 or struct.unpack_from("<H", node, 0)[0] != EXTENT_MAGIC:
         problems.append("extent node without its magic")
@@ -323,7 +330,9 @@ def _extent_runs(
 class _BlockMap:
     """The ext2/3 block map walk: 12 direct pointers, then single, double, triple indirect."""
 
-    def __init__(self, block_size: int, read_meta: Callable[[int], bytes | None], nblocks: int, problems: list):
+    def __init__(
+        self, block_size: int, read_meta: Callable[[int], bytes | None], nblocks: int, problems: list
+    ):
         self.per = block_size // 4
         self.block_size = block_size
         self.read_meta = read_meta
@@ -675,7 +684,10 @@ class Ext4:
         return groups[i] * self.inodes_per_group + (block - starts[i]) * per_block + 1
 
     def mapping(
-        self, inode: Inode, read_meta: Callable[[int], bytes | None] | None = None, problems: list | None = None
+        self,
+        inode: Inode,
+        read_meta: Callable[[int], bytes | None] | None = None,
+        problems: list | None = None,
     ) -> list[Run]:
         """:func:`mapping` of INODE's first i_size bytes (metadata read from the disk by default)."""
         nblocks = -(-inode.size // self.block_size)

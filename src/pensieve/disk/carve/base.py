@@ -142,4 +142,3 @@ class Context:
         self.bound = bound  # absolute offset a validator must not read past
         self.range_end = range_end  # end of the scanned range the hit lies in
         self.grid = grid  # block size of the space it lies in (where files start)
-

@@ -26,6 +26,8 @@ from pensieve.disk.carve.base import (
     Source,
 )
 from pensieve.disk.carve.validators import MAGICS, TEXT_FIRST, VALIDATORS
+from pensieve.evidence.base import Evidence
+from pensieve.evidence.disk import DiskImageEvidence
 from pensieve.evidence.disk_images import DiskImage
 from pensieve.formats.ext4 import Ext4
 from pensieve.output.sink import OutputSink
@@ -177,7 +179,7 @@ class Carver:
             out = []
             for off, ev in self._filesystems:
                 length = self.src.size - off
-                part = getattr(ev, "partition", None)
+                part = ev.partition if isinstance(ev, (DiskImageEvidence, _PartitionOnly)) else None
                 if part is not None:
                     length = part.length
                 out.append((off, ev, length))
@@ -244,7 +246,7 @@ class Carver:
             covered.append((off, fs_end))
             self._alloc[off] = runs
             self._fs_bs[off] = bs
-            if ev is not None and hasattr(ev, "walk"):
+            if isinstance(ev, Evidence):
                 self._fs_ev[off] = ev
             self.summary.filesystems.append(info)
             if self.whole:

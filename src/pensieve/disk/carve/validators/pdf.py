@@ -24,6 +24,7 @@ SIGNATURE = (b"%PDF-", 0)
 
 _STARTXREF = re.compile(rb"startxref\s+(\d+)\s+%%EOF")
 
+
 def validate(ctx: Context, off: int) -> Verdict | None:
     src = ctx.src
     head = src.read(off, 1024)
