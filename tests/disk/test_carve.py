@@ -27,6 +27,8 @@ from conftest import FIXTURE_ROOT, load_json, run_cli
 
 from pensieve.disk import carve as carving
 from pensieve.disk.carve import carve, free_ranges, owners_from_map
+from pensieve.errors import UsageError
+from pensieve.output.sink import MANIFEST
 
 pytest.importorskip("pytsk3")
 
@@ -73,7 +75,7 @@ def image(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def carved(image):
-    files, summary = carve(str(image))
+    files, summary = carve(str(image), skip_duplicates=True)
     return files, summary
 
 
@@ -157,6 +159,34 @@ def test_unpartitioned_space_is_unallocated_space(carved):
 # ---- duplicates and precision ----------------------------------------------------------------------
 
 
+def allocated_path(p: dict) -> str:
+    return next(k["path"] for k in PLANTED if k["sha256"] == p["sha256"] and not k["deleted"])
+
+
+def duplicates_of() -> list[dict]:
+    """The planted copies of allocated files, each with the allocated path it equals."""
+    return [
+        {**p, "duplicate_of": allocated_path(p)}
+        for p in planted("duplicate")
+    ]
+
+
+def test_copies_of_allocated_files_are_reported_by_default_and_not_written(image, tmp_path):
+    """Issue 15: a deleted copy equal to an allocated file (the implant's deleted copy) is
+    reported with duplicate_of, never written a second time; skip_duplicates hides it."""
+    out = tmp_path / "out"
+    files, summary = carve(str(image), out_dir=str(out))
+    by_offset = {f.offset: f for f in files}
+    for p in duplicates_of():
+        f = by_offset[p["offset"]]
+        assert (f.duplicate_of, f.sha256, f.output) == (p["duplicate_of"], p["sha256"], None)
+    written = {m["path"] for m in json.loads((out / MANIFEST).read_text())["files"]}
+    assert written == {Path(f.output).name for f in files if not f.duplicate_of}
+    assert len(summary.duplicates) == len(duplicates_of())
+    files, _ = carve(str(image), skip_duplicates=True)
+    assert not any(f.duplicate_of for f in files)
+
+
 def test_copies_of_allocated_files_are_skipped_and_named(carved):
     files, summary = carved
     offsets = {f.offset for f in files}
@@ -185,7 +215,7 @@ def test_precision_every_carved_file_is_a_planted_deleted_file(carved):
 
 
 def test_whole_image_finds_the_allocated_ones_as_duplicates(image):
-    files, summary = carve(str(image), whole=True)
+    files, summary = carve(str(image), whole=True, skip_duplicates=True)
     assert summary.scope == "whole" and summary.scanned_bytes == SCENARIO["size"]
     kept = {p["offset"]: p for p in PLANTED if p["expect"] == "allocated" and type_of(p["name"])}
     dups = {d["offset"] for d in summary.duplicates}
@@ -212,7 +242,7 @@ def test_type_filter(image):
 def test_small_chunks_give_the_same_result(image, carved):
     """Signatures straddling chunk boundaries (tar's magic 257 bytes in) are found all the same."""
     files, _ = carved
-    small, _ = carve(str(image), chunk_size=64 << 10)
+    small, _ = carve(str(image), chunk_size=64 << 10, skip_duplicates=True)
     assert [(f.offset, f.length, f.sha256) for f in small] == [(f.offset, f.length, f.sha256) for f in files]
 
 
@@ -301,7 +331,7 @@ def test_journal_hook_is_optional(image, monkeypatch):
         return block_map()
 
     monkeypatch.setattr(recover, "block_owners", block_owners, raising=False)
-    files, _ = carve(str(image))
+    files, _ = carve(str(image), skip_duplicates=True)
     assert seen == [SCENARIO["partition"]["offset"]]
     assert sum(f.attribution == "block-owner" for f in files) == len(
         [p for p in PLANTED if p["deleted"] and p["expect"] != "noise" and p["expect"] != "duplicate"]
@@ -446,7 +476,7 @@ def test_huge_declared_lengths_are_bounded():
 
 
 def test_decompression_bomb_is_bounded(monkeypatch):
-    monkeypatch.setattr(carving, "MAX_INFLATE", 16 << 20)
+    monkeypatch.setattr(carving.base, "MAX_INFLATE", 16 << 20)
     bomb = gzip.compress(bytes(256 << 20), compresslevel=9)  # 256 MiB of zeros in ~250 KiB
     tracemalloc.start()
     try:
@@ -507,8 +537,14 @@ def test_image_unchanged_and_out_dir(image, tmp_path):
     out = tmp_path / "out"
     files, _ = carve(str(image), out_dir=str(out), whole=True)
     assert (sha256_file(image), os.stat(image).st_mtime_ns) == before
-    written = sorted(out.iterdir())
+    assert all(f.output is None for f in files if f.duplicate_of)  # reported, not written again
+    files = [f for f in files if not f.duplicate_of]
+    written = sorted(p for p in out.iterdir() if p.name != MANIFEST)
     assert len(written) == len(files)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert {(Path(f.output).name, f.sha256) for f in files} == {
+        (m["path"], m["sha256"]) for m in manifest["files"]
+    }
     for f in files:
         assert f.output and sha256_file(Path(f.output)) == f.sha256
         assert Path(f.output).stat().st_size == f.length
@@ -518,7 +554,7 @@ def test_image_unchanged_and_out_dir(image, tmp_path):
     with pytest.raises(FileExistsError):  # never over an existing file
         carve(str(image), out_dir=str(out))
     for bad in (image, image.parent):
-        with pytest.raises(ValueError):
+        with pytest.raises(UsageError):
             carve(str(image), out_dir=str(bad))
 
 
@@ -546,6 +582,9 @@ def test_cli_records(image):
     problems, out = run("carve", image, "--jsonl")
     assert problems == []
     rows = [json.loads(line) for line in out.splitlines()]
+    dups = {r["offset"]: r["duplicate_of"] for r in rows if r["duplicate_of"]}
+    assert dups == {p["offset"]: p["duplicate_of"] for p in duplicates_of()}
+    rows = [r for r in rows if not r["duplicate_of"]]
     assert len(rows) == len([p for p in PLANTED if p["expect"] in ("complete", "partial", "fragmented")])
     for r in rows:
         assert {
@@ -567,7 +606,11 @@ def test_cli_records(image):
     problems, out = run("carve", image, "--csv", "--all")
     assert out.splitlines()[0].startswith("path,container,layer,method,confidence,sha256,offset,length,type")
     problems, out = run("carve", f"{image}@1")
+    assert "20 carved" in out and "2 equal to allocated files reported" in out
+    problems, out = run("carve", f"{image}@1", "--skip-duplicates")
     assert "20 carved" in out and "2 equal to allocated files skipped" in out
+    _, out = run("carve", image, "--jsonl", "--skip-duplicates")
+    assert not any(json.loads(line)["duplicate_of"] for line in out.splitlines())
 
 
 def test_cli_exit_codes(image, tmp_path):
@@ -578,7 +621,9 @@ def test_cli_exit_codes(image, tmp_path):
     code, _, err = run_cli("carve", image, "--out", image)
     assert code == 2 and "refusing" in err
     code, out, _ = run_cli("carve", image, "--out", tmp_path / "o", "--jsonl")
-    assert code == 0 and len(list((tmp_path / "o").iterdir())) == len(out.splitlines())
+    rows = [json.loads(line) for line in out.splitlines()]
+    written = [r for r in rows if not r["duplicate_of"]]
+    assert code == 0 and len(list((tmp_path / "o").iterdir())) == len(written) + 1  # + the manifest
     disk = FIXTURE_ROOT / "disk"
     raw = tmp_path / "disk.img"
     with lzma.open(disk / "disk.img.xz") as src, open(raw, "wb") as dst:
@@ -626,3 +671,33 @@ def test_deeply_nested_text_is_not_a_crash():
         files, summary = carve(block(doc) + bytes(4096))
         assert not summary.problems
         assert all(f.confidence != "complete" for f in files)
+
+
+# ---- hostile destinations for --out (issue 15) ------------------------------------------------------
+
+
+def test_out_refuses_every_destination_in_or_beside_the_image(image, tmp_path_factory):
+    """--out inside, onto, or holding the directory of the image, directly, through '..' or
+    through symlinks: a usage error (exit 2), nothing written beside the image."""
+    from test_recover import hostile_destinations
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    listing = sorted(os.listdir(image.parent))
+    before = sha256_file(image)
+    for what, dest in hostile_destinations(image, elsewhere):
+        code, _out, err = run_cli("carve", image, "--out", dest, "--jsonl", "--types", "png")
+        assert code == 2, (what, code, err)
+        assert "refusing" in err, what
+        assert sorted(os.listdir(image.parent)) == listing, what
+    assert sha256_file(image) == before
+
+
+def test_out_with_missing_parents_is_created(image, tmp_path):
+    dest = tmp_path / "new" / "deeper" / "out"
+    code, out, err = run_cli("carve", image, "--out", dest, "--jsonl", "--types", "png")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    manifest = json.loads((dest / MANIFEST).read_text())
+    assert {m["path"]: m["sha256"] for m in manifest["files"]} == {
+        Path(r["output"]).name: r["sha256"] for r in rows if r["output"]
+    }

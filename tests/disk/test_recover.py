@@ -40,6 +40,7 @@ from pensieve.disk.recover import (
 )
 from pensieve.evidence import EvidenceError, open_evidence
 from pensieve.formats import jbd2
+from pensieve.times import iso_ns
 
 pytest.importorskip("pytsk3")
 
@@ -173,9 +174,9 @@ def test_times_and_deletion_time(report):
             continue
         f = files[(row["inode"], row["path"])]
         mtime_s = row["mtime_ns"] // 1_000_000_000
-        assert f.mtime.startswith(_utc(mtime_s)), (row["path"], f.mtime)
+        assert iso_ns(f.mtime).startswith(_utc(mtime_s)), (row["path"], f.mtime)
         deleted = f.dtime or f.deleted_before  # no dtime when the inode was reused at once
-        assert deleted is not None and deleted >= _utc(mtime_s), f
+        assert deleted is not None and iso_ns(deleted) >= _utc(mtime_s), f
         if f.dtime is None:
             assert any("reused by transaction" in n for n in f.notes)
     held = next(f for f in report.files if f.path == "/tmp/held-open.bin")
@@ -414,7 +415,7 @@ def test_orphan_list_loop_is_a_problem(image, tmp_path):
     try:
         r = Recovery(ev)
         group, index = divmod(15 - 1, r.fs.inodes_per_group)
-        table = r.fs.group_desc(group)[2]
+        table = r.fs.group_desc(group).inode_table
         ioff = table * r.fs.block_size + index * r.fs.inode_size
     finally:
         ev.close()
@@ -483,3 +484,64 @@ def test_memory_stays_bounded(image):
 def test_zz_image_unchanged(image, before):
     st = os.stat(image)
     assert (sha256(image), st.st_mtime_ns, st.st_size) == before
+
+
+# ---- hostile destinations for --out (issue 15) ------------------------------------------------------
+
+
+def hostile_destinations(image: Path, elsewhere: Path) -> list[tuple[str, Path]]:
+    """Destinations that resolve into the directory holding IMAGE (or onto the image), built from
+    ELSEWHERE (a scratch directory beside it): direct, through '..', through symlinks."""
+    evidence_dir = image.parent
+    (elsewhere / "to-evidence").symlink_to(evidence_dir, target_is_directory=True)
+    (elsewhere / "to-image").symlink_to(image)
+    climb = os.path.relpath(evidence_dir, elsewhere)
+    return [
+        ("the image", image),
+        ("the image's directory", evidence_dir),
+        ("inside the image's directory", evidence_dir / "out"),
+        ("deep inside it, missing parents", evidence_dir / "a" / "b" / "out"),
+        ("through ..", Path(f"{elsewhere}/x/../{climb}/out")),
+        ("through .. onto the directory", Path(f"{elsewhere}/{climb}")),
+        ("a symlink to the directory", elsewhere / "to-evidence"),
+        ("through a symlink into it", elsewhere / "to-evidence" / "out"),
+        ("a symlink to the image", elsewhere / "to-image"),
+        ("a directory holding the evidence", evidence_dir.parent),
+    ]
+
+
+def test_out_refuses_every_destination_in_or_beside_the_image(image, tmp_path_factory):
+    from conftest import run_cli
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    listing = sorted(os.listdir(image.parent))
+    before = sha256(image)
+    for what, dest in hostile_destinations(image, elsewhere):
+        code, _out, err = run_cli("recover", image, "--out", dest, "--jsonl")
+        assert code == 2, (what, code, err)
+        assert "refusing" in err, what
+        assert sorted(os.listdir(image.parent)) == listing, what  # nothing written beside the image
+    assert sha256(image) == before
+
+
+def test_out_with_missing_parents_is_created_with_a_manifest(image, tmp_path):
+    from pensieve.output.sink import MANIFEST
+
+    dest = tmp_path / "new" / "deeper" / "out"
+    code, out, err = run_cli_recover(image, dest)
+    assert code == 0, err
+    manifest = json.loads((dest / MANIFEST).read_text())
+    rows = [json.loads(line) for line in out.splitlines()]
+    written = {r["out_path"]: r["sha256"] for r in rows if r["out_path"]}
+    listed = {str(dest / m["path"]): m["sha256"] for m in manifest["files"]}
+    assert written and set(listed) == set(written)
+    for path, digest in written.items():  # a metadata-only file (zeros written) has no sha256
+        assert digest is None or listed[path] == digest
+    for m in manifest["files"]:
+        assert sha256(dest / m["path"]) == m["sha256"]
+
+
+def run_cli_recover(image: Path, dest: Path) -> tuple[int, str, str]:
+    from conftest import run_cli
+
+    return run_cli("recover", image, "--out", dest, "--jsonl")

@@ -470,23 +470,21 @@ def test_ext4_metadata_xattrs_devices_names(built, layout):
 def test_ext4_times_decode_like_the_kernel():
     """Seconds are signed 32-bit; 256-byte inodes add two epoch bits and nanoseconds (ext4 docs,
     'Inode Timestamps'); TSK alone reads the seconds as unsigned."""
-    from pensieve.evidence.disk import ExtInodes
+    from pensieve.formats.ext4 import inode_times_ns
 
-    ext = ExtInodes.__new__(ExtInodes)
-    ext.inode_size = 256
     raw = bytearray(256)
     y2045 = 2379931200
     struct.pack_into("<iii", raw, 0x08, -315619200, 1, y2045 - (1 << 32))  # atime, ctime, mtime
     struct.pack_into("<H", raw, 0x80, 32)  # i_extra_isize
     struct.pack_into("<III", raw, 0x84, 5 << 2, 0, (1 | 999 << 2))  # ctime, mtime, atime extra
     struct.pack_into("<I", raw, 0x88, 1 | (123456789 << 2))
-    assert ext.times_ns(bytes(raw)) == (
+    assert inode_times_ns(bytes(raw), 256) == (
         (-315619200 + (1 << 32)) * 10**9 + 999,
         y2045 * 10**9 + 123456789,
         1 * 10**9 + 5,
     )
-    ext.inode_size = 128  # no extra fields: signed seconds only
-    assert ext.times_ns(bytes(raw[:128])) == (-315619200 * 10**9, (y2045 - (1 << 32)) * 10**9, 10**9)
+    # no extra fields (128-byte inodes): signed seconds only
+    assert inode_times_ns(bytes(raw[:128]), 128) == (-315619200 * 10**9, (y2045 - (1 << 32)) * 10**9, 10**9)
 
 
 @pytest.mark.parametrize("layout", ["4k", "1k"])

@@ -9,12 +9,14 @@ Types: elf, script (shell, python ... by their #! line), gzip, zip (jar), tar, p
 sqlite, json (JSON lines such as docker json-file logs, JSON documents), log (timestamped text).
 Each carved file is validated by its structure and gets a confidence: complete (validates end
 to end), partial (truncated, overwritten or fragmented: the part that validated), header-only.
-A carved file equal (sha256) to an allocated file of the filesystem is not reported
-(``--keep-duplicates`` reports it).  A carved file whose first block the ext4 journal remembers
+A carved file equal (sha256) to an allocated file of the filesystem is reported with
+``duplicate_of`` (the allocated path) and not written a second time; ``--skip-duplicates`` hides
+it.  A carved file whose first block the ext4 journal remembers
 is attributed to that inode and path (and, below a Docker data root, its layer and container);
 otherwise it is unattributed.
 
-``--out DIR`` writes the carved files (OFFSET.EXT, OFFSET.partial.EXT ...), never over or inside
+``--out DIR`` writes the carved files (OFFSET.EXT, OFFSET.partial.EXT ...) and a manifest
+(``pensieve-manifest.json``: size and sha256 of every file written), never over, inside or beside
 the evidence and never over an existing file.  The image is only read.  A progress bar goes to
 stderr when it is a terminal.
 
@@ -26,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
 from pensieve.cli import EPILOG, UsageError, _add_output
 
@@ -38,30 +38,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-class _Progress:
-    """A one-line progress bar on stderr, redrawn at most five times a second."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.t0 = time.perf_counter()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        frac = done / total if total else 1.0
-        width = 30
-        filled = int(frac * width)
-        rate = done / max(1e-6, time.perf_counter() - self.t0)
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\rcarving [{bar}] {frac:6.1%} {_size(done)}/{_size(total)} {_size(rate)}/s ")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * 79 + "\r")
-            self.stream.flush()
 
 
 def _where(f) -> str:
@@ -79,6 +55,7 @@ COLUMNS = [
     ("owner", _where),
     ("container", lambda f: (f.container or "")[:12]),
     ("note", lambda f: f.validation.get("failed", "")),
+    ("duplicate of", lambda f: f.duplicate_of or ""),
     ("output", lambda f: f.output or ""),
 ]
 
@@ -88,6 +65,7 @@ def cmd_carve(o):
     from pensieve.disk import carve as carving
     from pensieve.evidence import EvidenceError
     from pensieve.evidence.disk import split_spec
+    from pensieve.output.progress import progress
     from pensieve.output.render import emit
 
     base, _part, _off = split_spec(o.source)
@@ -101,27 +79,17 @@ def cmd_carve(o):
         raise UsageError(str(exc)) from None
     img, filesystems = carving.open_for_carving(o.source)
     try:
-        if o.out:
-            try:
-                carving.check_out_dir(o.out, list(getattr(img, "files", None) or [base]))
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            os.makedirs(o.out, exist_ok=True)
-        progress = _Progress(sys.stderr) if sys.stderr.isatty() and not o.no_progress else None
-        carver = carving.Carver(
-            img,
-            whole=o.all,
-            types=types,
-            out_dir=o.out,
-            dedupe=not o.keep_duplicates,
-            filesystems=filesystems,
-            progress=progress,
-        )
-        try:
+        with progress("carving", enabled=not o.no_progress) as update:
+            carver = carving.Carver(
+                img,
+                whole=o.all,
+                types=types,
+                out_dir=o.out,
+                skip_duplicates=o.skip_duplicates,
+                filesystems=filesystems,
+                progress=lambda done, total: update(done, total=total),
+            )
             emit(carver.run(), o.fmt, COLUMNS, title=f"carved from {carver.summary.image}")
-        finally:
-            if progress is not None:
-                progress.close()
         s = carver.summary
         if o.fmt == "table":
             by_type = ", ".join(f"{n} {t}" for t, n in sorted(s.carved.items())) or "nothing"
@@ -129,7 +97,8 @@ def cmd_carve(o):
             print(
                 f"{sum(s.carved.values())} carved ({by_type}) from {_size(s.scanned_bytes)} "
                 f"{'(whole image)' if o.all else 'of unallocated space'} in {s.seconds:.2f} s "
-                f"({_size(rate)}/s); {len(s.duplicates)} equal to allocated files skipped"
+                f"({_size(rate)}/s); {len(s.duplicates)} equal to allocated files "
+                + ("skipped" if o.skip_duplicates else "reported (duplicate_of), not written")
             )
         return list(s.problems)
     finally:
@@ -159,8 +128,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--out", metavar="DIR", help="write the carved files to DIR (outside the evidence)")
     p.add_argument(
-        "--keep-duplicates", action="store_true", help="also report carved files equal to an allocated file"
+        "--skip-duplicates",
+        action="store_true",
+        help="hide carved files equal to an allocated file (reported with duplicate_of by default)",
     )
+    p.add_argument("--keep-duplicates", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     _add_output(p)
     p.set_defaults(func=cmd_carve)

@@ -11,7 +11,9 @@ root, the container (also a removed one, from remnants in the journal), layer, i
 path inside the container.
 
 ``--out DIR`` writes each recovered file under DIR with its path mirrored (missing blocks as
-zeros); DIR may not be the image or inside the evidence.  ``--all`` also lists nameless inodes
+zeros) and a manifest (``pensieve-manifest.json``: size and sha256 of every file written); DIR
+may be neither the image, nor inside or holding the directory of the image, and nothing in it is
+overwritten.  ``--all`` also lists nameless inodes
 with nothing to read.  A progress bar goes to stderr when it is a terminal.
 
 Exit codes: 3 when SOURCE is not an ext2/3/4 disk image, 2 for a bad --out, 5 when the journal
@@ -21,59 +23,8 @@ Exit codes: 3 when SOURCE is not an ext2/3/4 disk image, 2 for a bad --out, 5 wh
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 
-from pensieve.cli import EPILOG, UsageError, _add_output
-
-
-class _Bar:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, stream=None) -> None:
-        self.stream = stream or sys.stderr
-        self.on = self.stream.isatty()
-        self._last = 0.0
-        self._shown = False
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.on:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        frac = min(1.0, done / total) if total else 1.0
-        width = 30
-        fill = int(frac * width)
-        self.stream.write(f"\rrecover: {phase:<15} [{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}%")
-        self.stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            self.stream.write("\r" + " " * 70 + "\r")
-            self.stream.flush()
-
-
-def _refuse_out(evidence, source: str, out: str) -> None:
-    """--out may be neither an image file of the evidence nor inside it (a directory source)."""
-    real = os.path.realpath(out)
-    files = list(getattr(evidence, "image_files", None) or [])
-    base = source.rsplit("@", 1)[0] if not os.path.exists(source) else source
-    files.append(base)
-    for f in files:
-        rf = os.path.realpath(f)
-        if real == rf:
-            raise UsageError(f"refusing to write over the evidence: {out}")
-        if os.path.isdir(rf) and (real == rf or real.startswith(rf.rstrip("/") + "/")):
-            raise UsageError(f"refusing to write inside the evidence: {out}")
-    root = getattr(evidence, "root", None)
-    if root and (real == root or real.startswith(root.rstrip("/") + "/")):
-        raise UsageError(f"refusing to write inside the evidence: {out}")
-    if os.path.exists(real) and not os.path.isdir(real):
-        raise UsageError(f"--out must be a directory: {out}")
+from pensieve.cli import EPILOG, _add_output
 
 
 def cmd_recover(o):
@@ -82,22 +33,19 @@ def cmd_recover(o):
     and the container, layer and image below a Docker data root."""
     from pensieve.disk.recover import recover
     from pensieve.evidence import open_evidence
+    from pensieve.output.progress import progress
     from pensieve.output.render import emit
+    from pensieve.times import iso_ns
 
-    if o.out:
-        # before opening: a destination equal to the image is refused whatever the image holds
-        for f in (o.source, o.source.rsplit("@", 1)[0]):
-            if os.path.exists(f) and os.path.realpath(f) == os.path.realpath(o.out):
-                raise UsageError(f"refusing to write over the evidence: {o.out}")
     evidence = open_evidence(o.source)
     try:
-        if o.out:
-            _refuse_out(evidence, o.source, o.out)
-        bar = _Bar()
-        try:
-            report = recover(evidence, out_dir=o.out, include_all=o.all, progress=bar)
-        finally:
-            bar.close()
+        with progress("recover") as update:
+            report = recover(
+                evidence,
+                out_dir=o.out,
+                include_all=o.all,
+                progress=lambda phase, done, total: update(done, total=total, phase=phase),
+            )
         emit(
             report.files,
             o.fmt,
@@ -109,18 +57,16 @@ def cmd_recover(o):
                 ("RECOVERED", lambda f: f.bytes_recovered),
                 ("CONFIDENCE", lambda f: f.confidence),
                 ("METHOD", lambda f: f.method),
-                ("DELETED", lambda f: (f.dtime or "")[:19].replace("T", " ")),
+                ("DELETED", lambda f: (iso_ns(f.dtime) or "")[:19].replace("T", " ")),
                 ("CONTAINER", lambda f: f.container_name or (f.container or "")[:12]),
                 ("IN CONTAINER", lambda f: f.container_path or ""),
                 ("SHA256", lambda f: (f.sha256 or "")[:16]),
             ],
-            title=f"deleted files recovered from {getattr(evidence, 'description', o.source)}",
+            title=f"deleted files recovered from {evidence.description}",
         )
-        return list(getattr(evidence, "problems", [])) + report.problems
+        return list(evidence.problems) + report.problems
     finally:
-        close = getattr(evidence, "close", None)
-        if close is not None:
-            close()
+        evidence.close()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

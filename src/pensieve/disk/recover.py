@@ -40,27 +40,47 @@ import posixpath
 import re
 import stat as statmod
 import struct
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from pensieve.errors import UsageError
 from pensieve.evidence.base import EvidenceError
-from pensieve.evidence.disk import ExtInodes
+from pensieve.evidence.disk import DiskImageEvidence
 from pensieve.formats import jbd2
+from pensieve.formats.ext4 import (
+    BG_INODE_UNINIT,
+    COMPAT_HAS_JOURNAL,
+    FILE_TYPES,
+    INLINE_DATA_FL,
+    Ext4,
+    Ext4Error,
+    Inode,
+    mapping,
+    parse_dir_block,
+)
+from pensieve.output.sink import OutputSink, WrittenFile
 from pensieve.records import Problem
-from pensieve.records.core import field, record
+from pensieve.records.core import Timestamp
+from pensieve.records.disk import RecoveredFile, RecoverReport
+from pensieve.times import iso_ns
+
+__all__ = [
+    "COMPLETE",
+    "JOURNAL",
+    "METADATA_ONLY",
+    "ORPHAN",
+    "PARTIAL",
+    "RecoverReport",
+    "RecoveredFile",
+    "Recovery",
+    "block_owners",
+    "parse_dir_block",
+    "recover",
+]
 
 COMPLETE, PARTIAL, METADATA_ONLY = "complete", "partial", "metadata-only"
-JOURNAL, ORPHAN, CARVE = "journal", "orphan", "carve"
+JOURNAL, ORPHAN = "journal", "orphan"
 
 _RUN = 1 << 20
-_EXTENTS_FL = 0x80000
-_INLINE_DATA_FL = 0x10000000
-_EXT_MAGIC = 0xF30A
-_HAS_JOURNAL = 0x4
-_FILETYPE = 0x2
-_BG_INODE_UNINIT, _BG_BLOCK_UNINIT = 0x1, 0x2
-_RO_GDT_CSUM, _RO_METADATA_CSUM = 0x10, 0x400
 _CURRENT = 1 << 40  # sequence key of what the filesystem shows now (newer than any transaction)
 
 _TYPES = {
@@ -72,388 +92,13 @@ _TYPES = {
     statmod.S_IFCHR: "char",
     statmod.S_IFBLK: "block",
 }
-#: ext4_dir_entry_2.file_type -> S_IFMT
-_FT = {
-    1: statmod.S_IFREG,
-    2: statmod.S_IFDIR,
-    3: statmod.S_IFCHR,
-    4: statmod.S_IFBLK,
-    5: statmod.S_IFIFO,
-    6: statmod.S_IFSOCK,
-    7: statmod.S_IFLNK,
-}
+_FT = FILE_TYPES
+_NS = 1_000_000_000
 
 
-@record
-class RecoveredFile:
-    """One deleted file (or directory ...) and what came back of it."""
-
-    path: str  # full path on the filesystem ($OrphanFiles/... when no name survived)
-    inode: int
-    type: str  # file | dir | symlink | fifo | socket | char | block | unknown
-    size: int | None  # i_size before deletion (None: unknown)
-    bytes_recovered: int
-    confidence: str  # complete | partial | metadata-only
-    sha256: str | None  # of the recovered content (missing blocks as zeros); None if nothing
-    method: str  # journal | orphan | carve
-    container: str | None = None  # container id (also of a removed container) or None
-    container_name: str | None = None
-    container_path: str | None = None  # the path inside the container
-    layer: str | None = None  # storage driver layer id
-    layer_kind: str | None = None  # rw | init | image | unreferenced | volume | ...
-    images: list[str] = field(default_factory=list)
-    data_root: str | None = None
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    atime: str | None = None
-    mtime: str | None = None
-    ctime: str | None = None
-    crtime: str | None = None
-    dtime: str | None = None  # deletion time (inode dtime)
-    deleted_before: str | None = None  # no dtime: commit time of the transaction that reused the inode
-    links_seen: list[str] = field(default_factory=list)  # every name the journal shows for it
-    journal_transaction: int | None = None  # newest transaction holding its inode or name
-    blocks: int = 0  # data blocks it mapped
-    reused_blocks: int = 0  # of those, allocated to something else now
-    out_path: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@record
-class RecoverReport:
-    """What `recover` found: the files, the journal it read them from, and the problems."""
-
-    files: list[RecoveredFile]
-    journal: dict = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-
-
-def _iso(seconds: int | None, ns: int = 0) -> str | None:
-    if not seconds and not ns:
-        return None
-    try:
-        t = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    frac = f".{ns:09d}" if ns else ""
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
-
-
-def _iso_ns(value: int | None) -> str | None:
-    if value is None:
-        return None
-    return _iso(value // 1_000_000_000, value % 1_000_000_000)
-
-
-# ---- the filesystem ---------------------------------------------------------------------------
-
-
-class Inode:
-    """The fields of one on-disk inode that recovery uses."""
-
-    __slots__ = (
-        "ino",
-        "mode",
-        "uid",
-        "gid",
-        "size",
-        "links",
-        "flags",
-        "dtime",
-        "generation",
-        "crtime_ns",
-        "atime_ns",
-        "mtime_ns",
-        "ctime_ns",
-        "iblock",
-    )
-
-    def __init__(self, ino: int, raw: bytes, fs: Ext4) -> None:
-        self.ino = ino
-        self.mode, uid_lo, size_lo = struct.unpack_from("<HHI", raw, 0)
-        self.dtime = struct.unpack_from("<I", raw, 0x14)[0]
-        gid_lo, self.links = struct.unpack_from("<HH", raw, 0x18)
-        self.flags = struct.unpack_from("<I", raw, 0x20)[0]
-        self.iblock = bytes(raw[0x28:0x64])
-        self.generation = struct.unpack_from("<I", raw, 0x64)[0]
-        size_hi = struct.unpack_from("<I", raw, 0x6C)[0]
-        uid_hi, gid_hi = struct.unpack_from("<HH", raw, 0x78)
-        self.uid = uid_lo | uid_hi << 16
-        self.gid = gid_lo | gid_hi << 16
-        self.size = size_lo | size_hi << 32
-        self.atime_ns, self.mtime_ns, self.ctime_ns = fs.times_ns(raw)
-        self.crtime_ns = None
-        if len(raw) >= 0x98 and fs.inode_size > 128:
-            extra = struct.unpack_from("<H", raw, 0x80)[0]
-            if extra >= 0x18:
-                sec, ex = struct.unpack_from("<iI", raw, 0x90)
-                self.crtime_ns = (sec + ((ex & 3) << 32)) * 1_000_000_000 + (ex >> 2)
-
-    @property
-    def key(self) -> tuple[int, int | None]:
-        """What tells one incarnation of an inode number from the next."""
-        return self.generation, self.crtime_ns
-
-    @property
-    def fmt(self) -> int:
-        return statmod.S_IFMT(self.mode)
-
-    def has_mapping(self) -> bool:
-        """Whether i_block still maps data (kernel deletion clears it)."""
-        if self.flags & _EXTENTS_FL:
-            if self.iblock[:2] != b"\x0a\xf3":
-                return False
-            return struct.unpack_from("<H", self.iblock, 2)[0] > 0
-        if self.flags & _INLINE_DATA_FL or self.fmt == statmod.S_IFLNK and self.size < 60:
-            return self.size > 0
-        return any(self.iblock)
-
-
-class Ext4(ExtInodes):
-    """ExtInodes plus what recovery needs: group descriptors, bitmaps, blocks, the journal inode."""
-
-    def __init__(self, read, offset: int) -> None:
-        super().__init__(read, offset)
-        sb = read(offset + 1024, 1024)
-        self.inodes_count = struct.unpack_from("<I", sb, 0)[0]
-        self.blocks_count = struct.unpack_from("<I", sb, 4)[0]
-        if self.incompat & 0x80:
-            self.blocks_count |= struct.unpack_from("<I", sb, 0x150)[0] << 32
-        self.first_ino = struct.unpack_from("<I", sb, 0x54)[0] if struct.unpack_from("<I", sb, 76)[0] else 11
-        self.uuid = bytes(sb[0x68:0x78])
-        self.journal_inum, self.journal_dev, self.last_orphan = struct.unpack_from("<III", sb, 0xE0)
-        self.groups = max(1, -(-(self.blocks_count - self.first_data_block) // self.blocks_per_group))
-        self.itable_blocks = -(-self.inodes_per_group * self.inode_size // self.block_size)
-        self._gd: dict[int, tuple[int, int, int, int, int]] = {}
-        self._bitmaps: OrderedDict[int, bytes] = OrderedDict()
-        self._itable_index: tuple[list[int], list[int]] | None = None
-
-    def group_desc(self, group: int) -> tuple[int, int, int, int, int]:
-        """(block bitmap, inode bitmap, inode table, flags, itable_unused) of GROUP."""
-        gd = self._gd.get(group)
-        if gd is None:
-            block, index = self._desc_block(group)
-            d = self._read(self._offset + block * self.block_size + index * self.desc_size, self.desc_size)
-            if len(d) < 32:
-                raise EvidenceError(f"group descriptor {group} beyond the image")
-            bb, ib, it = struct.unpack_from("<III", d, 0)
-            flags = struct.unpack_from("<H", d, 0x12)[0]
-            unused = struct.unpack_from("<H", d, 0x1C)[0]
-            if self.desc_size >= 64 and len(d) >= 64:
-                bbh, ibh, ith = struct.unpack_from("<III", d, 0x20)
-                bb, ib, it = bb | bbh << 32, ib | ibh << 32, it | ith << 32
-                unused |= struct.unpack_from("<H", d, 0x32)[0] << 16
-            gd = (bb, ib, it, flags, unused)
-            self._gd[group] = gd
-        return gd
-
-    def read_blocks(self, block: int, count: int = 1) -> bytes:
-        if block < 0 or block + count > self.blocks_count:
-            count = max(0, min(count, self.blocks_count - block))
-        if count <= 0:
-            return b""
-        return self._read(self._offset + block * self.block_size, count * self.block_size)
-
-    def _bitmap(self, block: int) -> bytes:
-        bm = self._bitmaps.get(block)
-        if bm is None:
-            bm = self.read_blocks(block)
-            self._bitmaps[block] = bm
-            if len(self._bitmaps) > 512:
-                self._bitmaps.popitem(last=False)
-        else:
-            self._bitmaps.move_to_end(block)
-        return bm
-
-    def _csum_groups(self) -> bool:
-        return bool(self.ro_compat & (_RO_GDT_CSUM | _RO_METADATA_CSUM))
-
-    def block_in_use(self, block: int) -> bool:
-        if block < self.first_data_block or block >= self.blocks_count:
-            return True
-        group, index = divmod(block - self.first_data_block, self.blocks_per_group)
-        bb, _ib, _it, flags, _u = self.group_desc(group)
-        if flags & _BG_BLOCK_UNINIT and self._csum_groups():
-            return False
-        bm = self._bitmap(bb)
-        return bool(index // 8 < len(bm) and bm[index // 8] >> (index % 8) & 1)
-
-    def inode_in_use(self, ino: int) -> bool:
-        group, index = divmod(ino - 1, self.inodes_per_group)
-        _bb, ib, _it, flags, _u = self.group_desc(group)
-        if flags & _BG_INODE_UNINIT and self._csum_groups():
-            return False
-        bm = self._bitmap(ib)
-        return bool(index // 8 < len(bm) and bm[index // 8] >> (index % 8) & 1)
-
-    def inode(self, ino: int) -> Inode | None:
-        try:
-            return Inode(ino, self.raw_inode(ino), self)
-        except (EvidenceError, struct.error):
-            return None
-
-    def itable_first_inode(self, block: int) -> int | None:
-        """The first inode number held by inode-table block BLOCK, None if it is not one."""
-        if self._itable_index is None:
-            pairs = sorted((self.group_desc(g)[2], g) for g in range(self.groups))
-            self._itable_index = ([p[0] for p in pairs], [p[1] for p in pairs])
-        starts, groups = self._itable_index
-        i = bisect.bisect_right(starts, block) - 1
-        if i < 0 or block >= starts[i] + self.itable_blocks:
-            return None
-        return (
-            groups[i] * self.inodes_per_group + (block - starts[i]) * (self.block_size // self.inode_size) + 1
-        )
-
-
-def mapping(
-    fs: Ext4, inode: Inode, read_meta: Callable[[int], bytes | None], nblocks: int, problems: list[str]
-):
-    """[(logical block, physical block, count, unwritten)] of INODE's data, from its extent tree
-    or ext2/3 block map; tree and indirect blocks through READ_META (journal copy or disk)."""
-    out: list[tuple[int, int, int, bool]] = []
-    if inode.flags & _EXTENTS_FL:
-        budget = [4096]
-
-        def walk(node: bytes, depth_left: int) -> None:
-            if len(node) < 12 or struct.unpack_from("<H", node, 0)[0] != _EXT_MAGIC:
-                problems.append("extent node without its magic")
-                return
-            entries, _max, depth = struct.unpack_from("<HHH", node, 2)
-            entries = min(entries, (len(node) - 12) // 12)
-            if depth > depth_left:
-                problems.append(f"extent tree depth {depth} implausible")
-                return
-            for k in range(entries):
-                p = 12 + 12 * k
-                if depth == 0:
-                    lblk, length, hi, lo = struct.unpack_from("<IHHI", node, p)
-                    unwritten = length > 32768
-                    if unwritten:
-                        length -= 32768
-                    if length:
-                        out.append((lblk, lo | hi << 32, length, unwritten))
-                else:
-                    budget[0] -= 1
-                    if budget[0] < 0:
-                        problems.append("extent tree too large")
-                        return
-                    _lblk, lo, hi = struct.unpack_from("<IIH", node, p)
-                    child = read_meta(lo | hi << 32)
-                    if child is None:
-                        problems.append(f"extent tree block {lo | hi << 32} unreadable")
-                        continue
-                    walk(child, depth - 1)
-
-        walk(inode.iblock, 5)
-        out.sort()
-        return out
-    ptrs = struct.unpack("<15I", inode.iblock)
-    per = fs.block_size // 4
-    lblk = 0
-
-    def add(pblk: int) -> None:
-        nonlocal lblk
-        if pblk:
-            if out and out[-1][0] + out[-1][2] == lblk and out[-1][1] + out[-1][2] == pblk:
-                last = out[-1]
-                out[-1] = (last[0], last[1], last[2] + 1, False)
-            else:
-                out.append((lblk, pblk, 1, False))
-        lblk += 1
-
-    def indirect(pblk: int, level: int) -> None:
-        nonlocal lblk
-        span = per**level
-        if lblk >= nblocks:
-            return
-        if not pblk:
-            lblk += span
-            return
-        data = read_meta(pblk)
-        if data is None or len(data) < fs.block_size:
-            problems.append(f"indirect block {pblk} unreadable")
-            lblk += span
-            return
-        for p in struct.unpack(f"<{per}I", data):
-            if lblk >= nblocks:
-                return
-            if level == 1:
-                add(p)
-            else:
-                indirect(p, level - 1)
-
-    for p in ptrs[:12]:
-        if lblk >= nblocks:
-            break
-        add(p)
-    for level, p in ((1, ptrs[12]), (2, ptrs[13]), (3, ptrs[14])):
-        indirect(p, level)
-    return out
-
-
-def parse_dir_block(block: bytes, filetype: bool, max_ino: int) -> list[tuple[bytes, int, int, bool]] | None:
-    """Entries of a directory block: [(name, inode, file type, deleted)], deleted ones found in
-    the slack of a predecessor's rec_len; None when BLOCK is not a directory block."""
-    bs = len(block)
-    out: list[tuple[bytes, int, int, bool]] = []
-    pos = 0
-    live = 0
-    while pos < bs:
-        if pos + 8 > bs:
-            return None
-        ino, rec_len, name_len, ftype = struct.unpack_from("<IHBB", block, pos)
-        if rec_len in (0, 65535) and bs == 65536:
-            rec_len = 65536
-        if not filetype:
-            name_len |= ftype << 8
-            ftype = 0
-        if rec_len < 12 or rec_len % 4 or pos + rec_len > bs:
-            return None
-        if ino == 0 and name_len == 0 and ftype == 0xDE and rec_len == 12 and pos + 12 == bs:
-            break  # metadata_csum tail
-        if ino:
-            if ino > max_ino or 8 + name_len > rec_len or not name_len or (filetype and ftype > 7):
-                return None
-            name = block[pos + 8 : pos + 8 + name_len]
-            if b"\0" in name or b"/" in name:
-                return None
-            out.append((name, ino, ftype, False))
-            live += 1
-        used = (8 + name_len + 3) & ~3 if ino else 0
-        if ino == 0 and pos == 0 and 0 < name_len <= rec_len - 8:
-            used = 0  # a first entry deleted in place: its name is still there, its inode is 0
-        _slack(block, pos + max(used, 12 if ino else 0), pos + rec_len, filetype, max_ino, out)
-        pos += rec_len
-    if not live and not out:
-        return None
-    return out
-
-
-def _slack(block: bytes, start: int, end: int, filetype: bool, max_ino: int, out: list) -> None:
-    """Deleted entries inside [start, end): merged into the predecessor's rec_len on unlink."""
-    pos = (start + 3) & ~3
-    while pos + 12 <= end:
-        ino, rec_len, name_len, ftype = struct.unpack_from("<IHBB", block, pos)
-        if not filetype:
-            name_len |= ftype << 8
-            ftype = 0
-        ok = (
-            0 < ino <= max_ino
-            and name_len > 0
-            and rec_len >= 8 + name_len
-            and rec_len % 4 == 0
-            and pos + 8 + name_len <= end
-            and (not filetype or 1 <= ftype <= 7)
-        )
-        if ok:
-            name = block[pos + 8 : pos + 8 + name_len]
-            if b"\0" not in name and b"/" not in name and name not in (b".", b".."):
-                out.append((name, ino, ftype, True))
-                pos += (8 + name_len + 3) & ~3
-                continue
-        pos += 4
+def _time(ns: int | None) -> Timestamp | None:
+    """A Timestamp, None for an unset time (0)."""
+    return Timestamp(ns) if ns else None
 
 
 # ---- incarnations -----------------------------------------------------------------------------
@@ -532,13 +177,14 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 class Recovery:
     """Recover the deleted files of the ext2/3/4 filesystem of a DiskImageEvidence."""
 
-    def __init__(self, evidence, progress: Progress | None = None) -> None:
-        img = getattr(evidence, "image", None)
-        if img is None or not str(getattr(evidence, "fs_type", "")).startswith("ext"):
-            kind = getattr(evidence, "fs_type", None) or type(evidence).__name__
-            raise EvidenceError(f"recover reads ext2/3/4 filesystems in disk images, not {kind}")
+    def __init__(self, evidence: DiskImageEvidence, progress: Progress | None = None) -> None:
+        what = "recover reads ext2/3/4 filesystems in disk images, not"
+        if not isinstance(evidence, DiskImageEvidence):
+            raise EvidenceError(f"{what} {evidence.description}")
+        if evidence.ext4 is None:
+            raise EvidenceError(f"{what} {evidence.fs_type}")
         self.evidence = evidence
-        self.fs = Ext4(img.read, evidence.offset)
+        self.fs: Ext4 = evidence.ext4
         self.progress = progress
         self.problems: list[str] = []
         self.jsb: jbd2.JournalSuper | None = None
@@ -576,19 +222,20 @@ class Recovery:
     # ---- the journal ----------------------------------------------------------------------
     def _open_journal(self) -> None:
         fs = self.fs
-        if not fs.compat & _HAS_JOURNAL or not fs.journal_inum:
+        sb = fs.sb
+        if not sb.compat & COMPAT_HAS_JOURNAL or not sb.journal_inum:
             self.problems.append("the filesystem has no journal: only the inode table is searched")
             return
-        if fs.journal_dev:
+        if sb.journal_dev:
             self.problems.append("external journal device: only the inode table is searched")
             return
-        jino = fs.inode(fs.journal_inum)
+        jino = fs.inode(sb.journal_inum)
         if jino is None or not jino.has_mapping():
-            self.problems.append(f"journal inode {fs.journal_inum} unreadable")
+            self.problems.append(f"journal inode {sb.journal_inum} unreadable")
             return
         probs: list[str] = []
         nblocks = max(1, -(-jino.size // fs.block_size))
-        runs = mapping(fs, jino, lambda b: fs.read_blocks(b) or None, min(nblocks, 1 << 24), probs)
+        runs = mapping(jino, fs.block_size, lambda b: fs.read_blocks(b) or None, min(nblocks, 1 << 24), probs)
         self.problems.extend(f"journal inode: {p}" for p in probs)
         self._jmap = [(lb, pb, n) for lb, pb, n, _u in runs]
         mapped = sum(n for _lb, _pb, n in self._jmap)
@@ -613,7 +260,7 @@ class Recovery:
         self.jsb = jsb
         self._seq_base = (jsb.sequence - 0x80000000) & 0xFFFFFFFF
         self.journal_info = {
-            "inode": fs.journal_inum,
+            "inode": sb.journal_inum,
             "blocks": jsb.maxlen,
             "block_size": jsb.blocksize,
             "first": jsb.first,
@@ -699,7 +346,7 @@ class Recovery:
                     continue
                 self._inode_version(first + k, seq, raw)
             return
-        entries = parse_dir_block(block, bool(fs.incompat & _FILETYPE), fs.inodes_count)
+        entries = parse_dir_block(block, fs.filetype, fs.inodes_count)
         if not entries:
             return
         owner = None
@@ -739,7 +386,7 @@ class Recovery:
         if ino < fs.first_ino and ino != 2:
             return
         try:
-            v = Inode(ino, raw, fs)
+            v = fs.parse_inode(ino, raw)
         except struct.error:
             return
         if not v.mode:
@@ -802,7 +449,7 @@ class Recovery:
                     continue
                 probs: list[str] = []
                 n = -(-v.size // fs.block_size)
-                for _lb, pb, cnt, _u in mapping(fs, v, self._meta_block, n, probs):
+                for _lb, pb, cnt, _u in mapping(v, fs.block_size, self._meta_block, n, probs):
                     for b in range(pb, pb + min(cnt, 1 << 16)):
                         if b in want:
                             owner.setdefault(b, ino)
@@ -816,7 +463,7 @@ class Recovery:
         """Deleted inodes (links 0, dtime set) and the orphan list, from the inode table now."""
         fs = self.fs
         seen: set[int] = set()
-        ino = fs.last_orphan
+        ino = fs.sb.last_orphan
         while ino and ino not in seen and len(seen) < 1 << 20:
             if ino > fs.inodes_count or ino < 1:
                 self.problems.append(f"orphan list points at inode {ino}, beyond the filesystem")
@@ -835,16 +482,17 @@ class Recovery:
             self.problems.append(f"orphan list loops at inode {ino}")
         per_block = fs.block_size // fs.inode_size
         total = fs.groups
-        csum = fs._csum_groups()
+        csum = fs.sb.csum_groups
         for g in range(fs.groups):
             try:
-                _bb, _ib, table, flags, unused = fs.group_desc(g)
-            except EvidenceError as exc:
+                gd = fs.group_desc(g)
+            except Ext4Error as exc:
                 self.problems.append(str(exc))
                 break
-            if csum and flags & _BG_INODE_UNINIT:
+            if csum and gd.flags & BG_INODE_UNINIT:
                 continue
-            used = fs.inodes_per_group - (unused if csum else 0)
+            table = gd.inode_table
+            used = fs.inodes_per_group - (gd.itable_unused if csum else 0)
             nblocks = -(-max(0, used) // per_block)
             step = max(1, _RUN // fs.block_size)
             for off in range(0, nblocks, step):
@@ -859,7 +507,7 @@ class Recovery:
                     n = g * fs.inodes_per_group + off * per_block + k + 1
                     if n < fs.first_ino or n in seen:
                         continue
-                    v = Inode(n, raw, fs)
+                    v = fs.parse_inode(n, raw)
                     inc = self._inc(n, v.key)
                     inc.add(_CURRENT, v)
                     inc.current = True
@@ -877,7 +525,7 @@ class Recovery:
         fs = self.fs
         probs: list[str] = []
         n = -(-inode.size // fs.block_size)
-        for _lb, pb, cnt, _u in mapping(fs, inode, lambda b: fs.read_blocks(b) or None, n, probs):
+        for _lb, pb, cnt, _u in mapping(inode, fs.block_size, lambda b: fs.read_blocks(b) or None, n, probs):
             for b in range(pb, pb + cnt):
                 yield fs.read_blocks(b)
 
@@ -893,7 +541,7 @@ class Recovery:
         cur = self._live_dir(ino)
         if cur is None:
             return None
-        filetype = bool(self.fs.incompat & _FILETYPE)
+        filetype = self.fs.filetype
         parent = None
         for block in self._dir_blocks(cur):
             entries = parse_dir_block(block, filetype, self.fs.inodes_count) or []
@@ -953,7 +601,7 @@ class Recovery:
             if cur is not None and cur.size <= 1 << 30:
                 n = -(-cur.size // self.fs.block_size)
                 for _lb, pb, cnt, _u in mapping(
-                    self.fs, cur, lambda b: self.fs.read_blocks(b) or None, n, []
+                    cur, self.fs.block_size, lambda b: self.fs.read_blocks(b) or None, n, []
                 ):
                     blocks.update(range(pb, pb + min(cnt, 1 << 16)))
             self._live_block_cache[ino] = blocks
@@ -987,10 +635,11 @@ class Recovery:
 
     # ---- content --------------------------------------------------------------------------
     def _content(
-        self, inc: Incarnation, rec: RecoveredFile, out_path: str | None, keep: bool
+        self, inc: Incarnation, rec: RecoveredFile, fh: WrittenFile | None, keep: bool
     ) -> bytes | None:
         """Read what survives of INC's content: fills bytes_recovered, confidence, sha256, blocks;
-        writes OUT_PATH when given; returns the bytes when KEEP (small files only)."""
+        writes it to FH (a file of the output sink) when given; returns the bytes when KEEP
+        (small files only)."""
         fs = self.fs
         src = inc.mapped[1] if inc.mapped else None
         if rec.size is None:
@@ -999,114 +648,107 @@ class Recovery:
         size = rec.size
         h = hashlib.sha256()
         kept: list[bytes] | None = [] if keep else None
-        fh = open(out_path, "wb") if out_path else None  # noqa: SIM115 - closed below
-        try:
-            if src is None:
-                if size == 0 and rec.type in ("file", "symlink"):
-                    rec.confidence = COMPLETE
-                    rec.sha256 = h.hexdigest()
-                    return b"" if keep else None
-                rec.confidence = METADATA_ONLY
-                if size:
-                    rec.notes.append("no version of the inode with its extents survives")
-                return None
-            if src.flags & _INLINE_DATA_FL or (
-                src.fmt == statmod.S_IFLNK and src.size < 60 and not src.flags & _EXTENTS_FL
-            ):
-                data = src.iblock[: min(size, 60)]
-                h.update(data)
-                if fh:
-                    fh.write(data)
-                rec.bytes_recovered = len(data)
-                rec.confidence = COMPLETE if len(data) == size else PARTIAL
-                if len(data) < size:
-                    rec.notes.append("inline data beyond i_block (system.data xattr) not read")
+        if src is None:
+            if size == 0 and rec.type in ("file", "symlink"):
+                rec.confidence = COMPLETE
                 rec.sha256 = h.hexdigest()
-                return data if keep else None
-            probs: list[str] = []
-            nblocks = -(-size // fs.block_size)
-            runs = mapping(fs, src, self._meta_block, nblocks, probs)
-            rec.notes.extend(probs[:5])
-            own: set[int] = set()
-            cur = fs.inode(inc.ino)
-            if cur is not None and cur.key == inc.key and cur.has_mapping():
-                for _lb, pb, cnt, _u in mapping(fs, cur, self._meta_block, nblocks, []):
-                    own.update(range(pb, pb + min(cnt, 1 << 20)))
-            # a block the journal shows as metadata after this version was reused (and maybe
-            # freed again): what it holds now is not this file (a directory's own blocks are
-            # journalled while it lives: for it, only copies after its last version count)
-            since = inc.last if statmod.S_ISDIR(src.mode) else inc.mapped[0]
-            bs = fs.block_size
-            got = 0
-            pos = 0  # logical byte offset written so far
-            for lb, pb, cnt, unwritten in runs:
-                if lb >= nblocks:
-                    break
-                cnt = min(cnt, nblocks - lb)
-                start = lb * bs
-                if start > pos:  # a hole: zeros, genuinely part of the file
-                    got += self._zeros(h, fh, kept, min(start, size) - pos)
-                    pos = min(start, size)
-                if start < pos:
-                    continue  # overlapping extents (corrupt): keep the first
-                b = 0
-                while b < cnt:
-                    take = min(cnt - b, max(1, _RUN // bs))
-                    first = pb + b
-                    rec.blocks += take
-                    if unwritten:
-                        data = bytes(take * bs)
-                        good = take
-                    else:
-                        data = fs.read_blocks(first, take).ljust(take * bs, b"\0")
-                        good = 0
-                        parts = []
-                        for k in range(take):
-                            blk = first + k
-                            if blk >= fs.blocks_count:
-                                parts.append(bytes(bs))
-                                continue
-                            if blk in own or not (
-                                fs.block_in_use(blk)
-                                or self._journalled_after(blk, since)
-                                or self._claimed_later(blk, inc.mapped[0], inc.ino)
-                            ):
-                                good += 1
-                                parts.append(data[k * bs : (k + 1) * bs])
-                            else:
-                                rec.reused_blocks += 1
-                                parts.append(bytes(bs))
-                        data = b"".join(parts)
-                    end = min(size, (lb + b + take) * bs)
-                    n = max(0, end - pos)
-                    chunk = data[:n]
-                    h.update(chunk)
-                    if fh:
-                        fh.write(chunk)
-                    if kept is not None:
-                        kept.append(chunk)
-                    got += n if good == take else min(n, good * bs)
-                    pos = end
-                    b += take
-                    self._bytes_done += len(chunk)
-                    self._tick("content", self._bytes_done, self._bytes_total)
-            if pos < size:
-                mapped_end = runs[-1][0] + runs[-1][2] if runs else 0
-                if mapped_end * bs >= size or size - pos <= 64 << 20:
-                    got += self._zeros(h, fh, kept, size - pos)  # a trailing hole
-                else:
-                    rec.notes.append(f"size {size} far beyond the last mapped block: tail not written")
-            rec.bytes_recovered = got
+                return b"" if keep else None
+            rec.confidence = METADATA_ONLY
+            if size:
+                rec.notes.append("no version of the inode with its extents survives")
+            return None
+        if src.inline:
+            data = src.iblock[: min(size, 60)]
+            h.update(data)
+            if fh is not None:
+                fh.write(data)
+            rec.bytes_recovered = len(data)
+            rec.confidence = COMPLETE if len(data) == size else PARTIAL
+            if len(data) < size:
+                rec.notes.append("inline data beyond i_block (system.data xattr) not read")
             rec.sha256 = h.hexdigest()
-            rec.confidence = COMPLETE if got >= size else (PARTIAL if got else METADATA_ONLY)
-            if rec.reused_blocks:
-                rec.notes.append(f"{rec.reused_blocks} of {rec.blocks} blocks reused since: read as zeros")
-            if rec.confidence == METADATA_ONLY:
-                rec.sha256 = None
-            return b"".join(kept) if kept is not None else None
-        finally:
-            if fh:
-                fh.close()
+            return data if keep else None
+        probs: list[str] = []
+        nblocks = -(-size // fs.block_size)
+        runs = mapping(src, fs.block_size, self._meta_block, nblocks, probs)
+        rec.notes.extend(probs[:5])
+        own: set[int] = set()
+        cur = fs.inode(inc.ino)
+        if cur is not None and cur.key == inc.key and cur.has_mapping():
+            for _lb, pb, cnt, _u in mapping(cur, fs.block_size, self._meta_block, nblocks, []):
+                own.update(range(pb, pb + min(cnt, 1 << 20)))
+        # a block the journal shows as metadata after this version was reused (and maybe
+        # freed again): what it holds now is not this file (a directory's own blocks are
+        # journalled while it lives: for it, only copies after its last version count)
+        since = inc.last if statmod.S_ISDIR(src.mode) else inc.mapped[0]
+        bs = fs.block_size
+        got = 0
+        pos = 0  # logical byte offset written so far
+        for lb, pb, cnt, unwritten in runs:
+            if lb >= nblocks:
+                break
+            cnt = min(cnt, nblocks - lb)
+            start = lb * bs
+            if start > pos:  # a hole: zeros, genuinely part of the file
+                got += self._zeros(h, fh, kept, min(start, size) - pos)
+                pos = min(start, size)
+            if start < pos:
+                continue  # overlapping extents (corrupt): keep the first
+            b = 0
+            while b < cnt:
+                take = min(cnt - b, max(1, _RUN // bs))
+                first = pb + b
+                rec.blocks += take
+                if unwritten:
+                    data = bytes(take * bs)
+                    good = take
+                else:
+                    data = fs.read_blocks(first, take).ljust(take * bs, b"\0")
+                    good = 0
+                    parts = []
+                    for k in range(take):
+                        blk = first + k
+                        if blk >= fs.blocks_count:
+                            parts.append(bytes(bs))
+                            continue
+                        if blk in own or not (
+                            fs.block_in_use(blk)
+                            or self._journalled_after(blk, since)
+                            or self._claimed_later(blk, inc.mapped[0], inc.ino)
+                        ):
+                            good += 1
+                            parts.append(data[k * bs : (k + 1) * bs])
+                        else:
+                            rec.reused_blocks += 1
+                            parts.append(bytes(bs))
+                    data = b"".join(parts)
+                end = min(size, (lb + b + take) * bs)
+                n = max(0, end - pos)
+                chunk = data[:n]
+                h.update(chunk)
+                if fh is not None:
+                    fh.write(chunk)
+                if kept is not None:
+                    kept.append(chunk)
+                got += n if good == take else min(n, good * bs)
+                pos = end
+                b += take
+                self._bytes_done += len(chunk)
+                self._tick("content", self._bytes_done, self._bytes_total)
+        if pos < size:
+            mapped_end = runs[-1][0] + runs[-1][2] if runs else 0
+            if mapped_end * bs >= size or size - pos <= 64 << 20:
+                got += self._zeros(h, fh, kept, size - pos)  # a trailing hole
+            else:
+                rec.notes.append(f"size {size} far beyond the last mapped block: tail not written")
+        rec.bytes_recovered = got
+        rec.sha256 = h.hexdigest()
+        rec.confidence = COMPLETE if got >= size else (PARTIAL if got else METADATA_ONLY)
+        if rec.reused_blocks:
+            rec.notes.append(f"{rec.reused_blocks} of {rec.blocks} blocks reused since: read as zeros")
+        if rec.confidence == METADATA_ONLY:
+            rec.sha256 = None
+        return b"".join(kept) if kept is not None else None
 
     def _build_claims(self, incs: list[Incarnation]) -> None:
         """Data runs of every deleted incarnation with a mapping, by start block: a block two of
@@ -1117,10 +759,10 @@ class Recovery:
             if inc.mapped is None:
                 continue
             v = inc.mapped[1]
-            if v.flags & _INLINE_DATA_FL or (v.fmt == statmod.S_IFLNK and v.size < 60):
+            if v.flags & INLINE_DATA_FL or (v.fmt == statmod.S_IFLNK and v.size < 60):
                 continue
             n = -(-v.size // fs.block_size)
-            for _lb, pb, cnt, _u in mapping(fs, v, self._meta_block, n, []):
+            for _lb, pb, cnt, _u in mapping(v, fs.block_size, self._meta_block, n, []):
                 claims.append((pb, pb + cnt, inc.mapped[0], inc.ino))
         claims.sort()
         self._claim_starts = [c[0] for c in claims]
@@ -1151,7 +793,7 @@ class Recovery:
         while left > 0:
             z = bytes(min(left, _RUN))
             h.update(z)
-            if fh:
+            if fh is not None:
                 fh.write(z)
             if kept is not None:
                 kept.append(z)
@@ -1159,7 +801,8 @@ class Recovery:
         return max(0, n)
 
     # ---- the whole run --------------------------------------------------------------------
-    def run(self, out_dir: str | None = None, include_all: bool = False) -> list[RecoveredFile]:
+    def run(self, out: OutputSink | None = None, include_all: bool = False) -> list[RecoveredFile]:
+        """Every deleted file found; each regular file and symlink written to OUT when given."""
         self._open_journal()
         self._scan_journal()
         self._own_unowned()
@@ -1182,8 +825,33 @@ class Recovery:
                 results.append((rec, inc))
                 if rec.size and inc.mapped:
                     self._bytes_total += rec.size
-        # names of deleted entries whose inode left no version anywhere: still worth a line
-        seen = {(r.inode, r.path) for r, _ in results}
+        results.extend(self._names_only({(r.inode, r.path) for r, _ in results}))
+        results.sort(key=lambda x: (x[0].path, x[0].inode))
+        self._build_claims([inc for _r, inc in results if inc.key is not None])
+        files = []
+        names = _OutNames()
+        for rec, inc in results:
+            if not include_all and rec.path.startswith("/$OrphanFiles/") and not inc.mapped:
+                continue
+            fh = None
+            if out is not None and rec.type in ("file", "symlink"):
+                fh = _create(out, names.name(rec), rec)
+            keep = bool(_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
+            try:
+                data = self._content(inc, rec, fh, keep) if inc.key is not None or inc.mapped else None
+            finally:
+                if fh is not None:
+                    fh.close()
+            if data is not None:
+                self.remnants[rec.path] = data
+            files.append(rec)
+        return files
+
+    def _names_only(self, seen: set[tuple[int, str]]) -> list[tuple[RecoveredFile, Incarnation]]:
+        """Names of deleted entries whose inode left no version anywhere (not in SEEN): still
+        worth a line each."""
+        fs = self.fs
+        out: list[tuple[RecoveredFile, Incarnation]] = []
         for ino, lst in self.names.items():
             if ino in self.incs or ino < fs.first_ino:
                 continue
@@ -1206,26 +874,8 @@ class Recovery:
                     journal_transaction=self.sequence(e.seq),
                     notes=["name only: no version of its inode survives in the journal"],
                 )
-                results.append((rec, Incarnation(ino, None)))
-        results.sort(key=lambda x: (x[0].path, x[0].inode))
-        self._build_claims([inc for _r, inc in results if inc.key is not None])
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-        files = []
-        used_out: set[str] = set()
-        for rec, inc in results:
-            if not include_all and rec.path.startswith("/$OrphanFiles/") and not inc.mapped:
-                continue
-            out_path = None
-            if out_dir and rec.type in ("file", "symlink"):
-                out_path = _out_name(out_dir, rec, used_out)
-                rec.out_path = out_path
-            keep = bool(_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
-            data = self._content(inc, rec, out_path, keep) if inc.key is not None or inc.mapped else None
-            if data is not None:
-                self.remnants[rec.path] = data
-            files.append(rec)
-        return files
+                out.append((rec, Incarnation(ino, None)))
+        return out
 
     def _entry_path(self, e: NameEntry) -> str:
         name = e.name.decode("utf-8", "surrogateescape")
@@ -1271,11 +921,11 @@ class Recovery:
             mode=v.mode & 0o7777,
             uid=meta.uid,
             gid=meta.gid,
-            atime=_iso_ns(meta.atime_ns),
-            mtime=_iso_ns(meta.mtime_ns),
-            ctime=_iso_ns((deleted or v).ctime_ns),
-            crtime=_iso_ns(meta.crtime_ns),
-            dtime=_iso(deleted.dtime) if deleted else None,
+            atime=_time(meta.atime_ns),
+            mtime=_time(meta.mtime_ns),
+            ctime=_time((deleted or v).ctime_ns),
+            crtime=_time(meta.crtime_ns),
+            dtime=_time(deleted.dtime * _NS) if deleted else None,
             links_seen=sorted(set(links)),
             journal_transaction=self.sequence(max(inc.last, name.seq if name else -1)),
         )
@@ -1287,10 +937,10 @@ class Recovery:
             if later:
                 seq_no = self.sequence(min(later))
                 when = self.commits.get(seq_no) if seq_no is not None else None
-                rec.deleted_before = _iso(when) if when else None
+                rec.deleted_before = _time(when * _NS) if when else None
                 rec.notes.append(
                     f"no dtime survives: the inode was reused by transaction {seq_no}"
-                    + (f", committed {rec.deleted_before}" if rec.deleted_before else "")
+                    + (f", committed {iso_ns(rec.deleted_before)}" if rec.deleted_before else "")
                 )
         if inc.orphan_list:
             rec.notes.append(
@@ -1308,21 +958,39 @@ _REMNANT = re.compile(
 )
 
 
-def _out_name(out_dir: str, rec: RecoveredFile, used: set[str]) -> str:
-    """OUT_DIR/<path> mirrored (no escape: '..' and absolute parts are neutralised); a second
-    file with the same path gets a '.inoN' suffix."""
-    rel = rec.path.lstrip("/").replace("\\", "_")
-    parts = [p if p not in ("", ".", "..") else "_" for p in rel.split("/")]
-    dest = os.path.join(out_dir, *parts)
-    if dest in used or os.path.isdir(dest):
-        dest = f"{dest}.ino{rec.inode}"
-    used.add(dest)
-    parent = os.path.dirname(dest)
-    if os.path.isfile(parent):
-        parent = parent + ".d"
-        dest = os.path.join(parent, os.path.basename(dest))
-    os.makedirs(parent, exist_ok=True)
-    return dest
+class _OutNames:
+    """Names in the output directory: the recovered path mirrored ('..' and empty parts
+    neutralised); a second file with the same path gets a '.inoN' suffix, a directory component
+    that is already a written file gets '.d'."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.dirs: set[str] = set()
+
+    def name(self, rec: RecoveredFile) -> str:
+        rel = rec.path.lstrip("/").replace("\\", "_")
+        parts = [p if p not in ("", ".", "..") else "_" for p in rel.split("/")]
+        for k in range(len(parts) - 1):
+            if "/".join(parts[: k + 1]) in self.files:
+                parts[k] += ".d"
+        rel = "/".join(parts)
+        if rel in self.files or rel in self.dirs:
+            rel = f"{rel}.ino{rec.inode}"
+        self.files.add(rel)
+        for k in range(1, len(parts)):
+            self.dirs.add("/".join(parts[:k]))
+        return rel
+
+
+def _create(out: OutputSink, rel: str, rec: RecoveredFile) -> WrittenFile | None:
+    """A new file REL in OUT for REC (its out_path set), or None with a note when refused."""
+    try:
+        fh = out.create(rel)
+    except (OSError, UsageError) as exc:
+        rec.notes.append(f"not written to the output: {exc}")
+        return None
+    rec.out_path = os.path.join(out.dest, rel)
+    return fh
 
 
 # ---- attribution --------------------------------------------------------------------------------
@@ -1465,7 +1133,12 @@ def recover(
     INCLUDE_ALL: also nameless inodes with nothing to read.  HOST: a DockerHost over the same
     evidence for attribution (made here when None; no attribution when it holds no data root)."""
     r = Recovery(evidence, progress)
-    files = r.run(out_dir, include_all)
+    sink = OutputSink(out_dir, evidence.boundaries()) if out_dir else None
+    try:
+        files = r.run(sink, include_all)
+    finally:
+        if sink is not None:
+            sink.close({"evidence": evidence.description, "command": "recover"})
     problems = [Problem(evidence.description, p) for p in r.problems]
     if host is None:
         try:
