@@ -131,6 +131,8 @@ class Superblock:
         self.backup_bgs = struct.unpack_from("<II", sb, 0x24C)
         if not self.inodes_per_group or not self.blocks_per_group or self.inode_size < 128:
             raise Ext4Error("implausible ext2/3/4 superblock")
+        if self.desc_size > self.block_size or self.inode_size > self.block_size:
+            raise Ext4Error("implausible ext2/3/4 superblock (descriptor or inode larger than a block)")
 
     @property
     def groups(self) -> int:
