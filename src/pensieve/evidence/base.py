@@ -173,6 +173,11 @@ class DirHandle:
         """Extended attributes of NAME (of this directory itself when NAME is None)."""
         return self.evidence.xattrs(self.path if name is None else self.child(name))
 
+    def file_xattrs(self, fh: BinaryIO, name: str) -> dict[str, bytes]:
+        """Extended attributes of the entry NAME while it is open as FH (from ``open(name)``):
+        read through its fd where there is one, which costs no second lookup."""
+        return self.xattrs(name)
+
     def names(self) -> list[tuple[str, bool]]:
         """(name, is a directory) of every entry, unsorted; a symlink is not a directory."""
         return [(e.name, e.stat.is_dir) for e in self.evidence.scandir(self.path)]

@@ -308,18 +308,10 @@ class _FdDir(DirHandle):
             target = f"{_PROC_FD}{self.fd}/{_check_name(name)}"
         else:
             return self.evidence.xattrs(self.child(name))
-        follow = name is None  # an fd is the directory itself; a /proc path must not be followed
-        try:
-            keys = os.listxattr(target, follow_symlinks=follow)
-        except OSError:
-            return {}
-        out: dict[str, bytes] = {}
-        for key in keys:
-            try:
-                out[key] = os.getxattr(target, key, follow_symlinks=follow)
-            except OSError:
-                continue
-        return out
+        return _xattrs(target, follow=name is None)  # a /proc path must not be followed
+
+    def file_xattrs(self, fh: BinaryIO, name: str) -> dict[str, bytes]:
+        return _xattrs(fh.fileno(), follow=True)
 
     def names(self) -> list[tuple[str, bool]]:
         out = []
@@ -338,6 +330,21 @@ class _FdDir(DirHandle):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _xattrs(target: int | str, follow: bool) -> dict[str, bytes]:
+    """Extended attributes of an fd (FOLLOW true) or of a path's last component, not followed."""
+    try:
+        keys = os.listxattr(target, follow_symlinks=follow)
+    except OSError:
+        return {}
+    out: dict[str, bytes] = {}
+    for key in keys:
+        try:
+            out[key] = os.getxattr(target, key, follow_symlinks=follow)
+        except OSError:
+            continue
+    return out
 
 
 def _entries(fd: int) -> list[DirEntry]:

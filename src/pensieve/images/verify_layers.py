@@ -610,10 +610,15 @@ class _LayerChecker:
             return 0
         if kind != st.kind:
             self._problem(rel, "type", f"recorded {kind}, host has {st.kind}", kind, st.kind, host)
-            return self._payload(rel, where, name, size, crc, out) if size and st.is_file else 0
+            return self._payload(rel, where, name, size, crc, out)[0] if size and st.is_file else 0
         emitted = 0
+        xattrs = None
         if kind == "file" and size:
-            emitted = self._payload(rel, where, name, size, crc, out)
+            emitted, xattrs = self._payload(rel, where, name, size, crc, out)
+        elif kind == "dir" and rel:
+            handle = self._dir(rel)  # opened now for the entries below it, which come next
+            if handle is not None:
+                xattrs = handle.xattrs()
         elif kind == "file" and st.size:  # Docker reads nothing for a size-0 entry
             self._problem(rel, "size", "size differs", 0, st.size, host)
         elif kind == "symlink":
@@ -630,7 +635,9 @@ class _LayerChecker:
                     host,
                 )
         if rel:  # the layer root's own metadata is the driver's, not the tar's
-            self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, where.xattrs(name), host)
+            if xattrs is None:
+                xattrs = where.xattrs(name)
+            self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, xattrs, host)
         return emitted
 
     def _symlink(self, rel: str, hdr: TarHeader, where: DirHandle, name: str, host: str) -> None:
@@ -670,17 +677,20 @@ class _LayerChecker:
 
     def _payload(
         self, rel: str, where: DirHandle, name: str, size: int, crc: bytes | None, out: _Stream
-    ) -> int:
-        """Stream the file (all of it, as Docker would) into OUT, checking size and CRC."""
+    ) -> tuple[int, dict[str, bytes] | None]:
+        """Stream the file (all of it, as Docker would) into OUT, checking size and CRC; the bytes
+        appended and the file's xattrs, read while it is open (None when it could not be)."""
         before = out.size
+        xattrs = None
         try:
             with where.open(name) as fh:
                 got, value = out.read(size, readinto=fh.readinto)
+                xattrs = where.file_xattrs(fh, name)
         except _LOOKUP_ERRORS as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
-            return out.size - before
+            return out.size - before, xattrs
         self._payload_result(rel, size, crc, got, value)
-        return got
+        return got, xattrs
 
     def _payload_result(self, rel: str, size: int, crc: bytes | None, got: int, value: int) -> None:
         if got != size:
