@@ -119,7 +119,7 @@ def test_a_fifo_or_char_device_as_source_is_refused_without_blocking(tmp_path):
     for source in _special_sources(tmp_path):
         result: list[BaseException] = []
 
-        def attempt(path: str = source) -> None:
+        def attempt(path: str = source, result: list[BaseException] = result) -> None:
             try:
                 open_evidence(path)
             except BaseException as exc:  # noqa: BLE001 - recorded for the assertion

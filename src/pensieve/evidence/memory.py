@@ -39,7 +39,19 @@ _FORMATS = {
 class Node:
     """One entry: KIND (file | dir | symlink | char | block | fifo | socket) and its metadata."""
 
-    __slots__ = ("atime_ns", "data", "gid", "ino", "kind", "mode", "mtime_ns", "rdev", "target", "uid", "xattrs")
+    __slots__ = (
+        "atime_ns",
+        "data",
+        "gid",
+        "ino",
+        "kind",
+        "mode",
+        "mtime_ns",
+        "rdev",
+        "target",
+        "uid",
+        "xattrs",
+    )
 
     def __init__(
         self,
@@ -60,7 +72,9 @@ class Node:
         self.kind = kind
         self.data = data
         self.target = target
-        self.mode = (0o755 if kind == "dir" else 0o777 if kind == "symlink" else 0o644) if mode is None else mode
+        self.mode = (
+            (0o755 if kind == "dir" else 0o777 if kind == "symlink" else 0o644) if mode is None else mode
+        )
         self.uid, self.gid, self.rdev = uid, gid, rdev
         self.mtime_ns = mtime_ns
         self.atime_ns = mtime_ns if atime_ns is None else atime_ns
@@ -68,7 +82,13 @@ class Node:
         self.ino = 0
 
     def stat(self) -> FileStat:
-        size = len(self.data) if self.kind == "file" else len(self.target.encode()) if self.kind == "symlink" else 0
+        size = (
+            len(self.data)
+            if self.kind == "file"
+            else len(self.target.encode())
+            if self.kind == "symlink"
+            else 0
+        )
         return FileStat(
             mode=_FORMATS[self.kind] | (self.mode & 0o7777),
             ino=self.ino,
@@ -140,7 +160,11 @@ class MemoryEvidence(Evidence):
         if node is not None and node.kind == "symlink":
             if hops >= _MAX_SYMLINKS:
                 raise EvidenceError(f"too many levels of symbolic links: {path}")
-            target = node.target if node.target.startswith("/") else posixpath.join(posixpath.dirname(here), node.target)
+            target = (
+                node.target
+                if node.target.startswith("/")
+                else posixpath.join(posixpath.dirname(here), node.target)
+            )
             return self._resolve_dir(normalize(target), hops + 1)
         return here
 
@@ -159,7 +183,9 @@ class MemoryEvidence(Evidence):
         node = self._node(path)
         if node.kind != "dir":
             raise EvidenceError(f"not a directory: {path}")
-        return iter([DirEntry(name, self.nodes[posixpath.join(real, name)].stat()) for name in self.children[real]])
+        return iter(
+            [DirEntry(name, self.nodes[posixpath.join(real, name)].stat()) for name in self.children[real]]
+        )
 
     def open(self, path: str) -> BinaryIO:
         node = self._node(path)

@@ -578,10 +578,7 @@ class _LayerChecker:
         if hdr.typeflag == b"g":
             return 0  # a global PAX header Go's reader handed out as a member: nothing on disk
         if raw.find(b"..") >= 0 and any(p == b".." for p in raw.split(b"/")):
-            self._problem(
-                raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer"
-            )
-            return 0
+            return self._climbs(raw)
         rel = clean_name(raw).decode("utf-8", "surrogateescape")
         parent, _, base = rel.rpartition("/")
         if base.startswith(".wh."):
@@ -592,6 +589,12 @@ class _LayerChecker:
         self.seen.add(rel)
         if parent and parent not in self.parents:
             self._note_parents(parent)
+        return self._check(rel, parent, base, hdr, size, crc, out)
+
+    def _check(
+        self, rel: str, parent: str, base: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
+    ) -> int:
+        """Look the entry REL up on the host and compare it with its header."""
         if base:
             where, name = self._where(parent), base
         else:
@@ -624,21 +627,23 @@ class _LayerChecker:
         elif kind == "symlink":
             self._symlink(rel, hdr, where, name, host)
         elif kind in ("char", "block"):
-            have = (os.major(st.rdev), os.minor(st.rdev))
-            if have != (hdr.devmajor, hdr.devminor):
-                self._problem(
-                    rel,
-                    "device",
-                    "device numbers differ",
-                    list((hdr.devmajor, hdr.devminor)),
-                    list(have),
-                    host,
-                )
+            self._device(rel, hdr, st, host)
         if rel:  # the layer root's own metadata is the driver's, not the tar's
             if xattrs is None:
                 xattrs = where.xattrs(name)
             self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, xattrs, host)
         return emitted
+
+    def _climbs(self, raw: bytes) -> int:
+        self._problem(raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer")
+        return 0
+
+    def _device(self, rel: str, hdr: TarHeader, st: FileStat, host: str) -> None:
+        have = (os.major(st.rdev), os.minor(st.rdev))
+        if have != (hdr.devmajor, hdr.devminor):
+            self._problem(
+                rel, "device", "device numbers differ", [hdr.devmajor, hdr.devminor], list(have), host
+            )
 
     def _symlink(self, rel: str, hdr: TarHeader, where: DirHandle, name: str, host: str) -> None:
         try:
