@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from pensieve import api  # noqa: E402
-from pensieve.images.verify_layers import rebuild_layer, verify_layer  # noqa: E402
 from pensieve.formats import tarsplit  # noqa: E402
+from pensieve.images.verify_layers import rebuild_layer, verify_layer  # noqa: E402
 
 CACHE = Path("/tmp/pensieve-bench-cache/verify-root")
 DOCKER = os.environ.get("DOCKER_BIN", "/usr/bin/docker")
