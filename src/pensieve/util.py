@@ -1,12 +1,12 @@
-"""Small shared helpers: hashing, read-only opens and compression sniffing."""
+"""Small shared helpers: hashing and compression sniffing (``open_noatime`` lives in
+:mod:`pensieve.evidence.base`, re-exported here for the modules that still import it from here)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import BinaryIO
 
-_NOATIME = getattr(os, "O_NOATIME", 0)
+from pensieve.evidence.base import open_noatime  # noqa: F401 - its home is the evidence layer
 
 GZIP, ZSTD, XZ, BZIP2 = "gzip", "zstd", "xz", "bzip2"
 
@@ -19,17 +19,6 @@ def sha256_stream(fh: BinaryIO, chunk: int = 1 << 20) -> str:
             break
         h.update(block)
     return h.hexdigest()
-
-
-def open_noatime(path: str, flags: int) -> int:
-    """``os.open(path, flags | O_NOATIME)``; without O_NOATIME where the kernel refuses it
-    (PermissionError: not the file's owner). Any other OSError is raised."""
-    if _NOATIME:
-        try:
-            return os.open(path, flags | _NOATIME)
-        except PermissionError:
-            pass
-    return os.open(path, flags)
 
 
 def sniff_compression(head: bytes) -> str | None:

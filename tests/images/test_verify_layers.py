@@ -125,7 +125,7 @@ def test_header_parser_reads_ustar_gnu_and_pax(fmt):
     assert rebuilt == raw
     _, f, s = headers
     assert f.name == long.encode() and f.size == 5 and f.mode & 0o7777 == 0o4755
-    assert (f.uid, f.gid, f.mtime, f.kind) == (1000, 50, 1_700_000_000, "file")
+    assert (f.uid, f.gid, f.mtime, f.kind) == (1000, 50, 1_700_000_000 * 10**9, "file")  # Timestamp: ns
     assert s.kind == "symlink" and s.linkname == b"b.txt"
     if fmt == tarfile.PAX_FORMAT:
         assert f.xattrs == {"security.capability": b"\x01\x02"}

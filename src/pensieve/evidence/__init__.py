@@ -4,12 +4,24 @@ raw, E01, qcow2; MBR/GPT partitions; ext2/3/4 and what else The Sleuth Kit reads
 from __future__ import annotations
 
 import os
+import stat as statmod
 
-from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, file_kind, normalize
+from pensieve.evidence.base import (
+    DirEntry,
+    DirHandle,
+    Evidence,
+    EvidenceError,
+    FileStat,
+    NotFound,
+    file_kind,
+    normalize,
+    open_noatime,
+)
 from pensieve.evidence.directory import DirectoryEvidence
 
 __all__ = [
     "DirEntry",
+    "DirHandle",
     "DirectoryEvidence",
     "Evidence",
     "EvidenceError",
@@ -18,7 +30,30 @@ __all__ = [
     "file_kind",
     "normalize",
     "open_evidence",
+    "open_noatime",
+    "refuse_special_file",
 ]
+
+_SPECIAL = {
+    statmod.S_IFIFO: "a FIFO",
+    statmod.S_IFCHR: "a character device",
+    statmod.S_IFSOCK: "a socket",
+}
+
+
+def refuse_special_file(source: str) -> None:
+    """EvidenceError when SOURCE is a FIFO, a character device or a socket: reading one would
+    block or never end, and none is a disk image or an archive (a block device is allowed: it
+    can be a disk).  Decided from stat(2), before anything opens it."""
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return  # absent or unreadable: the caller's own open reports it
+    what = _SPECIAL.get(statmod.S_IFMT(mode))
+    if what is not None:
+        raise EvidenceError(
+            f"refusing {source}: it is {what}, not a directory, a disk image or an archive"
+        )
 
 
 def open_evidence(source: str) -> Evidence:
@@ -33,6 +68,7 @@ def open_evidence(source: str) -> Evidence:
     base, _part, _off = split_spec(source)
     if not os.path.exists(base):
         raise EvidenceError(f"source does not exist: {source}")
+    refuse_special_file(base)
     if is_disk_image(source):
         return open_disk_image(source)
     raise EvidenceError(

@@ -8,12 +8,14 @@ Nothing here ever writes.
 
 from __future__ import annotations
 
+import abc
+import os
 import posixpath
 import stat as statmod
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pensieve.records.core import record
+from pensieve.records.core import Problem, record
 
 
 class EvidenceError(Exception):
@@ -93,16 +95,119 @@ def normalize(path: str) -> str:
     return "/" if path in ("/", "//") else path
 
 
-class Evidence:
-    """Abstract read-only filesystem.  Subclasses implement the five primitives.
+def open_noatime(path: str, flags: int, dir_fd: int | None = None) -> int:
+    """``os.open(path, flags | O_NOATIME)``; without O_NOATIME where the kernel refuses it
+    (PermissionError: not the file's owner, not root). Any other OSError is raised.
 
-    Contract (every implementation, no ``getattr`` probing by callers):
+    Every host file pensieve reads as evidence (directories, image and archive files) is opened
+    through this or :class:`~pensieve.evidence.directory.DirectoryEvidence`: open(2) with
+    O_NOATIME, read(2)/getdents(2) on that fd never move the access time."""
+    if _NOATIME:
+        try:
+            return os.open(path, flags | _NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            pass
+    return os.open(path, flags, dir_fd=dir_fd)
+
+
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def atime_may_move(host_path: str) -> bool:
+    """Whether reading below HOST_PATH without O_NOATIME can change access times: false on a
+    mount that is read-only or ``noatime`` (statvfs(3) ``ST_RDONLY``/``ST_NOATIME``)."""
+    try:
+        flags = os.statvfs(host_path).f_flag
+    except OSError:
+        return True
+    return not flags & (os.ST_RDONLY | getattr(os, "ST_NOATIME", 1024))
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a directory entry name: {name!r}")
+    return name
+
+
+class DirHandle:
+    """One directory of an evidence, opened once; its entries are looked up by NAME relative to
+    it and never through a symlink in the last component.
+
+    This generic handle works on any evidence through the path primitives (a directory symlink
+    met on the way to ``path`` resolves chroot-style, as everywhere in the interface);
+    :class:`~pensieve.evidence.directory.DirectoryEvidence` returns one holding an
+    ``O_DIRECTORY | O_NOATIME`` file descriptor, so that a walk of many entries costs one
+    lookup per entry relative to an fd it already holds (``fstatat``, ``openat``), and a tree
+    reached component by component can never lead out of itself.  Callers use the same methods
+    either way: no ``isinstance``, no fd arithmetic."""
+
+    __slots__ = ("evidence", "path")
+
+    def __init__(self, evidence: Evidence, path: str) -> None:
+        self.evidence = evidence
+        self.path = normalize(path)
+
+    def child(self, name: str) -> str:
+        """Evidence path of the entry NAME."""
+        _check_name(name)
+        return self.path + name if self.path == "/" else self.path + "/" + name
+
+    def lstat(self, name: str) -> FileStat:
+        return self.evidence.lstat(self.child(name))
+
+    def opendir(self, name: str) -> DirHandle:
+        """The subdirectory NAME (EvidenceError when it is not a directory, or a symlink)."""
+        path = self.child(name)
+        if not self.evidence.lstat(path).is_dir:
+            raise EvidenceError(f"not a directory: {path}")
+        return DirHandle(self.evidence, path)
+
+    def open(self, name: str) -> BinaryIO:
+        """The regular file NAME for reading (``readinto`` reads straight from the evidence)."""
+        return self.evidence.open(self.child(name))
+
+    def readlink(self, name: str) -> str:
+        return self.evidence.readlink(self.child(name))
+
+    def xattrs(self, name: str | None = None) -> dict[str, bytes]:
+        """Extended attributes of NAME (of this directory itself when NAME is None)."""
+        return self.evidence.xattrs(self.path if name is None else self.child(name))
+
+    def file_xattrs(self, fh: BinaryIO, name: str) -> dict[str, bytes]:
+        """Extended attributes of the entry NAME while it is open as FH (from ``open(name)``):
+        read through its fd where there is one, which costs no second lookup."""
+        return self.xattrs(name)
+
+    def names(self) -> list[tuple[str, bool]]:
+        """(name, is a directory) of every entry, unsorted; a symlink is not a directory."""
+        return [(e.name, e.stat.is_dir) for e in self.evidence.scandir(self.path)]
+
+    def scandir(self) -> list[DirEntry]:
+        return list(self.evidence.scandir(self.path))
+
+    def close(self) -> None:
+        """Release what the handle holds (nothing here)."""
+
+    def __enter__(self) -> DirHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Evidence(abc.ABC):
+    """Read-only filesystem: subclasses implement the five abstract primitives.
+
+    Contract (every implementation; callers never probe with ``getattr`` or ``isinstance``):
 
     * ``description`` -- what it is, for messages ("directory /mnt/host", "ext4 in disk.img@2");
     * ``problems`` -- what could not be read while opening or reading (skipped partitions, entries
-      refused), as :class:`~pensieve.records.Problem`; callers pass them on, never drop them;
+      refused, atimes that may move), as :class:`~pensieve.records.Problem`; callers pass them on;
     * ``lstat``/``scandir``/``open``/``readlink``/``xattrs`` -- the primitives, on absolute POSIX
-      paths inside the evidence, never following a final symlink;
+      paths inside the evidence, never following a final symlink, never writing, never moving an
+      access time where the kernel allows it;
+    * ``opendir(path)`` -- a :class:`DirHandle` for walks of many entries (an fd where the
+      evidence is a host directory; the primitives elsewhere);
     * ``boundaries()`` -- the host paths this evidence is made of (a directory; image or archive
       files), which the output sink refuses to write into or next to;
     * ``host_path(path)`` / ``from_host_path(host)`` -- the bridge to host paths where the evidence
@@ -114,15 +219,15 @@ class Evidence:
     description: str = "evidence"
 
     @property
-    def problems(self) -> list:
+    def problems(self) -> list[Problem]:
         try:
             return self._problems
         except AttributeError:
-            self._problems: list = []
+            self._problems: list[Problem] = []
             return self._problems
 
     @problems.setter
-    def problems(self, value: list) -> None:
+    def problems(self, value: list[Problem]) -> None:
         self._problems = value
 
     def boundaries(self) -> list[str]:
@@ -137,30 +242,40 @@ class Evidence:
         """The evidence path of a host path, where the evidence is a directory here."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most evidence holds nothing open
         """Release what the evidence holds open."""
 
-    def __enter__(self):
+    def __enter__(self) -> Evidence:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def lstat(self, path: str) -> FileStat:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def lstat(self, path: str) -> FileStat:
+        """Metadata of PATH, a final symlink not followed (NotFound when absent)."""
 
-    def scandir(self, path: str) -> Iterator[DirEntry]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def scandir(self, path: str) -> Iterator[DirEntry]:
+        """The entries of the directory PATH, each with its lstat, in no particular order."""
 
-    def open(self, path: str) -> BinaryIO:  # pragma: no cover - interface
+    @abc.abstractmethod
+    def open(self, path: str) -> BinaryIO:
         """Open a regular file for reading; refuses symlinks in the last component."""
-        raise NotImplementedError
 
-    def readlink(self, path: str) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def readlink(self, path: str) -> str:
+        """The target of the symlink PATH."""
 
-    def xattrs(self, path: str) -> dict[str, bytes]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        """Extended attributes of PATH ({} where there are none or they cannot be read)."""
+
+    def opendir(self, path: str) -> DirHandle:
+        """A handle on the directory PATH (EvidenceError when it is not one)."""
+        if not self.lstat(path).is_dir:
+            raise EvidenceError(f"not a directory: {path}")
+        return DirHandle(self, path)
 
     # ---- conveniences built on the primitives -------------------------------------------
     def exists(self, path: str) -> bool:

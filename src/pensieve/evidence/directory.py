@@ -11,6 +11,7 @@ owner), ``O_NOATIME`` so that reading a live host does not even move access time
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
 import stat as statmod
@@ -18,7 +19,18 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import BinaryIO
 
-from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import (
+    DirEntry,
+    DirHandle,
+    Evidence,
+    EvidenceError,
+    FileStat,
+    NotFound,
+    _check_name,
+    atime_may_move,
+    normalize,
+)
+from pensieve.records.core import Problem
 
 _MAX_SYMLINKS = 40
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -111,37 +123,34 @@ class DirectoryEvidence(Evidence):
             try:
                 return os.open(host, flags | self._noatime, dir_fd=dir_fd)
             except PermissionError:
-                self._noatime = 0  # not owner and not root: plain read-only open
+                self._noatime_refused()
         return os.open(host, flags, dir_fd=dir_fd)
 
-    def open_dir_fd(self, path: str) -> int:
-        """A file descriptor of the directory PATH, for ``open_at`` (the caller closes it)."""
-        return self._open_checked(path, directory=True)
+    def _noatime_refused(self) -> None:
+        """Not owner and not root: plain read-only opens from now on, and one warning if the
+        mount lets reads move access times."""
+        self._noatime = 0
+        if atime_may_move(self.root):
+            self.problems.append(
+                Problem(
+                    self.root,
+                    "the kernel refuses O_NOATIME (not the files' owner, not root) and the mount is "
+                    "writable: reading may change access times of the evidence (run as root, or "
+                    "mount it read-only or noatime)",
+                )
+            )
 
-    def open_at(self, dir_fd: int, name: str, directory: bool = False) -> int:
-        """A file descriptor for NAME, one entry of the directory DIR_FD, opened like every file
-        here (read-only, never through a symlink, non-blocking, no atime); raises OSError.
-
-        For a caller that goes through many entries of one tree: each open is one lookup
-        relative to an fd it already holds, and a tree reached this way, component by
-        component, can never lead out of itself."""
-        if not name or "/" in name or name == "." or name == "..":
-            raise ValueError(f"not a directory entry name: {name!r}")
-        return self._open_fd(name, os.O_DIRECTORY if directory else 0, dir_fd)
+    def opendir(self, path: str) -> DirHandle:
+        """A handle holding an ``O_DIRECTORY | O_NOATIME`` fd of PATH (closed by ``close()``)."""
+        return _FdDir(self, normalize(path), self._open_checked(path, directory=True))
 
     def _open_checked(self, path: str, directory: bool) -> int:
         """An fd for PATH, with OS errors turned into evidence errors that name the path."""
         host = self.host_path(path)
         try:
             return self._open_fd(host, os.O_DIRECTORY if directory else 0)
-        except FileNotFoundError as exc:
-            kind = "directory" if directory else "file"
-            raise NotFound(f"no such {kind} in evidence: {path}") from exc
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise EvidenceError(f"refusing to follow symlink: {path}") from exc
-            verb = "list" if directory else "open"
-            raise EvidenceError(f"cannot {verb} {path}: {exc.strerror}") from exc
+            raise _error(exc, path, directory) from exc
 
     def lstat(self, path: str) -> FileStat:
         host = self.host_path(path)
@@ -155,16 +164,9 @@ class DirectoryEvidence(Evidence):
     def scandir(self, path: str) -> Iterator[DirEntry]:
         fd = self._open_checked(path, directory=True)
         try:
-            with os.scandir(fd) as it:
-                entries = []
-                for e in it:
-                    try:
-                        entries.append(DirEntry(e.name, _to_stat(e.stat(follow_symlinks=False))))
-                    except OSError:
-                        continue  # vanished while listing (live host)
+            return iter(_entries(fd))
         finally:
             os.close(fd)
-        return iter(entries)
 
     def listdir(self, path: str) -> list[str]:
         """Names only: no stat per entry."""
@@ -235,3 +237,124 @@ class DirectoryEvidence(Evidence):
             except OSError:
                 continue
         return out
+
+
+def _error(exc: OSError, path: str, directory: bool) -> EvidenceError:
+    """An OSError of an open as the evidence error that names PATH."""
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"no such {'directory' if directory else 'file'} in evidence: {path}")
+    if exc.errno == errno.ELOOP:
+        return EvidenceError(f"refusing to follow symlink: {path}")
+    if exc.errno == errno.ENOTDIR and directory:
+        return EvidenceError(f"not a directory: {path}")
+    return EvidenceError(f"cannot {'list' if directory else 'open'} {path}: {exc.strerror}")
+
+
+_PROC_FD = "/proc/self/fd/"
+_HAVE_PROC_FD = os.path.isdir(_PROC_FD)
+
+
+class _FdDir(DirHandle):
+    """A directory of a DirectoryEvidence held open as an fd: entries are stat()ed, opened and
+    read relative to it (``fstatat``/``openat``, O_NOFOLLOW, O_NOATIME), listed with
+    ``os.scandir(fd)``; their xattrs are read through ``/proc/self/fd/<fd>/<name>`` (the
+    directory stays pinned, the name is not followed)."""
+
+    __slots__ = ("fd",)
+    evidence: DirectoryEvidence
+
+    def __init__(self, evidence: DirectoryEvidence, path: str, fd: int) -> None:
+        self.evidence = evidence
+        self.path = path
+        self.fd = fd
+
+    def lstat(self, name: str) -> FileStat:
+        try:
+            return _to_stat(os.lstat(name, dir_fd=self.fd))
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such path in evidence: {self.child(name)}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot stat {self.child(name)}: {exc.strerror}") from exc
+
+    def opendir(self, name: str) -> DirHandle:
+        try:
+            fd = self.evidence._open_fd(_check_name(name), os.O_DIRECTORY, self.fd)
+        except OSError as exc:
+            raise _error(exc, self.child(name), True) from exc
+        return _FdDir(self.evidence, self.child(name), fd)
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            fd = self.evidence._open_fd(_check_name(name), 0, self.fd)
+        except OSError as exc:
+            raise _error(exc, self.child(name), False) from exc
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise EvidenceError(f"not a regular file: {self.child(name)}")
+        return io.FileIO(fd, "rb", closefd=True)
+
+    def readlink(self, name: str) -> str:
+        try:
+            return os.readlink(_check_name(name), dir_fd=self.fd)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such path in evidence: {self.child(name)}") from exc
+        except OSError as exc:
+            raise EvidenceError(f"cannot readlink {self.child(name)}: {exc.strerror}") from exc
+
+    def xattrs(self, name: str | None = None) -> dict[str, bytes]:
+        if name is None:
+            target: int | str = self.fd
+        elif _HAVE_PROC_FD:
+            target = f"{_PROC_FD}{self.fd}/{_check_name(name)}"
+        else:
+            return self.evidence.xattrs(self.child(name))
+        return _xattrs(target, follow=name is None)  # a /proc path must not be followed
+
+    def file_xattrs(self, fh: BinaryIO, name: str) -> dict[str, bytes]:
+        return _xattrs(fh.fileno(), follow=True)
+
+    def names(self) -> list[tuple[str, bool]]:
+        out = []
+        with os.scandir(self.fd) as it:
+            for e in it:
+                try:
+                    out.append((e.name, e.is_dir(follow_symlinks=False)))
+                except OSError:
+                    continue  # vanished while listing (live host)
+        return out
+
+    def scandir(self) -> list[DirEntry]:
+        return _entries(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _xattrs(target: int | str, follow: bool) -> dict[str, bytes]:
+    """Extended attributes of an fd (FOLLOW true) or of a path's last component, not followed."""
+    try:
+        keys = os.listxattr(target, follow_symlinks=follow)
+    except OSError:
+        return {}
+    out: dict[str, bytes] = {}
+    for key in keys:
+        try:
+            out[key] = os.getxattr(target, key, follow_symlinks=follow)
+        except OSError:
+            continue
+    return out
+
+
+def _entries(fd: int) -> list[DirEntry]:
+    """Every entry of the open directory FD with its lstat (``os.scandir(fd)``: getdents on an
+    O_NOATIME fd, fstatat relative to it)."""
+    entries = []
+    with os.scandir(fd) as it:
+        for e in it:
+            try:
+                entries.append(DirEntry(e.name, _to_stat(e.stat(follow_symlinks=False))))
+            except OSError:
+                continue  # vanished while listing (live host)
+    return entries

@@ -31,9 +31,10 @@ import struct
 import zlib
 from binascii import a2b_base64 as _a2b_base64
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import BinaryIO
 from zlib import adler32 as _adler32
+
+from pensieve.records.core import Timestamp, field, record
 
 SEGMENT = 2
 FILE = 1
@@ -109,7 +110,7 @@ def crc64_bytes(value: int) -> bytes:
 # ---- entries --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record
 class Entry:
     type: int  # FILE | SEGMENT
     position: int
@@ -315,7 +316,7 @@ def clean_name(name: bytes) -> bytes:
 BLOCK = 512
 
 
-@dataclass(slots=True)
+@record
 class TarHeader:
     """One tar member's header, with PAX and GNU long-name records applied."""
 
@@ -325,7 +326,7 @@ class TarHeader:
     uid: int
     gid: int
     size: int
-    mtime: float
+    mtime: Timestamp  # integer nanoseconds since the epoch (PAX fractions kept exactly)
     linkname: bytes = b""
     uname: str = ""
     gname: str = ""
@@ -338,6 +339,20 @@ class TarHeader:
     @property
     def kind(self) -> str:
         return _KIND.get(self.typeflag, "unknown")
+
+
+_NS = 1_000_000_000
+
+
+def _pax_time_ns(value: bytes) -> int:
+    """A PAX time record ("1700000000.123456789", POSIX pax ``mtime``) as integer nanoseconds,
+    without a float's rounding."""
+    text = value.strip().decode("ascii")
+    sign = -1 if text.startswith("-") else 1
+    whole, _, frac = text.lstrip("+-").partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(value)
+    return sign * (int(whole) * _NS + int((frac + "000000000")[:9]))
 
 
 _KIND = {
@@ -514,7 +529,7 @@ class HeaderParser:
             uid=_number(block[108:116]),
             gid=_number(block[116:124]),
             size=size,
-            mtime=float(_number(block[136:148])),
+            mtime=_number(block[136:148]) * _NS,
             linkname=linkname,
             uname=_cstr(block[265:297]).decode("utf-8", "replace"),
             gname=_cstr(block[297:329]).decode("utf-8", "replace"),
@@ -536,7 +551,7 @@ class HeaderParser:
                         raise TarSplitError(f"bad PAX {key.decode()} {value!r}") from None
                 elif key == b"mtime":
                     try:
-                        hdr.mtime = float(value)
+                        hdr.mtime = _pax_time_ns(value)
                     except ValueError:
                         raise TarSplitError(f"bad PAX mtime {value!r}") from None
                 elif key.startswith(b"SCHILY.xattr."):
@@ -602,7 +617,7 @@ class HeaderParser:
             uid,
             gid,
             size,
-            float(mtime),
+            mtime * _NS,
             linkname.partition(b"\0")[0],
             uname.partition(b"\0")[0].decode("utf-8", "replace"),
             gname.partition(b"\0")[0].decode("utf-8", "replace"),

@@ -33,14 +33,12 @@ import re
 import stat as statmod
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
-from pensieve.evidence import Evidence, EvidenceError, FileStat
+from pensieve.evidence import DirHandle, Evidence, EvidenceError, FileStat
 from pensieve.evidence.base import file_kind, normalize
-from pensieve.evidence.directory import DirectoryEvidence
 from pensieve.formats.tarsplit import (
     FILE,
     SEGMENT,
@@ -53,15 +51,32 @@ from pensieve.formats.tarsplit import (
     iter_entries,
 )
 from pensieve.records import Finding
+from pensieve.records.integrity import (
+    FILE_KINDS,
+    OK,
+    TAMPERED,
+    UNVERIFIABLE,
+    ImageProblem,
+    ImageVerdict,
+    LayerProblem,
+    LayerVerdict,
+)
 
-OK = "ok"
-TAMPERED = "tampered"
-UNVERIFIABLE = "unverifiable"
-
-#: problem kinds, per path: how the host differs from the record
-FILE_KINDS = ("content", "size", "type", "mode", "owner", "link", "device", "xattr", "missing", "added")
-#: problem kinds about the layer as a whole
-LAYER_KINDS = ("digest", "chain-id", "record")
+__all__ = [
+    "FILE_KINDS",
+    "OK",
+    "TAMPERED",
+    "UNVERIFIABLE",
+    "ImageProblem",
+    "ImageVerdict",
+    "LayerProblem",
+    "LayerVerdict",
+    "findings",
+    "rebuild_layer",
+    "verify_host",
+    "verify_image_ids",
+    "verify_layer",
+]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _REMAP = re.compile(r"^(\d+)\.(\d+)$")  # userns-remap data root: <uid>.<gid>
@@ -72,61 +87,6 @@ _HOST_XATTRS = ("security.selinux",)
 _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 Sink = Callable[[memoryview | bytes], Any]
-
-
-@dataclass(slots=True)
-class LayerProblem:
-    """How one path of a layer (or the layer itself, path None) differs from its record."""
-
-    path: str | None  # path inside the layer, no leading slash ("opt/app/config.txt")
-    kind: str  # one of FILE_KINDS or LAYER_KINDS
-    detail: str | None = None
-    expected: Any = None  # what the record says
-    actual: Any = None  # what the host holds
-    host_path: str | None = None  # evidence path
-
-
-@dataclass(slots=True)
-class LayerVerdict:
-    chain_id: str
-    diff_id: str | None
-    status: str  # ok | tampered | unverifiable
-    problems: list[LayerProblem] = field(default_factory=list)
-    reason: str | None = None  # why unverifiable
-    computed_diff_id: str | None = None  # sha256 of the rebuilt stream
-    stream_size: int | None = None  # bytes of the rebuilt stream
-    entries: int = 0  # file entries of the record
-    payload_bytes: int = 0  # file bytes read from the layer directory
-    cache_id: str | None = None
-    parent: str | None = None
-    driver: str | None = None
-    data_root: str | None = None
-    layer_path: str | None = None  # evidence path of the layer contents
-    tar_split: str | None = None  # evidence path of the record
-    end_marker: bool | None = None  # the record ends with the tar end-of-archive blocks
-    images: list[str] = field(default_factory=list)  # tags (or ids) of the images using it
-    containers: list[str] = field(default_factory=list)  # names (or ids) of their containers
-
-
-@dataclass(slots=True)
-class ImageProblem:
-    # config-digest | missing-layer | layer-diff-id | unreadable | layer-tampered | layer-unverifiable
-    kind: str
-    detail: str
-    chain_id: str | None = None
-
-
-@dataclass(slots=True)
-class ImageVerdict:
-    id: str
-    status: str  # ok | tampered | unverifiable
-    tags: list[str] = field(default_factory=list)
-    computed_id: str | None = None  # sha256 of the config blob
-    problems: list[ImageProblem] = field(default_factory=list)
-    config_path: str | None = None
-    data_root: str | None = None
-    driver: str | None = None
-    chain_ids: list[str] = field(default_factory=list)
 
 
 # ---- the walk over a host -------------------------------------------------------------------
@@ -517,21 +477,20 @@ class _Stream:
 
 
 _readv = os.readv
-_S_ISREG = statmod.S_ISREG
 _crc = crc64_iso
-_MAX_DIR_FDS = 64  # directory fds a checker keeps open (tar order visits a directory at a time)
+_MAX_DIR_FDS = 64  # directory handles a checker keeps open (tar order visits a directory at a time)
+_LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
 
 
 class _LayerChecker:
     """Compares the record's file entries with the layer directory, and walks it afterwards.
 
-    On a directory evidence, regular files and directories are checked through file descriptors:
-    each directory is opened once, relative to its parent's fd and never through a symlink, and
-    its entries are stat()ed, opened and read relative to it (their xattrs from the fd).  Any
-    other entry, or one such a lookup does not reach as expected (missing, another type, a
-    symlink where a directory was), takes the general path through the Evidence interface,
-    which makes every check and reports every difference; the fd path only ever concludes on
-    what it reads itself, with the same checks and the same problem records."""
+    Everything goes through the Evidence contract.  Directories of the layer are reached with
+    :meth:`Evidence.opendir` and then :meth:`DirHandle.opendir` one component at a time, never
+    through a symlink (on a directory evidence each handle holds an O_NOATIME fd, and entries are
+    stat()ed, opened and read relative to it); an entry whose parent is not reached that way
+    (missing, another type, a symlink where a directory was) is looked up by path instead, as
+    the interface resolves paths: every check is made and every difference reported either way."""
 
     def __init__(
         self, ev: Evidence, top: str, fmt: str, offset: tuple[int, int], problems: list[LayerProblem]
@@ -545,22 +504,21 @@ class _LayerChecker:
         self.seen: set[str] = set()  # relative paths the record accounts for
         self.parents: set[str] = set()  # their ancestor directories
         self.opaque: set[str] = set()  # directories with an opaque marker in the record
-        self.fds: dict[str, int] = {}  # relative directory path -> open fd ("" the layer root)
-        self.top_fd: int | None = None
-        if isinstance(ev, DirectoryEvidence):
-            self._open_at = ev.open_at
-            try:
-                self.top_fd = ev.open_dir_fd(top)
-            except (EvidenceError, OSError):
-                self.top_fd = None  # the general path reports what is wrong
+        self.dirs: dict[str, DirHandle] = {}  # relative directory path -> open handle
+        self.top_dir: DirHandle | None
+        try:
+            self.top_dir = ev.opendir(top)
+        except _LOOKUP_ERRORS:
+            self.top_dir = None  # lookups by path report what is wrong
+        self.above_top = DirHandle(ev, posixpath.dirname(top))  # for the layer root's own entry
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-        if self.top_fd is not None:
-            os.close(self.top_fd)
-            self.top_fd = None
+        for handle in self.dirs.values():
+            handle.close()
+        self.dirs.clear()
+        if self.top_dir is not None:
+            self.top_dir.close()
+            self.top_dir = None
 
     def _problem(self, rel: str, kind: str, detail: str, expected=None, actual=None, host=None) -> None:
         self.problems.append(LayerProblem(rel, kind, detail, expected, actual, host))
@@ -579,38 +537,48 @@ class _LayerChecker:
             parents.add(rel)
             rel = rel.rpartition("/")[0]
 
-    def _dir_fd(self, rel: str) -> int | None:
-        """An fd of the layer directory REL, reached component by component (None: not a
+    def _dir(self, rel: str) -> DirHandle | None:
+        """A handle of the layer directory REL, reached component by component (None: not a
         directory there, or a symlink where one was expected)."""
-        fd = self.fds.get(rel)
-        if fd is not None:
-            return fd
+        handle = self.dirs.get(rel)
+        if handle is not None:
+            return handle
         if not rel:
-            return self.top_fd
-        if len(self.fds) >= _MAX_DIR_FDS:
-            for old in self.fds.values():
-                os.close(old)
-            self.fds.clear()
+            return self.top_dir
+        if len(self.dirs) >= _MAX_DIR_FDS:
+            self.close_dirs()
         parent, _, name = rel.rpartition("/")
-        pfd = self._dir_fd(parent)
-        if pfd is None:
+        above = self._dir(parent)
+        if above is None:
             return None
         try:
-            fd = self._open_at(pfd, name, directory=True)
-        except OSError:
+            handle = above.opendir(name)
+        except _LOOKUP_ERRORS:
             return None
-        self.fds[rel] = fd
-        return fd
+        self.dirs[rel] = handle
+        return handle
+
+    def close_dirs(self) -> None:
+        for handle in self.dirs.values():
+            handle.close()
+        self.dirs.clear()
+
+    def _where(self, parent: str) -> DirHandle:
+        """Where entries of the layer directory PARENT are looked up by name: its handle, or,
+        where a walk by handles does not reach it, a lookup by path."""
+        handle = self.dirs.get(parent)
+        if handle is None:
+            handle = self._dir(parent)
+            if handle is None:
+                handle = DirHandle(self.ev, self._host(parent))
+        return handle
 
     def entry(self, raw: bytes, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream) -> int:
         """Check one file entry; append its payload to OUT; return the bytes appended."""
         if hdr.typeflag == b"g":
             return 0  # a global PAX header Go's reader handed out as a member: nothing on disk
         if raw.find(b"..") >= 0 and any(p == b".." for p in raw.split(b"/")):
-            self._problem(
-                raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer"
-            )
-            return 0
+            return self._climbs(raw)
         rel = clean_name(raw).decode("utf-8", "surrogateescape")
         parent, _, base = rel.rpartition("/")
         if base.startswith(".wh."):
@@ -621,14 +589,20 @@ class _LayerChecker:
         self.seen.add(rel)
         if parent and parent not in self.parents:
             self._note_parents(parent)
-        if self.top_fd is not None and base:
-            done = self._entry_fd(rel, parent, base, hdr, size, crc, out)
-            if done is not None:
-                return done
+        return self._check(rel, parent, base, hdr, size, crc, out)
+
+    def _check(
+        self, rel: str, parent: str, base: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
+    ) -> int:
+        """Look the entry REL up on the host and compare it with its header."""
+        if base:
+            where, name = self._where(parent), base
+        else:
+            where, name = self.above_top, posixpath.basename(self.top)  # the layer root itself
         host = self._host(rel)
         try:
-            st = self.ev.lstat(host)
-        except (EvidenceError, OSError):
+            st = where.lstat(name)
+        except _LOOKUP_ERRORS:
             self._problem(
                 rel, "missing", f"{hdr.kind} in the record, absent from the layer directory", host=host
             )
@@ -639,108 +613,46 @@ class _LayerChecker:
             return 0
         if kind != st.kind:
             self._problem(rel, "type", f"recorded {kind}, host has {st.kind}", kind, st.kind, host)
-            return self._payload(rel, host, size, crc, out) if size and st.is_file else 0
+            return self._payload(rel, where, name, size, crc, out)[0] if size and st.is_file else 0
         emitted = 0
+        xattrs = None
         if kind == "file" and size:
-            emitted = self._payload(rel, host, size, crc, out)
+            emitted, xattrs = self._payload(rel, where, name, size, crc, out)
+        elif kind == "dir" and rel:
+            handle = self._dir(rel)  # opened now for the entries below it, which come next
+            if handle is not None:
+                xattrs = handle.xattrs()
         elif kind == "file" and st.size:  # Docker reads nothing for a size-0 entry
             self._problem(rel, "size", "size differs", 0, st.size, host)
         elif kind == "symlink":
-            try:
-                target = self.ev.readlink(host)
-            except (EvidenceError, OSError):
-                target = None
-            want = hdr.linkname.decode("utf-8", "surrogateescape")
-            if target != want:
-                self._problem(rel, "link", "symlink target differs", want, target, host)
+            self._symlink(rel, hdr, where, name, host)
         elif kind in ("char", "block"):
-            have = (os.major(st.rdev), os.minor(st.rdev))
-            if have != (hdr.devmajor, hdr.devminor):
-                self._problem(
-                    rel,
-                    "device",
-                    "device numbers differ",
-                    list((hdr.devmajor, hdr.devminor)),
-                    list(have),
-                    host,
-                )
+            self._device(rel, hdr, st, host)
         if rel:  # the layer root's own metadata is the driver's, not the tar's
-            self._metadata(rel, hdr, st, host)
+            if xattrs is None:
+                xattrs = where.xattrs(name)
+            self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, xattrs, host)
         return emitted
 
-    def _entry_fd(
-        self, rel: str, parent: str, name: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
-    ) -> int | None:
-        """A file or directory entry checked through fds (the bytes appended to OUT), or None
-        (nothing checked, nothing appended) for the general path to take it."""
-        pfd = self.fds.get(parent)
-        if pfd is None:
-            pfd = self._dir_fd(parent)
-            if pfd is None:
-                return None
-        try:
-            st = os.lstat(name, dir_fd=pfd)
-        except OSError:
-            return None
-        mode = st.st_mode
-        flag = hdr.typeflag
-        if (flag == b"0" or flag == b"\0" or flag == b"7") and _S_ISREG(mode):  # kind "file"
-            try:
-                fd = self._open_at(pfd, name)
-            except OSError:
-                return None
-            try:
-                if not _S_ISREG(os.fstat(fd).st_mode):
-                    return None  # replaced since the lstat (live host)
-                got = 0
-                if size:
-                    before = out.size
-                    try:
-                        got, value = out.read(size, fd)
-                    except OSError as exc:  # as _payload reports it, and the metadata still checked
-                        self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
-                        got = out.size - before
-                    else:
-                        if got != size or (crc is not None and value.to_bytes(8, "big") != crc):
-                            self._payload_result(rel, size, crc, got, value)
-                elif st.st_size:  # Docker reads nothing for a size-0 entry
-                    self._problem(rel, "size", "size differs", 0, st.st_size, self._host(rel))
-                self._metadata_fd(rel, hdr, st, fd)
-                return got
-            finally:
-                os.close(fd)
-        if flag == b"5" and statmod.S_ISDIR(mode):  # kind "dir"
-            fd = self._dir_fd(rel)
-            if fd is None:
-                return None
-            self._metadata_fd(rel, hdr, st, fd)
-            return 0
-        return None
+    def _climbs(self, raw: bytes) -> int:
+        self._problem(raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer")
+        return 0
 
-    def _metadata_fd(self, rel: str, hdr: TarHeader, st: os.stat_result, fd: int) -> None:
-        """_metadata for a file or directory open as FD, STAT its lstat()."""
-        try:
-            names = os.listxattr(fd)
-        except OSError:
-            names = []
-        if (
-            not names
-            and not hdr.xattrs
-            and (hdr.mode & 0o7777) == (st.st_mode & 0o7777)
-            and hdr.uid + self.uoff == st.st_uid
-            and hdr.gid + self.goff == st.st_gid
-        ):
-            return
-        xattrs: dict[str, bytes] = {}
-        for key in names:
-            try:
-                xattrs[key] = os.getxattr(fd, key)
-            except OSError:
-                continue
-        self._compare_metadata(rel, hdr, st.st_mode, st.st_uid, st.st_gid, xattrs, self._host(rel))
+    def _device(self, rel: str, hdr: TarHeader, st: FileStat, host: str) -> None:
+        have = (os.major(st.rdev), os.minor(st.rdev))
+        if have != (hdr.devmajor, hdr.devminor):
+            self._problem(
+                rel, "device", "device numbers differ", [hdr.devmajor, hdr.devminor], list(have), host
+            )
 
-    def _metadata(self, rel: str, hdr: TarHeader, st: FileStat, host: str) -> None:
-        self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, self.ev.xattrs(host), host)
+    def _symlink(self, rel: str, hdr: TarHeader, where: DirHandle, name: str, host: str) -> None:
+        try:
+            target = where.readlink(name)
+        except _LOOKUP_ERRORS:
+            target = None
+        want = hdr.linkname.decode("utf-8", "surrogateescape")
+        if target != want:
+            self._problem(rel, "link", "symlink target differs", want, target, host)
 
     def _compare_metadata(
         self, rel: str, hdr: TarHeader, mode: int, uid: int, gid: int, xattrs: dict[str, bytes], host: str
@@ -750,6 +662,8 @@ class _LayerChecker:
         want = (hdr.uid + self.uoff, hdr.gid + self.goff)
         if want != (uid, gid):
             self._problem(rel, "owner", "owner differs", f"{want[0]}:{want[1]}", f"{uid}:{gid}", host)
+        if not xattrs and not hdr.xattrs:
+            return
         have = {
             k: v
             for k, v in xattrs.items()
@@ -766,17 +680,22 @@ class _LayerChecker:
                 host,
             )
 
-    def _payload(self, rel: str, host: str, size: int, crc: bytes | None, out: _Stream) -> int:
-        """Stream the file (all of it, as Docker would) into OUT, checking size and CRC."""
+    def _payload(
+        self, rel: str, where: DirHandle, name: str, size: int, crc: bytes | None, out: _Stream
+    ) -> tuple[int, dict[str, bytes] | None]:
+        """Stream the file (all of it, as Docker would) into OUT, checking size and CRC; the bytes
+        appended and the file's xattrs, read while it is open (None when it could not be)."""
         before = out.size
+        xattrs = None
         try:
-            with self.ev.open(host) as fh:
+            with where.open(name) as fh:
                 got, value = out.read(size, readinto=fh.readinto)
-        except (EvidenceError, OSError) as exc:
-            self._problem(rel, "missing", f"unreadable: {exc}", host=host)
-            return out.size - before
+                xattrs = where.file_xattrs(fh, name)
+        except _LOOKUP_ERRORS as exc:
+            self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
+            return out.size - before, xattrs
         self._payload_result(rel, size, crc, got, value)
-        return got
+        return got, xattrs
 
     def _payload_result(self, rel: str, size: int, crc: bytes | None, got: int, value: int) -> None:
         if got != size:
@@ -831,34 +750,48 @@ class _LayerChecker:
         return 0
 
     def walk(self) -> None:
-        """Entries of the layer directory the record does not account for (diff layouts only)."""
+        """Entries of the layer directory the record does not account for (diff layouts only):
+        top-down, name-sorted, never through a symlink; an entry is stat()ed only when it is
+        reported."""
         if not self.diff_format:
             return
-        if self.top_fd is not None:
-            return self._walk_fd()
-        top = self.top
-        for dirpath, entries in self.ev.walk(top):
-            rel_dir = "" if dirpath == top else dirpath[len(top) + 1 :]
-            for e in entries:
-                rel = posixpath.join(rel_dir, e.name) if rel_dir else e.name
-                if e.stat.is_dir:
-                    if self.overlay:
-                        xattrs = self.ev.xattrs(posixpath.join(dirpath, e.name))
-                        if rel not in self.opaque and any(xattrs.get(k) == b"y" for k in _OPAQUE):
-                            self._problem(
-                                rel,
-                                "xattr",
-                                "opaque-directory marker not in the record",
-                                None,
-                                "y",
-                                posixpath.join(dirpath, e.name),
-                            )
-                    if rel in self.seen or rel in self.parents:
+        top = normalize(self.top)
+        seen = self.seen
+        parents = self.parents
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            where = self._dir(rel_dir)
+            if where is None:
+                continue
+            try:
+                listing = sorted(where.names())
+            except _LOOKUP_ERRORS:
+                continue
+            prefix = rel_dir + "/" if rel_dir else ""
+            subdirs = []
+            for name, is_dir in listing:
+                rel = prefix + name
+                if is_dir:
+                    subdirs.append(rel)
+                    if self.overlay and rel not in self.opaque and self._is_opaque(where.xattrs(name)):
+                        detail = "opaque-directory marker not in the record"
+                        self._problem(rel, "xattr", detail, None, "y", top + "/" + rel)
+                    if rel in seen or rel in parents:
                         continue
-                elif rel in self.seen:
+                elif rel in seen:
                     continue
-                st = e.stat
-                self._added(rel, st.mode, st.size, st.uid, st.gid, st.rdev, posixpath.join(dirpath, e.name))
+                try:
+                    st = where.lstat(name)
+                except _LOOKUP_ERRORS:
+                    continue  # vanished while listing (live host)
+                self._added(rel, st.mode, st.size, st.uid, st.gid, st.rdev, top + "/" + rel)
+            stack.extend(reversed(subdirs))
+
+    @staticmethod
+    def _is_opaque(xattrs: dict[str, bytes]) -> bool:
+        """Whether a directory's xattrs carry an overlay opaque marker ("y")."""
+        return any(xattrs.get(k) == b"y" for k in _OPAQUE)
 
     def _added(self, rel: str, mode: int, size: int, uid: int, gid: int, rdev: int, host: str) -> None:
         """An entry on the host the record does not hold (an overlay 0/0 char device: a whiteout)."""
@@ -873,73 +806,6 @@ class _LayerChecker:
             {"type": what, "size": size, "mode": _octal(mode), "owner": f"{uid}:{gid}"},
             host,
         )
-
-    def _walk_fd(self) -> None:
-        """walk() through directory fds: the same directories in the same order (Evidence.walk's
-        top-down, name-sorted, never through a symlink), the same checks and problem records;
-        an entry is stat()ed only when it is reported."""
-        top = normalize(self.top)
-        seen = self.seen
-        parents = self.parents
-        stack = [""]
-        while stack:
-            rel_dir = stack.pop()
-            fd = self._dir_fd(rel_dir)
-            if fd is None:
-                continue
-            try:
-                with os.scandir(fd) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue
-            prefix = rel_dir + "/" if rel_dir else ""
-            # first everything that reads through FD (DirEntry.is_dir and stat use it): the
-            # opaque checks below open subdirectories, which may close it
-            listed = []
-            for e in entries:
-                rel = prefix + e.name
-                try:
-                    is_dir = e.is_dir(follow_symlinks=False)
-                    known = rel in seen or (is_dir and rel in parents)
-                    st = None if known else e.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # vanished while listing (live host)
-                listed.append((rel, is_dir, st))
-            subdirs = []
-            for rel, is_dir, st in listed:
-                if is_dir:
-                    subdirs.append(rel)
-                    if self.overlay and rel not in self.opaque and self._opaque_fd(rel):
-                        self._problem(
-                            rel,
-                            "xattr",
-                            "opaque-directory marker not in the record",
-                            None,
-                            "y",
-                            top + "/" + rel,
-                        )
-                if st is None:
-                    continue
-                self._added(rel, st.st_mode, st.st_size, st.st_uid, st.st_gid, st.st_rdev, top + "/" + rel)
-            stack.extend(reversed(subdirs))
-
-    def _opaque_fd(self, rel: str) -> bool:
-        """Whether the layer directory REL carries an overlay opaque marker ("y")."""
-        fd = self._dir_fd(rel)
-        if fd is None:
-            return False
-        try:
-            names = os.listxattr(fd)
-        except OSError:
-            return False
-        for key in _OPAQUE:
-            if key in names:
-                try:
-                    if os.getxattr(fd, key) == b"y":
-                        return True
-                except OSError:
-                    continue
-        return False
 
 
 # ---- images ---------------------------------------------------------------------------------

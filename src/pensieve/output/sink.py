@@ -6,10 +6,17 @@ Every file pensieve writes (``recover --out``, ``carve --out``, ``mem dump``, ``
 * the destination is resolved fully (symlinks, ``..``) before anything is created, and refused
   when it is, or lies inside, or contains, any evidence boundary -- the evidence directory, a disk
   image or archive file *and the directory holding it*, every data root (:func:`refuse_evidence`);
-* missing parent directories are created (mode 0700), and said so on the result;
+* missing parent directories are created (mode 0700) one at a time below the deepest one that
+  exists, each with ``mkdirat`` and opened ``O_NOFOLLOW`` (a symlink planted meanwhile is not
+  followed), and listed in ``created_parents`` and the manifest;
+* an existing destination *file* (or anything at a single-file destination, a symlink included)
+  is refused, as is a directory destination that already holds a manifest: nothing is ever
+  overwritten;
 * inside the destination nothing is followed: directories are walked with ``openat`` and
-  ``O_NOFOLLOW | O_DIRECTORY``, files are created ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600 by
-  default): nothing existing is ever overwritten;
+  ``O_NOFOLLOW | O_DIRECTORY`` from a descriptor of the destination held from the start (a
+  symlink planted inside it between two calls is refused, ``ELOOP``), files are created
+  ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600 by default): an existing name raises
+  ``FileExistsError`` and is left alone;
 * every file written is hashed as it is written, and :meth:`OutputSink.close` writes a manifest
   (``pensieve-manifest.json``: path, size, sha256 of every file; for a single-file destination
   ``DEST.manifest.json`` beside it).
@@ -19,6 +26,7 @@ Device nodes, FIFOs and sockets are never created: callers record them, or put t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -68,13 +76,14 @@ class WrittenFile:
         self._hash = hashlib.sha256()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
+        total = view.nbytes
         self._hash.update(view)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        self.size += len(data)
-        return len(data)
+        self.size += total
+        return total
 
     @property
     def sha256(self) -> str:
@@ -90,68 +99,113 @@ class WrittenFile:
     def __enter__(self) -> WrittenFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_dir_at(name: str, dir_fd: int | None, shown: str) -> int:
+    """An fd of the directory NAME (relative to DIR_FD), never through a symlink."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            why = f"refusing a symlink or non-directory in the output path: {shown}"
+            raise OSError(exc.errno, why) from exc
+        raise
 
 
 class OutputSink:
     """A destination directory (``kind="dir"``) or one destination file (``kind="file"``)."""
 
     def __init__(self, dest: str, boundaries: Iterable[str], kind: str = "dir", mode: int = 0o600) -> None:
+        if kind not in ("dir", "file"):
+            raise ValueError(f"kind is dir or file, not {kind!r}")
         self.dest = dest
         self.kind = kind
         self.mode = mode
-        self.path = refuse_evidence(dest, boundaries)
         self.created_parents: list[str] = []
         self.files: list[dict[str, Any]] = []
+        self.symlinks: list[dict[str, str]] = []
         self._closed = False
+        if kind == "file" and os.path.lexists(dest):
+            raise UsageError(f"refusing to overwrite an existing file: {dest}")
+        self.path = refuse_evidence(dest, boundaries)
+        if kind == "file" and os.path.lexists(self.path):
+            raise UsageError(f"refusing to overwrite an existing file: {dest}")
         parent = self.path if kind == "dir" else os.path.dirname(self.path)
-        self._makedirs(parent)
-        self._root_fd = os.open(parent, _DIR_FLAGS)
+        self._root_fd = self._makedirs(parent)
+        if kind == "dir" and self._exists(MANIFEST):
+            os.close(self._root_fd)
+            raise UsageError(f"{dest} already holds a {MANIFEST}: an earlier output is never overwritten")
 
-    def _makedirs(self, path: str) -> None:
+    def _exists(self, name: str) -> bool:
+        try:
+            os.lstat(name, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _makedirs(self, path: str) -> int:
+        """An fd of the directory PATH, creating what is missing of it one component at a time."""
         missing = []
         while not os.path.lexists(path):
-            missing.append(path)
+            missing.append(os.path.basename(path))
             path = os.path.dirname(path)
         if not os.path.isdir(path):
             raise UsageError(f"not a directory: {path}")
-        for p in reversed(missing):
-            os.mkdir(p, 0o700)
-            self.created_parents.append(p)
+        fd = _open_dir_at(path, None, path)
+        try:
+            for name in reversed(missing):
+                path = os.path.join(path, name)
+                os.mkdir(name, 0o700, dir_fd=fd)
+                self.created_parents.append(path)
+                nxt = _open_dir_at(name, fd, path)
+                os.close(fd)
+                fd = nxt
+        except OSError as exc:
+            os.close(fd)
+            raise UsageError(f"cannot create the output directory {path}: {exc.strerror}") from exc
+        return fd
 
     # ---- writing ----------------------------------------------------------------------
     def _dir_fd(self, rel_dir: str, create: bool) -> int:
         fd = os.dup(self._root_fd)
-        for part in [p for p in rel_dir.split("/") if p]:
-            if part in (".", ".."):
+        try:
+            for part in [p for p in rel_dir.split("/") if p]:
+                if part in (".", ".."):
+                    raise UsageError(f"refusing an output name that climbs: {rel_dir}")
+                try:
+                    nxt = _open_dir_at(part, fd, rel_dir)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    nxt = _open_dir_at(part, fd, rel_dir)
                 os.close(fd)
-                raise UsageError(f"refusing an output name that climbs: {rel_dir}")
-            try:
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o700, dir_fd=fd)
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except BaseException:
-                os.close(fd)
-                raise
+                fd = nxt
+        except BaseException:
             os.close(fd)
-            fd = nxt
+            raise
         return fd
+
+    @staticmethod
+    def _clean(rel: str) -> str:
+        rel = posixpath.normpath("/" + rel).lstrip("/")
+        if not rel:
+            raise ValueError("empty output name")
+        return rel
 
     def create(self, rel: str = "", mode: int | None = None) -> WrittenFile:
         """A new file REL inside the destination (parents created), or the destination file
         itself (``kind="file"``, REL empty). Raises FileExistsError rather than overwrite."""
+        if self._closed:
+            raise ValueError("the sink is closed")
         if self.kind == "file":
             if rel:
                 raise ValueError("a single-file sink has no names inside it")
             rel_dir, name = "", os.path.basename(self.path)
         else:
-            rel = posixpath.normpath("/" + rel).lstrip("/")
-            if not rel:
-                raise ValueError("empty output name")
+            rel = self._clean(rel)
             rel_dir, name = posixpath.split(rel)
         dfd = self._dir_fd(rel_dir, create=True)
         try:
@@ -172,28 +226,34 @@ class OutputSink:
 
     def mkdir(self, rel: str) -> None:
         """A directory REL inside the destination (and its parents); an existing one is kept."""
-        os.close(self._dir_fd(posixpath.normpath("/" + rel).lstrip("/"), create=True))
+        os.close(self._dir_fd(self._clean(rel), create=True))
 
     def symlink(self, rel: str, target: str) -> None:
         """A symlink REL -> TARGET inside the destination (never followed by the sink)."""
-        rel = posixpath.normpath("/" + rel).lstrip("/")
+        rel = self._clean(rel)
         rel_dir, name = posixpath.split(rel)
         dfd = self._dir_fd(rel_dir, create=True)
         try:
             os.symlink(target, name, dir_fd=dfd)
         finally:
             os.close(dfd)
+        self.symlinks.append({"path": rel, "target": target})
 
     def _record(self, f: WrittenFile) -> None:
         self.files.append({"path": f.path, "size": f.size, "sha256": f.sha256})
 
     # ---- the manifest -----------------------------------------------------------------
     def close(self, extra: dict[str, Any] | None = None) -> str | None:
-        """Write the manifest (every file written, with size and sha256); returns its path."""
+        """Write the manifest (every file written, with size and sha256; the symlinks made and
+        the parent directories created); returns its path."""
         if self._closed:
             return None
         self._closed = True
         doc: dict[str, Any] = {"destination": self.path, "files": self.files}
+        if self.symlinks:
+            doc["symlinks"] = self.symlinks
+        if self.created_parents:
+            doc["created_parents"] = self.created_parents
         if extra:
             doc.update(extra)
         name = MANIFEST if self.kind == "dir" else os.path.basename(self.path) + ".manifest.json"
@@ -201,7 +261,9 @@ class OutputSink:
         try:
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=self._root_fd)
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
         finally:
@@ -211,5 +273,5 @@ class OutputSink:
     def __enter__(self) -> OutputSink:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
