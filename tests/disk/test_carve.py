@@ -551,7 +551,7 @@ def test_image_unchanged_and_out_dir(image, tmp_path):
     names = {Path(f.output).name for f in files}
     assert any(n.endswith(".partial.gz") for n in names)
     assert any(n.endswith(".py") for n in names) and any(n.endswith(".jar") for n in names)
-    with pytest.raises(FileExistsError):  # never over an existing file
+    with pytest.raises(UsageError, match="never overwritten"):  # never over an earlier output
         carve(str(image), out_dir=str(out))
     for bad in (image, image.parent):
         with pytest.raises(UsageError):
