@@ -17,6 +17,7 @@ from pensieve.commands.common import (
     refuse_inside_evidence,
     registrar,
 )
+from pensieve.records import Change
 
 COMMANDS: list[Spec] = []
 command = registrar(COMMANDS)
@@ -70,6 +71,7 @@ def cmd_diff(o):
                 ("SHA256", lambda c: (c.sha256 or "")[:16]),
             ],
             title="* = not listed by `docker diff`",
+            record_type=Change,
         )
     if o.recover_dir:
         import json

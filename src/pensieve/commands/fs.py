@@ -17,6 +17,7 @@ from pensieve.commands.common import (
     registrar,
     short,
 )
+from pensieve.records import FileEntry
 
 COMMANDS: list[Spec] = []
 command = registrar(COMMANDS)
@@ -68,7 +69,7 @@ def cmd_fs_ls(o):
             entries = (v.stat(posixpath.join(r.path, n)) for n in v.listdir(r.path))
         else:
             entries = iter([v.entry(r)])
-    emit(entries, o.fmt, _fs_columns(o.long))
+    emit(entries, o.fmt, _fs_columns(o.long), record_type=FileEntry)
     return host.problems
 
 
@@ -150,7 +151,7 @@ def cmd_fs_find(o):
                 yield e
 
     cols = _fs_columns(False) + ([("SHA256", lambda e: e.sha256)] if o.do_hash else [])
-    emit(rows(), o.fmt, cols)
+    emit(rows(), o.fmt, cols, record_type=FileEntry)
     return host.problems
 
 

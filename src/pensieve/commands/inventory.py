@@ -15,6 +15,7 @@ from pensieve.commands.common import (
     registrar,
     short,
 )
+from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
 
 COMMANDS: list[Spec] = []
 command = registrar(COMMANDS)
@@ -77,6 +78,7 @@ def cmd_containers(o):
             ("PROBLEMS", lambda c: c.problems),
         ],
         title=f"{len(cs)} containers",
+        record_type=Container,
     )
     return host.problems
 
@@ -102,6 +104,7 @@ def cmd_images(o):
             ("CMD", lambda i: " ".join((i.entrypoint or []) + (i.cmd or []))[:40]),
         ],
         title=f"{len(imgs)} images",
+        record_type=Image,
     )
     return host.problems
 
@@ -124,6 +127,7 @@ def cmd_history(o):
             ("SIZE", lambda s: s.size),
         ],
         title=f"history of {short(img.id)} {' '.join(img.tags)}",
+        record_type=HistoryStep,
     )
     return host.problems
 
@@ -147,6 +151,7 @@ def cmd_volumes(o):
             ("USED BY", lambda v: [short(c) for c in v.used_by]),
             ("LABELS", lambda v: [f"{k}={x}" for k, x in v.labels.items()]),
         ],
+        record_type=Volume,
     )
     return host.problems
 
@@ -180,7 +185,7 @@ def cmd_logs(o):
         for line in lines:
             out.write(f"{line.time or '':<31} {line.stream or '':<6} {line.message}\n")
     else:
-        emit(lines, o.fmt)
+        emit(lines, o.fmt, record_type=LogLine)
     return problems
 
 

@@ -690,5 +690,6 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for trying
     add_parser(parser.add_subparsers(dest="command", required=True))
     return cli.main(["mem", *(argv if argv is not None else sys.argv[1:])], parser=parser)
 
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,6 +18,7 @@ from pensieve.commands.common import (
     short,
 )
 from pensieve.errors import Tampered
+from pensieve.records import Finding
 
 COMMANDS: list[Spec] = []
 command = registrar(COMMANDS)
@@ -82,6 +83,7 @@ def cmd_verify(o):
                 ("TITLE", lambda f: f.title),
                 ("SUBJECT", lambda f: f.subject),
             ],
+            record_type=Finding,
         )
     elif o.show_images:
         emit(
@@ -93,6 +95,7 @@ def cmd_verify(o):
                 ("TAGS", lambda i: i.tags),
                 ("PROBLEMS", lambda i: [f"{p.kind}: {p.detail}" for p in i.problems]),
             ],
+            record_type=integrity.ImageVerdict,
         )
     elif o.verbose and o.fmt == "table":
         rows = [(v, p) for v in layers for p in v.problems] or []
@@ -125,6 +128,7 @@ def cmd_verify(o):
                 ("REASON", lambda v: v.reason),
             ],
             title=f"{len(layers)} layers, {sum(v.status == 'ok' for v in layers)} ok",
+            record_type=integrity.LayerVerdict,
         )
     problems = list(host.problems)
     if any(v.status == integrity.UNVERIFIABLE for v in layers):
