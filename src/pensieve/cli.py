@@ -63,13 +63,16 @@ def split_debug(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def _warn(problems: list) -> None:
-    """Each problem once on stderr, however many lists carried it (same source and message)."""
+    """Each problem once on stderr, however many lists carried it: the host's, the evidence's and a
+    record's lists meet here (``diff``: host + view problems; ``recover``: evidence + report), so
+    the same source and message (compared as text: a Path or a str) print one line.  A bare
+    string (some analyses collect those) prints as the message alone."""
     seen: set[tuple[str, str]] = set()
     for p in problems:
-        key = (str(p.source), str(p.message))
-        if key not in seen:
-            seen.add(key)
-            err(f"warning: {p.source}: {p.message}", "33")
+        source, message = (str(p.source), str(p.message)) if hasattr(p, "message") else ("", str(p))
+        if (source, message) not in seen:
+            seen.add((source, message))
+            err(f"warning: {source}: {message}" if source else f"warning: {message}", "33")
 
 
 def _quiet_stdout() -> None:

@@ -177,3 +177,30 @@ def test_empty_listing_as_csv_prints_the_header(tmp_path):
     if code not in (0, 5):
         pytest.skip(f"an empty data root is not accepted here: {err}")
     assert out.splitlines()[0] == ",".join(record_fields(Container))
+
+
+# ---- warnings -------------------------------------------------------------------------------------
+
+
+def test_each_warning_is_printed_once(capsys):
+    from pathlib import PurePosixPath
+
+    from pensieve.records import Problem
+
+    first = Problem("/ev/a", "unreadable")
+
+    def returns(o):  # the host's list and a record's list carrying the same problem
+        return [
+            first,
+            Problem("/ev/b", "other"),
+            first,
+            Problem(PurePosixPath("/ev/a"), "unreadable"),
+            "bare",
+        ]
+
+    assert cli.main(["probe"], parser=_parser_with(returns)) == cli.EXIT_PARTIAL
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: /ev/a: unreadable",
+        "warning: /ev/b: other",
+        "warning: bare",
+    ]
