@@ -204,3 +204,13 @@ def test_each_warning_is_printed_once(capsys):
         "warning: /ev/b: other",
         "warning: bare",
     ]
+
+
+def test_whence_as_csv_is_one_row(overlay2_root):
+    from conftest import run_cli
+
+    layer = next(p.name for p in sorted((overlay2_root / "overlay2").iterdir()) if p.name != "l")
+    code, out, err = run_cli("whence", overlay2_root, f"overlay2/{layer}/diff", "--csv")
+    assert code in (0, 5), err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 1 and rows[0]["layer"] == layer and rows[0]["driver"] == "overlay2"
