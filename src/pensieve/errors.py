@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pensieve.evidence.base import EvidenceError, NotFound
 
-__all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound", "UsageError"]
+__all__ = ["EvidenceError", "LookupFailed", "NotADataRoot", "NotFound", "Tampered", "UsageError"]
 
 
 class LookupFailed(LookupError):
@@ -18,3 +18,11 @@ class NotADataRoot(EvidenceError):
 
 class UsageError(Exception):
     """Bad arguments found after parsing, or a destination pensieve will not write to (exit 2)."""
+
+
+class Tampered:
+    """A marker in a command's problem list: the evidence shows tampering (exit 6, after the
+    output).  Not a Problem: the CLI reports it as one line, not as a warning."""
+
+    source = "verify"
+    message = "tampering found"

@@ -1,6 +1,18 @@
-"""Command groups of the ``pensieve`` CLI that live in their own module.
+"""The commands of the ``pensieve`` CLI, one module per command or group.
 
-Each module has ``add_parser(subparsers)`` adding its command (with sub-commands) to the CLI's
-argparse sub-parsers; every leaf sets ``func(opts) -> list[Problem]`` like the commands of
-:mod:`pensieve.cli`.  Modules import their analyses lazily: start-up time counts.
+Each module has ``add_parser(subparsers)`` adding its commands to the CLI's argparse sub-parsers;
+every leaf sets ``func(opts) -> list[Problem]``.  ``COMMAND_MODULES`` is the one registry, in the
+order ``pensieve --help`` lists them.  Modules import their analyses lazily: start-up time counts.
 """
+
+from __future__ import annotations
+
+import importlib
+
+COMMAND_MODULES = ("inventory", "diff", "verify", "compare", "mem", "recover", "carve", "fs")
+
+
+def add_all(subparsers) -> None:
+    """Add the commands of every module of COMMAND_MODULES to SUBPARSERS, in order."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)

@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from pensieve.cli import EPILOG, UsageError, _add_output
+from pensieve.commands.common import EPILOG, UsageError
+from pensieve.commands.common import add_output as _add_output
 
 
 def _size(n: float) -> str:

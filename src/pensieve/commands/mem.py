@@ -25,7 +25,8 @@ import functools
 import os
 import sys
 
-from pensieve.cli import EPILOG, UsageError, _add_output
+from pensieve.commands.common import EPILOG, UsageError
+from pensieve.commands.common import add_output as _add_output
 
 SOURCE_HELP = (
     "a CRIU image directory, a checkpoint archive (Podman/CRI-O/containerd, tar[.gz|.zst]), "
@@ -685,15 +686,9 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for trying
     """Run ``mem`` without the rest of the CLI (``python -m pensieve.commands.mem VIEW SOURCE``)."""
     from pensieve import cli
 
-    parser = argparse.ArgumentParser(prog="pensieve")
-    parser.add_argument("--debug", action="store_true")
+    parser = cli.base_parser()
     add_parser(parser.add_subparsers(dest="command", required=True))
-    real = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(["mem", *(argv if argv is not None else sys.argv[1:])])
-    finally:
-        cli.build_parser = real
+    return cli.main(["mem", *(argv if argv is not None else sys.argv[1:])], parser=parser)
 
 
 if __name__ == "__main__":  # pragma: no cover

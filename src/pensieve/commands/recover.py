@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import argparse
 
-from pensieve.cli import EPILOG, _add_output
+from pensieve.commands.common import EPILOG
+from pensieve.commands.common import add_output as _add_output
 
 
 def cmd_recover(o):

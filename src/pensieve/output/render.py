@@ -38,8 +38,10 @@ def emit(
     columns: list[Column] | None = None,
     title: str | None = None,
     out: TextIO | None = None,
+    record_type: type | None = None,
 ) -> int:
-    """Write records in FMT; returns how many were written."""
+    """Write records in FMT; returns how many were written.  RECORD_TYPE (the records' class,
+    when known) gives an empty CSV its header row."""
     out = out or sys.stdout
     n = 0
     if fmt == "json":
@@ -56,21 +58,28 @@ def emit(
             n += 1
         return n
     if fmt == "csv":
-        writer = None
-        for r in records:
-            d = to_dict(r)
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(d), extrasaction="ignore")
-                writer.writeheader()
-            writer.writerow(
-                {
-                    k: json.dumps(v, default=_default) if isinstance(v, (list, dict)) else v
-                    for k, v in d.items()
-                }
-            )
-            n += 1
-        return n
+        return _csv(records, out, record_type)
     return _table(records, columns or [], title, out)
+
+
+def _csv(records: Iterable[Any], out: TextIO, record_type: type | None) -> int:
+    """CSV (RFC 4180, Python's excel dialect) with a header row: the first record's keys, else the
+    field names of RECORD_TYPE; lists and dicts as JSON text in their cell."""
+    writer = None
+    n = 0
+    for r in records:
+        d = to_dict(r)
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(d), extrasaction="ignore")
+            writer.writeheader()
+        writer.writerow(
+            {k: json.dumps(v, default=_default) if isinstance(v, (list, dict)) else v for k, v in d.items()}
+        )
+        n += 1
+    names = record_fields(record_type) if record_type is not None else None
+    if writer is None and names:
+        csv.writer(out).writerow(names)
+    return n
 
 
 def _cell(value: Any) -> str:
@@ -104,11 +113,14 @@ def emit_one(record: Any, fmt: str, fields: list[Column] | None = None, out: Tex
     if fmt in ("json", "jsonl"):
         out.write(dumps(record, indent=2 if fmt == "json" else None) + "\n")
         return
+    if fmt == "csv":  # one row under the record's field names
+        emit([record], fmt, out=out, record_type=type(record))
+        return
     d = to_dict(record)
     rows = [(k, fn(record)) for k, fn in fields] if fields else list(d.items())
     emit(
         rows,
-        "table" if fmt == "table" else fmt,
+        "table",
         [("field", lambda r: r[0]), ("value", lambda r: r[1])],
         out=out,
     )

@@ -1,0 +1,189 @@
+"""What every command module of the ``pensieve`` CLI shares: the output options, the epilog of
+exit codes, opening SOURCE as a host, short ids, and the guard against writing into evidence.
+
+Nothing here imports an engine at module level: ``pensieve mem`` never loads the Docker engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pensieve.errors import UsageError
+
+__all__ = [
+    "EPILOG",
+    "SOURCE",
+    "UsageError",
+    "add_commands",
+    "add_output",
+    "arg",
+    "err",
+    "is_archive",
+    "open_host",
+    "refuse_inside_evidence",
+    "registrar",
+    "short",
+]
+
+EPILOG = (
+    "exit codes: 0 ok, 1 internal error, 2 usage, 3 unusable source, 4 not found, "
+    "5 finished with warnings (some evidence unreadable; the rest is in the output), "
+    "6 tampering found (verify)"
+)
+
+#: one argparse argument: (names, keyword arguments of add_argument)
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+#: one command: (name, help, arguments, adds the output options, fn(opts) -> problems)
+Spec = tuple[str, str, list[Arg], bool, Callable[[argparse.Namespace], list]]
+
+
+def arg(*names: str, **kwargs: Any) -> Arg:
+    """An argument of a command, as ``add_argument(*names, **kwargs)`` takes it."""
+    return names, kwargs
+
+
+SOURCE = arg(
+    "source",
+    metavar="SOURCE",
+    help="host root or Docker data root (a directory), or an image archive (docker save, OCI, docker export)",
+)
+
+
+def add_output(p: argparse.ArgumentParser) -> None:
+    """--json / --jsonl / --csv / --format: the formats of pensieve.output.render."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON document")
+    g.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object a line")
+    g.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="CSV with a header row")
+    g.add_argument("--format", dest="fmt", choices=["table", "json", "jsonl", "csv"], help="output format")
+    p.set_defaults(fmt="table")
+
+
+def registrar(specs: list[Spec]) -> Callable[..., Callable[[Callable], Callable]]:
+    """A ``@command(name, help, *args, output=True)`` decorator appending to SPECS (in order);
+    the command is ``fn(opts) -> problems``, ``output`` adds --json/--jsonl/--csv."""
+
+    def command(name: str, help: str, *args: Arg, output: bool = True) -> Callable[[Callable], Callable]:
+        def register(fn: Callable) -> Callable:
+            specs.append((name, help, list(args), output, fn))
+            return fn
+
+        return register
+
+    return command
+
+
+def add_commands(subparsers, specs: list[Spec]) -> None:
+    """Add each command of SPECS to SUBPARSERS, in order."""
+    for name, help_text, args, output, fn in specs:
+        p = subparsers.add_parser(
+            name, help=help_text, description=(fn.__doc__ or help_text).strip(), epilog=EPILOG
+        )
+        for names, kwargs in args:
+            p.add_argument(*names, **kwargs)
+        if output:
+            add_output(p)
+        p.set_defaults(func=fn)
+
+
+def color(text: str, code: str, stream) -> str:
+    """TEXT in ANSI colour CODE when STREAM is a terminal and NO_COLOR is unset."""
+    if stream.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[{code}m{text}\033[0m"
+    return text
+
+
+def err(text: str, code: str = "31") -> None:
+    """A line on stderr (red by default)."""
+    print(color(text, code, sys.stderr), file=sys.stderr)
+
+
+def short(value: str | None, n: int = 12) -> str:
+    """The first N hex digits of an id, without its ``sha256:`` prefix."""
+    if not value:
+        return ""
+    return value.split(":", 1)[-1][:n]
+
+
+def iso(t: float | None) -> str:
+    """Seconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC), "" for None."""
+    if t is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def open_host(source: str):
+    """The host behind SOURCE: a DockerHost over a directory (host root, data root) or a disk
+    image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
+    or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
+    if source_kind(source) == "archive":
+        from pensieve.images.archive import open_archive  # imported only for archives (~10 ms)
+
+        return open_archive(source)
+    from pensieve.engines.docker import DockerHost
+    from pensieve.evidence import open_evidence
+
+    evidence = open_evidence(source)
+    host = DockerHost(evidence)
+    host.problems.extend(getattr(evidence, "problems", []))  # skipped partitions and the like
+    return host
+
+
+def source_kind(source: str) -> str:
+    """dir | archive | disk, from the path and the first bytes (no engine imported)."""
+    if os.path.isdir(source):
+        layout = os.path.isfile(os.path.join(source, "manifest.json")) or (
+            os.path.isfile(os.path.join(source, "index.json"))
+            and os.path.exists(os.path.join(source, "oci-layout"))
+        )
+        return "archive" if layout else "dir"
+    if not os.path.exists(source):
+        base = source.rsplit("@", 1)[0]
+        if "@" in source and os.path.isfile(base):
+            return "disk"  # disk.img@2, disk.img@offset=N
+        from pensieve.evidence import EvidenceError
+
+        raise EvidenceError(f"source does not exist: {source}")
+    return "archive" if looks_like_archive(source) else "disk"
+
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
+
+
+def looks_like_archive(path: str) -> bool:
+    """A tar (ustar magic at 257, POSIX.1-1988), or a gzip/zstd/xz/bzip2 stream (a compressed tar)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return True  # let the archive opener report it
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
+
+
+def is_archive(host) -> bool:
+    """Whether HOST is an image archive (not a Docker host)."""
+    from pensieve.images.archive import ArchiveHost
+
+    return isinstance(host, ArchiveHost)
+
+
+def refuse_inside_evidence(host, dest: str) -> None:
+    """UsageError when DEST is the evidence (an image file, the archive) or lies inside its tree."""
+    real = os.path.realpath(dest)
+    for image_file in getattr(host.evidence, "image_files", None) or []:
+        if real == os.path.realpath(image_file):
+            raise UsageError(f"refusing to write over the evidence: {dest}")
+    archive = getattr(host, "source", None)  # an image archive: the file, or the layout directory
+    root = getattr(host.evidence, "root", None) or (archive if archive and os.path.isdir(archive) else None)
+    if archive is not None and real == archive:
+        raise UsageError(f"refusing to write over the evidence: {dest}")
+    if root is None:
+        return
+    if real == root or real.startswith(root.rstrip("/") + "/"):
+        raise UsageError(f"refusing to write inside the evidence: {dest}")

@@ -1,0 +1,113 @@
+"""What a container changed against its image (``diff``), and which layer, image and container a
+path of the data root belongs to (``whence``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pensieve.commands.common import (
+    SOURCE,
+    Spec,
+    add_commands,
+    arg,
+    err,
+    open_host,
+    refuse_inside_evidence,
+    registrar,
+)
+from pensieve.records import Change
+
+COMMANDS: list[Spec] = []
+command = registrar(COMMANDS)
+
+
+_ENGINE_OPS = {"added": "A", "modified": "C", "deleted": "D"}
+
+
+@command(
+    "diff",
+    "what a container changed against its image: added, modified, deleted",
+    SOURCE,
+    arg("container", metavar="CONTAINER"),
+    arg(
+        "--recover",
+        dest="recover_dir",
+        metavar="DIR",
+        help="copy lower-layer originals of deleted/modified files",
+    ),
+    arg("--no-hash", action="store_true", help="skip content hashes (content-only changes go unseen)"),
+    arg("--engine-view", action="store_true", help="only what `docker diff` lists, in its A/C/D form"),
+)
+def cmd_diff(o):
+    """What a container changed against its image: added, modified (copied up), deleted, with type,
+    size, sha256, mode, owner, times and what changed against the lower copy."""
+    from pensieve import api
+    from pensieve.output.render import emit
+
+    host = open_host(o.source)
+    if o.recover_dir:
+        refuse_inside_evidence(host, o.recover_dir)
+    result = api.diff(host, o.container, hash_files=not o.no_hash)
+    changes = result.changes
+    if o.engine_view:
+        changes = [c for c in changes if c.engine_reports]
+    if o.engine_view and o.fmt == "table":
+        for c in changes:
+            sys.stdout.write(f"{_ENGINE_OPS[c.change]} {c.path}\n")
+    else:
+        emit(
+            changes,
+            o.fmt,
+            [
+                ("CHANGE", lambda c: c.change if c.engine_reports else c.change + "*"),
+                ("TYPE", lambda c: c.type),
+                ("PATH", lambda c: c.path),
+                ("WHAT", lambda c: c.what_changed),
+                ("SIZE", lambda c: c.size),
+                ("MODE", lambda c: c.mode),
+                ("MTIME", lambda c: (c.mtime or "")[:19]),
+                ("SHA256", lambda c: (c.sha256 or "")[:16]),
+            ],
+            title="* = not listed by `docker diff`",
+            record_type=Change,
+        )
+    if o.recover_dir:
+        import json
+
+        c = host.container(o.container)
+        manifest = api.recover(host.evidence, c.layers, result.changes, o.recover_dir)
+        os.makedirs(o.recover_dir, exist_ok=True)
+        with open(os.path.join(o.recover_dir, "pensieve-recovered.json"), "w") as fh:
+            json.dump(manifest, fh, indent=2)
+        err(f"recovered {len(manifest)} original entries into {o.recover_dir}", "32")
+    return host.problems + result.problems
+
+
+@command(
+    "whence",
+    "attribute a path inside a data root to its layer, images, containers and container path",
+    SOURCE,
+    arg("hostpath", metavar="HOSTPATH", help="a path in the evidence, or as named on the original host"),
+)
+def cmd_whence(o):
+    """Attribute a path inside a data root (say overlay2/<id>/diff/...) to its layer, the images that
+    hold it, the containers that use it, and the path inside the container."""
+    from pensieve import api
+    from pensieve.output.render import emit_one
+
+    host = open_host(o.source)
+    path = o.hostpath
+    from_host = getattr(host.evidence, "from_host_path", None)
+    if from_host is not None and os.path.isabs(path) and os.path.exists(path):
+        mapped = from_host(path)
+        if mapped is not None:
+            path = mapped
+    emit_one(api.whence(host, path), o.fmt)
+    return host.problems
+
+
+def add_parser(subparsers) -> None:
+    """Add this module's commands to the CLI's sub-parsers."""
+    add_commands(subparsers, COMMANDS)
