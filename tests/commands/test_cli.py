@@ -7,6 +7,7 @@ import argparse
 import csv
 import importlib
 import io
+import os
 import pkgutil
 import shutil
 import subprocess
@@ -214,3 +215,17 @@ def test_whence_as_csv_is_one_row(overlay2_root):
     assert code in (0, 5), err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 1 and rows[0]["layer"] == layer and rows[0]["driver"] == "overlay2"
+
+
+def test_fifo_source_is_refused_without_blocking(tmp_path):
+    """A FIFO as SOURCE: exit 3 at once (the sniffing open used to block forever)."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = "import sys; from pensieve.cli import main; sys.exit(main(sys.argv[1:]))"
+    for argv in (["containers", str(fifo)], ["images", str(fifo), "--json"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 3, done.stderr
+        assert "FIFO" in done.stderr

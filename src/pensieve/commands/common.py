@@ -122,6 +122,8 @@ def open_host(source: str):
     """The host behind SOURCE: a DockerHost over a directory (host root, data root) or a disk
     image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
     or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
+    from pensieve.evidence.sniff import source_kind
+
     if source_kind(source) == "archive":
         from pensieve.images.archive import open_archive  # imported only for archives (~10 ms)
 
@@ -131,39 +133,8 @@ def open_host(source: str):
 
     evidence = open_evidence(source)
     host = DockerHost(evidence)
-    host.problems.extend(getattr(evidence, "problems", []))  # skipped partitions and the like
+    host.problems.extend(evidence.problems)  # skipped partitions and the like
     return host
-
-
-def source_kind(source: str) -> str:
-    """dir | archive | disk, from the path and the first bytes (no engine imported)."""
-    if os.path.isdir(source):
-        layout = os.path.isfile(os.path.join(source, "manifest.json")) or (
-            os.path.isfile(os.path.join(source, "index.json"))
-            and os.path.exists(os.path.join(source, "oci-layout"))
-        )
-        return "archive" if layout else "dir"
-    if not os.path.exists(source):
-        base = source.rsplit("@", 1)[0]
-        if "@" in source and os.path.isfile(base):
-            return "disk"  # disk.img@2, disk.img@offset=N
-        from pensieve.evidence import EvidenceError
-
-        raise EvidenceError(f"source does not exist: {source}")
-    return "archive" if looks_like_archive(source) else "disk"
-
-
-_ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
-
-
-def looks_like_archive(path: str) -> bool:
-    """A tar (ustar magic at 257, POSIX.1-1988), or a gzip/zstd/xz/bzip2 stream (a compressed tar)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError:
-        return True  # let the archive opener report it
-    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
 
 
 def is_archive(host) -> bool:
