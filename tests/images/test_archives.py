@@ -26,7 +26,8 @@ from pensieve.api import target_view
 from pensieve.evidence import EvidenceError
 from pensieve.evidence.tar import TarEvidence
 from pensieve.images.archive import DOCKER_EXPORT, DOCKER_SAVE, OCI_LAYOUT, open_archive
-from pensieve.images.verify_archive import TarCounter, verify_archive, verify_archive_images
+from pensieve.formats.tar import TarCounter
+from pensieve.images.verify_archive import verify_archive, verify_archive_images
 
 HERE = FIXTURE_ROOT / "archives"
 EXPECTED = json.loads((HERE / "expected.json").read_text())

@@ -1,6 +1,7 @@
 """Integrity of an image archive: every layer blob hashed and checked against what the archive
 itself records, streaming (one 1 MiB read buffer and a decompressor per layer; nothing of a layer
-is held in memory, nothing is spooled).
+is held in memory, nothing is spooled: the decompressors' buffers are bounded whatever the
+compression ratio, so a compression bomb costs time, not memory or disk).
 
 Per layer blob:
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import BinaryIO
 
 from pensieve.evidence import EvidenceError
-from pensieve.evidence.tar import DecompressError, decompress_stream, sniff_compression
+from pensieve.formats.compression import DecompressError, decompress_stream, sniff
+from pensieve.formats.tar import TarCounter
 from pensieve.images.archive import ArchiveHost, Blob
 from pensieve.images.verify_layers import (
     OK,
@@ -36,79 +39,15 @@ from pensieve.images.verify_layers import (
 )
 
 _CHUNK = 1 << 20
-_META = (b"x", b"g", b"L", b"K")
-_HEADER_ONLY = (b"1", b"2", b"3", b"4", b"5", b"6")
-
-
-class TarCounter:
-    """Counts the entries of a tar stream fed to it in pieces (headers only, payloads skipped)."""
-
-    def __init__(self) -> None:
-        self.skip = 0
-        self.buf = b""
-        self.entries = 0
-        self.end = False
-
-    def feed(self, data: bytes | memoryview) -> None:
-        pos, n = 0, len(data)
-        while pos < n and not self.end:
-            if self.skip:
-                take = min(self.skip, n - pos)
-                self.skip -= take
-                pos += take
-                continue
-            need = 512 - len(self.buf)
-            self.buf += bytes(data[pos : pos + need])
-            pos += need
-            if len(self.buf) < 512:
-                return
-            hdr, self.buf = self.buf, b""
-            if not hdr.strip(b"\0"):
-                self.end = True
-                return
-            flag = hdr[156:157]
-            size = 0 if flag in _HEADER_ONLY else _number(hdr[124:136])
-            if flag not in _META:
-                self.entries += 1
-            self.skip = (size + 511) // 512 * 512
-
-
-def _number(field: bytes) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU)
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[:1] == b"\xff" else value
-    try:
-        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return 0
-
 
 _FLAT = ("docker-export", "rootfs-tar")
 
 
-def _blob_reader(host: ArchiveHost, blob: Blob):
+def _blob_reader(host: ArchiveHost, blob: Blob) -> BinaryIO:
+    """The blob's bytes as stored: the archive file itself for a flat export, else the member."""
     if host.kind in _FLAT:  # the layer is the archive file itself, compressed or not
-        from pensieve.evidence.tar import SliceReader, _FdSource, _open_path
-
-        fd = _open_path(host.source)
-        return SliceReader(_FdSource(fd, keep=_Closer(fd)), 0, None, host.source)
-    opener = getattr(host.archive, "open_raw", host.archive.open)
-    return opener(blob.path)
-
-
-class _Closer:
-    """Closes a descriptor when the reader holding it is collected."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __del__(self) -> None:
-        import os
-
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        return host.open_flat()
+    return host.open_blob(blob.path or "")
 
 
 def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> LayerVerdict:
@@ -136,7 +75,7 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
         return v
     with fh:
         head = fh.read(_CHUNK)
-        kind = sniff_compression(head)
+        kind = sniff(head)
         state = {"pending": head}
 
         def read(n: int) -> bytes:
