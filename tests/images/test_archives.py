@@ -25,8 +25,8 @@ from conftest import FIXTURE_ROOT, run_cli, tree_digest
 from pensieve.api import target_view
 from pensieve.evidence import EvidenceError
 from pensieve.evidence.tar import TarEvidence
-from pensieve.images.archive import DOCKER_EXPORT, DOCKER_SAVE, OCI_LAYOUT, open_archive
 from pensieve.formats.tar import TarCounter
+from pensieve.images.archive import DOCKER_EXPORT, DOCKER_SAVE, OCI_LAYOUT, open_archive
 from pensieve.images.verify_archive import verify_archive, verify_archive_images
 
 HERE = FIXTURE_ROOT / "archives"

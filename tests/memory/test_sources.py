@@ -21,9 +21,9 @@ from conftest import FIXTURE_ROOT
 
 from pensieve.engines.docker import LookupFailed
 from pensieve.formats.criu import Checkpoint, CriuImageError
-from pensieve.memory.checkpoint_archive import CheckpointArchive
 from pensieve.memory import scan as memscan
 from pensieve.memory import views as memory
+from pensieve.memory.checkpoint_archive import CheckpointArchive
 from pensieve.memory.sources import SourceError, docker_checkpoints, open_source
 from pensieve.records import to_dict
 

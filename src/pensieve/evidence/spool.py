@@ -100,10 +100,10 @@ class _Spool:
         limit = budget()
         if _in_use + len(block) > limit:
             others = _in_use - self.size
-            held = f"; {others} held by other spools" if others else ""
+            held = f" + {others} held by other spools" if others else ""
             raise SpoolTooLarge(
-                f"{self.what}: too large to spool ({self.size + len(block)} bytes > budget {limit} "
-                f"bytes{held}; raise it with --max-spool or {ENV})"
+                f"{self.what}: too large to spool ({self.size + len(block)} bytes{held} > budget "
+                f"{limit} bytes; raise it with --max-spool or {ENV})"
             )
         try:
             self.file.write(block)

@@ -108,7 +108,7 @@ def parse_pax(data: bytes) -> dict[str, str]:
     """PAX extended header records ``"<len> <key>=<value>\\n"`` (POSIX pax, "extended header")."""
     out: dict[str, str] = {}
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
+    while pos < len(data) and data[pos : pos + 1] != b"\0":
         space = data.find(b" ", pos, pos + 24)
         if space < 0:
             raise ValueError("PAX record without a length")
@@ -173,55 +173,70 @@ class _Walker:
             raise TarFormatError("extension record cut short", h.offset, truncated=True)
         return data
 
-    def header_at(self, offset: int) -> tuple[TarHeader | None, int]:
-        """(header, offset of the next one); (None, offset) at a zero block or the end."""
-        long_name = long_link = None
-        pax: dict[str, str] | None = None
-        first = offset
-        while True:
-            block = self.pread(BLOCK, offset)
-            if len(block) < BLOCK or not block.strip(b"\0"):
-                if offset != first:
-                    raise TarFormatError("extension header without the member it describes", first, True)
-                return None, offset
-            try:
-                if not _checksum_ok(block):
-                    raise ValueError("bad checksum")
-                h = _parse_block(block, offset)
-            except ValueError as exc:
-                raise TarFormatError(f"invalid header ({exc})", offset) from None
-            if h.type not in _META:
-                break
-            data = self._meta(h)
-            try:
-                if h.type == GNU_LONGNAME:
-                    long_name = _text(data)
-                elif h.type == GNU_LONGLINK:
-                    long_link = _text(data)
-                elif h.type == PAX_GLOBAL:
-                    self.global_pax.update(parse_pax(data))
-                else:
-                    pax = parse_pax(data)
-            except ValueError as exc:
-                raise TarFormatError(f"bad PAX header ({exc})", h.offset) from None
-            offset = h.offset_data + (h.size + BLOCK - 1) // BLOCK * BLOCK
-        if long_name is not None:
-            h.name = long_name.rstrip("/") if h.type == DIR else long_name
-        if long_link is not None:
-            h.linkname = long_link
-        merged = {**self.global_pax, **(pax or {})}
+    def _block_at(self, offset: int, first: int) -> TarHeader | None:
+        """The header block at OFFSET, None at a zero block or the end of the data."""
+        block = self.pread(BLOCK, offset)
+        if len(block) < BLOCK or not block.strip(b"\0"):
+            if offset != first:
+                raise TarFormatError("extension header without the member it describes", first, True)
+            return None
+        try:
+            if not _checksum_ok(block):
+                raise ValueError("bad checksum")
+            h = _parse_block(block, offset)
+        except ValueError as exc:
+            raise TarFormatError(f"invalid header ({exc})", offset) from None
+        if h.size < 0:
+            raise TarFormatError(f"negative size {h.size}", offset)
+        return h
+
+    def _extension(self, h: TarHeader, ext: dict[str, object]) -> None:
+        """Record what extension header H says about the member that follows it."""
+        data = self._meta(h)
+        try:
+            if h.type == GNU_LONGNAME:
+                ext["name"] = _text(data)
+            elif h.type == GNU_LONGLINK:
+                ext["link"] = _text(data)
+            elif h.type == PAX_GLOBAL:
+                self.global_pax.update(parse_pax(data))
+            else:
+                ext["pax"] = parse_pax(data)
+        except ValueError as exc:
+            raise TarFormatError(f"bad PAX header ({exc})", h.offset) from None
+
+    def _apply(self, h: TarHeader, ext: dict) -> None:
+        if "name" in ext:
+            h.name = ext["name"].rstrip("/") if h.type == DIR else ext["name"]
+        if "link" in ext:
+            h.linkname = ext["link"]
+        merged = {**self.global_pax, **ext.get("pax", {})}
         if merged:
             try:
                 _apply_pax(h, merged)
             except ValueError as exc:
                 raise TarFormatError(f"bad PAX value ({exc})", h.offset) from None
+            if h.size < 0:
+                raise TarFormatError(f"negative size {h.size}", h.offset)
             if h.type == DIR:
                 h.name = h.name.rstrip("/") or "/"
+
+    def header_at(self, offset: int) -> tuple[TarHeader | None, int]:
+        """(header, offset of the next one); (None, offset) at a zero block or the end."""
+        ext: dict[str, object] = {}
+        first = offset
+        while True:
+            h = self._block_at(offset, first)
+            if h is None:
+                return None, offset
+            if h.type not in _META:
+                break
+            self._extension(h, ext)
+            offset = h.offset_data + (h.size + BLOCK - 1) // BLOCK * BLOCK
+        self._apply(h, ext)
         if h.type in NO_DATA_TYPES:
-            nxt = h.offset_data
-        else:
-            nxt = h.offset_data + (h.size + BLOCK - 1) // BLOCK * BLOCK
-        return h, nxt
+            return h, h.offset_data
+        return h, h.offset_data + (h.size + BLOCK - 1) // BLOCK * BLOCK
 
 
 def iter_headers(pread: Callable[[int, int], bytes], size: int, start: int = 0) -> Iterator[TarHeader]:

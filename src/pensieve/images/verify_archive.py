@@ -50,6 +50,47 @@ def _blob_reader(host: ArchiveHost, blob: Blob) -> BinaryIO:
     return host.open_blob(blob.path or "")
 
 
+class _Hashes:
+    """One pass over a blob: sha256 of its bytes as stored and of its uncompressed tar stream,
+    the stream's entries, and why it stopped decompressing (the rest still counts for the blob)."""
+
+    def __init__(self) -> None:
+        self.outer = hashlib.sha256()
+        self.inner = hashlib.sha256()
+        self.counter = TarCounter()
+        self.size = 0
+        self.inner_size = 0
+        self.error: str | None = None
+
+
+def _hash_pass(fh: BinaryIO, sink: Sink | None) -> _Hashes:
+    """Hash FH streaming (EvidenceError / OSError when it cannot be read)."""
+    h = _Hashes()
+    head = fh.read(_CHUNK)
+    kind = sniff(head)
+    pending = [head]
+
+    def read(n: int) -> bytes:
+        data = pending.pop() if pending else fh.read(n)
+        h.outer.update(data)
+        h.size += len(data)
+        return data
+
+    try:
+        stream = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
+        for block in stream:
+            h.inner.update(block)
+            h.inner_size += len(block)
+            h.counter.feed(block)
+            if sink is not None:
+                sink(block)
+    except DecompressError as exc:
+        h.error = str(exc)
+    while read(_CHUNK):  # the rest of the blob still counts for its digest
+        pass
+    return h
+
+
 def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> LayerVerdict:
     """Hash one layer blob (and its uncompressed stream) and check both against the archive."""
     flat = host.kind in _FLAT
@@ -62,49 +103,14 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
     if blob.path is None:
         v.reason = f"layer blob {blob.name}: {blob.problem or 'not in the archive'}"
         return v
-    outer = hashlib.sha256()
-    inner = hashlib.sha256()
-    counter = TarCounter()
-    size = 0
-    inner_size = 0
-    error: str | None = None
     try:
-        fh = _blob_reader(host, blob)
+        with _blob_reader(host, blob) as fh:
+            hashes = _hash_pass(fh, sink)
     except (EvidenceError, OSError) as exc:
         v.reason = f"cannot read the blob: {exc}"
         return v
-    with fh:
-        head = fh.read(_CHUNK)
-        kind = sniff(head)
-        state = {"pending": head}
-
-        def read(n: int) -> bytes:
-            nonlocal size
-            data = state["pending"] or fh.read(n)
-            state["pending"] = b""
-            outer.update(data)
-            size += len(data)
-            return data
-
-        try:
-            stream = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
-            for block in stream:
-                inner.update(block)
-                inner_size += len(block)
-                counter.feed(block)
-                if sink is not None:
-                    sink(block)
-        except DecompressError as exc:
-            error = str(exc)
-        except (EvidenceError, OSError) as exc:
-            v.reason = f"cannot read the blob: {exc}"
-            return v
-        try:  # the rest of the blob still counts for its digest
-            while read(_CHUNK):
-                pass
-        except (EvidenceError, OSError) as exc:
-            v.reason = f"cannot read the blob: {exc}"
-            return v
+    counter, size, inner_size, error = hashes.counter, hashes.size, hashes.inner_size, hashes.error
+    outer, inner = hashes.outer, hashes.inner
     v.entries = counter.entries
     v.payload_bytes = size
     blob_sha = "sha256:" + outer.hexdigest()
