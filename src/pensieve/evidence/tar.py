@@ -379,6 +379,10 @@ class TarEvidence(Evidence):
             os.close(self._fd)
             self._fd = None
 
+    def boundaries(self) -> list[str]:
+        """The archive file, when the tar is one (a tar nested in other evidence has none)."""
+        return [self.path] if self.path else []
+
     def __enter__(self) -> TarEvidence:
         return self
 
