@@ -48,7 +48,9 @@ def test_long_names_and_links_in_every_format(fmt):
         entries.append(("l" * 150, None, {"type": tarfile.SYMTYPE, "linkname": link * 2}))
     raw = _tar(entries, fmt)
     hs = _headers(raw)
-    assert hs[0].name == name and hs[0].size == 4 and raw[hs[0].offset_data : hs[0].offset_data + 4] == b"data"
+    assert (
+        hs[0].name == name and hs[0].size == 4 and raw[hs[0].offset_data : hs[0].offset_data + 4] == b"data"
+    )
     if fmt != tarfile.USTAR_FORMAT:
         assert hs[1].name == "l" * 150 and hs[1].linkname == link * 2 and hs[1].type == tarfmt.SYM
 
