@@ -97,11 +97,18 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+_LOW = bytes(range(128))
+
+
 def _checksum_ok(block: bytes) -> bool:
+    """The header checksum: the sum of its bytes with the chksum field as spaces, unsigned (POSIX)
+    or signed (old Sun / GNU writers)."""
     stored = number(block[148:156])
-    unsigned = 256 + sum(block[:148]) + sum(block[156:])
-    signed = 256 + sum(b - 256 if b > 127 else b for b in block[:148] + block[156:])
-    return stored in (unsigned, signed)
+    rest = block[:148] + block[156:]
+    unsigned = 256 + sum(rest)
+    if stored == unsigned:
+        return True
+    return stored == unsigned - 256 * len(rest.translate(None, _LOW))
 
 
 def parse_pax(data: bytes) -> dict[str, str]:
