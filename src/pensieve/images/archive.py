@@ -95,7 +95,6 @@ class ArchiveHost(Host):
         self.problems: list[Problem] = list(archive.problems)
         self.kind = self._detect()
         self.evidence = MountEvidence(archive, f"{self.kind} {self.source}")
-        self.evidence.archive_path = self.source  # type: ignore[attr-defined]
 
     def boundaries(self) -> list[str]:
         """The archive file or directory (the sink refuses it, and the directory of a file)."""
