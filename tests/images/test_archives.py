@@ -25,8 +25,9 @@ from conftest import FIXTURE_ROOT, run_cli, tree_digest
 from pensieve.api import target_view
 from pensieve.evidence import EvidenceError
 from pensieve.evidence.tar import TarEvidence
+from pensieve.formats.tar import TarCounter
 from pensieve.images.archive import DOCKER_EXPORT, DOCKER_SAVE, OCI_LAYOUT, open_archive
-from pensieve.images.verify_archive import TarCounter, verify_archive, verify_archive_images
+from pensieve.images.verify_archive import verify_archive, verify_archive_images
 
 HERE = FIXTURE_ROOT / "archives"
 EXPECTED = json.loads((HERE / "expected.json").read_text())
@@ -448,3 +449,36 @@ def test_xattrs_from_pax_records(tmp_path):
     path = tmp_path / "x.tar"
     path.write_bytes(raw)
     assert TarEvidence(str(path)).xattrs("/cap") == {"security.capability": b"\x01\x00\x00\x02"}
+
+
+def _nest(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_json_nesting_bombs_are_problems_not_recursion_errors(arx, tmp_path):
+    """100,000 levels in manifest.json, an image config, index.json: a problem naming the file."""
+    bomb = _nest(100_000)
+    save = tmp_path / "save.tar"
+    with tarfile.open(save, "w") as tf:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(bomb)
+        tf.addfile(info, io.BytesIO(bomb))
+    code, _, err = run_cli("images", save)
+    assert code == 5 and "manifest.json" in err and "nested deeper" in err and "Traceback" not in err
+    layout = tmp_path / "oci"
+    shutil.copytree(arx / "oci-gzip", layout)
+    (layout / "index.json").write_bytes(bomb)
+    code, _, err = run_cli("images", layout)
+    assert code == 5 and "index.json" in err and "nested deeper" in err
+    cfg = tmp_path / "cfg.tar"
+    with tarfile.open(arx / "save.tar") as src, tarfile.open(cfg, "w") as dst:
+        manifest = json.load(src.extractfile("manifest.json"))
+        for m in src.getmembers():
+            if m.name == manifest[0]["Config"]:
+                m.size = len(bomb)
+                dst.addfile(m, io.BytesIO(bomb))
+            else:
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    code, out, err = run_cli("images", cfg, "--json")
+    assert code == 5 and manifest[0]["Config"] in err and "nested deeper" in err
+    assert len(json.loads(out)) == 1  # the other image is listed

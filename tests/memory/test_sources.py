@@ -21,9 +21,9 @@ from conftest import FIXTURE_ROOT
 
 from pensieve.engines.docker import LookupFailed
 from pensieve.formats.criu import Checkpoint, CriuImageError
-from pensieve.formats.criu.archive import TarArchive
 from pensieve.memory import scan as memscan
 from pensieve.memory import views as memory
+from pensieve.memory.checkpoint_archive import CheckpointArchive
 from pensieve.memory.sources import SourceError, docker_checkpoints, open_source
 from pensieve.records import to_dict
 
@@ -264,7 +264,7 @@ def test_hostile_archives(tmp_path, dumps):
     for name, members in cases.items():
         path = tmp_path / f"{name}.tar"
         path.write_bytes(_tar(members))
-        a = TarArchive(str(path))
+        a = CheckpointArchive(str(path))
         assert "../../etc/evil" not in a.members and "etc/evil" not in a.members
         if name == "escape":
             assert any("climbs out" in p for p in a.problems)

@@ -20,9 +20,8 @@ import re
 import stat as statmod
 from typing import Any
 
-from pensieve.evidence.base import EvidenceError, NotFound
+from pensieve.evidence.base import EvidenceError, NotFound, open_noatime
 from pensieve.formats import qcow2
-from pensieve.util import open_noatime
 
 
 class ImageError(EvidenceError):

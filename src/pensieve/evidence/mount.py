@@ -31,6 +31,21 @@ class MountEvidence(Evidence):
         self._failed: dict[str, EvidenceError] = {}
         self._dirs: dict[str, dict[str, None]] = {}  # synthesised parents of mount points
 
+    def boundaries(self) -> list[str]:
+        """The base evidence's boundaries and those of everything mounted so far."""
+        out = list(self.base.boundaries()) if self.base is not None else []
+        for ev in self._mounted.values():
+            out += [b for b in ev.boundaries() if b not in out]
+        return out
+
+    def close(self) -> None:
+        """Close every mounted evidence (their spools go) and the base."""
+        for ev in self._mounted.values():
+            ev.close()
+        self._mounted.clear()
+        if self.base is not None:
+            self.base.close()
+
     def mount(self, prefix: str, evidence: Evidence | Callable[[], Evidence]) -> str:
         """Mount EVIDENCE (or a factory called on first use) at PREFIX; returns the prefix."""
         prefix = normalize(prefix)

@@ -1,17 +1,28 @@
-"""Evidence that is a tar archive: a ``docker save``/``docker export`` tar, an OCI archive, or one
-image layer inside any of them.
+"""Evidence that is a tar archive: a ``docker save``/``docker export`` tar, an OCI archive, one
+image layer inside any of them, or a checkpoint archive (Podman / CRI-O / containerd export) and
+the ``rootfs-diff.tar`` inside it.  The one tar reader of pensieve.
 
 One streaming pass over the headers builds an index (name -> type, metadata, offset of the data);
 nothing of a member's data is read until it is opened, and then through a reader bounded to that
 member's bytes.  The archive is read with ``pread`` on one descriptor, so any number of members
 (and tars nested in members: the layer tars of a ``docker save``) can be open at once.
 
-Compressed tars (gzip, zstd, xz, bzip2; sniffed from the magic bytes) cannot be read at random
-offsets: they are decompressed once, streaming, into an anonymous temporary *spool* file in the
-system temp directory (``tempfile.gettempdir()``, ``TMPDIR``; never next to the evidence; unlinked
-at creation, so it goes away with the process), and the spool is indexed.  Memory stays bounded
-by the index: one small record per member.  The sha256 of the decompressed stream is kept
-(``stream_sha256``): for a layer blob it is the layer's diff id.
+Headers are parsed by :mod:`pensieve.formats.tar` (ustar, GNU, PAX; extension records bounded).
+Compressed tars (gzip, zstd, xz, bzip2; :mod:`pensieve.formats.compression`) cannot be read at
+random offsets: they are decompressed once, streaming with bounded buffers, into an anonymous
+temporary *spool* (:mod:`pensieve.evidence.spool`: the system temp dir, never next to the
+evidence, unlinked at creation, under the process's spool budget), and the spool is indexed.
+Memory stays bounded by the index: one small record per member.  Over the budget the archive is
+refused with ``SpoolTooLarge`` ("too large to spool"); with ``partial=True`` (checkpoint
+archives) a stream that is corrupt, cut short or over the budget keeps what came before, with a
+problem.  The sha256 of the decompressed stream is kept (``stream_sha256``): for a layer blob it
+is the layer's diff id.
+
+API beyond :class:`~pensieve.evidence.base.Evidence`: ``entry(path)`` / ``entries()`` (the
+indexed :class:`TarMember` records), ``open_raw(path)`` (an unbuffered :class:`SliceReader` of a
+member, for hashing or nesting), ``nested(path)`` (the tar held in a member, read in place),
+``pread_member`` / ``map_member`` (slices and read-only maps of a member, for CRIU pages),
+``open_stored()`` (the archive's bytes as stored, compressed or not), ``where(path)``.
 
 What the index does with hostile archives, the way tar extraction (GNU tar, moby pkg/archive)
 would, and always recorded in ``problems``:
@@ -32,83 +43,43 @@ Symlinks are followed only in directory components, chroot-style inside the arch
 from __future__ import annotations
 
 import base64
-import bz2
-import hashlib
 import io
-import lzma
+import mmap
 import os
 import posixpath
-import shutil
 import stat as statmod
-import tarfile
-import tempfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import BinaryIO
 from urllib.parse import unquote
 
-from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import (
+    DirEntry,
+    Evidence,
+    EvidenceError,
+    FileStat,
+    NotFound,
+    normalize,
+    open_noatime,
+)
+from pensieve.evidence.spool import Spooled, SpoolTooLarge, spool
+from pensieve.formats import tar as tarfmt
+from pensieve.formats.compression import DecompressError, decompress_stream, sniff
 from pensieve.records import Problem
-from pensieve.util import BZIP2, GZIP, XZ, ZSTD, open_noatime, sniff_compression
 
-_CHUNK = 1 << 20
+__all__ = [
+    "DecompressError",
+    "SliceReader",
+    "SpoolTooLarge",
+    "TarEvidence",
+    "TarMember",
+    "decompress_stream",
+    "sniff",
+]
+
 _MAX_SYMLINKS = 40
 #: problems recorded per archive before only counting them
 _MAX_PROBLEMS = 200
-
-
-class DecompressError(EvidenceError):
-    """A compressed stream is corrupt or cut short."""
-
-
-def _decompressor(kind: str):
-    if kind == GZIP:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if kind == ZSTD:
-        try:
-            import zstandard
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise DecompressError("zstd-compressed data: the zstandard package is not installed") from exc
-        return zstandard.ZstdDecompressor().decompressobj()
-    if kind == XZ:
-        return lzma.LZMADecompressor()
-    if kind == BZIP2:
-        return bz2.BZ2Decompressor()
-    raise DecompressError(f"unknown compression {kind}")
-
-
-def decompress_stream(read: Callable[[int], bytes], kind: str, chunk: int = _CHUNK) -> Iterator[bytes]:
-    """Decompress KIND from READ, chunk by chunk; concatenated members/frames are followed and
-    zero padding after the last one ignored.  Raises DecompressError naming the compressed offset
-    when the stream is corrupt or ends early."""
-    d = _decompressor(kind)
-    consumed = 0
-    pending = b""
-    while True:
-        data = pending or read(chunk)
-        pending = b""
-        if not data:
-            break
-        if d is None:  # between members: only zero padding may follow the last one
-            if not data.strip(b"\0"):
-                consumed += len(data)
-                continue
-            d = _decompressor(kind)
-        try:
-            out = d.decompress(data)
-        except Exception as exc:  # zlib.error, lzma.LZMAError, OSError, zstandard.ZstdError
-            raise DecompressError(f"corrupt {kind} data near compressed byte {consumed}: {exc}") from exc
-        if out:
-            yield out
-        if d.eof:
-            pending = d.unused_data
-            consumed += len(data) - len(pending)
-            d = None
-        else:
-            consumed += len(data)
-    if d is not None:
-        raise DecompressError(f"{kind} stream ends early (truncated after {consumed} compressed bytes)")
 
 
 # ---- byte sources read with pread ---------------------------------------------------------
@@ -214,32 +185,6 @@ def _open_path(path: str) -> int:
     return open_noatime(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
-def spool(read: Callable[[int], bytes], kind: str, what: str) -> tuple[BinaryIO, str, int]:
-    """Decompress into an anonymous temp file: (file, sha256 of the decompressed bytes, size)."""
-    tmpdir = tempfile.gettempdir()
-    out = tempfile.TemporaryFile(prefix="pensieve-spool-", dir=tmpdir)  # noqa: SIM115 - returned open
-    sha = hashlib.sha256()
-    size = 0
-    check_at = 256 << 20
-    try:
-        for block in decompress_stream(read, kind):
-            out.write(block)
-            sha.update(block)
-            size += len(block)
-            if size >= check_at:
-                check_at += 256 << 20
-                if shutil.disk_usage(tmpdir).free < (512 << 20):
-                    raise EvidenceError(
-                        f"{what}: temp dir {tmpdir} is nearly full after {size} decompressed bytes "
-                        "(point TMPDIR at a larger disk)"
-                    )
-    except BaseException:
-        out.close()
-        raise
-    out.flush()
-    return out, sha.hexdigest(), size
-
-
 # ---- the index ----------------------------------------------------------------------------
 
 
@@ -279,6 +224,13 @@ class TarMember:
         self.synthetic = False
         self.unreadable: str | None = None  # why open() must refuse (truncated, sparse, dangling)
 
+    @property
+    def kind(self) -> str:
+        """file | dir | symlink | hardlink | char | block | fifo."""
+        if self.hardlink is not None:
+            return "hardlink"
+        return _KIND_NAMES.get(statmod.S_IFMT(self.mode), "other")
+
     def stat(self) -> FileStat:
         return FileStat(
             mode=self.mode,
@@ -295,16 +247,26 @@ class TarMember:
 
 
 _TYPES = {
-    tarfile.REGTYPE: statmod.S_IFREG,
-    tarfile.AREGTYPE: statmod.S_IFREG,
-    tarfile.CONTTYPE: statmod.S_IFREG,
-    tarfile.GNUTYPE_SPARSE: statmod.S_IFREG,
-    tarfile.LNKTYPE: statmod.S_IFREG,
-    tarfile.DIRTYPE: statmod.S_IFDIR,
-    tarfile.SYMTYPE: statmod.S_IFLNK,
-    tarfile.CHRTYPE: statmod.S_IFCHR,
-    tarfile.BLKTYPE: statmod.S_IFBLK,
-    tarfile.FIFOTYPE: statmod.S_IFIFO,
+    tarfmt.REG: statmod.S_IFREG,
+    tarfmt.AREG: statmod.S_IFREG,
+    tarfmt.CONT: statmod.S_IFREG,
+    tarfmt.GNU_SPARSE: statmod.S_IFREG,
+    tarfmt.LINK: statmod.S_IFREG,
+    tarfmt.DIR: statmod.S_IFDIR,
+    tarfmt.SYM: statmod.S_IFLNK,
+    tarfmt.CHR: statmod.S_IFCHR,
+    tarfmt.BLK: statmod.S_IFBLK,
+    tarfmt.FIFO: statmod.S_IFIFO,
+}
+
+
+_KIND_NAMES = {
+    statmod.S_IFREG: "file",
+    statmod.S_IFDIR: "dir",
+    statmod.S_IFLNK: "symlink",
+    statmod.S_IFCHR: "char",
+    statmod.S_IFBLK: "block",
+    statmod.S_IFIFO: "fifo",
 }
 
 
@@ -335,7 +297,10 @@ def _xattrs(pax: dict[str, str]) -> dict[str, bytes] | None:
 
 
 class TarEvidence(Evidence):
-    """Read-only view of a tar archive, by path or over a file object of other evidence."""
+    """Read-only view of a tar archive, by path or over a file object of other evidence.
+
+    PARTIAL: a compressed stream that is corrupt, cut short or over the spool budget is a
+    problem and what came before it is indexed (otherwise the archive is refused)."""
 
     #: stop indexing past this many members (each costs a few hundred bytes of memory)
     max_members = 5_000_000
@@ -345,6 +310,7 @@ class TarEvidence(Evidence):
         source: str | BinaryIO,
         name: str | None = None,
         max_members: int | None = None,
+        partial: bool = False,
     ) -> None:
         self.problems: list[Problem] = []
         self._problem_count = 0
@@ -352,7 +318,7 @@ class TarEvidence(Evidence):
             self.max_members = max_members
         self.name = name or (source if isinstance(source, str) else getattr(source, "name", "tar"))
         self.path = os.path.realpath(source) if isinstance(source, str) else None
-        self._spool: BinaryIO | None = None
+        self._spool: Spooled | None = None
         self._fd: int | None = None
         if isinstance(source, str):
             try:
@@ -365,16 +331,15 @@ class TarEvidence(Evidence):
             raw: _Source = _FdSource(self._fd)
         else:
             raw = _source_of(source)
-        self.compression = sniff_compression(raw.pread(8, 0))
+        self.raw = raw
+        self.compression = sniff(raw.pread(8, 0))
         self.stream_sha256: str | None = None  # sha256 of the (decompressed) tar stream, if computed
         self.compressed_size = raw.size
-        if self.compression:
-            reader = SliceReader(raw, 0, raw.size, self.name)
-            self._spool, digest, _size = spool(reader.read, self.compression, self.name)
-            self.stream_sha256 = "sha256:" + digest
-            self.source: _Source = _FdSource(self._spool.fileno(), keep=self._spool)
-        else:
-            self.source = raw
+        try:
+            self.source: _Source = self._decompressed(raw, partial)
+        except BaseException:
+            self.close()
+            raise
         self.size = self.source.size
         self.description = f"tar {self.name}" + (
             f" ({self.compression}, spooled)" if self.compression else ""
@@ -385,7 +350,23 @@ class TarEvidence(Evidence):
         self.complete = False  # the index reached the end-of-archive marker
         self.end_offset = 0  # where the index stopped (end marker or the bad header)
         self._resolve_dir = lru_cache(maxsize=1 << 14)(self._resolve_dir_uncached)
-        self._index()
+        try:
+            self._index()
+        except BaseException:
+            self.close()
+            raise
+
+    def _decompressed(self, raw: _Source, partial: bool) -> _Source:
+        """RAW itself, or for a compressed archive its spool (under the budget)."""
+        if not self.compression:
+            return raw
+        reader = SliceReader(raw, 0, raw.size, self.name)
+        self._spool = spool(decompress_stream(reader.read, self.compression), self.name, partial)
+        if self._spool.error is not None:
+            self._problem(f"{self._spool.error}: indexed what came before")
+        else:
+            self.stream_sha256 = "sha256:" + self._spool.sha256
+        return _FdSource(self._spool.file.fileno(), keep=self._spool)
 
     # ---- problems ------------------------------------------------------------------------
     def _problem(self, message: str, subject: str | None = None) -> None:
@@ -405,52 +386,62 @@ class TarEvidence(Evidence):
             os.close(self._fd)
             self._fd = None
 
+    def boundaries(self) -> list[str]:
+        """The archive file, when the tar is one (a tar nested in other evidence has none)."""
+        return [self.path] if self.path else []
+
+    def __enter__(self) -> TarEvidence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ---- indexing ------------------------------------------------------------------------
     def _index(self) -> None:
         root = TarMember("/", statmod.S_IFDIR | 0o755, 1)
         root.synthetic = True
         self._members["/"] = root
         self._children["/"] = {}
-        reader = io.BufferedReader(SliceReader(self.source, 0, self.size, self.name), 1 << 16)
+        if self.size == 0:
+            raise EvidenceError(f"{self.name}: empty file, not a tar archive")
+        if self.size < tarfmt.BLOCK:
+            raise EvidenceError(f"{self.name}: not a tar archive (truncated header)")
+        walk = tarfmt.HeaderWalk(self.source.pread, self.size)
         ino = 1
         hardlinks: list[TarMember] = []
         try:
-            tf = tarfile.open(  # noqa: SIM115 - closed with the evidence (it only reads headers)
-                fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape"
-            )
-        except tarfile.ReadError as exc:
-            if self.size == 0 or not reader.peek(1):
-                raise EvidenceError(f"{self.name}: empty file, not a tar archive") from exc
-            raise EvidenceError(f"{self.name}: not a tar archive ({exc})") from exc
-        try:
-            while True:
-                try:
-                    info = tf.next()
-                except tarfile.ReadError as exc:
-                    self.end_offset = tf.offset
-                    self._problem(f"archive unreadable from byte {tf.offset}: {exc} (truncated or corrupt)")
-                    self._mark_truncated()
-                    return
-                tf.members.clear()  # the index below is the only per-member memory kept
-                if info is None:
-                    break
+            for h in walk:
                 self.member_count += 1
                 if self.member_count > self.max_members:
-                    self.end_offset = info.offset
+                    self.end_offset = h.offset
                     self._problem(f"more than {self.max_members} members: the rest are not indexed")
                     return
                 ino += 1
-                m = self._add(info, ino)
+                m = self._add(h, ino)
                 if m is not None and m.hardlink is not None:
                     hardlinks.append(m)
-            self.end_offset = tf.offset
+            self.end_offset = walk.offset
             self._check_end()
+        except tarfmt.TarFormatError as exc:
+            self._bad_header(exc)
         finally:
             for m in hardlinks:
                 self._link(m)
 
-    def _add(self, info: tarfile.TarInfo, ino: int) -> TarMember | None:
-        raw = info.name
+    def _bad_header(self, exc: tarfmt.TarFormatError) -> None:
+        self.end_offset = exc.offset
+        if exc.offset == 0:
+            raise EvidenceError(f"{self.name}: not a tar archive ({exc})") from None
+        if exc.truncated:
+            self._problem(f"archive unreadable from byte {exc.offset}: {exc} (truncated or corrupt)")
+            self._mark_truncated()
+        else:
+            self._problem(
+                f"unreadable tar header at byte {exc.offset} ({exc}): the rest of the archive is not indexed"
+            )
+
+    def _add(self, h: tarfmt.TarHeader, ino: int) -> TarMember | None:
+        raw = h.name
         if raw.startswith("/"):
             self._problem("absolute member name: taken relative to the archive root", raw)
         parts = [p for p in raw.split("/") if p not in ("", ".")]
@@ -461,59 +452,55 @@ class TarEvidence(Evidence):
                 self._problem("member name climbs out of the archive root: not indexed", raw)
                 return None
         name = normalize("/".join(parts))
-        kind = _TYPES.get(info.type)
+        kind = _TYPES.get(h.type)
         if kind is None:
-            if info.type in (
-                tarfile.XHDTYPE,
-                tarfile.XGLTYPE,
-                tarfile.GNUTYPE_LONGNAME,
-                tarfile.GNUTYPE_LONGLINK,
-            ):
-                return None
             kind = statmod.S_IFREG
-            self._problem(f"unknown member type {info.type!r}: read as a regular file", raw)
+            self._problem(f"unknown member type {h.type!r}: read as a regular file", raw)
         if name == "/" and kind != statmod.S_IFDIR:
             self._problem("a non-directory member names the archive root: not indexed", raw)
             return None
-        m = TarMember(name, kind | (info.mode & 0o7777), ino)
-        pax = info.pax_headers
-        m.uid, m.gid = info.uid, info.gid
-        m.mtime_ns = _pax_ns(pax.get("mtime")) or int(info.mtime) * 1_000_000_000
+        m = TarMember(name, kind | (h.mode & 0o7777), ino)
+        pax = h.pax
+        m.uid, m.gid = h.uid, h.gid
+        m.mtime_ns = _pax_ns(pax.get("mtime")) or h.mtime * 1_000_000_000
         m.atime_ns = _pax_ns(pax.get("atime")) or 0
         m.ctime_ns = _pax_ns(pax.get("ctime")) or 0
         if pax:
             m.xattrs = _xattrs(pax)
-        if info.type == tarfile.LNKTYPE:
-            target = normalize(info.linkname)
-            m.hardlink = target
-            m.linkname = info.linkname
-        elif kind == statmod.S_IFREG:
-            m.size = info.size
-            m.offset = info.offset_data
-            if info.sparse:
-                m.unreadable = "GNU sparse member: its data layout is not supported"
-            elif info.offset_data + info.size > self.size:
-                m.unreadable = (
-                    f"data truncated: the archive holds {max(0, self.size - info.offset_data)} "
-                    f"of its {info.size} bytes"
-                )
-        elif kind == statmod.S_IFLNK:
-            m.linkname = info.linkname
-            m.size = len(info.linkname.encode("utf-8", "surrogateescape"))
-        elif kind in (statmod.S_IFCHR, statmod.S_IFBLK):
-            m.rdev = os.makedev(info.devmajor, info.devminor)
+        self._fill_kind(m, h, kind)
         old = self._members.get(name)
-        if old is not None:
-            if not (old.synthetic or (statmod.S_ISDIR(old.mode) and kind == statmod.S_IFDIR)):
-                self._problem("duplicate member name: the last copy wins, as extraction leaves it", name)
-            if name == "/" and old.synthetic:
-                pass
+        if old is not None and not (old.synthetic or (statmod.S_ISDIR(old.mode) and kind == statmod.S_IFDIR)):
+            self._problem("duplicate member name: the last copy wins, as extraction leaves it", name)
         self._members[name] = m
         if kind == statmod.S_IFDIR:
             self._children.setdefault(name, {})
         if name != "/":
             self._attach(name)
         return m
+
+    def _fill_kind(self, m: TarMember, h: tarfmt.TarHeader, kind: int) -> None:
+        """The fields that depend on the member's type: data extent, link target, device."""
+        if h.type == tarfmt.LINK:
+            m.hardlink = normalize(h.linkname)
+            m.linkname = h.linkname
+        elif kind == statmod.S_IFREG:
+            m.size = h.size
+            m.offset = h.offset_data
+            if h.sparse:
+                m.unreadable = "GNU sparse member: its data layout is not supported"
+            elif h.offset_data + h.size > self.size:
+                m.unreadable = (
+                    f"data truncated: the archive holds {max(0, self.size - h.offset_data)} "
+                    f"of its {h.size} bytes"
+                )
+        elif kind == statmod.S_IFLNK:
+            m.linkname = h.linkname
+            m.size = len(h.linkname.encode("utf-8", "surrogateescape"))
+        elif kind in (statmod.S_IFCHR, statmod.S_IFBLK):
+            try:
+                m.rdev = os.makedev(h.devmajor, h.devminor)
+            except (OverflowError, ValueError):
+                m.rdev = 0
 
     def _attach(self, name: str) -> None:
         parent, base = posixpath.split(name)
@@ -667,6 +654,57 @@ class TarEvidence(Evidence):
     def xattrs(self, path: str) -> dict[str, bytes]:
         m = self._member(path)
         return dict(m.xattrs) if m.xattrs else {}
+
+    # ---- the index, for callers that read an archive as an archive -----------------------
+    def where(self, path: str) -> str:
+        """PATH of this archive for people and problems: ``<archive>:<member>``."""
+        return f"{self.name}:{normalize(path).lstrip('/')}"
+
+    def entry(self, path: str) -> TarMember:
+        """The indexed member at PATH (directory symlinks resolved, a final symlink not)."""
+        return self._member(path)
+
+    def entries(self) -> Iterator[TarMember]:
+        """Every indexed member but the root, in archive order (synthesised parents included,
+        ``synthetic`` set)."""
+        return (m for name, m in self._members.items() if name != "/")
+
+    def nested(self, path: str, partial: bool = False) -> TarEvidence:
+        """The tar held in member PATH (``rootfs-diff.tar``, a layer), read in place."""
+        return TarEvidence(self.open_raw(path), name=self.where(path), partial=partial)
+
+    def _regular(self, path: str) -> TarMember:
+        m = self._member(path)
+        if not statmod.S_ISREG(m.mode):
+            raise EvidenceError(f"not a regular file: {self.where(path)}")
+        if m.unreadable:
+            raise EvidenceError(f"cannot read {self.where(path)}: {m.unreadable}")
+        return m
+
+    def pread_member(self, path: str, offset: int, size: int) -> bytes:
+        """SIZE bytes at OFFSET of member PATH (fewer at its end)."""
+        m = self._regular(path)
+        size = max(0, min(size, m.size - offset))
+        return self.source.pread(size, m.offset + offset) if size and m.offset >= 0 else b""
+
+    def map_member(self, path: str) -> tuple[mmap.mmap, int, int] | None:
+        """(mapping, base, size): member PATH is ``mapping[base : base + size]`` of a read-only map
+        of the archive (or its spool) from the page boundary below it; None when it cannot be
+        mapped (empty, nested in another member, cut short): read it with ``pread_member``."""
+        m = self._regular(path)
+        if m.size == 0 or m.offset < 0 or not isinstance(self.source, _FdSource):
+            return None
+        aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            length = m.offset - aligned + m.size
+            mapping = mmap.mmap(self.source.fd, length, access=mmap.ACCESS_READ, offset=aligned)
+        except (OSError, ValueError):
+            return None
+        return mapping, m.offset - aligned, m.size
+
+    def open_stored(self) -> SliceReader:
+        """The archive's bytes as they are stored (compressed or not), from the start."""
+        return SliceReader(self.raw, 0, self.raw.size, self.name)
 
     # ---- summaries -----------------------------------------------------------------------
     def content_size(self) -> int:

@@ -28,20 +28,24 @@ Nothing is trusted: blob digests are what ``pensieve verify`` checks (analysis/a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
 from functools import cached_property
+from typing import BinaryIO
 
-from pensieve.engines.docker import LookupFailed
+from pensieve.engines.base import Host
 from pensieve.engines.docker.images import _history, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
+from pensieve.errors import LookupFailed
 from pensieve.evidence import DirectoryEvidence, Evidence, EvidenceError
 from pensieve.evidence.mount import MountEvidence
 from pensieve.evidence.tar import TarEvidence
-from pensieve.records import HistoryStep, Image, Layer, Problem
+from pensieve.formats import json_bounded
+from pensieve.records import Container, HistoryStep, Image, Layer, Problem
+from pensieve.records.images import ArchiveImage, Blob
+
+__all__ = ["ArchiveHost", "ArchiveImage", "Blob", "NotAnArchive", "blob_path", "open_archive"]
 
 LAYERS = "/.layers"
 #: Layer.driver of a layer tar (aufs whiteouts) and of a flat root filesystem tar
@@ -68,31 +72,6 @@ class NotAnArchive(EvidenceError):
     """The source is not an image archive pensieve knows."""
 
 
-@dataclass(slots=True)
-class Blob:
-    """One layer of an image as the archive holds it."""
-
-    path: str | None  # evidence path of the blob in the archive (symlinks resolved), None if absent
-    name: str | None = None  # as the manifest names it
-    digest: str | None = None  # sha256 the blob's bytes must have (descriptor, content address)
-    size: int | None = None  # size the descriptor declares
-    media_type: str | None = None
-    diff_id: str | None = None  # sha256 of the uncompressed tar, from the image config
-    chain_id: str | None = None
-    problem: str | None = None  # why the blob cannot be read
-
-
-@dataclass(slots=True)
-class ArchiveImage:
-    image: Image
-    blobs: list[Blob] = field(default_factory=list)
-    config_path: str | None = None
-    declared_id: str | None = None  # config digest the archive names (descriptor, file name)
-    computed_id: str | None = None  # sha256 of the config bytes
-    manifest_digest: str | None = None
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, detail) for verify
-
-
 def blob_path(digest: str) -> str | None:
     """``blobs/<alg>/<hex>`` of a digest, None if it is not a well-formed one (no path tricks)."""
     m = _DIGEST.match(digest or "")
@@ -103,17 +82,23 @@ def _sha256(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-class ArchiveHost:
-    """An image archive read like a host: images, their layers, their merged filesystems."""
+class ArchiveHost(Host):
+    """An image archive read like a host: images, their layers, their merged filesystems; no
+    containers, volumes or checkpoints.  Its boundary is the archive file or directory."""
+
+    engine = "archive"
 
     def __init__(self, archive: Evidence, source: str) -> None:
         self.source = os.path.realpath(source)
         self.archive = archive
         self.roots: list = []
-        self.problems: list[Problem] = list(getattr(archive, "problems", []))
+        self.problems: list[Problem] = list(archive.problems)
         self.kind = self._detect()
         self.evidence = MountEvidence(archive, f"{self.kind} {self.source}")
-        self.evidence.archive_path = self.source  # type: ignore[attr-defined]
+
+    def boundaries(self) -> list[str]:
+        """The archive file or directory (the sink refuses it, and the directory of a file)."""
+        return [self.source]
 
     # ---- layout detection -------------------------------------------------------------------
     def _detect(self) -> str:
@@ -147,23 +132,28 @@ class ArchiveHost:
     def _problem(self, path: str, message: str, subject: str | None = None) -> None:
         self.problems.append(Problem(f"{self.source}:{path}", message, subject))
 
+    def _once(self, path: str, message: str, subject: str | None = None) -> None:
+        """A problem recorded once, however often the same layer is asked for."""
+        p = Problem(f"{self.source}:{path}", message, subject)
+        if p not in self.problems:
+            self.problems.append(p)
+
     def _read(self, path: str) -> bytes:
         return self.archive.read_bytes(path, _MAX_JSON)
 
     def _json(self, path: str):
         raw = self._read(path)
         try:
-            return json.loads(raw), raw
+            return json_bounded.loads(raw, path), raw
         except ValueError as exc:
             raise EvidenceError(f"{path}: not JSON ({exc})") from exc
 
     def _resolve(self, name: str) -> str | None:
         """Evidence path of a member named by a manifest (symlinks followed inside the archive)."""
         path = posixpath.normpath("/" + name.lstrip("/"))
-        realpath = getattr(self.archive, "realpath", None)
-        if realpath is not None:
+        if isinstance(self.archive, TarEvidence):
             try:
-                path = realpath(path)
+                path = self.archive.realpath(path)
             except EvidenceError:
                 return None
         elif self.archive.exists(path) and self.archive.lstat(path).is_symlink:
@@ -214,7 +204,7 @@ class ArchiveHost:
         raise LookupFailed(f"no image {image.id} in {self.evidence.description}")
 
     def _image(self, raw: bytes, image_id: str, config_path: str, engine: str) -> Image:
-        config = json.loads(raw)
+        config = json_bounded.loads(raw, config_path)
         if not isinstance(config, dict):
             raise ValueError("image config is not a JSON object")
         cfg = config.get("config") or config.get("container_config") or {}
@@ -320,7 +310,7 @@ class ArchiveHost:
     def _oci_layout(self) -> list[ArchiveImage]:
         index, _ = self._json("/index.json")
         try:
-            layout = json.loads(self._read("/oci-layout"))
+            layout = json_bounded.loads(self._read("/oci-layout"), "/oci-layout")
             if layout.get("imageLayoutVersion") != "1.0.0":
                 self._problem("/oci-layout", f"image layout version {layout.get('imageLayoutVersion')!r}")
         except (EvidenceError, ValueError, AttributeError):
@@ -400,12 +390,11 @@ class ArchiveHost:
 
     @cached_property
     def _rootfs_digest(self) -> str:
-        sha = getattr(self.archive, "stream_sha256", None)
-        if sha:
-            return sha
-        h = hashlib.sha256()
         ev = self.archive
-        assert isinstance(ev, TarEvidence)
+        assert isinstance(ev, TarEvidence)  # a flat root filesystem is only ever a tar
+        if ev.stream_sha256:
+            return ev.stream_sha256
+        h = hashlib.sha256()
         pos = 0
         while block := ev.source.pread(1 << 20, pos):
             h.update(block)
@@ -447,11 +436,22 @@ class ArchiveHost:
             name = f"{self.source}:{path.lstrip('/')}"
 
             def factory() -> Evidence:
-                opener = getattr(self.archive, "open_raw", self.archive.open)
-                return TarEvidence(opener(path), name=name)
+                return TarEvidence(self.open_blob(path), name=name)
 
             self.evidence.mount(prefix, factory)
         return self.evidence.mounted(prefix)
+
+    def open_blob(self, path: str) -> BinaryIO:
+        """The bytes of the archive member at PATH as stored (a layer blob, compressed or not):
+        unbuffered and nestable for a tar archive, a read-only file for a layout directory."""
+        if isinstance(self.archive, TarEvidence):
+            return self.archive.open_raw(path)
+        return self.archive.open(path)
+
+    def open_flat(self) -> BinaryIO:
+        """The whole archive file as stored: the one layer of a docker export / rootfs tar."""
+        assert isinstance(self.archive, TarEvidence)
+        return self.archive.open_stored()
 
     def _layer_path(self, blob: Blob) -> str:
         return "/" if self.kind in (DOCKER_EXPORT, ROOTFS) else LAYERS + (blob.path or "")
@@ -480,8 +480,9 @@ class ArchiveHost:
                 self.layer_evidence(b)
                 layer.path = self._layer_path(b)
             except (EvidenceError, OSError) as exc:
-                self._problem(b.name or "/", f"layer {i} unreadable: {exc}", image.id)
-            for p in getattr(self._mounted_or_none(b), "problems", []):
+                self._once(b.name or "/", f"layer {i} unreadable: {exc}", image.id)
+            mounted = self._mounted_or_none(b)
+            for p in mounted.problems if mounted is not None else []:
                 if p not in self.problems:
                     self.problems.append(p)
             out.append(layer)
@@ -494,13 +495,19 @@ class ArchiveHost:
             return None
 
     def _fill_sizes(self, e: ArchiveImage) -> None:
-        """Layer sizes as Docker counts them (file bytes once per inode, symlink lengths)."""
+        """Layer sizes as Docker counts them (file bytes once per inode, symlink lengths); a layer
+        that cannot be opened (corrupt, too large to spool) is a problem and has no size."""
         if e.image.size is not None:
             return
         total = 0
         sizes: list[int | None] = []
-        for b in e.blobs:
-            ev = self._mounted_or_none(b)
+        for i, b in enumerate(e.blobs):
+            ev = None
+            if b.path is not None:
+                try:
+                    ev = self.layer_evidence(b)
+                except (EvidenceError, OSError) as exc:
+                    self._once(b.name or "/", f"layer {i} unreadable: {exc}", e.image.id)
             size = ev.content_size() if isinstance(ev, TarEvidence) else None
             sizes.append(size)
             total += size or 0
@@ -510,14 +517,11 @@ class ArchiveHost:
         e.image.size = total if any(s is not None for s in sizes) else None
 
     # ---- what a host has and an archive does not -----------------------------------------------
-    def containers(self) -> list:
+    def containers(self) -> list[Container]:
         return []
 
-    def container(self, ref: str):
+    def container(self, ref: str) -> Container:
         raise LookupFailed(f"no container {ref!r}: {self.source} is an image archive ({self.kind})")
-
-    def volumes(self) -> list:
-        return []
 
 
 def open_archive(source: str) -> ArchiveHost:
@@ -527,10 +531,3 @@ def open_archive(source: str) -> ArchiveHost:
     if not os.path.exists(source):
         raise EvidenceError(f"source does not exist: {source}")
     return ArchiveHost(TarEvidence(source), source)
-
-
-def is_archive_dir(path: str) -> bool:
-    """A directory holding an OCI image layout or an unpacked ``docker save``."""
-    return os.path.isfile(os.path.join(path, "manifest.json")) or (
-        os.path.isfile(os.path.join(path, "index.json")) and os.path.exists(os.path.join(path, "oci-layout"))
-    )

@@ -1,6 +1,7 @@
 """Integrity of an image archive: every layer blob hashed and checked against what the archive
 itself records, streaming (one 1 MiB read buffer and a decompressor per layer; nothing of a layer
-is held in memory, nothing is spooled).
+is held in memory, nothing is spooled: the decompressors' buffers are bounded whatever the
+compression ratio, so a compression bomb costs time, not memory or disk).
 
 Per layer blob:
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import BinaryIO
 
 from pensieve.evidence import EvidenceError
-from pensieve.evidence.tar import DecompressError, decompress_stream, sniff_compression
+from pensieve.formats.compression import DecompressError, decompress_stream, sniff
+from pensieve.formats.tar import TarCounter
 from pensieve.images.archive import ArchiveHost, Blob
 from pensieve.images.verify_layers import (
     OK,
@@ -36,79 +39,56 @@ from pensieve.images.verify_layers import (
 )
 
 _CHUNK = 1 << 20
-_META = (b"x", b"g", b"L", b"K")
-_HEADER_ONLY = (b"1", b"2", b"3", b"4", b"5", b"6")
-
-
-class TarCounter:
-    """Counts the entries of a tar stream fed to it in pieces (headers only, payloads skipped)."""
-
-    def __init__(self) -> None:
-        self.skip = 0
-        self.buf = b""
-        self.entries = 0
-        self.end = False
-
-    def feed(self, data: bytes | memoryview) -> None:
-        pos, n = 0, len(data)
-        while pos < n and not self.end:
-            if self.skip:
-                take = min(self.skip, n - pos)
-                self.skip -= take
-                pos += take
-                continue
-            need = 512 - len(self.buf)
-            self.buf += bytes(data[pos : pos + need])
-            pos += need
-            if len(self.buf) < 512:
-                return
-            hdr, self.buf = self.buf, b""
-            if not hdr.strip(b"\0"):
-                self.end = True
-                return
-            flag = hdr[156:157]
-            size = 0 if flag in _HEADER_ONLY else _number(hdr[124:136])
-            if flag not in _META:
-                self.entries += 1
-            self.skip = (size + 511) // 512 * 512
-
-
-def _number(field: bytes) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU)
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[:1] == b"\xff" else value
-    try:
-        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return 0
-
 
 _FLAT = ("docker-export", "rootfs-tar")
 
 
-def _blob_reader(host: ArchiveHost, blob: Blob):
+def _blob_reader(host: ArchiveHost, blob: Blob) -> BinaryIO:
+    """The blob's bytes as stored: the archive file itself for a flat export, else the member."""
     if host.kind in _FLAT:  # the layer is the archive file itself, compressed or not
-        from pensieve.evidence.tar import SliceReader, _FdSource, _open_path
-
-        fd = _open_path(host.source)
-        return SliceReader(_FdSource(fd, keep=_Closer(fd)), 0, None, host.source)
-    opener = getattr(host.archive, "open_raw", host.archive.open)
-    return opener(blob.path)
+        return host.open_flat()
+    return host.open_blob(blob.path or "")
 
 
-class _Closer:
-    """Closes a descriptor when the reader holding it is collected."""
+class _Hashes:
+    """One pass over a blob: sha256 of its bytes as stored and of its uncompressed tar stream,
+    the stream's entries, and why it stopped decompressing (the rest still counts for the blob)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self) -> None:
+        self.outer = hashlib.sha256()
+        self.inner = hashlib.sha256()
+        self.counter = TarCounter()
+        self.size = 0
+        self.inner_size = 0
+        self.error: str | None = None
 
-    def __del__(self) -> None:
-        import os
 
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+def _hash_pass(fh: BinaryIO, sink: Sink | None) -> _Hashes:
+    """Hash FH streaming (EvidenceError / OSError when it cannot be read)."""
+    h = _Hashes()
+    head = fh.read(_CHUNK)
+    kind = sniff(head)
+    pending = [head]
+
+    def read(n: int) -> bytes:
+        data = pending.pop() if pending else fh.read(n)
+        h.outer.update(data)
+        h.size += len(data)
+        return data
+
+    try:
+        stream = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
+        for block in stream:
+            h.inner.update(block)
+            h.inner_size += len(block)
+            h.counter.feed(block)
+            if sink is not None:
+                sink(block)
+    except DecompressError as exc:
+        h.error = str(exc)
+    while read(_CHUNK):  # the rest of the blob still counts for its digest
+        pass
+    return h
 
 
 def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> LayerVerdict:
@@ -123,49 +103,14 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
     if blob.path is None:
         v.reason = f"layer blob {blob.name}: {blob.problem or 'not in the archive'}"
         return v
-    outer = hashlib.sha256()
-    inner = hashlib.sha256()
-    counter = TarCounter()
-    size = 0
-    inner_size = 0
-    error: str | None = None
     try:
-        fh = _blob_reader(host, blob)
+        with _blob_reader(host, blob) as fh:
+            hashes = _hash_pass(fh, sink)
     except (EvidenceError, OSError) as exc:
         v.reason = f"cannot read the blob: {exc}"
         return v
-    with fh:
-        head = fh.read(_CHUNK)
-        kind = sniff_compression(head)
-        state = {"pending": head}
-
-        def read(n: int) -> bytes:
-            nonlocal size
-            data = state["pending"] or fh.read(n)
-            state["pending"] = b""
-            outer.update(data)
-            size += len(data)
-            return data
-
-        try:
-            stream = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
-            for block in stream:
-                inner.update(block)
-                inner_size += len(block)
-                counter.feed(block)
-                if sink is not None:
-                    sink(block)
-        except DecompressError as exc:
-            error = str(exc)
-        except (EvidenceError, OSError) as exc:
-            v.reason = f"cannot read the blob: {exc}"
-            return v
-        try:  # the rest of the blob still counts for its digest
-            while read(_CHUNK):
-                pass
-        except (EvidenceError, OSError) as exc:
-            v.reason = f"cannot read the blob: {exc}"
-            return v
+    counter, size, inner_size, error = hashes.counter, hashes.size, hashes.inner_size, hashes.error
+    outer, inner = hashes.outer, hashes.inner
     v.entries = counter.entries
     v.payload_bytes = size
     blob_sha = "sha256:" + outer.hexdigest()

@@ -281,10 +281,10 @@ def _json_member(archive, name: str, info: CheckpointInfo):
 
 
 def _archive(path: str) -> Source:
-    from pensieve.formats.criu.archive import ArchiveStore, TarArchive
+    from pensieve.memory.checkpoint_archive import ArchiveStore, CheckpointArchive
 
     try:
-        archive = TarArchive(path)
+        archive = CheckpointArchive(path)
     except CriuImageError as exc:
         raise SourceError(f"unusable checkpoint archive: {exc}") from None
     try:
