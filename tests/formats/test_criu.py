@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pensieve.formats.criu import Checkpoint, CriuImageError, parse_image
 from pensieve.formats.criu.checkpoint import PE_PARENT, PE_PRESENT
-from pensieve.formats.criu.images import IMG_COMMON, MAGIC_BY_NAME, read_file_bytes
+from pensieve.formats.criu.images import IMG_COMMON, MAGIC_BY_NAME
 from pensieve.formats.criu.protobuf import read_varint
 from pensieve.memory import views as memory
 from pensieve.records import to_dict
@@ -242,7 +242,7 @@ def test_every_image_matches_crit(dumps, crit, name):
     for ref in sorted((crit / name).glob("*.json")):
         image = dumps / name / ref.name[: -len(".json")]
         theirs = json.loads(ref.read_text())
-        ours = parse_image(read_file_bytes(str(image)), str(image))
+        ours = parse_image(Path(image).read_bytes(), str(image))
         assert ours.magic == theirs["magic"]
         if ours.raw:
             assert len(ours.entries) == len(theirs["entries"]) or ours.magic.startswith("IPCNS")
@@ -444,7 +444,7 @@ def test_bad_images_name_file_and_offset(dumps, tmp_path):
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(CriuImageError) as exc:
-            parse_image(read_file_bytes(str(path)), str(path))
+            parse_image(Path(path).read_bytes(), str(path))
         assert str(path) in str(exc.value) and "offset 0x" in str(exc.value), name
 
 
