@@ -35,6 +35,7 @@ import posixpath
 import re
 import struct
 
+from pensieve.evidence.base import Evidence, EvidenceError, NotFound
 from pensieve.formats.criu.images import (
     IMG_COMMON,
     MAGIC_BY_NAME,
@@ -46,7 +47,6 @@ from pensieve.formats.criu.images import (
     parse_partial,
 )
 from pensieve.formats.criu.protobuf import ProtobufError, decode
-from pensieve.evidence.base import Evidence, EvidenceError, NotFound
 from pensieve.formats.criu.schemas import SCHEMAS
 from pensieve.records.core import field, record
 
