@@ -31,7 +31,7 @@ from pensieve.formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_P
 from pensieve.formats.criu.images import CriuImageError
 from pensieve.memory import views as memory
 from pensieve.records import MemoryMap
-from pensieve.records.core import field, record
+from pensieve.records.memory import DumpedRegion, MemoryChange, MemoryHit
 
 __all__ = [
     "DumpedRegion",
@@ -47,57 +47,6 @@ __all__ = [
 
 CHUNK = 16 << 20
 REGEX_OVERLAP = 64 << 10
-
-
-@record
-class DumpedRegion:
-    """One file written by :func:`dump`: a range of a process's memory at its own addresses."""
-
-    pid: int
-    start: int
-    end: int
-    file: str
-    perms: str | None = None
-    mapping: str | None = None
-    present_pages: int = 0  # in this checkpoint
-    parent_pages: int = 0  # read from a parent checkpoint
-    lazy_pages: int = 0  # PE_LAZY: left to the lazy-pages server, not in the evidence (zeros)
-    missing_pages: int = 0  # no pagemap entry, or a parent page with no parent (zeros)
-    bytes_written: int = 0  # dumped bytes (the file is sparse: gaps are holes)
-    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
-
-
-@record
-class MemoryHit:
-    """A match in a process's memory."""
-
-    pid: int
-    address: int
-    length: int
-    pattern: str  # the pattern's label, or RULE:$string for YARA
-    comm: str | None = None
-    mapping: str | None = None  # backing file, [heap], [stack] ... or [anon]
-    map_start: int | None = None
-    perms: str | None = None
-    map_offset: int | None = None  # address - map_start
-    context: str | None = None  # printable bytes around the hit ('.' for others)
-    context_hex: str | None = None
-    rule: str | None = None  # YARA rule
-    tags: list[str] = field(default_factory=list)  # YARA tags
-    meta: dict = field(default_factory=dict)  # YARA meta
-
-
-@record
-class MemoryChange:
-    """One difference between two checkpoints of the same process tree."""
-
-    kind: str  # process | socket | file | memory
-    change: str  # appeared | vanished | changed | opened | closed | grew | shrank
-    subject: str
-    pid: int | None = None
-    fields: list[str] = field(default_factory=list)  # what changed
-    before: object = None
-    after: object = None
 
 
 class Pattern:

@@ -28,7 +28,7 @@ from pensieve.formats.criu.checkpoint import (
 )
 from pensieve.formats.criu.images import CriuImageError
 from pensieve.records import MemoryMap, OpenFile, Process, Socket
-from pensieve.records.core import field, record
+from pensieve.records.memory import MemoryRead
 
 __all__ = [
     "CriuImageError",
@@ -96,20 +96,6 @@ _ANON = {
     "bpfmap": "anon_inode:bpf-map",
     "pidfd": "anon_inode:[pidfd]",
 }
-
-
-@record
-class MemoryRead:
-    """Bytes of a task's memory; gaps (not in the checkpoint) are zero-filled and listed."""
-
-    pid: int
-    start: int
-    data: bytes
-    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
-
-    @property
-    def complete(self) -> bool:
-        return not self.gaps
 
 
 def open_checkpoint(

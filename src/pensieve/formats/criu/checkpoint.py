@@ -489,6 +489,8 @@ class Checkpoint:
         self._files: dict[int, dict] | None = None
         self._pagemaps: dict[int, tuple[int, list[PageRun]]] = {}
         self._parent: Checkpoint | None | bool = False
+        self._parent_error: CriuImageError | None = None
+        self._parent_refused = False
 
     def boundaries(self) -> list[str]:
         """Host paths that are this checkpoint's evidence (no output may be written there)."""
@@ -695,10 +697,20 @@ class Checkpoint:
 
     def parent(self) -> Checkpoint | None:
         """The previous checkpoint of the chain (``parent``), kept inside the store's boundary;
-        CriuImageError when the link is refused (absolute, outside, a loop, too deep)."""
+        CriuImageError (every time it is asked) when the link is refused: absolute, outside the
+        boundary, a loop, too deep."""
+        if self._parent_error is not None:
+            raise self._parent_error
         if self._parent is not False:
             return self._parent  # type: ignore[return-value]
-        self._parent = None
+        try:
+            self._parent = self._open_parent()
+        except CriuImageError as exc:
+            self._parent_error = exc
+            raise
+        return self._parent
+
+    def _open_parent(self) -> Checkpoint | None:
         if "parent" not in self.names:
             return None
         parent_store = self.store.parent()
@@ -708,20 +720,24 @@ class Checkpoint:
             raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", self.file("parent"))
         if parent_store.path in self._seen:
             raise CriuImageError(f"parent chain loops back to {parent_store.path}", self.file("parent"))
-        self._parent = Checkpoint(store=parent_store, _depth=self._depth + 1, _seen=self._seen)
-        return self._parent
+        return Checkpoint(store=parent_store, _depth=self._depth + 1, _seen=self._seen)
 
     def settle_chain(self) -> None:
-        """Open the whole ``parent`` chain now; a refused link ends the chain there and becomes
-        one problem of this checkpoint (the pages it would hold read as ``no-parent`` gaps)."""
+        """Open the whole ``parent`` chain now.  A refused link becomes one problem of this
+        checkpoint and ends the chain there for memory reads: the pages it would hold read as
+        ``no-parent`` gaps (``parent()`` itself still says why it was refused)."""
         ck: Checkpoint | None = self
         while ck is not None:
             try:
                 ck = ck.parent()
             except CriuImageError as exc:
-                ck._parent = None  # type: ignore[union-attr]
+                ck._parent_refused = True  # type: ignore[union-attr]
                 self.problems.append(str(exc))
                 return
+
+    def pages_parent(self) -> Checkpoint | None:
+        """The parent that holds PE_PARENT pages (None after a refusal :meth:`settle_chain` recorded)."""
+        return None if self._parent_refused else self.parent()
 
     def pagemap(self, pid: int) -> tuple[int, list[PageRun]] | None:
         """(pages_id, runs sorted by address) of PID, or None when it has no pagemap."""
@@ -830,7 +846,7 @@ class Checkpoint:
                 data = self.read_pages(pages_id, run.offset + (addr - run.vaddr), stop - addr)
                 out[addr - base : stop - base] = data
             elif run.flags & PE_PARENT:
-                parent = self.parent()
+                parent = self.pages_parent()
                 if parent is None:
                     gaps.append({"start": addr, "end": stop, "reason": "no-parent"})
                 else:
