@@ -52,23 +52,17 @@ class SourceError(EvidenceError):
 class Source:
     """An opened checkpoint source: ``checkpoint``, ``info``, ``changes()``; close it after use.
 
-    ``boundaries()`` are the host paths no output may be written into: the evidence's own, and
-    for a CRIU directory given as SOURCE the directory holding it (an incremental chain keeps its
-    siblings there)."""
+    ``boundaries()`` are the host paths no output may be written into: the evidence's own (a
+    data root's evidence, an archive file), and for a CRIU directory given as SOURCE the
+    directory holding it (an incremental chain keeps its siblings there)."""
 
     def __init__(
-        self,
-        checkpoint: Checkpoint,
-        info: CheckpointInfo,
-        archive=None,
-        evidence: Evidence | None = None,
-        boundaries: list[str] | None = None,
+        self, checkpoint: Checkpoint, info: CheckpointInfo, archive=None, evidence: Evidence | None = None
     ) -> None:
         self.checkpoint = checkpoint
         self.info = info
         self.archive = archive
         self.evidence = evidence
-        self._boundaries = boundaries
         self._changes: list[Change] | None = None
 
     @property
@@ -76,9 +70,7 @@ class Source:
         return self.info.problems + self.checkpoint.problems
 
     def boundaries(self) -> list[str]:
-        if self._boundaries is not None:
-            return list(self._boundaries)
-        return self.checkpoint.boundaries() or [self.info.source]
+        return self.checkpoint.boundaries()
 
     def changes(self) -> list[Change]:
         """Filesystem changes the archive carries: rootfs-diff.tar entries and deleted.files."""
@@ -155,7 +147,9 @@ def _criu_dir(path: str) -> Source:
     except EvidenceError as exc:
         raise SourceError(f"unusable checkpoint: {exc}") from None
     try:
-        ck = Checkpoint(store=EvidenceStore(evidence, "/", label=path))
+        # the directory holding it is protected too: an incremental chain keeps its siblings there
+        holder = os.path.dirname(os.path.realpath(path))
+        ck = Checkpoint(store=EvidenceStore(evidence, "/", label=path, protect=[holder]))
         info = CheckpointInfo(kind="criu", source=path, checkpoint=ck.path)
         _inventory_facts(ck, info)
     except CriuImageError as exc:
@@ -164,8 +158,7 @@ def _criu_dir(path: str) -> Source:
     except BaseException:
         evidence.close()
         raise
-    real = os.path.realpath(path)
-    return Source(ck, info, evidence=evidence, boundaries=[real, os.path.dirname(real)])
+    return Source(ck, info, evidence=evidence)
 
 
 def _host(path: str):
@@ -266,8 +259,7 @@ def _docker(path: str, container: str, name: str | None) -> Source:
         pass
     # host.problems are about the data root at large (layer directories ...): not this checkpoint's
     _inventory_facts(ck, info)
-    # TODO(merge): host.boundaries() once DockerHost implements the Host interface
-    return Source(ck, info, evidence=host.evidence, boundaries=host.evidence.boundaries())
+    return Source(ck, info, evidence=host.evidence)
 
 
 def _ns(value) -> int | None:
@@ -307,6 +299,7 @@ def _archive(path: str) -> Source:
                 + (what + "open the container archives it lists)" if kinds else "")
             )
         ck = Checkpoint(archive.where(prefix), store=ArchiveStore(archive, prefix))
+        ck.protect.append(os.path.realpath(path))  # the archive file (and so its directory)
         info = CheckpointInfo(
             kind="archive", source=path, checkpoint=ck.path, compression=archive.compression
         )

@@ -32,7 +32,6 @@ import io
 import mmap
 import os
 import posixpath
-import re
 import struct
 
 from pensieve.evidence.base import Evidence, EvidenceError, NotFound
@@ -117,8 +116,6 @@ PE_PRESENT = 1 << 2
 MAX_PARENT_DEPTH = 64
 #: read_memory refuses larger requests
 MAX_READ = 256 << 20
-
-_PID_IMAGE = re.compile(r"^(core|mm|pagemap|fs|ids|creds|utsns)-(\d+)\.img$")
 
 
 _PAGEMAP_HEAD = struct.pack("<II", IMG_COMMON, MAGIC_BY_NAME["PAGEMAP"])
@@ -306,12 +303,19 @@ class EvidenceStore(CheckpointStore):
     atime where the kernel allows); pages files are memory-mapped from the file object the
     evidence opened when it has a real descriptor (directories), read with ``pread`` otherwise.
     The ``parent`` chain may not leave BOUNDARY (an evidence path, default: the evidence root).
+    ``boundaries()`` are the evidence's and PROTECT (more host paths no output may touch).
     """
 
     def __init__(
-        self, evidence: Evidence, directory: str = "/", boundary: str | None = None, label: str | None = None
+        self,
+        evidence: Evidence,
+        directory: str = "/",
+        boundary: str | None = None,
+        label: str | None = None,
+        protect: list[str] | None = None,
     ) -> None:
         self.evidence = evidence
+        self.protect = list(protect or [])
         self.dir = resolve_inside(evidence, directory, "checkpoint directory")
         self.boundary = resolve_inside(evidence, boundary, "boundary") if boundary else "/"
         if not evidence.is_dir(self.dir):
@@ -345,7 +349,7 @@ class EvidenceStore(CheckpointStore):
         return self.dir.rstrip("/") + "/" + name
 
     def boundaries(self) -> list[str]:
-        return self.evidence.boundaries()
+        return self.evidence.boundaries() + self.protect
 
     def names(self) -> set[str]:
         try:
@@ -449,7 +453,7 @@ class EvidenceStore(CheckpointStore):
             raise CriuImageError("parent link points at its own checkpoint", where)
         if not self.evidence.is_dir(resolved):
             raise CriuImageError(f"parent {self._show(resolved)} is not a directory", where)
-        return EvidenceStore(self.evidence, resolved, self.boundary)
+        return EvidenceStore(self.evidence, resolved, self.boundary, protect=self.protect)
 
 
 class Checkpoint:
@@ -477,6 +481,7 @@ class Checkpoint:
         self.store = store
         self.path = store.path
         self._seen = _seen | {store.path}
+        self.protect: list[str] = []
         self._cache: dict[str, Image | None] = {}
         self._partial: dict[tuple, dict | list | None] = {}
         self._reg_files: dict[int, dict] | None = None
@@ -492,9 +497,15 @@ class Checkpoint:
         self._parent_error: CriuImageError | None = None
         self._parent_refused = False
 
+    def note(self, problem: str) -> None:
+        """Record PROBLEM once (a view and a scan may both meet the same bad image)."""
+        if problem not in self.problems:
+            self.problems.append(problem)
+
     def boundaries(self) -> list[str]:
-        """Host paths that are this checkpoint's evidence (no output may be written there)."""
-        return self.store.boundaries()
+        """Host paths that are this checkpoint's evidence (no output may be written there): the
+        store's, and ``protect`` (what the opener adds, e.g. the archive file it came from)."""
+        return self.store.boundaries() + self.protect
 
     # ---- image access ----------------------------------------------------------------------
 
@@ -872,11 +883,3 @@ class Checkpoint:
     def pipe_data(self, fifo: bool = False) -> dict[int, bytes]:
         name = "fifo-data.img" if fifo else "pipes-data.img"
         return {e.get("pipe_id", 0): e.get("extra", b"") for e in self.entries(name)}
-
-    def pid_images(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for name in self.names:
-            m = _PID_IMAGE.match(name)
-            if m:
-                out.setdefault(m.group(1), []).append(int(m.group(2)))
-        return out
