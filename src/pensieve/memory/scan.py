@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 
 from pensieve.formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
 from pensieve.formats.criu.images import CriuImageError
-from pensieve.memory import views as memory
+from pensieve.memory import views
 from pensieve.output.sink import OutputSink
 from pensieve.records import MemoryMap
 from pensieve.records.memory import DumpedRegion, MemoryChange, MemoryHit
@@ -353,7 +353,7 @@ class _Target:
     @property
     def idx(self) -> _MapIndex:
         if self._idx is None:
-            self._idx = _MapIndex(memory._maps(self.ck, [self.pid], light=True))
+            self._idx = _MapIndex(views._maps(self.ck, [self.pid], light=True))
         return self._idx
 
 
@@ -577,10 +577,10 @@ def _dump_plan(
     ck: Checkpoint, pid: int, ranges: list[tuple[int, int]] | None, mapping: str | None
 ) -> list[tuple[int, int, MemoryMap | None]]:
     """(start, end, mapping) of every region :func:`dump` writes."""
-    procs = {p.pid: p for p in memory.processes(ck)}
+    procs = {p.pid: p for p in views.processes(ck)}
     if pid not in procs or procs[pid].state == "zombie":
         raise LookupError(f"no live process {pid} in the checkpoint")
-    maps = memory.task_maps(ck, pid)  # this process's images unreadable: the dump fails
+    maps = views.task_maps(ck, pid)  # this process's images unreadable: the dump fails
     if ranges:
         idx = _MapIndex(maps)
         todo: list[tuple[int, int, MemoryMap | None]] = []
@@ -741,8 +741,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
     from pensieve.records import to_dict
 
     out: list[MemoryChange] = []
-    pa = {p.pid: p for p in memory.processes(a)}
-    pb = {p.pid: p for p in memory.processes(b)}
+    pa = {p.pid: p for p in views.processes(a)}
+    pb = {p.pid: p for p in views.processes(b)}
     for pid in sorted(pa.keys() | pb.keys()):
         x, y = pa.get(pid), pb.get(pid)
         if x is None:
@@ -763,8 +763,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                         {f: getattr(y, f) for f in changed},
                     )
                 )
-    sa = {_sock_key(s): s for s in memory.sockets(a)}
-    sb = {_sock_key(s): s for s in memory.sockets(b)}
+    sa = {_sock_key(s): s for s in views.sockets(a)}
+    sb = {_sock_key(s): s for s in views.sockets(b)}
     for key in sorted(sa.keys() | sb.keys(), key=repr):
         x, y = sa.get(key), sb.get(key)
         if x is None:
@@ -793,8 +793,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                         {f: getattr(y, f) for f in changed},
                     )
                 )
-    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(a)}
-    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(b)}
+    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(a)}
+    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(b)}
     for key in sorted(fa.keys() | fb.keys(), key=repr):
         x, y = fa.get(key), fb.get(key)
         what = f"fd {key[1]}" if isinstance(key[1], int) else str(key[1])
@@ -810,9 +810,9 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
             )
     ma: dict[int, list[MemoryMap]] = {}
     mb: dict[int, list[MemoryMap]] = {}
-    for m in memory.maps(a):
+    for m in views.maps(a):
         ma.setdefault(m.pid, []).append(m)
-    for m in memory.maps(b):
+    for m in views.maps(b):
         mb.setdefault(m.pid, []).append(m)
     for pid in sorted(ma.keys() & mb.keys()):
         (va, da), (vb, db) = _mem_size(ma[pid]), _mem_size(mb[pid])
