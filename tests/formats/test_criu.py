@@ -11,8 +11,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,23 @@ def crit(tmp_path_factory) -> Path:
     with tarfile.open(FIX / "expected" / "crit-decode.tar.gz") as tf:
         tf.extractall(root, filter="data")
     return root / "crit"
+
+
+@contextmanager
+def time_bound(seconds: float) -> Iterator[None]:
+    """Fail with TimeoutError, instead of hanging, when the block runs longer than SECONDS: the
+    per-input bound of the fuzz and hostile-input tests (SIGALRM: pytest's main thread)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def expected(name: str) -> dict:
@@ -473,11 +493,12 @@ def test_mutated_images_fail_cleanly(dumps, which, edits, cut):
             data[pos % len(data)] = value
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
-    try:
-        img = parse_image(bytes(data), names[0])
-    except CriuImageError:
-        return
-    json.dumps(to_dict(img.entries), default=repr)
+    with time_bound(5):
+        try:
+            img = parse_image(bytes(data), names[0])
+        except CriuImageError:
+            return
+        json.dumps(to_dict(img.entries), default=repr)
 
 
 @pytest.fixture(scope="module")
@@ -520,12 +541,13 @@ def test_mutated_checkpoint_views_fail_cleanly(dumps, scratch, which, edits, cut
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     target.write_bytes(bytes(data))
-    try:
-        ck = Checkpoint(d)
-        out = views.processes(ck) + views.files(ck) + views.sockets(ck) + views.maps(ck)
-        json.dumps(to_dict(out))
-    except CriuImageError:
-        pass
+    with time_bound(20):
+        try:
+            ck = Checkpoint(d)
+            out = views.processes(ck) + views.files(ck) + views.sockets(ck) + views.maps(ck)
+            json.dumps(to_dict(out))
+        except CriuImageError:
+            pass
 
 
 # ---- schemas and magics against CRIU's own python bindings (when criu_env.sh was run) ----------
