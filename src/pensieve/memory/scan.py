@@ -364,6 +364,9 @@ def _targets(ck: Checkpoint, pids: Iterable[int] | None) -> list[tuple[_Target, 
     decode every core, mm and file image before its first byte."""
     order = [e.get("pid", 0) for e in ck.image("pstree.img", required=True).entries]
     live = [pid for pid in order if f"pagemap-{pid}.img" in ck.names]
+    for pid in order:  # a task with mappings (mm) but no pagemap: its memory is lost, say so
+        if f"mm-{pid}.img" in ck.names and f"pagemap-{pid}.img" not in ck.names:
+            ck.note(f"pid {pid}: mm-{pid}.img without pagemap-{pid}.img: its memory is not in the checkpoint")
     if pids is not None:
         want = set(pids)
         missing = want - set(live)
@@ -628,14 +631,15 @@ def dump(
     outdir = out if isinstance(out, str) else sink.path
     regions: list[DumpedRegion] = []
     try:
-        for s, e, m in todo:
-            regions.append(_dump_region(ck, pid, s, e, m, sink, outdir))
-        sink.write("manifest.json", json.dumps([to_dict(r) for r in regions], indent=1).encode())
+        try:
+            for s, e, m in todo:
+                regions.append(_dump_region(ck, pid, s, e, m, sink, outdir))
+            sink.write("manifest.json", json.dumps([to_dict(r) for r in regions], indent=1).encode())
+        finally:
+            if sink is not out:
+                sink.close()
     except FileExistsError as exc:
         raise ValueError(f"{exc.filename or outdir} exists: pensieve never overwrites a file") from None
-    finally:
-        if sink is not out:
-            sink.close()
     return regions
 
 

@@ -527,6 +527,10 @@ def task_maps(ckpt: Checkpoint, task_pid: int, light: bool = False) -> list[Memo
     if mm is None:
         return out
     pm = ckpt.pagemap(task_pid)
+    if pm is None:
+        ckpt.note(
+            f"pid {task_pid}: mm-{task_pid}.img without pagemap-{task_pid}.img: no pages in the checkpoint"
+        )
     runs = pm[1] if pm else []
     for v in mm.get("vmas", []):
         start, end, prot, status = (

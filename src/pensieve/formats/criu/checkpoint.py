@@ -217,6 +217,11 @@ class CheckpointStore:
 
     path: str
 
+    @property
+    def key(self) -> str:
+        """What tells two stores apart (a parent chain that comes back to one is a loop)."""
+        return self.path
+
     def names(self) -> set[str]:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -340,6 +345,10 @@ class EvidenceStore(CheckpointStore):
         except EvidenceError as exc:
             raise CriuImageError(str(exc), os.fspath(path)) from None
         return cls(evidence, "/" if rel == "." else "/" + rel, label=os.fspath(path))
+
+    @property
+    def key(self) -> str:
+        return f"{id(self.evidence)}:{self.dir}"
 
     def _show(self, path: str) -> str:
         host = self.evidence.host_path(path)
@@ -480,7 +489,7 @@ class Checkpoint:
             store = EvidenceStore.on_host(path, boundary)
         self.store = store
         self.path = store.path
-        self._seen = _seen | {store.path}
+        self._seen = _seen | {store.key}
         self.protect: list[str] = []
         self._cache: dict[str, Image | None] = {}
         self._partial: dict[tuple, dict | list | None] = {}
@@ -729,7 +738,7 @@ class Checkpoint:
             return None
         if self._depth >= MAX_PARENT_DEPTH:
             raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", self.file("parent"))
-        if parent_store.path in self._seen:
+        if parent_store.key in self._seen:
             raise CriuImageError(f"parent chain loops back to {parent_store.path}", self.file("parent"))
         return Checkpoint(store=parent_store, _depth=self._depth + 1, _seen=self._seen)
 
