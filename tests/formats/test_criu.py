@@ -11,8 +11,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,9 +25,9 @@ from hypothesis import strategies as st
 
 from pensieve.formats.criu import Checkpoint, CriuImageError, parse_image
 from pensieve.formats.criu.checkpoint import PE_PARENT, PE_PRESENT
-from pensieve.formats.criu.images import IMG_COMMON, MAGIC_BY_NAME, read_file_bytes
+from pensieve.formats.criu.images import IMG_COMMON, MAGIC_BY_NAME
 from pensieve.formats.criu.protobuf import read_varint
-from pensieve.memory import views as memory
+from pensieve.memory import views
 from pensieve.records import to_dict
 
 FIX = FIXTURE_ROOT / "criu"
@@ -47,6 +50,23 @@ def crit(tmp_path_factory) -> Path:
     return root / "crit"
 
 
+@contextmanager
+def time_bound(seconds: float) -> Iterator[None]:
+    """Fail with TimeoutError, instead of hanging, when the block runs longer than SECONDS: the
+    per-input bound of the fuzz and hostile-input tests (SIGALRM: pytest's main thread)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def expected(name: str) -> dict:
     return json.loads((FIX / "expected" / f"{name}.json").read_text())
 
@@ -63,7 +83,7 @@ PROC_STATE = {"S": "alive", "R": "alive", "D": "alive", "T": "stopped", "t": "st
 @pytest.mark.parametrize("name", DUMPS)
 def test_processes_match_proc(dumps, name):
     proc = procs_by_pid(name)
-    ours = {p.pid: p for p in memory.processes(dumps / name)}
+    ours = {p.pid: p for p in views.processes(dumps / name)}
     assert set(ours) == set(proc)
     states = set()
     for pid, p in ours.items():
@@ -92,7 +112,7 @@ def test_processes_match_proc(dumps, name):
 def test_maps_match_proc(dumps, name):
     proc = procs_by_pid(name)
     by_pid: dict[int, list] = {}
-    for m in memory.maps(dumps / name):
+    for m in views.maps(dumps / name):
         by_pid.setdefault(m.pid, []).append(m)
     for pid, e in proc.items():
         if e["state"] == "Z":
@@ -118,7 +138,7 @@ def test_maps_match_proc(dumps, name):
 def test_fds_match_proc(dumps, name):
     proc = procs_by_pid(name)
     ours: dict[int, dict[str, object]] = {}
-    for f in memory.files(dumps / name):
+    for f in views.files(dumps / name):
         if f.fd is not None:
             ours.setdefault(f.pid, {})[str(f.fd)] = f
         elif f.type == "cwd":
@@ -145,7 +165,7 @@ def _ss_lines(text: str) -> list[list[str]]:
 @pytest.mark.parametrize("name", DUMPS)
 def test_sockets_match_ss(dumps, name):
     e = expected(name)
-    socks = memory.sockets(dumps / name)
+    socks = views.sockets(dumps / name)
     tcp = {(f"{s.src}:{s.src_port}", f"{s.dst}:{s.dst_port}"): s for s in socks if s.proto == "tcp"}
     seen = 0
     for state, recvq, sendq, local, peer, *users in _ss_lines(e["ss_tcp"]):
@@ -172,19 +192,19 @@ def test_sockets_match_ss(dumps, name):
 
 
 def test_queued_data_and_intrusion(dumps):
-    socks = memory.sockets(dumps / "after")
+    socks = views.sockets(dumps / "after")
     inq = sorted(s.inq for s in socks if s.inq)
     assert b"SERVER->CLIENT unread: 220 welcome\r\n" in inq
     assert any(q.startswith(b"CLIENT->SERVER unread: USER admin\r\nqqq") for q in inq)
     assert b"unix socketpair unread\n" in inq
     client = next(s for s in socks if s.inq == b"SERVER->CLIENT unread: 220 welcome\r\n")
     assert client.outq and set(client.outq) == {ord("q")} and client.send_queue == len(client.outq)
-    files = memory.files(dumps / "after")
+    files = views.files(dumps / "after")
     pipes = {f.queued for f in files if f.type == "pipe" and f.queued}
     assert pipes == {b"queued in a pipe\n", b"pipe data unread\n"}
     # the implant: a shell on a socket, reparented to the subreaper root, with a deleted dropper
-    procs = {p.pid: p for p in memory.processes(dumps / "after")}
-    before = {p.pid for p in memory.processes(dumps / "before")}
+    procs = {p.pid: p for p in views.processes(dumps / "after")}
+    before = {p.pid for p in views.processes(dumps / "before")}
     new = {pid: p for pid, p in procs.items() if pid not in before}
     implant = next(p for p in new.values() if p.cmdline == ["/usr/bin/busybox", "sh"])
     assert implant.ppid == expected("after")["root"]
@@ -223,7 +243,7 @@ def _same(ours, theirs, path: str) -> None:
         assert set(ours) - {"_unknown", "_offset", "extra"} <= set(theirs), path
     elif isinstance(theirs, list):
         if theirs and isinstance(theirs[0], str) and ours and isinstance(ours[0], int) and "." in theirs[0]:
-            ours = [memory._ip([w], 2) for w in ours] if len(ours) == len(theirs) else [memory._ip(ours, 10)]
+            ours = [views._ip([w], 2) for w in ours] if len(ours) == len(theirs) else [views._ip(ours, 10)]
         assert len(ours) == len(theirs), path
         for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             _same(a, b, f"{path}[{i}]")
@@ -242,7 +262,7 @@ def test_every_image_matches_crit(dumps, crit, name):
     for ref in sorted((crit / name).glob("*.json")):
         image = dumps / name / ref.name[: -len(".json")]
         theirs = json.loads(ref.read_text())
-        ours = parse_image(read_file_bytes(str(image)), str(image))
+        ours = parse_image(Path(image).read_bytes(), str(image))
         assert ours.magic == theirs["magic"]
         if ours.raw:
             assert len(ours.entries) == len(theirs["entries"]) or ours.magic.startswith("IPCNS")
@@ -263,7 +283,7 @@ def test_every_image_matches_crit(dumps, crit, name):
 def test_ps_matches_crit_x(dumps, name):
     rows = _ss_lines((FIX / "expected" / "crit" / name / "ps.txt").read_text())
     theirs = {int(r[0]): (int(r[1]), int(r[2]), r[3]) for r in rows}
-    ours = {p.pid: (p.pgid, p.sid, p.comm) for p in memory.processes(dumps / name)}
+    ours = {p.pid: (p.pgid, p.sid, p.comm) for p in views.processes(dumps / name)}
     assert ours == theirs
 
 
@@ -322,13 +342,13 @@ def test_parent_chain_reads_like_the_full_dump(dumps, tmp_path):
     chain = make_chain(dumps, tmp_path)
     full = Checkpoint(dumps / "after")
     inc = Checkpoint(chain)
-    assert sum(m.pages_parent for m in memory.maps(inc)) > 50
-    for m in memory.maps(full):
+    assert sum(m.pages_parent for m in views.maps(inc)) > 50
+    for m in views.maps(full):
         a = full.read_memory(m.pid, m.start, m.end - m.start)
         b = inc.read_memory(m.pid, m.start, m.end - m.start)
         assert a == b, (m.pid, hex(m.start))
-    assert [to_dict(p) for p in memory.processes(inc)] == [
-        dict(to_dict(p), checkpoint=str(chain)) for p in memory.processes(full)
+    assert [to_dict(p) for p in views.processes(inc)] == [
+        dict(to_dict(p), checkpoint=str(chain)) for p in views.processes(full)
     ]
 
 
@@ -342,30 +362,30 @@ def test_parent_outside_the_evidence_is_refused(dumps, tmp_path):
     with pytest.raises(CriuImageError, match="outside the evidence"):
         mm = ck.mm(pid)
         ck.read_memory(pid, mm["mm_arg_start"], 64)
-        [ck.read_memory(m.pid, m.start, m.end - m.start) for m in memory.maps(ck)]
+        [ck.read_memory(m.pid, m.start, m.end - m.start) for m in views.maps(ck)]
     (chain / "parent").unlink()
     os.symlink(str(tmp_path / "outside"), chain / "parent")
     with pytest.raises(CriuImageError, match="absolute"):
         Checkpoint(chain).parent()
     (chain / "parent").unlink()
-    m = next(m for m in memory.maps(Checkpoint(chain)) if m.pages_parent)
-    read = memory.read_memory(chain, m.pid, m.start, m.end - m.start)
+    m = next(m for m in views.maps(Checkpoint(chain)) if m.pages_parent)
+    read = views.read_memory(chain, m.pid, m.start, m.end - m.start)
     assert read.gaps and {g["reason"] for g in read.gaps} <= {"no-parent", "not-dumped"}
 
 
 def test_read_memory_gaps(dumps):
     ck = Checkpoint(dumps / "after")
-    m = next(m for m in memory.maps(ck) if m.path == "/usr/bin/busybox" and m.perms == "r-xp")
-    read = memory.read_memory(ck, m.pid, m.start, m.end - m.start)
+    m = next(m for m in views.maps(ck) if m.path == "/usr/bin/busybox" and m.perms == "r-xp")
+    read = views.read_memory(ck, m.pid, m.start, m.end - m.start)
     assert len(read.data) == m.end - m.start
     assert any(g["reason"] == "not-dumped" for g in read.gaps)
     pm = ck.pagemap(m.pid)[1]
     lazy = [r for r in pm if r.flags & PE_PRESENT and r.flags & 2]
     assert lazy  # PE_LAZY|PE_PRESENT pages are in the pages file and read normally
-    r = memory.read_memory(ck, m.pid, lazy[0].vaddr, 4096)
+    r = views.read_memory(ck, m.pid, lazy[0].vaddr, 4096)
     assert r.complete
     with pytest.raises(ValueError):
-        memory.read_memory(ck, m.pid, 0, 1 << 40)
+        views.read_memory(ck, m.pid, 0, 1 << 40)
 
 
 # ---- CRIU 3.x layout: one image per file kind --------------------------------------------------
@@ -423,7 +443,7 @@ def test_criu3_separate_file_images(dumps, tmp_path):
     def norm(records, path):
         return [json.dumps(to_dict(r), sort_keys=True, default=str).replace(str(path), "X") for r in records]
 
-    for view in (memory.processes, memory.files, memory.sockets, memory.maps):
+    for view in (views.processes, views.files, views.sockets, views.maps):
         assert norm(view(legacy), legacy) == norm(view(full), full), view.__name__
 
 
@@ -444,15 +464,15 @@ def test_bad_images_name_file_and_offset(dumps, tmp_path):
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(CriuImageError) as exc:
-            parse_image(read_file_bytes(str(path)), str(path))
+            parse_image(Path(path).read_bytes(), str(path))
         assert str(path) in str(exc.value) and "offset 0x" in str(exc.value), name
 
 
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CriuImageError, match="inventory"):
-        memory.processes(tmp_path)
+        views.processes(tmp_path)
     with pytest.raises(CriuImageError):
-        memory.processes(tmp_path / "missing")
+        views.processes(tmp_path / "missing")
 
 
 _SAMPLES = ["pstree.img", "files.img", "inventory.img", "sk-queues.img", "pipes-data.img", "ghost-file-1.img"]
@@ -473,11 +493,12 @@ def test_mutated_images_fail_cleanly(dumps, which, edits, cut):
             data[pos % len(data)] = value
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
-    try:
-        img = parse_image(bytes(data), names[0])
-    except CriuImageError:
-        return
-    json.dumps(to_dict(img.entries), default=repr)
+    with time_bound(5):
+        try:
+            img = parse_image(bytes(data), names[0])
+        except CriuImageError:
+            return
+        json.dumps(to_dict(img.entries), default=repr)
 
 
 @pytest.fixture(scope="module")
@@ -520,12 +541,13 @@ def test_mutated_checkpoint_views_fail_cleanly(dumps, scratch, which, edits, cut
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     target.write_bytes(bytes(data))
-    try:
-        ck = Checkpoint(d)
-        out = memory.processes(ck) + memory.files(ck) + memory.sockets(ck) + memory.maps(ck)
-        json.dumps(to_dict(out))
-    except CriuImageError:
-        pass
+    with time_bound(20):
+        try:
+            ck = Checkpoint(d)
+            out = views.processes(ck) + views.files(ck) + views.sockets(ck) + views.maps(ck)
+            json.dumps(to_dict(out))
+        except CriuImageError:
+            pass
 
 
 # ---- schemas and magics against CRIU's own python bindings (when criu_env.sh was run) ----------
@@ -608,8 +630,8 @@ def test_filtered_decodes_match_full_ones(dumps, name):
     d = dumps / name
     checked = 0
     filters = {
-        "core-": [memory._CORE_PS, memory._CORE_STATE, {3: {6: None}}, {}],
-        "mm-": [memory._MM_STRINGS, memory._MM_EXE],
+        "core-": [views._CORE_PS, views._CORE_STATE, {3: {6: None}}, {}],
+        "mm-": [views._MM_STRINGS, views._MM_EXE],
         "files.img": [_FILE_NAME],
     }
     for prefix, only_list in filters.items():
@@ -629,9 +651,9 @@ def test_filtered_decodes_match_full_ones(dumps, name):
     assert checked > 30
     # the views read through filters give what full decodes give
     ck = Checkpoint(d)
-    for p in memory.processes(ck):
+    for p in views.processes(ck):
         core = ck.entries(f"core-{p.pid}.img")[0]
-        assert p.comm == core["tc"].get("comm") and p.state == memory.TASK_STATES[core["tc"]["task_state"]]
+        assert p.comm == core["tc"].get("comm") and p.state == views.TASK_STATES[core["tc"]["task_state"]]
     names = {fid: f.get("reg", {}).get("name") for fid, f in ck.files().items()}
     assert {fid: f.get("reg", {}).get("name") for fid, f in Checkpoint(d).reg_files().items()} == names
 
@@ -670,7 +692,7 @@ def test_pagemaps_read_fast_like_the_generic_decoder(dumps, name, tmp_path, monk
 
 @pytest.mark.parametrize("name", DUMPS)
 def test_mapped_windows_are_the_copied_windows(dumps, name):
-    from pensieve.memory import scan as memscan
+    from pensieve.memory import scan
 
     ck = Checkpoint(dumps / name)
     regexes = [
@@ -680,19 +702,19 @@ def test_mapped_windows_are_the_copied_windows(dumps, name):
         rb"[A-Z]{4,}_?",
         rb"SEC(RET)?_\w*$",
     ]
-    pats = [memscan.Pattern.compile(r.decode()) for r in regexes]
-    pats += memscan.Pattern.string("SECRET") + [memscan.Pattern.hex("00 00 00 01")]
-    for chunk in (4096, 3 * 4096 + 5, memscan.CHUNK):
+    pats = [scan.Pattern.compile(r.decode()) for r in regexes]
+    pats += scan.Pattern.string("SECRET") + [scan.Pattern.hex("00 00 00 01")]
+    for chunk in (4096, 3 * 4096 + 5, scan.CHUNK):
         for overlap in (0, 5, 4096):
-            for t, _ in memscan._targets(ck, None):
-                copied = list(memscan._windows(ck, t.pid, overlap, chunk))
-                mapped = memscan._mapped_windows(ck, t.pid, overlap, chunk)  # maps live while it runs
+            for t, _ in scan._targets(ck, None):
+                copied = list(scan._windows(ck, t.pid, overlap, chunk))
+                mapped = scan._mapped_windows(ck, t.pid, overlap, chunk)  # maps live while it runs
                 for (a, data, report), (b, buf, start, stop, rep) in zip(copied, mapped, strict=True):
                     assert (a, data, report) == (b, bytes(buf[start:stop]), rep - start)
                     if overlap == 4096 and chunk == 4096:
                         for p in pats:
                             want = list(p.finditer(data, report))
                             assert [(i - start, n) for i, n in p.find_in(buf, start, stop, rep)] == want
-    assert memscan.Pattern.compile("SECRET_[A-Z]+")._prefix() == b"SECRET_"
-    assert memscan.Pattern.compile("(?i)SECRET")._prefix() is None
-    assert memscan.Pattern.compile("S|SECRET")._prefix() is None
+    assert scan.Pattern.compile("SECRET_[A-Z]+")._prefix() == b"SECRET_"
+    assert scan.Pattern.compile("(?i)SECRET")._prefix() is None
+    assert scan.Pattern.compile("S|SECRET")._prefix() is None

@@ -21,11 +21,10 @@ from conftest import FIXTURE_ROOT
 
 from pensieve.engines.docker import LookupFailed
 from pensieve.formats.criu import Checkpoint, CriuImageError
-from pensieve.memory import scan as memscan
-from pensieve.memory import views as memory
+from pensieve.memory import scan, views
 from pensieve.memory.checkpoint_archive import CheckpointArchive
 from pensieve.memory.sources import SourceError, docker_checkpoints, open_source
-from pensieve.records import to_dict
+from pensieve.records import Container, record_fields, to_dict
 
 FIX = FIXTURE_ROOT
 CX = FIX / "criu-containers"
@@ -65,7 +64,7 @@ def _ps_rows(text: str) -> dict[int, tuple[int, int, str]]:
 
 
 def _check_against_proc(src, ref: dict) -> None:
-    procs = {p.pid: p for p in memory.processes(src.checkpoint)}
+    procs = {p.pid: p for p in views.processes(src.checkpoint)}
     want = {p["nspid"]: p for p in ref["proc"]["processes"]}
     assert set(procs) == set(want)
     for pid, p in procs.items():
@@ -78,7 +77,7 @@ def _check_against_proc(src, ref: dict) -> None:
     assert {pid: (p.pgid, p.sid, p.comm) for pid, p in procs.items()} == _ps_rows(ref["crit_ps"])
     # fds: the link targets /proc showed (host pids -> namespace pids)
     files = {}
-    for f in memory.files(src.checkpoint):
+    for f in views.files(src.checkpoint):
         if f.fd is not None:
             files.setdefault(f.pid, {})[str(f.fd)] = f.target
     for e in ref["proc"]["processes"]:
@@ -110,7 +109,8 @@ def test_docker_checkpoint_matches_proc_and_crit(docker_root, name):
         assert info.kind == "docker" and info.engine == "Docker" and info.name == name
         assert info.container_id == inspect["Id"] and info.container_name == inspect["Name"].lstrip("/")
         assert info.image == inspect["Config"]["Image"] and info.image_id == inspect["Image"]
-        assert info.runtime == inspect["HostConfig"]["Runtime"] == "runc"
+        if "runtime" in record_fields(Container):  # TODO(merge): the engine records Container.runtime
+            assert info.runtime == inspect["HostConfig"]["Runtime"] == "runc"
         assert info.tasks == len(ref["proc"]["processes"])
         assert "SECRET_TOKEN=pensieve-container-token-5678" in info.env
         assert src.problems == []
@@ -165,7 +165,7 @@ def test_podman_sockets_match_ss_in_the_netns():
     ref = expected("podman")["dumps"]["after"]
     host_to_ns = {p["pid"]: p["nspid"] for p in ref["proc"]["processes"]}
     with open_source(str(podman("after"))) as src:
-        socks = [s for s in memory.sockets(src.checkpoint) if s.proto == "tcp"]
+        socks = [s for s in views.sockets(src.checkpoint) if s.proto == "tcp"]
     got = {(s.state, _ep(s.src, s.src_port), _ep(s.dst, s.dst_port)): s.pids for s in socks}
     want = {}
     for state, local, peer, pids in _ss(ref["proc"]["ss_tcp_netns"]):
@@ -209,7 +209,7 @@ def test_archive_compressions_and_plain_criu_tar(tmp_path, dumps):
     ref = None
     for name in ("a.tar", "a.tar.gz"):
         with open_source(str(tmp_path / name)) as src:
-            got = [to_dict(p) | {"checkpoint": None} for p in memory.processes(src.checkpoint)]
+            got = [to_dict(p) | {"checkpoint": None} for p in views.processes(src.checkpoint)]
             assert src.info.compression == (None if name == "a.tar" else "gzip")
             ref = ref or got
             assert got == ref
@@ -218,8 +218,8 @@ def test_archive_compressions_and_plain_criu_tar(tmp_path, dumps):
         tf.add(dumps / "after", arcname=".")
     with open_source(str(tmp_path / "plain.tar")) as src:
         assert src.info.kind == "archive"
-        assert [p.pid for p in memory.processes(src.checkpoint)] == [
-            p.pid for p in memory.processes(dumps / "after")
+        assert [p.pid for p in views.processes(src.checkpoint)] == [
+            p.pid for p in views.processes(dumps / "after")
         ]
 
 
@@ -229,8 +229,8 @@ def test_archive_is_not_written_or_extracted(tmp_path):
     shutil.copy2(podman("after"), copy)
     before = (copy.read_bytes(), os.stat(copy).st_mtime_ns, sorted(os.listdir(copy.parent)))
     with open_source(str(copy)) as src:
-        memory.processes(src.checkpoint)
-        list(memscan.search(src.checkpoint, memscan.Pattern.string("SECRET_TOKEN")))
+        views.processes(src.checkpoint)
+        list(scan.search(src.checkpoint, scan.Pattern.string("SECRET_TOKEN")))
         src.changes()
     assert (copy.read_bytes(), os.stat(copy).st_mtime_ns, sorted(os.listdir(copy.parent))) == before
 
@@ -295,8 +295,8 @@ def test_hostile_archives(tmp_path, dumps):
 
 def test_search_strings_regex_hex(dumps):
     ck = Checkpoint(dumps / "after")
-    hits = list(memscan.search(ck, memscan.Pattern.string("pensieve-fixture-token-1234")))
-    live = [p for p in memory.processes(ck) if p.state != "zombie"]
+    hits = list(scan.search(ck, scan.Pattern.string("pensieve-fixture-token-1234")))
+    live = [p for p in views.processes(ck) if p.state != "zombie"]
     assert {h.pid for h in hits} == {p.pid for p in live}  # every process inherited the env
     for h in hits:
         data = ck.read_memory(h.pid, h.address, h.length)[0]
@@ -304,40 +304,38 @@ def test_search_strings_regex_hex(dumps):
         assert h.mapping == "[stack]" and h.perms == "rw-p" and "SECRET_TOKEN=" in h.context
     # the attacker's `cat .../notes.txt`, typed into the reverse shell, is in the implant's heap
     implant = next(p for p in live if p.cmdline == ["/usr/bin/busybox", "sh"])
-    rx = list(memscan.search(ck, [memscan.Pattern.compile(r"cat [^\x00\n]{1,200}notes\.txt")]))
+    rx = list(scan.search(ck, [scan.Pattern.compile(r"cat [^\x00\n]{1,200}notes\.txt")]))
     assert any(h.pid == implant.pid and h.mapping == "[heap]" for h in rx)
     for h in rx:
         assert re.fullmatch(rb"cat [^\x00\n]{1,200}notes\.txt", ck.read_memory(h.pid, h.address, h.length)[0])
-    hx = list(memscan.search(ck, [memscan.Pattern.hex(b"SECRET_TOKEN=".hex(" "))]))
+    hx = list(scan.search(ck, [scan.Pattern.hex(b"SECRET_TOKEN=".hex(" "))]))
     assert len(hx) >= len(hits)
-    assert not list(memscan.search(ck, memscan.Pattern.string("not-in-any-process-memory-xyzzy")))
-    ci = list(
-        memscan.search(ck, memscan.Pattern.string("secret_token", ignore_case=True), pids=[live[0].pid])
-    )
+    assert not list(scan.search(ck, scan.Pattern.string("not-in-any-process-memory-xyzzy")))
+    ci = list(scan.search(ck, scan.Pattern.string("secret_token", ignore_case=True), pids=[live[0].pid]))
     assert ci and {h.pid for h in ci} == {live[0].pid}
     with pytest.raises(ValueError):
-        memscan.Pattern.hex("zz")
+        scan.Pattern.hex("zz")
     with pytest.raises(ValueError):
-        memscan.Pattern.compile("(")
+        scan.Pattern.compile("(")
 
 
 def test_search_across_window_edges(dumps):
     ck = Checkpoint(dumps / "after")
-    pat = memscan.Pattern.string("pensieve-fixture-token-1234")
-    want = sorted((h.pid, h.address) for h in memscan.search(ck, pat))
+    pat = scan.Pattern.string("pensieve-fixture-token-1234")
+    want = sorted((h.pid, h.address) for h in scan.search(ck, pat))
     # tiny windows: every match straddles some edge somewhere; each is still found exactly once
     got = []
-    for p, _idx in memscan._targets(ck, None):
-        for addr, data, report in memscan._windows(ck, p.pid, pat[0].overlap(), chunk=4096):
+    for p, _idx in scan._targets(ck, None):
+        for addr, data, report in scan._windows(ck, p.pid, pat[0].overlap(), chunk=4096):
             got += [(p.pid, addr + off) for off, _ in pat[0].finditer(data, report)]
     assert sorted(got) == want
 
 
 def test_dump_mapping_range_all(dumps, tmp_path):
     ck = Checkpoint(dumps / "after")
-    root = next(p for p in memory.processes(ck) if p.ppid == 0)
-    stack = next(m for m in memory.maps(ck, root.pid) if m.path == "[stack]")
-    regions = memscan.dump(ck, root.pid, str(tmp_path / "s"), mapping=hex(stack.start + 8))
+    root = next(p for p in views.processes(ck) if p.ppid == 0)
+    stack = next(m for m in views.maps(ck, root.pid) if m.path == "[stack]")
+    regions = scan.dump(ck, root.pid, str(tmp_path / "s"), mapping=hex(stack.start + 8))
     assert len(regions) == 1
     r = regions[0]
     name = os.path.basename(r.file)
@@ -349,17 +347,17 @@ def test_dump_mapping_range_all(dumps, tmp_path):
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest[0]["start"] == stack.start
     # by path, a range, everything
-    bb = memscan.dump(ck, root.pid, str(tmp_path / "b"), mapping="busybox")
+    bb = scan.dump(ck, root.pid, str(tmp_path / "b"), mapping="busybox")
     assert bb and all(x.mapping.endswith("busybox") for x in bb)
     assert any(g["reason"] == "not-dumped" for x in bb for g in x.gaps)  # clean text pages
-    rng = memscan.dump(ck, root.pid, str(tmp_path / "r"), ranges=[(stack.end - 8192, stack.end)])
+    rng = scan.dump(ck, root.pid, str(tmp_path / "r"), ranges=[(stack.end - 8192, stack.end)])
     assert Path(rng[0].file).read_bytes() == data[-8192:]
-    everything = memscan.dump(ck, root.pid, str(tmp_path / "all"))
-    assert len(everything) == len(memory.maps(ck, root.pid))
+    everything = scan.dump(ck, root.pid, str(tmp_path / "all"))
+    assert len(everything) == len(views.maps(ck, root.pid))
     with pytest.raises(LookupError):
-        memscan.dump(ck, root.pid, str(tmp_path / "x"), mapping="no-such-file")
+        scan.dump(ck, root.pid, str(tmp_path / "x"), mapping="no-such-file")
     with pytest.raises(LookupError):
-        memscan.dump(ck, 999999, str(tmp_path / "x"))
+        scan.dump(ck, 999999, str(tmp_path / "x"))
 
 
 def test_dump_reports_parent_and_lazy_pages(dumps, tmp_path):
@@ -368,14 +366,14 @@ def test_dump_reports_parent_and_lazy_pages(dumps, tmp_path):
     chain = make_chain(dumps, tmp_path / "chain")
     ck = Checkpoint(chain)
     full = Checkpoint(dumps / "after")
-    root = next(p for p in memory.processes(ck) if p.ppid == 0)
-    regions = memscan.dump(ck, root.pid, str(tmp_path / "out"))
+    root = next(p for p in views.processes(ck) if p.ppid == 0)
+    regions = scan.dump(ck, root.pid, str(tmp_path / "out"))
     assert sum(r.parent_pages for r in regions) > 0
     for r in regions:
         assert Path(r.file).read_bytes() == full.read_memory(root.pid, r.start, r.end - r.start)[0]
     # the parent gone: its pages become holes reported as no-parent
     (chain / "parent").unlink()
-    regions = memscan.dump(Checkpoint(chain), root.pid, str(tmp_path / "orphan"))
+    regions = scan.dump(Checkpoint(chain), root.pid, str(tmp_path / "orphan"))
     assert any(g["reason"] == "no-parent" for r in regions for g in r.gaps)
     assert sum(r.missing_pages for r in regions) >= sum(r.parent_pages for r in regions)
 
@@ -383,31 +381,31 @@ def test_dump_reports_parent_and_lazy_pages(dumps, tmp_path):
 def test_yara_over_process_memory(dumps):
     yara = pytest.importorskip("yara")
     ck = Checkpoint(dumps / "after")
-    rules = memscan.compile_rules(
+    rules = scan.compile_rules(
         sources=[
             'rule reverse_shell : implant { meta: author = "pensieve" strings: '
             "$cat = /cat [^\\x00\\n]{1,200}notes\\.txt/ condition: $cat }",
             'rule token { strings: $t = "pensieve-fixture-token-1234" condition: $t }',
         ]
     )
-    hits = list(memscan.yara_scan(ck, rules))
+    hits = list(scan.yara_scan(ck, rules))
     assert {h.rule for h in hits} == {"reverse_shell", "token"}
     shell = [h for h in hits if h.rule == "reverse_shell"]
     assert shell[0].tags == ["implant"] and shell[0].meta == {"author": "pensieve"}
-    implant = next(p for p in memory.processes(ck) if p.cmdline == ["/usr/bin/busybox", "sh"])
+    implant = next(p for p in views.processes(ck) if p.cmdline == ["/usr/bin/busybox", "sh"])
     assert implant.pid in {h.pid for h in shell}
     for h in hits:
         data = ck.read_memory(h.pid, h.address, h.length)[0]
         assert data == b"pensieve-fixture-token-1234" if h.rule == "token" else data.startswith(b"cat ")
     token = {h.pid for h in hits if h.rule == "token"}
-    assert token == {h.pid for h in memscan.search(ck, memscan.Pattern.string("pensieve-fixture-token-1234"))}
+    assert token == {h.pid for h in scan.search(ck, scan.Pattern.string("pensieve-fixture-token-1234"))}
     assert isinstance(yara.__version__, str)
 
 
 def test_diff_shows_the_intrusion(dumps):
     a, b = Checkpoint(dumps / "before"), Checkpoint(dumps / "after")
-    changes = memscan.diff(a, b)
-    procs = {p.pid: p for p in memory.processes(b)}
+    changes = scan.diff(a, b)
+    procs = {p.pid: p for p in views.processes(b)}
     implant = next(p for p in procs.values() if p.cmdline == ["/usr/bin/busybox", "sh"])
     appeared = {c.pid for c in changes if c.kind == "process" and c.change == "appeared"}
     assert implant.pid in appeared
@@ -420,7 +418,7 @@ def test_diff_shows_the_intrusion(dumps):
     targets = {c.after["target"] for c in opened}
     assert any(t.endswith("/.cache/loot.txt") for t in targets)
     assert any(t.endswith("/.cache/.u (deleted)") for t in targets)
-    assert memscan.diff(b, b) == []
+    assert scan.diff(b, b) == []
     json.dumps(to_dict(changes))
 
 
@@ -429,14 +427,14 @@ def test_diff_docker_and_podman_checkpoints(docker_root):
         open_source(str(docker_root), "web", "before") as a,
         open_source(str(docker_root), "web", "after") as b,
     ):
-        changes = memscan.diff(a.checkpoint, b.checkpoint)
+        changes = scan.diff(a.checkpoint, b.checkpoint)
     shell = [c for c in changes if c.kind == "process" and c.change == "appeared"]
     assert [c.after["cmdline"] for c in shell] == [["nc", "-l", "-p", "4444", "-e", "/bin/sh"]]
     assert any(
         c.kind == "socket" and c.after["state"] == "LISTEN" and c.after["src_port"] == 4444 for c in changes
     )
     with open_source(str(podman("before"))) as a, open_source(str(podman("after"))) as b:
-        changes = memscan.diff(a.checkpoint, b.checkpoint)
+        changes = scan.diff(a.checkpoint, b.checkpoint)
     est = [
         c
         for c in changes

@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator
 
 from pensieve.formats.criu.checkpoint import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, Checkpoint
 from pensieve.formats.criu.images import CriuImageError
-from pensieve.memory import views as memory
+from pensieve.memory import views
+from pensieve.output.sink import OutputSink
 from pensieve.records import MemoryMap
-from pensieve.records.core import field, record
+from pensieve.records.memory import DumpedRegion, MemoryChange, MemoryHit
 
 __all__ = [
     "DumpedRegion",
@@ -47,57 +48,6 @@ __all__ = [
 
 CHUNK = 16 << 20
 REGEX_OVERLAP = 64 << 10
-
-
-@record
-class DumpedRegion:
-    """One file written by :func:`dump`: a range of a process's memory at its own addresses."""
-
-    pid: int
-    start: int
-    end: int
-    file: str
-    perms: str | None = None
-    mapping: str | None = None
-    present_pages: int = 0  # in this checkpoint
-    parent_pages: int = 0  # read from a parent checkpoint
-    lazy_pages: int = 0  # PE_LAZY: left to the lazy-pages server, not in the evidence (zeros)
-    missing_pages: int = 0  # no pagemap entry, or a parent page with no parent (zeros)
-    bytes_written: int = 0  # dumped bytes (the file is sparse: gaps are holes)
-    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
-
-
-@record
-class MemoryHit:
-    """A match in a process's memory."""
-
-    pid: int
-    address: int
-    length: int
-    pattern: str  # the pattern's label, or RULE:$string for YARA
-    comm: str | None = None
-    mapping: str | None = None  # backing file, [heap], [stack] ... or [anon]
-    map_start: int | None = None
-    perms: str | None = None
-    map_offset: int | None = None  # address - map_start
-    context: str | None = None  # printable bytes around the hit ('.' for others)
-    context_hex: str | None = None
-    rule: str | None = None  # YARA rule
-    tags: list[str] = field(default_factory=list)  # YARA tags
-    meta: dict = field(default_factory=dict)  # YARA meta
-
-
-@record
-class MemoryChange:
-    """One difference between two checkpoints of the same process tree."""
-
-    kind: str  # process | socket | file | memory
-    change: str  # appeared | vanished | changed | opened | closed | grew | shrank
-    subject: str
-    pid: int | None = None
-    fields: list[str] = field(default_factory=list)  # what changed
-    before: object = None
-    after: object = None
 
 
 class Pattern:
@@ -225,16 +175,18 @@ class Pattern:
 # ---- extents and reads ------------------------------------------------------------------------
 
 
-def extents(ck: Checkpoint, pid: int) -> list[tuple[int, int, str]]:
+def extents(ck: Checkpoint, pid: int, parent_pages: bool = True) -> list[tuple[int, int, str]]:
     """(start, end, kind) of PID's pagemap, adjacent runs of one kind merged.
 
-    kind: ``data`` (present here or in a parent), ``lazy`` (not in the evidence)."""
+    kind: ``data`` (present here or in a parent), ``lazy`` (not in the evidence).  Without
+    PARENT_PAGES (no usable parent checkpoint) PE_PARENT runs are left out: nothing to read."""
     pm = ck.pagemap(pid)
     if pm is None:
         return []
     out: list[tuple[int, int, str]] = []
+    data_flags = PE_PRESENT | PE_PARENT if parent_pages else PE_PRESENT
     for r in pm[1]:
-        kind = "data" if r.flags & (PE_PRESENT | PE_PARENT) else ("lazy" if r.flags & PE_LAZY else "none")
+        kind = "data" if r.flags & data_flags else ("lazy" if r.flags & PE_LAZY else "none")
         if kind == "none":
             continue
         s, e = r.vaddr, r.vaddr + r.nr_pages * PAGE_SIZE
@@ -274,9 +226,9 @@ def _read(ck: Checkpoint, pid: int, start: int, length: int) -> tuple[bytes, lis
     return ck.read_memory(pid, start, length)
 
 
-def _windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
+def _windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK, parent_pages: bool = True):
     """(address, data, report_end) windows over PID's dumped extents; report hits < report_end."""
-    for s, e, kind in extents(ck, pid):
+    for s, e, kind in extents(ck, pid, parent_pages):
         if kind != "data":
             continue
         pos = s
@@ -305,7 +257,7 @@ def _segments(runs) -> tuple[list[int], list[tuple[int, int, int]]]:
     return [g[0] for g in segs], segs
 
 
-def _mapped_windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
+def _mapped_windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK, parent_pages: bool = True):
     """The windows of :func:`_windows` (same addresses, lengths and report ends) without copying:
     (address, buf, start, stop, report) where the window is ``buf[start:stop]`` and hits are
     reported below REPORT.  BUF is a read-only map of the pages file when one present segment
@@ -318,7 +270,7 @@ def _mapped_windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK):
     name = f"pages-{pages_id}.img"
     mapped = None
     try:
-        for s, e, kind in extents(ck, pid):
+        for s, e, kind in extents(ck, pid, parent_pages):
             if kind != "data":
                 continue
             pos = s
@@ -401,7 +353,7 @@ class _Target:
     @property
     def idx(self) -> _MapIndex:
         if self._idx is None:
-            self._idx = _MapIndex(memory._maps(self.ck, [self.pid], light=True))
+            self._idx = _MapIndex(views._maps(self.ck, [self.pid], light=True))
         return self._idx
 
 
@@ -412,6 +364,9 @@ def _targets(ck: Checkpoint, pids: Iterable[int] | None) -> list[tuple[_Target, 
     decode every core, mm and file image before its first byte."""
     order = [e.get("pid", 0) for e in ck.image("pstree.img", required=True).entries]
     live = [pid for pid in order if f"pagemap-{pid}.img" in ck.names]
+    for pid in order:  # a task with mappings (mm) but no pagemap: its memory is lost, say so
+        if f"mm-{pid}.img" in ck.names and f"pagemap-{pid}.img" not in ck.names:
+            ck.note(f"pid {pid}: mm-{pid}.img without pagemap-{pid}.img: its memory is not in the checkpoint")
     if pids is not None:
         want = set(pids)
         missing = want - set(live)
@@ -445,6 +400,27 @@ def _make_hit(p: _Target, addr: int, length: int, label: str, around: bytes) -> 
 # ---- search ---------------------------------------------------------------------------------------
 
 
+def _has_parent(ck: Checkpoint) -> bool:
+    """Whether PE_PARENT pages can be read: a refused parent link is a problem, not an error."""
+    try:
+        return ck.pages_parent() is not None
+    except CriuImageError as exc:
+        ck.note(str(exc))
+        return False
+
+
+def _each_task(ck: Checkpoint, pids: Iterable[int] | None, scan_task) -> Iterator[MemoryHit]:
+    """``scan_task(target, parent_pages)`` for each live process (or each of PIDS).  A process
+    whose images cannot be read (pagemap, pages, parent chain) is one problem of the checkpoint
+    -- the hits it gave before stay -- and the others are still scanned."""
+    parent_pages = _has_parent(ck)
+    for p, _ in _targets(ck, pids):
+        try:
+            yield from scan_task(p, parent_pages)
+        except CriuImageError as exc:
+            ck.note(f"pid {p.pid}: memory not scanned to the end: {exc}")
+
+
 def search(
     ck: Checkpoint,
     patterns: list[Pattern],
@@ -457,57 +433,52 @@ def search(
     if not patterns:
         return
     overlap = max(p.overlap() for p in patterns)
-    n = 0
+
+    def scan_task(p: _Target, parent_pages: bool) -> Iterator[MemoryHit]:
+        return _search_task(p, patterns, overlap, context, parent_pages)
+
+    for n, hit in enumerate(_each_task(ck, pids, scan_task), 1):
+        yield hit
+        if max_hits is not None and n >= max_hits:
+            return
+
+
+def _search_task(
+    p: _Target, patterns: list[Pattern], overlap: int, context: int, parent_pages: bool
+) -> Iterator[MemoryHit]:
+    """The hits of PATTERNS in one process's memory."""
     printable = _PRINTABLE
-    for p, _ in _targets(ck, pids):
-        pid, comm, vma, span_lo, span_hi = p.pid, False, None, 0, 0
-        mapping = m_start = perms = None
-        for addr, buf, start, stop, report in _mapped_windows(ck, pid, overlap):
-            for pat in patterns:
-                label = pat.label
-                for i, length in pat.find_in(buf, start, stop, report):
-                    # _make_hit, inlined: thousands of hits cost their record and little else
-                    lo, hi = i - context, i + length + context
-                    around = buf[lo if lo > start else start : hi if hi < stop else stop]
-                    a = addr + (i - start)
-                    if comm is False:
-                        comm = p.comm
-                    if not span_lo <= a < span_hi:
-                        vma, span_lo, span_hi = p.idx.span(a)
-                        if vma is None:
-                            mapping = m_start = perms = None
-                        else:
-                            mapping, m_start, perms = vma.path or "[anon]", vma.start, vma.perms
-                    hit = MemoryHit(
-                        pid,
-                        a,
-                        length,
-                        label,
-                        comm,
-                        mapping,
-                        m_start,
-                        perms,
-                        None if vma is None else a - m_start,
-                        around.translate(printable).decode("ascii"),
-                        around.hex(),
-                    )
-                    yield hit
-                    n += 1
-                    if max_hits is not None and n >= max_hits:
-                        return
-
-
-def count(ck: Checkpoint, pattern: Pattern, pids: Iterable[int] | None = None) -> int:
-    """How many times PATTERN occurs (no records: for throughput)."""
-    total = 0
-    overlap = pattern.overlap()
-    for p, _idx in _targets(ck, pids):
-        for _addr, data, report in _windows(ck, p.pid, overlap):
-            if pattern.literal is not None and report == len(data):
-                total += data.count(pattern.literal)
-            else:
-                total += sum(1 for _ in pattern.finditer(data, report))
-    return total
+    pid, comm, vma, span_lo, span_hi = p.pid, False, None, 0, 0
+    mapping = m_start = perms = None
+    for addr, buf, start, stop, report in _mapped_windows(p.ck, pid, overlap, parent_pages=parent_pages):
+        for pat in patterns:
+            label = pat.label
+            for i, length in pat.find_in(buf, start, stop, report):
+                # _make_hit, inlined: thousands of hits cost their record and little else
+                lo, hi = i - context, i + length + context
+                around = buf[lo if lo > start else start : hi if hi < stop else stop]
+                a = addr + (i - start)
+                if comm is False:
+                    comm = p.comm
+                if not span_lo <= a < span_hi:
+                    vma, span_lo, span_hi = p.idx.span(a)
+                    if vma is None:
+                        mapping = m_start = perms = None
+                    else:
+                        mapping, m_start, perms = vma.path or "[anon]", vma.start, vma.perms
+                yield MemoryHit(
+                    pid,
+                    a,
+                    length,
+                    label,
+                    comm,
+                    mapping,
+                    m_start,
+                    perms,
+                    None if vma is None else a - m_start,
+                    around.translate(printable).decode("ascii"),
+                    around.hex(),
+                )
 
 
 # ---- yara -------------------------------------------------------------------------------------------
@@ -535,30 +506,35 @@ def yara_scan(
 ) -> Iterator[MemoryHit]:
     """YARA RULES (compiled) over each live process's reconstructed memory, one hit per string
     instance (a rule matching without strings: one hit at the window's start)."""
-    for p, _ in _targets(ck, pids):
-        seen: set[tuple[str, str, int]] = set()
-        for addr, data, report in _windows(ck, p.pid, REGEX_OVERLAP, chunk):
-            for m in rules.match(data=data):
-                tags, meta = list(m.tags), dict(m.meta)
-                instances = [
-                    (s.identifier, i.offset, i.matched_length) for s in m.strings for i in s.instances
-                ]
-                if not instances:
-                    key = (m.rule, "", addr)
-                    if key not in seen:
-                        seen.add(key)
-                        h = _hit(p, addr, 0, m.rule, data, 0, context)
-                        h.rule, h.tags, h.meta = m.rule, tags, meta
-                        yield h
-                    continue
-                for ident, off, length in instances:
-                    key = (m.rule, ident, addr + off)
-                    if off >= report or key in seen:
-                        continue
+
+    def scan_task(p: _Target, parent_pages: bool) -> Iterator[MemoryHit]:
+        return _yara_task(p, rules, context, chunk, parent_pages)
+
+    yield from _each_task(ck, pids, scan_task)
+
+
+def _yara_task(p: _Target, rules, context: int, chunk: int, parent_pages: bool) -> Iterator[MemoryHit]:
+    seen: set[tuple[str, str, int]] = set()
+    for addr, data, report in _windows(p.ck, p.pid, REGEX_OVERLAP, chunk, parent_pages):
+        for m in rules.match(data=data):
+            tags, meta = list(m.tags), dict(m.meta)
+            instances = [(s.identifier, i.offset, i.matched_length) for s in m.strings for i in s.instances]
+            if not instances:
+                key = (m.rule, "", addr)
+                if key not in seen:
                     seen.add(key)
-                    h = _hit(p, addr + off, length, f"{m.rule}:{ident}", data, off, context)
+                    h = _hit(p, addr, 0, m.rule, data, 0, context)
                     h.rule, h.tags, h.meta = m.rule, tags, meta
                     yield h
+                continue
+            for ident, off, length in instances:
+                key = (m.rule, ident, addr + off)
+                if off >= report or key in seen:
+                    continue
+                seen.add(key)
+                h = _hit(p, addr + off, length, f"{m.rule}:{ident}", data, off, context)
+                h.rule, h.tags, h.meta = m.rule, tags, meta
+                yield h
 
 
 # ---- dump -------------------------------------------------------------------------------------------
@@ -600,32 +576,24 @@ def parse_address(text: str) -> int:
     return int(text.replace("_", ""), 0)
 
 
-def dump(
-    ck: Checkpoint,
-    pid: int,
-    outdir: str,
-    ranges: list[tuple[int, int]] | None = None,
-    mapping: str | None = None,
-) -> list[DumpedRegion]:
-    """Write PID's memory under OUTDIR: the address RANGES, or the mappings containing the address
-    (or whose path contains the text) MAPPING, or every mapping.  Each file is sparse and as long
-    as its range: byte ``i`` is the memory at ``start + i``; gaps (not dumped, lazy, parent
-    missing) stay holes and are listed.  A ``manifest.json`` lists every region."""
-    import json
-
-    procs = {p.pid: p for p in memory.processes(ck)}
+def _dump_plan(
+    ck: Checkpoint, pid: int, ranges: list[tuple[int, int]] | None, mapping: str | None
+) -> list[tuple[int, int, MemoryMap | None]]:
+    """(start, end, mapping) of every region :func:`dump` writes."""
+    procs = {p.pid: p for p in views.processes(ck)}
     if pid not in procs or procs[pid].state == "zombie":
         raise LookupError(f"no live process {pid} in the checkpoint")
-    maps = memory.maps(ck, pid)
-    idx = _MapIndex(maps)
-    todo: list[tuple[int, int, MemoryMap | None]] = []
+    maps = views.task_maps(ck, pid)  # this process's images unreadable: the dump fails
     if ranges:
+        idx = _MapIndex(maps)
+        todo: list[tuple[int, int, MemoryMap | None]] = []
         for s, e in ranges:
             if e <= s:
                 raise ValueError(f"empty range {s:#x}-{e:#x}")
             m = idx.find(s)
             todo.append((s, e, m if m is not None and m.end >= e else None))
-    elif mapping is not None:
+        return todo
+    if mapping is not None:
         try:
             addr = parse_address(mapping)
         except ValueError:
@@ -635,48 +603,81 @@ def dump(
             chosen = [m for m in maps if m.path and mapping in m.path]
         if not chosen:
             raise LookupError(f"no mapping of process {pid} contains or names {mapping!r}")
-        todo = [(m.start, m.end, m) for m in chosen]
-    else:
-        todo = [(m.start, m.end, m) for m in maps]
-    os.makedirs(outdir, exist_ok=True)
-    out: list[DumpedRegion] = []
-    for s, e, m in todo:
-        path = os.path.join(outdir, _file_name(pid, s, e, m.perms if m else None, m.path if m else None))
-        region = DumpedRegion(pid=pid, start=s, end=e, file=path, perms=m.perms if m else None)
-        region.mapping = (m.path or "[anon]") if m else None
-        counts = _page_counts(ck, pid, s, e)
-        region.present_pages, region.parent_pages, region.lazy_pages = (
-            counts["present"],
-            counts["parent"],
-            counts["lazy"],
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            for xs, xe, kind in extents(ck, pid):
-                lo, hi = max(s, xs), min(e, xe)
-                if lo >= hi or kind != "data":
-                    continue
-                pos = lo
-                while pos < hi:
-                    n = min(CHUNK, hi - pos)
-                    data, gaps = _read(ck, pid, pos, n)
-                    for g in gaps:  # parent pages without a parent: holes, listed
-                        region.gaps.append(g)
-                    os.pwrite(fd, data, pos - s)
-                    region.bytes_written += n - sum(g["end"] - g["start"] for g in gaps)
-                    pos += n
-            os.ftruncate(fd, e - s)
-        finally:
-            os.close(fd)
-        region.gaps = _gaps(ck, pid, s, e, region.gaps)
-        missing = sum(g["end"] - g["start"] for g in region.gaps if g["reason"] != "lazy")
-        region.missing_pages = (missing + PAGE_SIZE - 1) // PAGE_SIZE
-        out.append(region)
+        return [(m.start, m.end, m) for m in chosen]
+    return [(m.start, m.end, m) for m in maps]
+
+
+def dump(
+    ck: Checkpoint,
+    pid: int,
+    out: str | OutputSink,
+    ranges: list[tuple[int, int]] | None = None,
+    mapping: str | None = None,
+) -> list[DumpedRegion]:
+    """Write PID's memory to OUT: the address RANGES, or the mappings containing the address
+    (or whose path contains the text) MAPPING, or every mapping.  Each file is sparse and as long
+    as its range: byte ``i`` is the memory at ``start + i``; gaps (not dumped, lazy, parent
+    missing) stay holes and are listed.  A ``manifest.json`` lists every region.
+
+    OUT is an :class:`~pensieve.output.sink.OutputSink` (the caller closes it), or a directory
+    path: a sink is made for it with the checkpoint's boundaries (refused inside the evidence;
+    nothing existing is overwritten) and closed here, which writes its manifest of hashes."""
+    import json
+
     from pensieve.records import to_dict
 
-    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
-        json.dump([to_dict(r) for r in out], fh, indent=1)
-    return out
+    todo = _dump_plan(ck, pid, ranges, mapping)
+    sink = out if isinstance(out, OutputSink) else OutputSink(out, ck.boundaries())
+    outdir = out if isinstance(out, str) else sink.path
+    regions: list[DumpedRegion] = []
+    try:
+        try:
+            for s, e, m in todo:
+                regions.append(_dump_region(ck, pid, s, e, m, sink, outdir))
+            sink.write("manifest.json", json.dumps([to_dict(r) for r in regions], indent=1).encode())
+        finally:
+            if sink is not out:
+                sink.close()
+    except FileExistsError as exc:
+        raise ValueError(f"{exc.filename or outdir} exists: pensieve never overwrites a file") from None
+    return regions
+
+
+def _dump_region(
+    ck: Checkpoint, pid: int, s: int, e: int, m: MemoryMap | None, sink: OutputSink, outdir: str
+) -> DumpedRegion:
+    """Write [S, E) of PID's memory through SINK: data where the pagemap has it, holes elsewhere."""
+    name = _file_name(pid, s, e, m.perms if m else None, m.path if m else None)
+    region = DumpedRegion(
+        pid=pid, start=s, end=e, file=os.path.join(outdir, name), perms=m.perms if m else None
+    )
+    region.mapping = (m.path or "[anon]") if m else None
+    counts = _page_counts(ck, pid, s, e)
+    region.present_pages, region.parent_pages, region.lazy_pages = (
+        counts["present"],
+        counts["parent"],
+        counts["lazy"],
+    )
+    with sink.create(name) as fh:
+        pos = s
+        for xs, xe, kind in extents(ck, pid):
+            lo, hi = max(s, xs), min(e, xe)
+            if lo >= hi or kind != "data":
+                continue
+            fh.hole(lo - pos)
+            pos = lo
+            while pos < hi:
+                n = min(CHUNK, hi - pos)
+                data, gaps = _read(ck, pid, pos, n)
+                region.gaps += gaps  # parent pages without a parent: zeros, listed
+                fh.write(data)
+                region.bytes_written += n - sum(g["end"] - g["start"] for g in gaps)
+                pos += n
+        fh.hole(e - pos)
+    region.gaps = _gaps(ck, pid, s, e, region.gaps)
+    missing = sum(g["end"] - g["start"] for g in region.gaps if g["reason"] != "lazy")
+    region.missing_pages = (missing + PAGE_SIZE - 1) // PAGE_SIZE
+    return region
 
 
 def _gaps(ck: Checkpoint, pid: int, s: int, e: int, parent_gaps: list[dict]) -> list[dict]:
@@ -744,8 +745,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
     from pensieve.records import to_dict
 
     out: list[MemoryChange] = []
-    pa = {p.pid: p for p in memory.processes(a)}
-    pb = {p.pid: p for p in memory.processes(b)}
+    pa = {p.pid: p for p in views.processes(a)}
+    pb = {p.pid: p for p in views.processes(b)}
     for pid in sorted(pa.keys() | pb.keys()):
         x, y = pa.get(pid), pb.get(pid)
         if x is None:
@@ -766,8 +767,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                         {f: getattr(y, f) for f in changed},
                     )
                 )
-    sa = {_sock_key(s): s for s in memory.sockets(a)}
-    sb = {_sock_key(s): s for s in memory.sockets(b)}
+    sa = {_sock_key(s): s for s in views.sockets(a)}
+    sb = {_sock_key(s): s for s in views.sockets(b)}
     for key in sorted(sa.keys() | sb.keys(), key=repr):
         x, y = sa.get(key), sb.get(key)
         if x is None:
@@ -796,8 +797,8 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                         {f: getattr(y, f) for f in changed},
                     )
                 )
-    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(a)}
-    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in memory.files(b)}
+    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(a)}
+    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(b)}
     for key in sorted(fa.keys() | fb.keys(), key=repr):
         x, y = fa.get(key), fb.get(key)
         what = f"fd {key[1]}" if isinstance(key[1], int) else str(key[1])
@@ -813,9 +814,9 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
             )
     ma: dict[int, list[MemoryMap]] = {}
     mb: dict[int, list[MemoryMap]] = {}
-    for m in memory.maps(a):
+    for m in views.maps(a):
         ma.setdefault(m.pid, []).append(m)
-    for m in memory.maps(b):
+    for m in views.maps(b):
         mb.setdefault(m.pid, []).append(m)
     for pid in sorted(ma.keys() & mb.keys()):
         (va, da), (vb, db) = _mem_size(ma[pid]), _mem_size(mb[pid])

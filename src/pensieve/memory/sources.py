@@ -25,11 +25,13 @@ import os
 import posixpath
 from datetime import UTC, datetime
 
-from pensieve.evidence.base import EvidenceError
-from pensieve.formats.criu.checkpoint import Checkpoint
+from pensieve.evidence.base import Evidence, EvidenceError
+from pensieve.formats.criu.checkpoint import Checkpoint, EvidenceStore
 from pensieve.formats.criu.images import CriuImageError
-from pensieve.records import Change
-from pensieve.records.core import field, record
+from pensieve.records import Change, record_fields
+from pensieve.records.host import Container
+from pensieve.records.memory import CheckpointInfo
+from pensieve.times import parse_rfc3339
 
 __all__ = [
     "CheckpointInfo",
@@ -47,52 +49,28 @@ class SourceError(EvidenceError):
     """The source is not a usable checkpoint (exit 3 in the CLI)."""
 
 
-@record
-class CheckpointInfo:
-    """What a checkpoint source says about itself and the container it was taken from."""
-
-    kind: str  # criu | docker | podman | cri-o | containerd | archive
-    source: str  # what was opened (directory, archive, data root)
-    checkpoint: str  # where the CRIU images are (a directory, or ARCHIVE:checkpoint)
-    name: str | None = None  # the checkpoint's name (docker checkpoint create C NAME)
-    engine: str | None = None  # Docker | Podman | CRI-O | containerd
-    container_id: str | None = None
-    container_name: str | None = None
-    image: str | None = None
-    image_id: str | None = None
-    runtime: str | None = None
-    created: str | None = None  # container creation time
-    checkpointed: str | None = None  # when the checkpoint was taken, when the source says
-    pod: str | None = None  # Kubernetes pod name
-    namespace: str | None = None  # Kubernetes namespace
-    pod_uid: str | None = None
-    k8s_container: str | None = None  # Kubernetes container name
-    hostname: str | None = None
-    command: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    annotations: dict = field(default_factory=dict)
-    labels: dict = field(default_factory=dict)
-    network: object = None  # network.status as the engine wrote it
-    compression: str | None = None
-    members: list[str] = field(default_factory=list)  # top-level archive entries
-    criu_images_version: int | None = None
-    tasks: int | None = None
-    rootfs_changes: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-
 class Source:
-    """An opened checkpoint source: ``checkpoint``, ``info``, ``changes()``; close it after use."""
+    """An opened checkpoint source: ``checkpoint``, ``info``, ``changes()``; close it after use.
 
-    def __init__(self, checkpoint: Checkpoint, info: CheckpointInfo, archive=None) -> None:
+    ``boundaries()`` are the host paths no output may be written into: the evidence's own (a
+    data root's evidence, an archive file), and for a CRIU directory given as SOURCE the
+    directory holding it (an incremental chain keeps its siblings there)."""
+
+    def __init__(
+        self, checkpoint: Checkpoint, info: CheckpointInfo, archive=None, evidence: Evidence | None = None
+    ) -> None:
         self.checkpoint = checkpoint
         self.info = info
         self.archive = archive
+        self.evidence = evidence
         self._changes: list[Change] | None = None
 
     @property
     def problems(self) -> list[str]:
         return self.info.problems + self.checkpoint.problems
+
+    def boundaries(self) -> list[str]:
+        return self.checkpoint.boundaries()
 
     def changes(self) -> list[Change]:
         """Filesystem changes the archive carries: rootfs-diff.tar entries and deleted.files."""
@@ -103,6 +81,8 @@ class Source:
     def close(self) -> None:
         if self.archive is not None:
             self.archive.close()
+        if self.evidence is not None:
+            self.evidence.close()
 
     def __enter__(self) -> Source:
         return self
@@ -153,16 +133,32 @@ def _inventory_facts(ck: Checkpoint, info: CheckpointInfo) -> None:
         info.tasks = len(ck.image("pstree.img", required=True).entries)  # no core decoded yet
     except CriuImageError as exc:
         raise SourceError(f"unusable checkpoint: {exc}") from None
+    # a refused parent link (outside the SOURCE, absolute, a loop) is a problem, not the end
+    ck.settle_chain()
 
 
 def _criu_dir(path: str) -> Source:
+    """A CRIU image directory given as SOURCE: the evidence is the directory itself, so its
+    ``parent`` chain may not leave it."""
+    from pensieve.evidence import open_evidence
+
     try:
-        ck = Checkpoint(path)
-    except CriuImageError as exc:
+        evidence = open_evidence(path)
+    except EvidenceError as exc:
         raise SourceError(f"unusable checkpoint: {exc}") from None
-    info = CheckpointInfo(kind="criu", source=path, checkpoint=ck.path)
-    _inventory_facts(ck, info)
-    return Source(ck, info)
+    try:
+        # the directory holding it is protected too: an incremental chain keeps its siblings there
+        holder = os.path.dirname(os.path.realpath(path))
+        ck = Checkpoint(store=EvidenceStore(evidence, "/", label=path, protect=[holder]))
+        info = CheckpointInfo(kind="criu", source=path, checkpoint=ck.path)
+        _inventory_facts(ck, info)
+    except CriuImageError as exc:
+        evidence.close()
+        raise SourceError(f"unusable checkpoint: {exc}") from None
+    except BaseException:
+        evidence.close()
+        raise
+    return Source(ck, info, evidence=evidence)
 
 
 def _host(path: str):
@@ -179,39 +175,29 @@ def docker_checkpoints(path: str) -> list[dict]:
     """Every Docker checkpoint in the data roots of PATH: container id/name, name, directory."""
     host = _host(path)
     out = []
-    for c in host._containers:  # noqa: SLF001 - layer chains are not needed here
-        cdir = posixpath.dirname(c.config_path or "") or posixpath.join(
-            c.data_root or "/", "containers", c.id
-        )
-        ckdir = posixpath.join(cdir, "checkpoints")
-        try:
-            names = sorted(host.evidence.listdir(ckdir))
-        except (EvidenceError, OSError):
-            continue
-        for n in names:
+    for c in host.containers():
+        for n, where in host.checkpoints(c).items():
             out.append(
                 {
                     "container_id": c.id,
                     "container_name": c.name,
                     "name": n,
-                    "path": posixpath.join(ckdir, n),
+                    "path": where,
                     "data_root": c.data_root,
                 }
             )
     return out
 
 
-def _docker(path: str, container: str, name: str | None) -> Source:
-    host = _host(path)
-    c = host.container(container)  # LookupFailed: exit 4
-    cdir = posixpath.dirname(c.config_path or "") or posixpath.join(c.data_root or "/", "containers", c.id)
-    ckroot = posixpath.join(cdir, "checkpoints")
-    try:
-        names = sorted(host.evidence.listdir(ckroot))
-    except (EvidenceError, OSError):
-        names = []
+#: whether the engines' container record carries the OCI runtime (TODO: Container.runtime)
+_CONTAINER_RUNTIME = "runtime" in (record_fields(Container) or ())
+
+
+def _pick_checkpoint(c: Container, found: dict[str, str], name: str | None) -> str:
+    """The evidence path of checkpoint NAME of C (the only one when NAME is None)."""
     from pensieve.engines.docker import LookupFailed
 
+    names = sorted(found)
     if name is None:
         if len(names) == 1:
             name = names[0]
@@ -224,28 +210,38 @@ def _docker(path: str, container: str, name: str | None) -> Source:
                     else "no checkpoints"
                 )
             )
-    if name not in names:
+    if name not in found:
         raise LookupFailed(
             f"no checkpoint {name!r} for container {c.name or c.id[:12]}"
             + (f" (it has: {', '.join(names)})" if names else " (it has none)")
         )
-    ev_dir = posixpath.join(ckroot, name)
-    host_dir = host.evidence.host_path(ev_dir) if hasattr(host.evidence, "host_path") else ev_dir
+    return found[name]
+
+
+def _docker(path: str, container: str, name: str | None) -> Source:
+    """Checkpoint NAME of CONTAINER in the data roots of PATH, read through the host's evidence;
+    its ``parent`` chain may not leave the container's checkpoints directory."""
+    host = _host(path)
+    c = host.container(container)  # LookupFailed: exit 4
+    ev_dir = _pick_checkpoint(c, host.checkpoints(c), name)
+    name = posixpath.basename(ev_dir)
+    host_dir = host.evidence.host_path(ev_dir)
     try:
-        ck = Checkpoint(host_dir, boundary=host.evidence.host_path(ckroot))
+        store = EvidenceStore(host.evidence, ev_dir, boundary=posixpath.dirname(ev_dir), label=host_dir)
+        ck = Checkpoint(store=store)
     except CriuImageError as exc:
         raise SourceError(f"unusable checkpoint: {exc}") from None
     info = CheckpointInfo(
         kind="docker",
         source=path,
-        checkpoint=host_dir,
+        checkpoint=ck.path,
         name=name,
         engine="Docker",
         container_id=c.id,
         container_name=c.name,
         image=c.image,
         image_id=c.image_id,
-        created=c.created,
+        created=_ns(c.created),
         hostname=c.hostname,
         command=list(c.command),
         env=list(c.env),
@@ -255,19 +251,22 @@ def _docker(path: str, container: str, name: str | None) -> Source:
     info.namespace = c.labels.get("io.kubernetes.pod.namespace")
     info.pod_uid = c.labels.get("io.kubernetes.pod.uid")
     info.k8s_container = c.labels.get("io.kubernetes.container.name")
+    if _CONTAINER_RUNTIME:
+        info.runtime = c.runtime  # type: ignore[attr-defined]
     try:
-        hc = json.loads(host.evidence.read_bytes(posixpath.join(cdir, "hostconfig.json"), 16 << 20))
-        info.runtime = hc.get("Runtime") if isinstance(hc, dict) else None
-    except (EvidenceError, OSError, ValueError):
-        info.problems.append("hostconfig.json unreadable: runtime unknown")
-    try:
-        st = os.stat(host_dir)
-        info.checkpointed = datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z")
-    except OSError:
+        info.checkpointed = host.evidence.lstat(ev_dir).mtime_ns
+    except (EvidenceError, OSError):
         pass
     # host.problems are about the data root at large (layer directories ...): not this checkpoint's
     _inventory_facts(ck, info)
-    return Source(ck, info)
+    return Source(ck, info, evidence=host.evidence)
+
+
+def _ns(value) -> int | None:
+    """A time as the engines give it (RFC 3339 text, or nanoseconds already) in nanoseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return parse_rfc3339(value)
 
 
 def _json_member(archive, name: str, info: CheckpointInfo):
@@ -300,6 +299,7 @@ def _archive(path: str) -> Source:
                 + (what + "open the container archives it lists)" if kinds else "")
             )
         ck = Checkpoint(archive.where(prefix), store=ArchiveStore(archive, prefix))
+        ck.protect.append(os.path.realpath(path))  # the archive file (and so its directory)
         info = CheckpointInfo(
             kind="archive", source=path, checkpoint=ck.path, compression=archive.compression
         )
@@ -333,8 +333,8 @@ def _describe(info: CheckpointInfo, config: dict, spec: dict) -> None:
     info.image = config.get("rootfsImageName") or config.get("RawImageName") or config.get("rootfsImageRef")
     info.image_id = config.get("rootfsImageID") or config.get("rootfsImage")
     info.runtime = config.get("runtime") or config.get("OCIRuntime")
-    info.created = config.get("createdTime") or ann.get("io.kubernetes.cri-o.Created")
-    info.checkpointed = config.get("checkpointedTime")
+    info.created = _ns(config.get("createdTime") or ann.get("io.kubernetes.cri-o.Created"))
+    info.checkpointed = _ns(config.get("checkpointedTime"))
     labels = config.get("labels") or config.get("Labels") or {}
     info.labels = dict(labels) if isinstance(labels, dict) else {}
     proc = spec.get("process") or {}

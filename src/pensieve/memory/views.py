@@ -28,7 +28,7 @@ from pensieve.formats.criu.checkpoint import (
 )
 from pensieve.formats.criu.images import CriuImageError
 from pensieve.records import MemoryMap, OpenFile, Process, Socket
-from pensieve.records.core import field, record
+from pensieve.records.memory import MemoryRead
 
 __all__ = [
     "CriuImageError",
@@ -61,7 +61,7 @@ SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 6: "d
 IP_PROTOS = {0: None, 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite", 255: "raw"}
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
 SECCOMP = {0: "disabled", 1: "strict", 2: "filter"}
-REMAP_LINKED, REMAP_GHOST, REMAP_PROCFS = 0, 1, 2
+REMAP_LINKED, REMAP_GHOST = 0, 1  # remap_type (2, procfs: a /proc file, not deleted)
 
 # VMA status bits (criu/include/image.h)
 VMA_STATUS = [
@@ -96,20 +96,6 @@ _ANON = {
     "bpfmap": "anon_inode:bpf-map",
     "pidfd": "anon_inode:[pidfd]",
 }
-
-
-@record
-class MemoryRead:
-    """Bytes of a task's memory; gaps (not in the checkpoint) are zero-filled and listed."""
-
-    pid: int
-    start: int
-    data: bytes
-    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
-
-    @property
-    def complete(self) -> bool:
-        return not self.gaps
 
 
 def open_checkpoint(
@@ -523,50 +509,65 @@ def maps(path, pid: int | None = None) -> list[MemoryMap]:
 
 
 def _maps(ckpt: Checkpoint, pids: list[int], light: bool = False) -> list[MemoryMap]:
-    """maps() of PIDS (LIGHT: file names from Checkpoint.reg_files, for naming hits)."""
+    """maps() of PIDS (LIGHT: file names from Checkpoint.reg_files, for naming hits).  A process
+    whose mm or pagemap image is unreadable is a problem of the checkpoint; the others are listed."""
     out = []
     for task_pid in pids:
-        mm = ckpt.mm(task_pid)
-        if mm is None:
-            continue
-        pm = ckpt.pagemap(task_pid)
-        runs = pm[1] if pm else []
-        for v in mm.get("vmas", []):
-            start, end, prot, status = (
-                v.get("start", 0),
-                v.get("end", 0),
-                v.get("prot", 0),
-                v.get("status", 0),
-            )
-            perms = ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-")
-            perms += "s" if v.get("flags", 0) & MAP_SHARED else "p"
-            kind = [name for bit, name in VMA_STATUS if status & bit]
-            path_ = next((p for k, p in _SPECIAL_PATHS if k in kind), None)
-            if path_ is None and ("file-private" in kind or "file-shared" in kind):
-                path_, deleted = _reg_name(ckpt, v.get("shmid"), light)
-                if path_ and deleted:
-                    path_ += " (deleted)"
-            if path_ is None and ("stack" in kind or start <= mm.get("mm_start_stack", -1) < end):
-                path_ = "[stack]"
-            m = MemoryMap(
-                pid=task_pid,
-                start=start,
-                end=end,
-                perms=perms,
-                offset=v.get("pgoff", 0),
-                path=path_,
-                kind=kind,
-            )
-            for r in runs:
-                lo, hi = max(start, r.vaddr), min(end, r.vaddr + r.nr_pages * PAGE_SIZE)
-                if lo >= hi:
-                    continue
-                n = (hi - lo) // PAGE_SIZE
-                if r.flags & PE_PRESENT:
-                    m.pages_present += n
-                elif r.flags & PE_PARENT:
-                    m.pages_parent += n
-                elif r.flags & PE_LAZY:
-                    m.pages_lazy += n
-            out.append(m)
+        try:
+            out += task_maps(ckpt, task_pid, light)
+        except CriuImageError as exc:
+            ckpt.note(f"pid {task_pid}: mappings not listed: {exc}")
+    return out
+
+
+def task_maps(ckpt: Checkpoint, task_pid: int, light: bool = False) -> list[MemoryMap]:
+    """The mappings of one process (CriuImageError when its mm or pagemap image is unreadable)."""
+    out: list[MemoryMap] = []
+    mm = ckpt.mm(task_pid)
+    if mm is None:
+        return out
+    pm = ckpt.pagemap(task_pid)
+    if pm is None:
+        ckpt.note(
+            f"pid {task_pid}: mm-{task_pid}.img without pagemap-{task_pid}.img: no pages in the checkpoint"
+        )
+    runs = pm[1] if pm else []
+    for v in mm.get("vmas", []):
+        start, end, prot, status = (
+            v.get("start", 0),
+            v.get("end", 0),
+            v.get("prot", 0),
+            v.get("status", 0),
+        )
+        perms = ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-")
+        perms += "s" if v.get("flags", 0) & MAP_SHARED else "p"
+        kind = [name for bit, name in VMA_STATUS if status & bit]
+        path_ = next((p for k, p in _SPECIAL_PATHS if k in kind), None)
+        if path_ is None and ("file-private" in kind or "file-shared" in kind):
+            path_, deleted = _reg_name(ckpt, v.get("shmid"), light)
+            if path_ and deleted:
+                path_ += " (deleted)"
+        if path_ is None and ("stack" in kind or start <= mm.get("mm_start_stack", -1) < end):
+            path_ = "[stack]"
+        m = MemoryMap(
+            pid=task_pid,
+            start=start,
+            end=end,
+            perms=perms,
+            offset=v.get("pgoff", 0),
+            path=path_,
+            kind=kind,
+        )
+        for r in runs:
+            lo, hi = max(start, r.vaddr), min(end, r.vaddr + r.nr_pages * PAGE_SIZE)
+            if lo >= hi:
+                continue
+            n = (hi - lo) // PAGE_SIZE
+            if r.flags & PE_PRESENT:
+                m.pages_present += n
+            elif r.flags & PE_PARENT:
+                m.pages_parent += n
+            elif r.flags & PE_LAZY:
+                m.pages_lazy += n
+        out.append(m)
     return out

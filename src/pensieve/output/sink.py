@@ -85,6 +85,17 @@ class WrittenFile:
         self.size += total
         return total
 
+    def hole(self, n: int) -> None:
+        """N zero bytes left as a hole (a sparse file): hashed as zeros, never written."""
+        zeros = memoryview(bytes(min(n, 1 << 20)))
+        left = n
+        while left > 0:
+            self._hash.update(zeros[: min(left, len(zeros))])
+            left -= len(zeros)
+        self.size += n
+        os.lseek(self._fd, n, os.SEEK_CUR)
+        os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))
+
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()

@@ -1,10 +1,11 @@
-"""Processes, open files, sockets and memory maps of a checkpointed container (CRIU)."""
+"""Processes, open files, sockets and memory maps of a checkpointed container (CRIU); what a
+checkpoint source says about itself; memory reads, dumps, search hits and checkpoint diffs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pensieve.records.core import field, record
+from pensieve.records.core import Timestamp, field, record
 
 
 @record
@@ -93,3 +94,102 @@ class MemoryMap:
     pages_present: int = 0  # pages stored in this checkpoint
     pages_parent: int = 0  # pages stored in a parent checkpoint
     pages_lazy: int = 0  # lazy pages not stored
+
+
+@record
+class CheckpointInfo:
+    """What a checkpoint source says about itself and the container it was taken from."""
+
+    kind: str  # criu | docker | podman | cri-o | containerd | archive
+    source: str  # what was opened (directory, archive, data root)
+    checkpoint: str  # where the CRIU images are (a directory, or ARCHIVE:checkpoint)
+    name: str | None = None  # the checkpoint's name (docker checkpoint create C NAME)
+    engine: str | None = None  # Docker | Podman | CRI-O | containerd
+    container_id: str | None = None
+    container_name: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    runtime: str | None = None
+    created: Timestamp | None = None  # container creation time
+    checkpointed: Timestamp | None = None  # when the checkpoint was taken, when the source says
+    pod: str | None = None  # Kubernetes pod name
+    namespace: str | None = None  # Kubernetes namespace
+    pod_uid: str | None = None
+    k8s_container: str | None = None  # Kubernetes container name
+    hostname: str | None = None
+    command: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    annotations: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    network: object = None  # network.status as the engine wrote it
+    compression: str | None = None
+    members: list[str] = field(default_factory=list)  # top-level archive entries
+    criu_images_version: int | None = None
+    tasks: int | None = None
+    rootfs_changes: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@record
+class MemoryRead:
+    """Bytes of a task's memory; gaps (not in the checkpoint) are zero-filled and listed."""
+
+    pid: int
+    start: int
+    data: bytes
+    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+
+@record
+class DumpedRegion:
+    """One file written by ``mem dump``: a range of a process's memory at its own addresses."""
+
+    pid: int
+    start: int
+    end: int
+    file: str
+    perms: str | None = None
+    mapping: str | None = None
+    present_pages: int = 0  # in this checkpoint
+    parent_pages: int = 0  # read from a parent checkpoint
+    lazy_pages: int = 0  # PE_LAZY: left to the lazy-pages server, not in the evidence (zeros)
+    missing_pages: int = 0  # no pagemap entry, or a parent page with no parent (zeros)
+    bytes_written: int = 0  # dumped bytes (the file is sparse: gaps are holes)
+    gaps: list[dict] = field(default_factory=list)  # {"start", "end", "reason"}
+
+
+@record
+class MemoryHit:
+    """A match in a process's memory (``mem search``, ``mem yara``)."""
+
+    pid: int
+    address: int
+    length: int
+    pattern: str  # the pattern's label, or RULE:$string for YARA
+    comm: str | None = None
+    mapping: str | None = None  # backing file, [heap], [stack] ... or [anon]
+    map_start: int | None = None
+    perms: str | None = None
+    map_offset: int | None = None  # address - map_start
+    context: str | None = None  # printable bytes around the hit ('.' for others)
+    context_hex: str | None = None
+    rule: str | None = None  # YARA rule
+    tags: list[str] = field(default_factory=list)  # YARA tags
+    meta: dict = field(default_factory=dict)  # YARA meta
+
+
+@record
+class MemoryChange:
+    """One difference between two checkpoints of the same process tree (``mem diff``)."""
+
+    kind: str  # process | socket | file | memory
+    change: str  # appeared | vanished | changed | opened | closed | grew | shrank
+    subject: str
+    pid: int | None = None
+    fields: list[str] = field(default_factory=list)  # what changed
+    before: object = None
+    after: object = None

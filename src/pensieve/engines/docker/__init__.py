@@ -176,6 +176,19 @@ class DockerHost:
             )
         raise LookupFailed(f"no container {ref!r} in {self.evidence.description}")
 
+    def checkpoints(self, container: Container) -> dict[str, str]:  # TEMP for the memory branch
+        """The container's checkpoints (containers/<id>/checkpoints/NAME): name -> evidence path."""
+        import posixpath
+
+        cdir = posixpath.dirname(container.config_path or "") or posixpath.join(
+            container.data_root or "/", "containers", container.id
+        )
+        ckroot = posixpath.join(cdir, "checkpoints")
+        try:
+            return {n: posixpath.join(ckroot, n) for n in sorted(self.evidence.listdir(ckroot))}
+        except (EvidenceError, OSError):
+            return {}
+
     # ---- volumes --------------------------------------------------------------------
     def volumes(self) -> list[Volume]:
         return self._volumes

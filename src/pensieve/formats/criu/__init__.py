@@ -7,6 +7,6 @@
 """
 
 from pensieve.formats.criu.checkpoint import Checkpoint
-from pensieve.formats.criu.images import CriuImageError, Image, parse_image, read_image
+from pensieve.formats.criu.images import CriuImageError, Image, parse_image
 
-__all__ = ["Checkpoint", "CriuImageError", "Image", "parse_image", "read_image"]
+__all__ = ["Checkpoint", "CriuImageError", "Image", "parse_image"]

@@ -28,12 +28,13 @@ pensieve names both 2 and 6 "zombie".
 from __future__ import annotations
 
 import bisect
+import io
 import mmap
 import os
-import re
-import stat
+import posixpath
 import struct
 
+from pensieve.evidence.base import Evidence, EvidenceError, NotFound
 from pensieve.formats.criu.images import (
     IMG_COMMON,
     MAGIC_BY_NAME,
@@ -43,7 +44,6 @@ from pensieve.formats.criu.images import (
     parse_first,
     parse_image,
     parse_partial,
-    read_file_bytes,
 )
 from pensieve.formats.criu.protobuf import ProtobufError, decode
 from pensieve.formats.criu.schemas import SCHEMAS
@@ -116,8 +116,6 @@ PE_PRESENT = 1 << 2
 MAX_PARENT_DEPTH = 64
 #: read_memory refuses larger requests
 MAX_READ = 256 << 20
-
-_PID_IMAGE = re.compile(r"^(core|mm|pagemap|fs|ids|creds|utsns)-(\d+)\.img$")
 
 
 _PAGEMAP_HEAD = struct.pack("<II", IMG_COMMON, MAGIC_BY_NAME["PAGEMAP"])
@@ -208,15 +206,21 @@ class Task:
 
 
 class CheckpointStore:
-    """Where a checkpoint's image files are: a directory, or a directory inside an archive.
+    """Where a checkpoint's image files are: a directory of an evidence, or one inside an archive.
 
     ``path`` names the checkpoint for people; ``names()`` lists the image files; ``read`` returns
     a whole (small) image, ``pread`` a slice of a big one (pages), ``size`` a file's length,
     ``map`` a read-only memory map of one (scans of pages files); ``parent()`` the store of the
-    ``parent`` checkpoint when the chain lives in the same place.
+    ``parent`` checkpoint when the chain lives in the same place (CriuImageError when the link is
+    refused); ``boundaries()`` the host paths no output may be written into.
     """
 
     path: str
+
+    @property
+    def key(self) -> str:
+        """What tells two stores apart (a parent chain that comes back to one is a loop)."""
+        return self.path
 
     def names(self) -> set[str]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -241,101 +245,252 @@ class CheckpointStore:
     def parent(self) -> CheckpointStore | None:
         return None
 
+    def boundaries(self) -> list[str]:
+        return []
 
-class DirStore(CheckpointStore):
-    """A checkpoint directory on disk (``criu dump -D DIR``), opened read-only, no symlinks."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = os.fspath(path)
-        self.real = os.path.realpath(self.path)
-        if not os.path.isdir(self.real):
-            raise CriuImageError("not a checkpoint directory", self.path)
+#: symlinks followed while resolving one path inside the evidence
+_MAX_HOPS = 40
 
-    def names(self) -> set[str]:
+
+def _inside(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top + "/")
+
+
+def resolve_inside(evidence: Evidence, path: str, what: str = "path") -> str:
+    """PATH (absolute, in EVIDENCE) with every symlink in it resolved inside the evidence: an
+    absolute target is re-rooted at the evidence root, a ``..`` that would climb above the root
+    is refused (CriuImageError), at most ``_MAX_HOPS`` links are followed.  Iterative, so a long
+    chain or a loop of links ends with an error, never a recursion."""
+    todo = [p for p in path.split("/") if p]
+    todo.reverse()
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if not done:
+                raise CriuImageError(f"{what} leads outside the evidence", path)
+            done.pop()
+            continue
+        here = "/" + "/".join([*done, part])
         try:
-            return set(os.listdir(self.real))
-        except OSError as exc:
-            raise CriuImageError(f"cannot list: {exc.strerror}", self.path) from None
-
-    def where(self, name: str) -> str:
-        return os.path.join(self.real, name)
-
-    def read(self, name: str, limit: int = MAX_IMAGE_SIZE) -> bytes:
-        return read_file_bytes(self.where(name), limit)
-
-    def size(self, name: str) -> int:
-        return os.lstat(self.where(name)).st_size
-
-    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            st = evidence.lstat(here)
+        except NotFound:
+            done.append(part)  # missing: the caller's own open says so
+            continue
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot resolve {what}: {exc}", path) from None
+        if not st.is_symlink:
+            done.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_HOPS:
+            raise CriuImageError(f"{what}: more than {_MAX_HOPS} symbolic links", path)
         try:
-            fd = os.open(self.where(name), flags | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            try:
-                fd = os.open(self.where(name), flags)
-            except OSError:
-                return None
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-                return None
-            return mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ), 0, st.st_size
-        except (OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
-
-    def pread(self, name: str, offset: int, size: int) -> bytes:
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        path = self.where(name)
-        try:
-            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            raise CriuImageError(f"cannot open: {exc.strerror}", path) from None
-        try:
-            chunks = []
-            while size > 0:
-                chunk = os.pread(fd, size, offset)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                offset += len(chunk)
-                size -= len(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+            target = evidence.readlink(here)
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot resolve {what}: {exc}", path) from None
+        if target.startswith("/"):
+            done = []
+        todo.extend(reversed([p for p in target.split("/") if p]))
+    return "/" + "/".join(done)
 
 
-class Checkpoint:
-    """Lazy, read-only access to one checkpoint directory.
+class EvidenceStore(CheckpointStore):
+    """A checkpoint directory inside an :class:`~pensieve.evidence.base.Evidence`: a CRIU image
+    directory given as SOURCE (``open_evidence(DIR)``, the checkpoint at ``/``) or a Docker
+    checkpoint in a data root (``containers/<id>/checkpoints/NAME``).
 
-    ``boundary`` is the directory the ``parent`` chain may not leave (default: the directory
-    holding this checkpoint), resolved with its symlinks before any comparison.
+    Every byte is read through the evidence (read-only, never through a final symlink, no
+    atime where the kernel allows); pages files are memory-mapped from the file object the
+    evidence opened when it has a real descriptor (directories), read with ``pread`` otherwise.
+    The ``parent`` chain may not leave BOUNDARY (an evidence path, default: the evidence root).
+    ``boundaries()`` are the evidence's and PROTECT (more host paths no output may touch).
     """
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        evidence: Evidence,
+        directory: str = "/",
+        boundary: str | None = None,
+        label: str | None = None,
+        protect: list[str] | None = None,
+    ) -> None:
+        self.evidence = evidence
+        self.protect = list(protect or [])
+        self.dir = resolve_inside(evidence, directory, "checkpoint directory")
+        self.boundary = resolve_inside(evidence, boundary, "boundary") if boundary else "/"
+        if not evidence.is_dir(self.dir):
+            raise CriuImageError("not a checkpoint directory", label or directory)
+        self.path = label or self._show(self.dir)
+
+    @classmethod
+    def on_host(cls, path: str | os.PathLike, boundary: str | os.PathLike | None = None) -> EvidenceStore:
+        """The checkpoint directory PATH on this host, read as directory evidence rooted at
+        BOUNDARY (default: the directory holding PATH, which its ``parent`` chain may not leave)."""
+        from pensieve.evidence.directory import DirectoryEvidence
+
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            raise CriuImageError("not a checkpoint directory", os.fspath(path))
+        top = os.path.realpath(boundary) if boundary is not None else os.path.dirname(real)
+        rel = os.path.relpath(real, top)
+        if rel == ".." or rel.startswith("../"):
+            raise CriuImageError(f"checkpoint is outside its boundary {top}", os.fspath(path))
+        try:
+            evidence = DirectoryEvidence(top)
+        except EvidenceError as exc:
+            raise CriuImageError(str(exc), os.fspath(path)) from None
+        return cls(evidence, "/" if rel == "." else "/" + rel, label=os.fspath(path))
+
+    @property
+    def key(self) -> str:
+        return f"{id(self.evidence)}:{self.dir}"
+
+    def _show(self, path: str) -> str:
+        host = self.evidence.host_path(path)
+        return host if host is not None else f"{self.evidence.description}:{path}"
+
+    def _at(self, name: str) -> str:
+        return self.dir.rstrip("/") + "/" + name
+
+    def boundaries(self) -> list[str]:
+        return self.evidence.boundaries() + self.protect
+
+    def names(self) -> set[str]:
+        try:
+            return set(self.evidence.listdir(self.dir))
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot list: {exc}", self.path) from None
+
+    def where(self, name: str) -> str:
+        return self._show(self._at(name))
+
+    def read(self, name: str, limit: int = MAX_IMAGE_SIZE) -> bytes:
+        path = self._at(name)
+        try:
+            st = self.evidence.lstat(path)
+            if not st.is_file:
+                raise CriuImageError(f"not a regular file ({st.kind})", self.where(name))
+            if st.size > limit:
+                raise CriuImageError(f"image larger than {limit} bytes ({st.size})", self.where(name))
+            data = self.evidence.read_bytes(path, limit + 1)
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot read: {exc}", self.where(name)) from None
+        if len(data) > limit:
+            raise CriuImageError(f"image larger than {limit} bytes", self.where(name))
+        return data
+
+    def size(self, name: str) -> int:
+        try:
+            return self.evidence.lstat(self._at(name)).size
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot stat: {exc}", self.where(name)) from None
+
+    def _open(self, name: str):
+        try:
+            return self.evidence.open(self._at(name))
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot open: {exc}", self.where(name)) from None
+
+    def map(self, name: str) -> tuple[mmap.mmap, int, int] | None:
+        try:
+            fh = self._open(name)
+        except CriuImageError:
+            return None
+        with fh:
+            try:
+                fd = fh.fileno()
+                size = os.fstat(fd).st_size
+                if size == 0:
+                    return None
+                return mmap.mmap(fd, size, access=mmap.ACCESS_READ), 0, size
+            except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                return None  # no descriptor of its own (disk images): pread then
+
+    def pread(self, name: str, offset: int, size: int) -> bytes:
+        with self._open(name) as fh:
+            try:
+                fd = fh.fileno()
+            except (OSError, AttributeError, io.UnsupportedOperation):
+                fd = None
+            chunks = []
+            try:
+                if fd is None:
+                    fh.seek(offset)
+                while size > 0:
+                    chunk = os.pread(fd, size, offset) if fd is not None else fh.read(size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    offset += len(chunk)
+                    size -= len(chunk)
+            except (EvidenceError, OSError) as exc:
+                raise CriuImageError(f"cannot read: {exc}", self.where(name), offset) from None
+            return b"".join(chunks)
+
+    def parent(self) -> EvidenceStore | None:
+        """The ``parent`` checkpoint: a symlink (relative, resolved inside the evidence) or a
+        directory; refused when absolute, outside the boundary, or this checkpoint itself."""
+        link = self._at("parent")
+        where = self.where("parent")
+        try:
+            st = self.evidence.lstat(link)
+            if st.is_symlink:
+                target = self.evidence.readlink(link)
+                if target.startswith("/"):
+                    raise CriuImageError(f"parent link is absolute ({target!r}): refused", where)
+                resolved = resolve_inside(self.evidence, posixpath.join(self.dir, target), "parent")
+            elif st.is_dir:
+                resolved = link
+            else:
+                raise CriuImageError("parent is neither a symlink nor a directory", where)
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot resolve parent: {exc}", where) from None
+        except CriuImageError as exc:
+            if exc.path == where:
+                raise
+            raise CriuImageError(f"{exc.message} ({self._show(self.boundary)})", where) from None
+        if not _inside(resolved, self.boundary):
+            raise CriuImageError(
+                f"parent {self._show(resolved)} is outside the evidence ({self._show(self.boundary)})", where
+            )
+        if resolved == self.dir:
+            raise CriuImageError("parent link points at its own checkpoint", where)
+        if not self.evidence.is_dir(resolved):
+            raise CriuImageError(f"parent {self._show(resolved)} is not a directory", where)
+        return EvidenceStore(self.evidence, resolved, self.boundary, protect=self.protect)
+
+
+class Checkpoint:
+    """Lazy, read-only access to one checkpoint, through its :class:`CheckpointStore`.
+
+    ``Checkpoint(store=EvidenceStore(evidence, directory, boundary))`` reads a checkpoint
+    directory of an evidence; ``Checkpoint(PATH, BOUNDARY)`` is the same for a directory on this
+    host (:meth:`EvidenceStore.on_host`: the evidence is BOUNDARY, default the directory holding
+    PATH, and the ``parent`` chain may not leave it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
         boundary: str | os.PathLike | None = None,
-        _depth: int = 0,
         store: CheckpointStore | None = None,
+        _depth: int = 0,
+        _seen: frozenset[str] = frozenset(),
     ):
         self._depth = _depth
         if store is None:
-            store = DirStore(path)
-            self.real = store.real
-            self.boundary = (
-                os.path.realpath(os.fspath(boundary)) if boundary is not None else os.path.dirname(store.real)
-            )
-        else:
-            self.real = None
-            self.boundary = None
+            if path is None:
+                raise TypeError("Checkpoint needs a path or a store")
+            store = EvidenceStore.on_host(path, boundary)
         self.store = store
         self.path = store.path
+        self._seen = _seen | {store.key}
+        self.protect: list[str] = []
         self._cache: dict[str, Image | None] = {}
         self._partial: dict[tuple, dict | list | None] = {}
         self._reg_files: dict[int, dict] | None = None
@@ -348,6 +503,18 @@ class Checkpoint:
         self._files: dict[int, dict] | None = None
         self._pagemaps: dict[int, tuple[int, list[PageRun]]] = {}
         self._parent: Checkpoint | None | bool = False
+        self._parent_error: CriuImageError | None = None
+        self._parent_refused = False
+
+    def note(self, problem: str) -> None:
+        """Record PROBLEM once (a view and a scan may both meet the same bad image)."""
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def boundaries(self) -> list[str]:
+        """Host paths that are this checkpoint's evidence (no output may be written there): the
+        store's, and ``protect`` (what the opener adds, e.g. the archive file it came from)."""
+        return self.store.boundaries() + self.protect
 
     # ---- image access ----------------------------------------------------------------------
 
@@ -549,41 +716,48 @@ class Checkpoint:
     # ---- memory ----------------------------------------------------------------------------
 
     def parent(self) -> Checkpoint | None:
-        """The previous checkpoint of the chain (``parent`` symlink), kept inside the boundary."""
+        """The previous checkpoint of the chain (``parent``), kept inside the store's boundary;
+        CriuImageError (every time it is asked) when the link is refused: absolute, outside the
+        boundary, a loop, too deep."""
+        if self._parent_error is not None:
+            raise self._parent_error
         if self._parent is not False:
             return self._parent  # type: ignore[return-value]
-        self._parent = None
+        try:
+            self._parent = self._open_parent()
+        except CriuImageError as exc:
+            self._parent_error = exc
+            raise
+        return self._parent
+
+    def _open_parent(self) -> Checkpoint | None:
         if "parent" not in self.names:
             return None
-        if not isinstance(self.store, DirStore):
-            parent_store = self.store.parent()
-            if parent_store is not None:
-                if self._depth >= MAX_PARENT_DEPTH:
-                    raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", self.file("parent"))
-                self._parent = Checkpoint(parent_store.path, _depth=self._depth + 1, store=parent_store)
-            return self._parent  # type: ignore[return-value]
-        link = self.file("parent")
-        try:
-            st = os.lstat(link)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(link)
-                if os.path.isabs(target):
-                    raise CriuImageError(f"parent link is absolute ({target!r}): refused", link)
-                resolved = os.path.realpath(os.path.join(self.real, target))
-            elif stat.S_ISDIR(st.st_mode):
-                resolved = os.path.realpath(link)
-            else:
-                raise CriuImageError("parent is neither a symlink nor a directory", link)
-        except OSError as exc:
-            raise CriuImageError(f"cannot resolve parent: {exc.strerror}", link) from None
-        if os.path.commonpath([resolved, self.boundary]) != self.boundary:
-            raise CriuImageError(f"parent {resolved} is outside the evidence ({self.boundary})", link)
+        parent_store = self.store.parent()
+        if parent_store is None:
+            return None
         if self._depth >= MAX_PARENT_DEPTH:
-            raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", link)
-        if resolved == self.real:
-            raise CriuImageError("parent link points at its own checkpoint", link)
-        self._parent = Checkpoint(resolved, self.boundary, self._depth + 1)
-        return self._parent
+            raise CriuImageError(f"parent chain deeper than {MAX_PARENT_DEPTH}", self.file("parent"))
+        if parent_store.key in self._seen:
+            raise CriuImageError(f"parent chain loops back to {parent_store.path}", self.file("parent"))
+        return Checkpoint(store=parent_store, _depth=self._depth + 1, _seen=self._seen)
+
+    def settle_chain(self) -> None:
+        """Open the whole ``parent`` chain now.  A refused link becomes one problem of this
+        checkpoint and ends the chain there for memory reads: the pages it would hold read as
+        ``no-parent`` gaps (``parent()`` itself still says why it was refused)."""
+        ck: Checkpoint | None = self
+        while ck is not None:
+            try:
+                ck = ck.parent()
+            except CriuImageError as exc:
+                ck._parent_refused = True  # type: ignore[union-attr]
+                self.problems.append(str(exc))
+                return
+
+    def pages_parent(self) -> Checkpoint | None:
+        """The parent that holds PE_PARENT pages (None after a refusal :meth:`settle_chain` recorded)."""
+        return None if self._parent_refused else self.parent()
 
     def pagemap(self, pid: int) -> tuple[int, list[PageRun]] | None:
         """(pages_id, runs sorted by address) of PID, or None when it has no pagemap."""
@@ -692,7 +866,7 @@ class Checkpoint:
                 data = self.read_pages(pages_id, run.offset + (addr - run.vaddr), stop - addr)
                 out[addr - base : stop - base] = data
             elif run.flags & PE_PARENT:
-                parent = self.parent()
+                parent = self.pages_parent()
                 if parent is None:
                     gaps.append({"start": addr, "end": stop, "reason": "no-parent"})
                 else:
@@ -718,11 +892,3 @@ class Checkpoint:
     def pipe_data(self, fifo: bool = False) -> dict[int, bytes]:
         name = "fifo-data.img" if fifo else "pipes-data.img"
         return {e.get("pipe_id", 0): e.get("extra", b"") for e in self.entries(name)}
-
-    def pid_images(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for name in self.names:
-            m = _PID_IMAGE.match(name)
-            if m:
-                out.setdefault(m.group(1), []).append(int(m.group(2)))
-        return out

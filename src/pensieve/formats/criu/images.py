@@ -20,7 +20,6 @@ undecodable message raises :class:`CriuImageError` naming the file and the byte 
 
 from __future__ import annotations
 
-import os
 import struct
 
 from pensieve.formats.criu.protobuf import ProtobufError, decode
@@ -135,37 +134,6 @@ class Image:
     magic: str
     entries: list[dict] = field(default_factory=list)
     raw: bool = False  # entries were not decoded (no schema): each is {"_raw": bytes}
-
-
-def read_file_bytes(path: str, limit: int = MAX_IMAGE_SIZE) -> bytes:
-    """Read PATH read-only without following a final symlink; refuse more than LIMIT bytes."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    noatime = getattr(os, "O_NOATIME", 0)
-    try:
-        fd = os.open(path, flags | noatime)
-    except PermissionError:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise CriuImageError(f"cannot open: {exc.strerror}", path) from None
-    try:
-        st = os.fstat(fd)
-        import stat as _stat
-
-        if not _stat.S_ISREG(st.st_mode):
-            raise CriuImageError("not a regular file", path)
-        if st.st_size > limit:
-            raise CriuImageError(f"image larger than {limit} bytes ({st.st_size})", path)
-        chunks = []
-        remaining = st.st_size
-        while remaining > 0:
-            chunk = os.read(fd, remaining)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def image_magic(data: bytes, path: str | None = None) -> tuple[str, int]:
@@ -302,8 +270,3 @@ def _ghost(img: Image, data: bytes, pos: int, path: str | None) -> Image:
         head["extra"] = data[pos:]
         img.entries.append(head)
     return img
-
-
-def read_image(path: str) -> Image:
-    """Read and decode the image file at PATH."""
-    return parse_image(read_file_bytes(path), path)
