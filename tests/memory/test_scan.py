@@ -368,9 +368,10 @@ def test_dump_writes_through_the_sink(dumps, tmp_path):
 
         assert by_path[os.path.basename(r.file)]["sha256"] == hashlib.sha256(data).hexdigest()
     # never overwrites, never inside the evidence (nor beside a CRIU directory given as SOURCE)
-    with pytest.raises(ValueError, match="never overwrites"):
-        scan.dump(ck, root.pid, str(out))
     from pensieve.errors import UsageError
+
+    with pytest.raises(UsageError, match="never overwritten"):
+        scan.dump(ck, root.pid, str(out))
     from pensieve.memory.sources import open_source
 
     with open_source(str(dumps / "after")) as src:
