@@ -34,6 +34,7 @@ EPILOG = (
 
 
 from pensieve.errors import UsageError  # noqa: E402 - re-exported for the command modules
+from pensieve.times import iso_ns  # noqa: E402
 
 # ---- small helpers --------------------------------------------------------------------------
 
@@ -132,12 +133,13 @@ def _refuse_inside_evidence(host, dest: str) -> None:
         raise UsageError(f"refusing to write inside the evidence: {dest}")
 
 
-def _iso(t: float | None) -> str:
-    if t is None:
-        return ""
-    from datetime import UTC, datetime
+def _when(t: int | str | None) -> str:
+    """A record time (int ns; a string from a reader not yet converted) to the second."""
+    return ((iso_ns(t) if isinstance(t, int) else t) or "")[:19]
 
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+def _iso(t: int | None) -> str:
+    return _when(t).replace("T", " ")
 
 
 # ---- command registry -----------------------------------------------------------------------
@@ -337,10 +339,10 @@ def cmd_containers(o):
             ("NAME", lambda c: c.name),
             ("IMAGE", lambda c: c.image or _short(c.image_id)),
             ("STATE", _state),
-            ("CREATED", lambda c: (c.created or "")[:19]),
+            ("CREATED", lambda c: _when(c.created)),
             ("COMMAND", lambda c: " ".join(c.command)[:40]),
             ("RISKS", lambda c: c.risks),
-            ("PROBLEMS", lambda c: c.problems),
+            ("PROBLEMS", lambda c: [p.message for p in c.problems]),
         ],
         title=f"{len(cs)} containers",
     )
@@ -362,7 +364,7 @@ def cmd_images(o):
         [
             ("IMAGE ID", lambda i: _short(i.id)),
             ("TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in parents else "<none>")),
-            ("CREATED", lambda i: (i.created or "")[:19]),
+            ("CREATED", lambda i: _when(i.created)),
             ("LAYERS", lambda i: len(i.diff_ids)),
             ("SIZE", lambda i: i.size),
             ("CMD", lambda i: " ".join((i.entrypoint or []) + (i.cmd or []))[:40]),
@@ -383,7 +385,7 @@ def cmd_history(o):
         img.history,
         o.fmt,
         [
-            ("CREATED", lambda s: (s.created or "")[:19]),
+            ("CREATED", lambda s: _when(s.created)),
             ("CREATED BY", lambda s: (s.created_by or (f"({s.comment})" if s.comment else ""))[:70]),
             ("LAYER", lambda s: "(empty)" if s.empty_layer else _short(s.cache_id)),
             ("DIFF ID", lambda s: _short(s.diff_id)),
@@ -407,7 +409,7 @@ def cmd_volumes(o):
         [
             ("VOLUME", lambda v: v.name if not v.anonymous else _short(v.name)),
             ("DRIVER", lambda v: v.driver),
-            ("CREATED", lambda v: (v.created or "")[:19]),
+            ("CREATED", lambda v: _when(v.created)),
             ("FILES", lambda v: v.file_count),
             ("BYTES", lambda v: v.size),
             ("USED BY", lambda v: [_short(c) for c in v.used_by]),
@@ -444,7 +446,7 @@ def cmd_logs(o):
     if o.fmt == "table":
         out = sys.stdout
         for line in lines:
-            out.write(f"{line.time or '':<31} {line.stream or '':<6} {line.message}\n")
+            out.write(f"{iso_ns(line.time) or '':<31} {line.stream or '':<6} {line.message}\n")
     else:
         emit(lines, o.fmt)
     return problems
@@ -561,7 +563,7 @@ def cmd_fs_find(o):
     after = None
     if o.newer:
         try:
-            after = datetime.fromisoformat(o.newer.replace("Z", "+00:00")).timestamp()
+            after = int(datetime.fromisoformat(o.newer.replace("Z", "+00:00")).timestamp() * 1e9)
         except ValueError as exc:
             raise UsageError(f"--newer: not an ISO time: {o.newer}") from exc
     host, v = _view(o)
@@ -659,7 +661,7 @@ def cmd_diff(o):
                 ("WHAT", lambda c: c.what_changed),
                 ("SIZE", lambda c: c.size),
                 ("MODE", lambda c: c.mode),
-                ("MTIME", lambda c: (c.mtime or "")[:19]),
+                ("MTIME", lambda c: _when(c.mtime)),
                 ("SHA256", lambda c: (c.sha256 or "")[:16]),
             ],
             title="* = not listed by `docker diff`",

@@ -17,6 +17,8 @@ Contract:
 * ``volumes()`` -- volumes and who mounts them;
 * ``layers(container)`` -- a container's layers bottom (image base) to top (RW);
 * ``layer_dir(layer)`` -- the evidence path of a layer's contents (None when missing);
+* ``storage_drivers()`` / ``data_root_dirs()`` -- the drivers a data root may hold and the
+  directory names a data root is made of (to place a bare host path);
 * ``driver(layer)`` -- the :class:`StorageDriver` that gives a layer's directory its meaning
   (whiteouts, opaque directories, redirects, copy-up and native-diff rules): the only place
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
@@ -85,6 +87,8 @@ class StorageDriver(ABC):
     form: str = "overlay"
     store_dirs: tuple[str, ...] = ()
     native_diff: bool = True
+    #: the driver records each layer's lowers (``lowers`` answers from them)
+    records_lowers: bool = False
     private_xattrs: tuple[str, ...] = ()
 
     def layer_path(self, evidence: Evidence, data_root: str, cache_id: str, role: str = "image") -> str:
@@ -165,6 +169,14 @@ class Host(ABC):
     def driver(self, layer: Layer) -> StorageDriver:
         """The storage driver that gives the layer's directory its meaning."""
         return storage_driver(layer.driver)
+
+    def storage_drivers(self) -> list[StorageDriver]:
+        """The drivers whose layer stores a data root of this engine may hold."""
+        return []
+
+    def data_root_dirs(self) -> tuple[str, ...]:
+        """The top-level directory names of this engine's data roots (layer stores and the rest)."""
+        return ()
 
     def volumes(self) -> list[Volume]:
         """Volumes and the containers mounting them (none for engines without volumes)."""

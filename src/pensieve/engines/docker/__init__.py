@@ -10,9 +10,15 @@ from __future__ import annotations
 import posixpath
 from functools import cached_property
 
-from pensieve.engines.base import Host
+from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.docker.containers import add_problem, container_layers, list_containers
-from pensieve.engines.docker.drivers import UNSUPPORTED_DRIVERS, default_driver, is_supported
+from pensieve.engines.docker.drivers import (
+    DATA_ROOT_DIRS,
+    UNSUPPORTED_DRIVERS,
+    data_root_drivers,
+    default_driver,
+    is_supported,
+)
 from pensieve.engines.docker.images import list_images, resolve_image
 from pensieve.engines.docker.root import DockerRoot, NotADataRoot, open_data_roots
 from pensieve.errors import LookupFailed
@@ -185,6 +191,13 @@ class DockerHost(Host):
         for root in self.roots:
             out += list_volumes(root, self.containers(), self.problems)
         return out
+
+    # ---- storage drivers ------------------------------------------------------------------
+    def storage_drivers(self) -> list[StorageDriver]:
+        return data_root_drivers()
+
+    def data_root_dirs(self) -> tuple[str, ...]:
+        return DATA_ROOT_DIRS
 
     # ---- checkpoints and boundaries -------------------------------------------------------
     def checkpoints(self, container: Container) -> dict[str, str]:

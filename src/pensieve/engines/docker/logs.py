@@ -220,14 +220,9 @@ def _read_json(stream: BinaryIO, path: str, container_id: str, problems: list[Pr
         partial = not text.endswith("\n")
         src = obj.get("stream")
         time = obj.get("time")
-        ns = parse_rfc3339(time) if isinstance(time, str) else None
-        if ns is None and time is not None:
-            problems.append(
-                Problem(path, f"line {lineno} of {path}: field time: not an RFC 3339 time", container_id)
-            )
         yield LogLine(
             container_id=container_id,
-            time=ns,
+            time=parse_rfc3339(time),  # None for what is not an RFC 3339 time
             stream=src if isinstance(src, str) and src else None,
             message=text if partial else text[:-1],
             source=path,

@@ -90,6 +90,7 @@ class OverlayDiff(StorageDriver):
 
 class Overlay2(OverlayDiff):
     name = "overlay2"
+    records_lowers = True
     store_dirs = ("overlay2",)
 
     _CONTENTS = re.compile(r"^overlay2/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$")
