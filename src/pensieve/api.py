@@ -53,7 +53,7 @@ def view(host: DockerHost, target: Container | Image) -> LayeredView:
         layers = host.image_layers(target)
     if not layers:
         raise LookupFailed(f"no layers known for {target.id}")
-    return LayeredView(host.evidence, layers)
+    return LayeredView(host.evidence, layers, problems=host.problems)  # refused redirects land there
 
 
 def target_view(host: DockerHost, ref: str) -> tuple[Container | Image, LayeredView]:

@@ -606,10 +606,13 @@ def cmd_fs_export(o):
 
     host, v = _view(o)
     _refuse_inside_evidence(host, o.dest)
+    from pensieve.engines.base import Host
+
+    bounds = host.boundaries() if isinstance(host, Host) else None  # ArchiveHost: its evidence's
     if o.as_tar or o.dest.endswith((".tar", ".tar.gz", ".tgz")):
-        n, problems = export_tar(v, o.top, o.dest)
+        n, problems = export_tar(v, o.top, o.dest, bounds)
     else:
-        n, problems = export_dir(v, o.top, o.dest)
+        n, problems = export_dir(v, o.top, o.dest, bounds)
     _err(f"exported {n} entries to {o.dest}", "32")
     return host.problems + problems
 
@@ -845,7 +848,7 @@ def cmd_verify(o):
 def cmd_compare(o):
     """Match images of A and B (by id, else by tag, or as named), list their layers by diff id
     (shared, only in A, only in B) and every file that differs between the two merged trees:
-    added (only in B), removed (only in A) or changed (content sha256, size, mode, owner, link
+    added (only in B), deleted (only in A) or changed (content sha256, size, mode, owner, link
     target, type, xattrs, mtime), each side with the layer that provides it."""
     from pensieve.engines.docker import LookupFailed
     from pensieve.images.compare import compare_images, match_images

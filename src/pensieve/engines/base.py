@@ -131,6 +131,13 @@ def storage_driver(name: str | None) -> StorageDriver:
     return driver_named(name)
 
 
+def private_xattr_prefixes() -> tuple[str, ...]:
+    """The xattr name prefixes any storage driver keeps for itself (never image content)."""
+    from pensieve.engines.docker.drivers import private_xattrs
+
+    return private_xattrs()
+
+
 class Host(ABC):
     """One engine's view of one piece of evidence."""
 

@@ -75,3 +75,8 @@ def default_driver(names: list[str]) -> str | None:
 def data_root_drivers() -> list[StorageDriver]:
     """The drivers of a data root, each once."""
     return [_DRIVERS[n] for n in SUPPORTED_DRIVERS]
+
+
+def private_xattrs() -> tuple[str, ...]:
+    """Every driver's own xattr prefixes."""
+    return tuple(dict.fromkeys(p for d in _DRIVERS.values() for p in d.private_xattrs))
