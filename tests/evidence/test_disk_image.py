@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURE_ROOT, load_json, run_cli
 
+from pensieve.times import parse_rfc3339
 from pensieve import api
 from pensieve.engines.docker import DockerHost, NotADataRoot
 from pensieve.evidence import DirectoryEvidence, EvidenceError, NotFound, open_evidence
@@ -168,7 +169,7 @@ def test_docker_host_on_the_image_agrees_with_the_engine(images, fmt):
         want = load_json(EXPECTED / "containers" / f"{name}.inspect.json")[0]
         c = by_name[name]
         assert c.id == want["Id"] and c.image_id == want["Image"] and c.image == want["Config"]["Image"]
-        assert c.created == want["Created"] and c.env == want["Config"]["Env"]
+        assert c.created == parse_rfc3339(want["Created"]) and c.env == want["Config"]["Env"]
         assert c.problems == []
         if want["State"]["Status"] == "exited":
             assert c.state == "exited" and c.exit_code == want["State"]["ExitCode"]

@@ -205,17 +205,11 @@ def parse_container(cid: str, config: Doc, host: Doc, root: DockerRoot, path: st
     return c
 
 
-def _container_dir_refused(ev, cid: str, cdir: str, root: DockerRoot) -> Container | None:
-    """The placeholder of a containers/<id> that is a symlink (never followed: it may lead
-    anywhere, /etc or outside the root); None for a real directory or a stray non-directory."""
+def _refused_dir(cid: str, cdir: str, root: DockerRoot) -> Container:
+    """The placeholder of a containers/<id> that is a symlink: never followed (it may lead
+    anywhere: /etc, outside the root, another container's directory)."""
     try:
-        st = ev.lstat(cdir)
-    except (EvidenceError, OSError):
-        return None
-    if not st.is_symlink:
-        return None
-    try:
-        target = ev.readlink(cdir)
+        target = root.evidence.readlink(cdir)
     except (EvidenceError, OSError):
         target = "?"
     msg = f"container directory is a symlink (-> {target[:200]!r}): not followed, container not read"
@@ -245,25 +239,31 @@ def read_container(
 
 
 def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container]:
-    """Every container under containers/ of a data root; corrupt ones are kept with problems."""
+    """Every container under containers/ of a data root; corrupt ones are kept with problems,
+    and so is a containers/<id> that is a symlink (a placeholder, never followed)."""
     ev = root.evidence
-    base, ids = root.listdir_sorted("containers", problems, "containers")
+    base = root.join("containers")
+    try:
+        entries = sorted(ev.scandir(base), key=lambda e: e.name)
+    except (EvidenceError, OSError) as exc:
+        problems.append(Problem(base, f"cannot list containers: {exc}"))
+        return []
     out: list[Container] = []
-    for cid in ids:
+    for entry in entries:
+        cid = entry.name
         cdir = posixpath.join(base, cid)
+        if entry.stat.is_symlink:
+            refused = _refused_dir(cid, cdir, root)
+            problems.extend(refused.problems)
+            out.append(refused)
+            continue
+        if not entry.stat.is_dir:
+            continue  # a stray file in containers/
         path = posixpath.join(cdir, "config.v2.json")
         try:
             raw = ev.read_bytes(path, (64 << 20) + 1)
         except (EvidenceError, OSError) as exc:
-            refused = _container_dir_refused(ev, cid, cdir, root)
-            if refused is not None:
-                problems.extend(refused.problems)
-                out.append(refused)
-                continue
-            if not ev.is_dir(cdir):
-                continue  # a stray file in containers/
-            legacy = posixpath.join(cdir, "config.json")
-            if ev.is_file(legacy):
+            if ev.is_file(posixpath.join(cdir, "config.json")):
                 continue  # v1 layout: read by the legacy parser
             msg = f"container config missing or unreadable: {exc}"
             out.append(_unreadable(cid, root, path, msg, problems))

@@ -27,7 +27,15 @@ from __future__ import annotations
 import posixpath
 from collections import defaultdict
 
-from pensieve.engines.docker.containers import _mounts, _risks, _unreadable, add_problem, endpoint, read_container
+from pensieve.engines.docker.containers import (
+    _mounts,
+    _refused_dir,
+    _risks,
+    _unreadable,
+    add_problem,
+    endpoint,
+    read_container,
+)
 from pensieve.engines.docker.images import runtime_config
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
@@ -370,6 +378,10 @@ def list_containers_v1(root: DockerRoot, problems: list[Problem]) -> list[Contai
     for cid in ids:
         cdir = posixpath.join(base, cid)
         if not ev.is_dir(cdir):
+            if ev.exists(cdir) and ev.lstat(cdir).is_symlink:
+                refused = _refused_dir(cid, cdir, root)  # never followed
+                problems.extend(refused.problems)
+                out.append(refused)
             continue
         path = posixpath.join(cdir, "config.json")
         try:
