@@ -65,5 +65,7 @@ def diff(host: DockerHost, ref: str, hash_files: bool = True) -> DiffResult:
     """Changes of a container's RW layer against its image."""
     c = host.container(ref)
     if not c.layers or c.layers[-1].role != "rw" or c.layers[-1].path is None:
-        raise LookupFailed(f"container {c.id[:12]} has no readable RW layer: {'; '.join(p.message for p in c.problems)}")
+        raise LookupFailed(
+            f"container {c.id[:12]} has no readable RW layer: {'; '.join(p.message for p in c.problems)}"
+        )
     return container_diff(host.evidence, c.layers, hash_files)

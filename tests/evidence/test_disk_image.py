@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURE_ROOT, load_json, run_cli
 
-from pensieve.times import parse_rfc3339
 from pensieve import api
 from pensieve.engines.docker import DockerHost, NotADataRoot
 from pensieve.evidence import DirectoryEvidence, EvidenceError, NotFound, open_evidence
@@ -37,6 +36,7 @@ from pensieve.evidence.disk import (
     split_spec,
 )
 from pensieve.filesystem.diff import container_diff
+from pensieve.times import parse_rfc3339
 
 pytest.importorskip("pytsk3")
 

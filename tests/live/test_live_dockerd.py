@@ -38,8 +38,8 @@ from pathlib import Path
 import pytest
 from conftest import tree_digest
 
-from pensieve.times import parse_rfc3339
 from pensieve import api
+from pensieve.times import parse_rfc3339
 
 pytestmark = pytest.mark.live
 

@@ -79,11 +79,14 @@ def export_tar(
     n = 0
     sink = OutputSink(dest, _boundaries(view, boundaries), kind="file")
     try:
-        with sink.create() as out, tarfile.open(
-            fileobj=out,  # type: ignore[arg-type]
-            mode="w|gz" if dest.endswith(("gz", "tgz")) else "w|",
-            format=tarfile.PAX_FORMAT,
-        ) as tar:
+        with (
+            sink.create() as out,
+            tarfile.open(
+                fileobj=out,  # type: ignore[arg-type]
+                mode="w|gz" if dest.endswith(("gz", "tgz")) else "w|",
+                format=tarfile.PAX_FORMAT,
+            ) as tar,
+        ):
             for e in view.walk(top):
                 n += _add_to_tar(tar, view, e, problems)
     finally:

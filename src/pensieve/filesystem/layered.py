@@ -65,7 +65,11 @@ class LayeredView:
     """The union of ``layers`` (bottom first) as one filesystem tree."""
 
     def __init__(
-        self, evidence: Evidence, layers: list[Layer], cache_dirs: int = 4096, problems: list[Problem] | None = None
+        self,
+        evidence: Evidence,
+        layers: list[Layer],
+        cache_dirs: int = 4096,
+        problems: list[Problem] | None = None,
     ) -> None:
         self.evidence = evidence
         self.layers = layers

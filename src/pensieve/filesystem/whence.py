@@ -1,8 +1,9 @@
 """Attribution: which layer, image and container a path inside a Docker data root belongs to.
 
 Given a path inside a layer store, ``/var/lib/docker/<driver dir>/<id>/.../etc/passwd`` (found on
-a disk, in a timeline, in a YARA hit), say which layer ``<id>`` is, which images hold it, which containers use it (as an image
-layer, init layer or their own RW layer), and the path inside the container (``/etc/passwd``).
+a disk, in a timeline, in a YARA hit), say which layer ``<id>`` is, which images hold it, which
+containers use it (as an image layer, init layer or their own RW layer), and the path inside
+the container (``/etc/passwd``).
 A layer nothing references any more is reported as such, with what remains about it (its
 driver's record of the layers below it names the image layers a removed container sat on).
 Where a path falls in a layer store is the storage driver's to say (``StorageDriver.place``).

@@ -161,7 +161,11 @@ def _cases() -> list[tuple[str, str, str, str]]:
     """(file kind, field, expected type, mutation type), a fixed sample of the whole product."""
     every = [
         (kind, f, want, t)
-        for kind, fields in (("config", CONFIG_FIELDS), ("hostconfig", HOSTCONFIG_FIELDS), ("image", IMAGE_FIELDS))
+        for kind, fields in (
+            ("config", CONFIG_FIELDS),
+            ("hostconfig", HOSTCONFIG_FIELDS),
+            ("image", IMAGE_FIELDS),
+        )
         for f, want in fields.items()
         for t in TYPES
     ]
@@ -173,7 +177,8 @@ def _cases() -> list[tuple[str, str, str, str]]:
             ("config", "ID", "str", "int"), ("config", "Driver", "str", "bool"),
             ("config", "Image", "str", "list"), ("config", "Path", "str", "dict"),
             ("image", "config", "dict", "str"), ("image", "history", "list", "int"),
-            ("image", "config.Labels", "dict", "list"), ("image", "config.ExposedPorts", "dict", "list")]  # fmt: skip
+            ("image", "config.Labels", "dict", "list"),
+            ("image", "config.ExposedPorts", "dict", "list")]  # fmt: skip
     return sorted(set(sample) | set(must))
 
 
@@ -233,7 +238,11 @@ def test_nesting_bomb(root: Path, baseline: dict, kind: str) -> None:
             problems: list = []
             ev = host.evidence
             with time_bound():
-                list(read_logs(ev, c.id, log_files(ev, f"/containers/{c.id}", c.log_path, c.log_driver), problems))
+                list(
+                    read_logs(
+                        ev, c.id, log_files(ev, f"/containers/{c.id}", c.log_path, c.log_driver), problems
+                    )
+                )
             assert any(p.source == where and "nested" in p.message for p in problems)
         else:
             assert any(p.source == where and "nested" in p.message for p in new_problems(host, baseline))

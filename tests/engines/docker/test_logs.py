@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURE_ROOT
 
-from pensieve.times import iso_ns as _rfc3339_nano
-from pensieve.times import parse_rfc3339
 from pensieve.engines.docker.logs import (
     MAX_RECORD,
     log_files,
@@ -29,6 +27,8 @@ from pensieve.engines.docker.logs import (
 )
 from pensieve.evidence.directory import DirectoryEvidence
 from pensieve.records import LogLine, Problem
+from pensieve.times import iso_ns as _rfc3339_nano
+from pensieve.times import parse_rfc3339
 
 CID = "3f4e" * 16
 CDIR = f"/var/lib/docker/containers/{CID}"
@@ -195,7 +195,9 @@ def test_json_entries_partial_attrs_and_corrupt_line(tmp_path: Path) -> None:
     assert lines[0] == LogLine(CID, parse_rfc3339("2026-11-28T20:31:02.123456789Z"), "stdout", "hello", path)
     assert [ln.partial for ln in lines] == [False, True, False, False, False]
     assert lines[1].stream == "stderr"
-    assert _rfc3339_nano(lines[1].time) == "2026-11-28T20:31:02.100000000Z"  # fixed 9 digits like docker logs -t
+    assert (
+        _rfc3339_nano(lines[1].time) == "2026-11-28T20:31:02.100000000Z"
+    )  # fixed 9 digits like docker logs -t
     assert len(problems) == 2
     assert all(p.source == path and p.subject == CID for p in problems)
     assert "line 4" in problems[0].message and "corrupt JSON" in problems[0].message
@@ -404,7 +406,9 @@ def real_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _docker_logs_t(lines: list[LogLine], stream: str) -> list[str]:
     """What `docker logs -t` prints for *stream*: a timestamp per entry, newline unless partial."""
     text = "".join(
-        f"{_rfc3339_nano(ln.time)} {ln.message}" + ("" if ln.partial else "\n") for ln in lines if ln.stream == stream
+        f"{_rfc3339_nano(ln.time)} {ln.message}" + ("" if ln.partial else "\n")
+        for ln in lines
+        if ln.stream == stream
     )
     return text.splitlines()
 

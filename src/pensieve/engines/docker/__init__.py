@@ -141,7 +141,9 @@ class DockerHost(Host):
         if root.layout == "v1":
             return  # legacy parser fills layers itself
         if c.storage_driver in UNSUPPORTED_DRIVERS:
-            msg = f"unsupported storage driver {c.storage_driver}: metadata listed, layer contents not readable"
+            msg = (
+                f"unsupported storage driver {c.storage_driver}: metadata listed, layer contents not readable"
+            )
             c.problems.append(Problem(c.config_path or c.id, msg, c.id))
             return
         image = by_id.get(c.image_id or "")
@@ -152,7 +154,9 @@ class DockerHost(Host):
             except EvidenceError as exc:
                 c.problems.append(Problem(c.config_path or c.id, str(exc), c.id))
         elif c.image_id:
-            c.problems.append(Problem(c.config_path or c.id, f"image {c.image_id} not in the image store", c.id))
+            c.problems.append(
+                Problem(c.config_path or c.id, f"image {c.image_id} not in the image store", c.id)
+            )
         container_layers(c, root, chain, self.problems)
 
     def container(self, ref: str) -> Container:
@@ -214,7 +218,11 @@ class DockerHost(Host):
         except (EvidenceError, OSError) as exc:
             add_problem(container, self.problems, base, f"cannot list checkpoints: {exc}")
             return {}
-        return {e.name: posixpath.join(base, e.name) for e in sorted(entries, key=lambda e: e.name) if e.stat.is_dir}
+        return {
+            e.name: posixpath.join(base, e.name)
+            for e in sorted(entries, key=lambda e: e.name)
+            if e.stat.is_dir
+        }
 
     def boundaries(self) -> list[str]:
         """The evidence's own host paths and, where it is a directory here, every data root."""

@@ -304,7 +304,9 @@ def container_layers(
                 driver = d
                 break
     if not driver:
-        add_problem(c, problems, c.config_path or c.id, "no storage driver recorded and no layerdb mount entry")
+        add_problem(
+            c, problems, c.config_path or c.id, "no storage driver recorded and no layerdb mount entry"
+        )
         return
     c.storage_driver = driver
     mount = root.mounts(driver).get(c.id)
@@ -325,7 +327,11 @@ def container_layers(
             layers.append(Layer(role="image", cache_id=cache_id, path=path, driver=driver))
         if layers:
             c.problems.append(
-                Problem(c.config_path or c.id, f"image metadata missing: layer chain rebuilt from {driver} lower file", c.id)
+                Problem(
+                    c.config_path or c.id,
+                    f"image metadata missing: layer chain rebuilt from {driver} lower file",
+                    c.id,
+                )
             )
     try:
         if c.init_layer:
@@ -340,6 +346,11 @@ def container_layers(
         if layer.role == "image" and image_chain:
             continue  # checked once per image by DockerHost.image_layers
         if layer.path and not (layer.cache_id and root.has_layer_dir(driver, layer.cache_id)):
-            add_problem(c, problems, layer.path, f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}")
+            add_problem(
+                c,
+                problems,
+                layer.path,
+                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
+            )
             layer.path = None
     c.layers = layers

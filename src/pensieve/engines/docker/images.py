@@ -10,8 +10,8 @@ from collections import defaultdict
 from pensieve.engines.docker.root import DockerRoot, chain_ids, read_json
 from pensieve.evidence import EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.times import parse_rfc3339
 from pensieve.records import HistoryStep, Image, Problem
+from pensieve.times import parse_rfc3339
 
 
 def read_repositories(
@@ -156,7 +156,9 @@ def list_images(root: DockerRoot, problems: list[Problem]) -> list[Image]:
                 raw = ev.read_bytes(path, (64 << 20) + 1)
                 image = parse_image_config(image_id, raw, root, driver, problems, path)
             except UntrustedJSONError as exc:
-                problems.append(Problem(path, f"unreadable image config: {exc}".replace(f"{path}: ", ""), image_id))
+                problems.append(
+                    Problem(path, f"unreadable image config: {exc}".replace(f"{path}: ", ""), image_id)
+                )
                 continue
             except (EvidenceError, OSError) as exc:
                 problems.append(Problem(path, f"unreadable image config: {exc}", image_id))

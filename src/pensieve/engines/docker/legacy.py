@@ -38,10 +38,10 @@ from pensieve.engines.docker.containers import (
 )
 from pensieve.engines.docker.images import runtime_config
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
-from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.times import parse_rfc3339
 from pensieve.evidence import EvidenceError
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Container, HistoryStep, Image, Layer, Problem
+from pensieve.times import parse_rfc3339
 
 __all__ = ["list_containers_v1", "Graph", "list_images_v1", "read_repositories_v1"]
 
@@ -273,7 +273,9 @@ def _volume_mounts(config: Doc, host: Doc, root: DockerRoot) -> list:
             "Name": name,
             "Driver": ("local" if dest not in vfs_dirs else None) if name else None,
         }
-    mounts = _mounts(Doc({"MountPoints": points}, config.source, config.problems), Doc({}, host.source, []), root)
+    mounts = _mounts(
+        Doc({"MountPoints": points}, config.source, config.problems), Doc({}, host.source, []), root
+    )
     for m in mounts:
         if m.destination in vfs_dirs:
             m.host_path = vfs_dirs[m.destination]
@@ -361,7 +363,12 @@ def _fill_layers_v1(
     layers.append(Layer(role="rw", cache_id=c.id, path=rw_path, driver=driver))
     for layer in layers:
         if layer.path and not ev.is_dir(layer.path):
-            add_problem(c, problems, layer.path, f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}")
+            add_problem(
+                c,
+                problems,
+                layer.path,
+                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
+            )
             layer.path = None
     c.layers = layers
 

@@ -21,7 +21,12 @@ from __future__ import annotations
 import hashlib
 import posixpath
 
-from pensieve.engines.docker.drivers import KNOWN_DRIVERS, SUPPORTED_DRIVERS, UNSUPPORTED_DRIVERS, driver_named
+from pensieve.engines.docker.drivers import (
+    KNOWN_DRIVERS,
+    SUPPORTED_DRIVERS,
+    UNSUPPORTED_DRIVERS,
+    driver_named,
+)
 from pensieve.errors import NotADataRoot
 from pensieve.evidence import Evidence, EvidenceError, NotFound, normalize
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load

@@ -143,7 +143,9 @@ def link_names(evidence: Evidence, data_root: str) -> dict[str, str]:
         return out
     for name in names:
         try:
-            link = evidence.read_bytes(posixpath.join(base, name, "link"), 64).decode("ascii", "replace").strip()
+            link = (
+                evidence.read_bytes(posixpath.join(base, name, "link"), 64).decode("ascii", "replace").strip()
+            )
         except (EvidenceError, OSError):
             continue
         if link:
