@@ -9,11 +9,8 @@ Layout facts (moby/moby, daemon/ and layer/ packages):
   ``image/<driver>/repositories.json`` (tags and digests).
 * v1 layout (before 1.10): ``graph/<image-id>/json``, ``repositories-<driver>``,
   ``containers/<id>/config.json``; layer ids are image ids.
-* storage drivers keep layer contents under ``<driver>/``: overlay2 ``<cache-id>/diff``
-  (whiteouts are 0/0 char devices, opaque dirs carry ``trusted.overlay.opaque=y``), overlay
-  (legacy: image layers are full ``root/`` snapshots, container layers ``upper/`` over
-  ``lower-id``), aufs ``diff/<id>`` (``.wh.`` files), vfs ``dir/<id>`` and btrfs
-  ``subvolumes/<id>`` (full snapshots).
+* storage drivers keep layer contents under ``<driver>/``; where, and what the entries mean,
+  is each driver's class in :mod:`pensieve.engines.docker.drivers`.
 """
 
 from __future__ import annotations
@@ -34,12 +31,6 @@ from pensieve.records import Problem
 from pensieve.records.core import record
 
 __all__ = ["KNOWN_DRIVERS", "SUPPORTED_DRIVERS", "UNSUPPORTED_DRIVERS", "DockerRoot", "NotADataRoot"]
-
-
-def short_id(value: str | None, n: int = 12) -> str:
-    if not value:
-        return ""
-    return value.split(":", 1)[-1][:n]
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -144,9 +135,6 @@ class DockerRoot:
             if name not in found and self.evidence.is_dir(self.join(name)):
                 found.append(name)
         return found
-
-    def image_dir(self, driver: str) -> str:
-        return self.join("image", driver)
 
     def listdir_sorted(self, what: str, problems: list[Problem], *parts: str) -> tuple[str, list[str]]:
         """(path, sorted names) of a directory below the root; no names, and a problem
