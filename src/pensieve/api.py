@@ -53,7 +53,7 @@ def view(host: DockerHost, target: Container | Image) -> LayeredView:
         layers = host.image_layers(target)
     if not layers:
         raise LookupFailed(f"no layers known for {target.id}")
-    return LayeredView(host.evidence, layers)
+    return LayeredView(host.evidence, layers, problems=host.problems)  # refused redirects land there
 
 
 def target_view(host: DockerHost, ref: str) -> tuple[Container | Image, LayeredView]:
@@ -65,5 +65,7 @@ def diff(host: DockerHost, ref: str, hash_files: bool = True) -> DiffResult:
     """Changes of a container's RW layer against its image."""
     c = host.container(ref)
     if not c.layers or c.layers[-1].role != "rw" or c.layers[-1].path is None:
-        raise LookupFailed(f"container {c.id[:12]} has no readable RW layer: {'; '.join(c.problems)}")
+        raise LookupFailed(
+            f"container {c.id[:12]} has no readable RW layer: {'; '.join(p.message for p in c.problems)}"
+        )
     return container_diff(host.evidence, c.layers, hash_files)

@@ -36,6 +36,7 @@ from pensieve.evidence.disk import (
     split_spec,
 )
 from pensieve.filesystem.diff import container_diff
+from pensieve.times import parse_rfc3339
 
 pytest.importorskip("pytsk3")
 
@@ -168,7 +169,7 @@ def test_docker_host_on_the_image_agrees_with_the_engine(images, fmt):
         want = load_json(EXPECTED / "containers" / f"{name}.inspect.json")[0]
         c = by_name[name]
         assert c.id == want["Id"] and c.image_id == want["Image"] and c.image == want["Config"]["Image"]
-        assert c.created == want["Created"] and c.env == want["Config"]["Env"]
+        assert c.created == parse_rfc3339(want["Created"]) and c.env == want["Config"]["Env"]
         assert c.problems == []
         if want["State"]["Status"] == "exited":
             assert c.state == "exited" and c.exit_code == want["State"]["ExitCode"]

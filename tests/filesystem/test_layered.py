@@ -82,3 +82,60 @@ def test_diff_with_xattr_forms(layers):
     assert ("added", "/opt/x/added") in changes
     assert not any(p == "/opt/x/keep" for _, p in changes)
     assert ("deleted", "/srv/a") in changes
+
+
+# ---- hostile forms: redirects climbing out, symlink chains -----------------------------------
+@pytest.mark.parametrize(
+    "redirect", [b"/../../../../etc", b"../../etc", b"a/../../x", b"/srv/../../../etc", b"/./etc/.."]
+)
+def test_redirect_never_leaves_the_lower_layers(tmp_path, redirect: bytes) -> None:
+    """A redirect holding ``..`` (the kernel refuses one) is a problem; the directory is read as
+    not redirected, and nothing outside the layer directories is served."""
+    if os.geteuid() != 0:
+        pytest.skip("trusted.* xattrs need root")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "shadow").write_bytes(b"root:HOST")  # the evidence host's own /etc
+    lower, upper = tmp_path / "data" / "l0" / "diff", tmp_path / "data" / "rw" / "diff"
+    _write(lower / "etc" / "hostname", b"box")
+    (upper / "renamed").mkdir(parents=True)
+    _xattr(upper / "renamed", "trusted.overlay.redirect", redirect)
+    ev = DirectoryEvidence(str(tmp_path))
+    problems: list = []
+    view = LayeredView(
+        ev,
+        [
+            Layer("image", "l0", "/data/l0/diff", driver="overlay2"),
+            Layer("rw", "rw", "/data/rw/diff", driver="overlay2"),
+        ],
+        problems=problems,
+    )
+    assert view.listdir("/renamed") == []
+    with pytest.raises(PathNotInView):
+        view.lookup("/renamed/shadow")
+    assert problems and problems[0].source == "/data/rw/diff/renamed" and "redirect" in problems[0].message
+
+
+@pytest.mark.parametrize("length", [41, 2000])
+def test_long_symlink_chains_fail_cleanly(tmp_path, length: int) -> None:
+    """A chain of symlinks (or one target of LENGTH components) is ELOOP after 40 hops: a clear
+    error, never RecursionError."""
+    from pensieve.filesystem.layered import TooManySymlinks
+
+    top = tmp_path / "l0" / "diff"
+    (top / "d").mkdir(parents=True)
+    for i in range(length):
+        os.symlink(f"/d/{i + 1}", top / "d" / str(i))
+    _write(top / "d" / str(length), b"end")
+    os.symlink(".", top / "a")
+    os.symlink("/" + "/".join(["a"] * 2000), top / "far")  # 2,000 components, each a symlink
+    view = LayeredView(
+        DirectoryEvidence(str(tmp_path)), [Layer("image", "l0", "/l0/diff", driver="overlay2")]
+    )
+    with pytest.raises(TooManySymlinks, match="ELOOP"):
+        view.open("/d/0")
+    with pytest.raises(TooManySymlinks):
+        view.resolve("/far/x")
+    with pytest.raises(TooManySymlinks):
+        view.realpath("/far")
+    if length == 41:
+        assert view.resolve("/d/1").stat.is_file  # exactly 40 hops: allowed, as by the kernel

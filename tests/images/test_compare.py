@@ -52,7 +52,7 @@ def test_tampered_host_against_its_docker_save_names_exactly_the_tampered_files(
             assert side["diff_id"] in a.diff_ids
     want = {
         ("opt/app/config.txt", "changed", ("content",)),  # same size, mtime restored
-        ("opt/app/dropper.sh", "removed", ("removed",)),  # only on the host (A)
+        ("opt/app/dropper.sh", "deleted", ("deleted",)),  # only on the host (A)
         ("opt/app/notes.txt", "added", ("added",)),  # only in the archive (B)
         ("bin/busybox", "changed", ("mode",)),
     }
@@ -102,7 +102,7 @@ def test_image_against_a_container_export_matches_docker_diff(arx):  # noqa: F81
     init = {"/.dockerenv", "/dev", "/dev/console", "/dev/pts", "/dev/shm", "/etc/hostname", "/etc/hosts",
             "/etc/mtab", "/etc/resolv.conf", "/proc", "/sys"}  # fmt: skip
     got = {(f.path, f.change) for f in c.files if f.path not in init and not f.path.startswith("/dev/")}
-    ops = {"A": "added", "D": "removed", "C": "changed"}
+    ops = {"A": "added", "D": "deleted", "C": "changed"}
     dirs = {"/etc", "/root", "/srv", "/srv/data", "/srv/www", "/tmp"}
     want = {(x["path"], ops[x["kind"]]) for x in EXPECTED["container"]["changes"] if x["path"] not in dirs}
     assert got == want

@@ -39,6 +39,7 @@ import pytest
 from conftest import tree_digest
 
 from pensieve import api
+from pensieve.times import parse_rfc3339
 
 pytestmark = pytest.mark.live
 
@@ -479,7 +480,7 @@ def check_containers(host, rec: Recorded, states: dict[str, dict]) -> None:
         assert c.name == want["Name"].lstrip("/")
         assert c.image == want["Config"]["Image"] == APP
         assert c.image_id == want["Image"] == rec.tagged[APP]
-        assert c.created == want["Created"]
+        assert c.created == parse_rfc3339(want["Created"])
         assert c.state == st["Status"], (name, c.state, st["Status"])
         assert c.exit_code == st["ExitCode"], (name, c.exit_code, st["ExitCode"])
         assert c.pid == (st["Pid"] or None), name

@@ -25,6 +25,7 @@ __all__ = [
     "is_archive",
     "open_host",
     "refuse_inside_evidence",
+    "when",
     "registrar",
     "short",
 ]
@@ -109,13 +110,16 @@ def short(value: str | None, n: int = 12) -> str:
     return value.split(":", 1)[-1][:n]
 
 
-def iso(t: float | None) -> str:
-    """Seconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC), "" for None."""
-    if t is None:
-        return ""
-    from datetime import UTC, datetime
+def when(t: int | str | None) -> str:
+    """A record time (int ns; a string from a reader not yet converted) to the second, RFC 3339."""
+    from pensieve.times import iso_ns
 
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return ((iso_ns(t) if isinstance(t, int) else t) or "")[:19]
+
+
+def iso(t: int | None) -> str:
+    """Nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC), "" for None."""
+    return when(t).replace("T", " ")
 
 
 def open_host(source: str):

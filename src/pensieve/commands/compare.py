@@ -43,7 +43,7 @@ command = registrar(COMMANDS)
 def cmd_compare(o):
     """Match images of A and B (by id, else by tag, or as named), list their layers by diff id
     (shared, only in A, only in B) and every file that differs between the two merged trees:
-    added (only in B), removed (only in A) or changed (content sha256, size, mode, owner, link
+    added (only in B), deleted (only in A) or changed (content sha256, size, mode, owner, link
     target, type, xattrs, mtime), each side with the layer that provides it."""
     from pensieve.engines.docker import LookupFailed
     from pensieve.images.compare import compare_images, match_images

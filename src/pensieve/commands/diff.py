@@ -16,6 +16,7 @@ from pensieve.commands.common import (
     open_host,
     refuse_inside_evidence,
     registrar,
+    when,
 )
 from pensieve.records import Change
 
@@ -67,7 +68,7 @@ def cmd_diff(o):
                 ("WHAT", lambda c: c.what_changed),
                 ("SIZE", lambda c: c.size),
                 ("MODE", lambda c: c.mode),
-                ("MTIME", lambda c: (c.mtime or "")[:19]),
+                ("MTIME", lambda c: when(c.mtime)),
                 ("SHA256", lambda c: (c.sha256 or "")[:16]),
             ],
             title="* = not listed by `docker diff`",

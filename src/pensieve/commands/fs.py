@@ -128,7 +128,7 @@ def cmd_fs_find(o):
     after = None
     if o.newer:
         try:
-            after = datetime.fromisoformat(o.newer.replace("Z", "+00:00")).timestamp()
+            after = int(datetime.fromisoformat(o.newer.replace("Z", "+00:00")).timestamp() * 1e9)
         except ValueError as exc:
             raise UsageError(f"--newer: not an ISO time: {o.newer}") from exc
     host, v = _view(o)
@@ -171,9 +171,9 @@ def cmd_fs_export(o):
     host, v = _view(o)
     refuse_inside_evidence(host, o.dest)
     if o.as_tar or o.dest.endswith((".tar", ".tar.gz", ".tgz")):
-        n, problems = export_tar(v, o.top, o.dest)
+        n, problems = export_tar(v, o.top, o.dest, host.boundaries())
     else:
-        n, problems = export_dir(v, o.top, o.dest)
+        n, problems = export_dir(v, o.top, o.dest, host.boundaries())
     err(f"exported {n} entries to {o.dest}", "32")
     return host.problems + problems
 

@@ -14,8 +14,10 @@ from pensieve.commands.common import (
     open_host,
     registrar,
     short,
+    when,
 )
 from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
+from pensieve.times import iso_ns
 
 COMMANDS: list[Spec] = []
 command = registrar(COMMANDS)
@@ -72,10 +74,10 @@ def cmd_containers(o):
             ("NAME", lambda c: c.name),
             ("IMAGE", lambda c: c.image or short(c.image_id)),
             ("STATE", _state),
-            ("CREATED", lambda c: (c.created or "")[:19]),
+            ("CREATED", lambda c: when(c.created)),
             ("COMMAND", lambda c: " ".join(c.command)[:40]),
             ("RISKS", lambda c: c.risks),
-            ("PROBLEMS", lambda c: c.problems),
+            ("PROBLEMS", lambda c: [p.message for p in c.problems]),
         ],
         title=f"{len(cs)} containers",
         record_type=Container,
@@ -98,7 +100,7 @@ def cmd_images(o):
         [
             ("IMAGE ID", lambda i: short(i.id)),
             ("TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in parents else "<none>")),
-            ("CREATED", lambda i: (i.created or "")[:19]),
+            ("CREATED", lambda i: when(i.created)),
             ("LAYERS", lambda i: len(i.diff_ids)),
             ("SIZE", lambda i: i.size),
             ("CMD", lambda i: " ".join((i.entrypoint or []) + (i.cmd or []))[:40]),
@@ -120,7 +122,7 @@ def cmd_history(o):
         img.history,
         o.fmt,
         [
-            ("CREATED", lambda s: (s.created or "")[:19]),
+            ("CREATED", lambda s: when(s.created)),
             ("CREATED BY", lambda s: (s.created_by or (f"({s.comment})" if s.comment else ""))[:70]),
             ("LAYER", lambda s: "(empty)" if s.empty_layer else short(s.cache_id)),
             ("DIFF ID", lambda s: short(s.diff_id)),
@@ -145,7 +147,7 @@ def cmd_volumes(o):
         [
             ("VOLUME", lambda v: v.name if not v.anonymous else short(v.name)),
             ("DRIVER", lambda v: v.driver),
-            ("CREATED", lambda v: (v.created or "")[:19]),
+            ("CREATED", lambda v: when(v.created)),
             ("FILES", lambda v: v.file_count),
             ("BYTES", lambda v: v.size),
             ("USED BY", lambda v: [short(c) for c in v.used_by]),
@@ -183,7 +185,7 @@ def cmd_logs(o):
     if o.fmt == "table":
         out = sys.stdout
         for line in lines:
-            out.write(f"{line.time or '':<31} {line.stream or '':<6} {line.message}\n")
+            out.write(f"{iso_ns(line.time) or '':<31} {line.stream or '':<6} {line.message}\n")
     else:
         emit(lines, o.fmt, record_type=LogLine)
     return problems

@@ -15,8 +15,13 @@ Contract:
 * ``images()`` / ``image(ref)`` / ``image_layers(image)`` -- images, and an image's layers bottom
   to top (each :class:`~pensieve.records.Layer` with its contents' evidence path, or None);
 * ``volumes()`` -- volumes and who mounts them;
+* ``layers(container)`` -- a container's layers bottom (image base) to top (RW);
+* ``layer_dir(layer)`` -- the evidence path of a layer's contents (None when missing);
+* ``storage_drivers()`` / ``data_root_dirs()`` -- the drivers a data root may hold and the
+  directory names a data root is made of (to place a bare host path);
 * ``driver(layer)`` -- the :class:`StorageDriver` that gives a layer's directory its meaning
-  (whiteouts, opaque directories, redirects, copy-up): the only place driver rules live;
+  (whiteouts, opaque directories, redirects, copy-up and native-diff rules): the only place
+  driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
 * ``boundaries()`` -- the host paths that are evidence, which no output may touch.
 """
@@ -25,16 +30,112 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from pensieve.evidence.base import Evidence
+from pensieve.evidence.base import DirEntry, Evidence
 from pensieve.records import Container, Image, Layer, Problem, Volume
 
 
-class StorageDriver:
-    """How one storage driver lays a layer out on disk (overlay2, overlay, aufs, vfs, btrfs, the
-    layer tars of image archives). See ``pensieve.engines.docker.drivers``."""
+class LayerDir:
+    """One layer's copy of one directory, the driver's whiteouts already interpreted."""
 
-    #: the driver's name as the engine records it
+    __slots__ = ("entries", "whiteouts", "opaque")
+
+    def __init__(self, entries: dict, whiteouts: set[str] | None = None, opaque: bool = False) -> None:
+        self.entries = entries  # name -> FileStat of what the layer provides
+        self.whiteouts = whiteouts if whiteouts is not None else set()  # names it deletes below
+        self.opaque = opaque  # hides every lower copy of the directory
+
+
+class LayerPlace:
+    """Where an evidence path below a data root falls in a driver's layer store."""
+
+    __slots__ = ("layer_id", "container_path", "bookkeeping")
+
+    def __init__(self, layer_id: str, container_path: str | None, bookkeeping: bool = False) -> None:
+        self.layer_id = layer_id
+        self.container_path = container_path  # the path inside the layer's tree, if contents
+        self.bookkeeping = bookkeeping  # the driver's own files about the layer (link, lower, work)
+
+
+class StorageDriver(ABC):
+    """How one storage driver lays a layer out and what its entries mean.
+
+    Contract:
+
+    * ``name`` -- the driver's name as the engine records it (``Layer.driver``);
+    * ``store_dirs`` -- the directories below a data root the driver owns;
+    * ``layer_path(evidence, data_root, cache_id, role)`` -- where a layer's contents live;
+    * ``layer_store(data_root)`` -- the directory whose entries name its layers (None: ask
+      ``layer_path`` per layer);
+    * ``is_snapshot(layer)`` -- the layer holds the whole tree, not a diff (``layer_form(path)``:
+      ``overlay`` | ``overlay-upper`` | ``aufs`` | ``snapshot``, for the layer verifier);
+    * ``read_dir(evidence, host_dir, rel, listing, snapshot)`` -- one layer directory with its whiteouts
+      and opaqueness interpreted;
+    * ``redirect(evidence, host_dir, parent_rel)`` -- (lower path, problem) of a renamed
+      directory: a path inside the lower layers or None, never anything climbing out;
+    * ``native_diff`` -- ``docker diff`` uses the driver's own differ (every non-directory in the
+      RW layer present below was copied up: modified); False: the naive stat comparison;
+    * ``subsumes_init(layers)`` -- the RW layer already holds the init layer's copy (legacy
+      overlay), which must not merge in again;
+    * ``place(rel)`` -- where a path relative to a data root falls in the driver's store;
+    * ``lowers(evidence, data_root, cache_id)`` -- the layer ids below a layer as the driver
+      itself records them (None where it records none);
+    * ``private_xattrs`` -- xattr name prefixes that are the driver's, not the image's.
+    """
+
     name: str = ""
+    #: how a layer's directory reads: "overlay" | "overlay-upper" | "aufs" | "snapshot"
+    form: str = "overlay"
+    store_dirs: tuple[str, ...] = ()
+    native_diff: bool = True
+    #: the driver records each layer's lowers (``lowers`` answers from them)
+    records_lowers: bool = False
+    private_xattrs: tuple[str, ...] = ()
+
+    def layer_path(self, evidence: Evidence, data_root: str, cache_id: str, role: str = "image") -> str:
+        raise NotImplementedError(f"storage driver {self.name!r} keeps no layer store")
+
+    def layer_store(self, data_root: str) -> str | None:
+        return None
+
+    def layer_form(self, path: str) -> str:
+        """The form of the layer directory at PATH (``form`` unless it varies per layer)."""
+        return self.form
+
+    def is_snapshot(self, layer: Layer) -> bool:
+        return False
+
+    @abstractmethod
+    def read_dir(
+        self, evidence: Evidence, host_dir: str, rel: str, listing: list[DirEntry], snapshot: bool = False
+    ) -> LayerDir:
+        """The layer's copy of the directory REL (at HOST_DIR), whiteouts interpreted; SNAPSHOT
+        when ``is_snapshot`` said so for the layer."""
+
+    def redirect(self, evidence: Evidence, host_dir: str, parent_rel: str) -> tuple[str | None, str | None]:
+        return None, None
+
+    def subsumes_init(self, layers: list[Layer]) -> bool:
+        return False
+
+    def place(self, rel: str) -> LayerPlace | None:
+        return None
+
+    def lowers(self, evidence: Evidence, data_root: str, cache_id: str) -> list[str] | None:
+        return None
+
+
+def storage_driver(name: str | None) -> StorageDriver:
+    """The StorageDriver for the name a layer records (unknown names read as overlay diffs)."""
+    from pensieve.engines.docker.drivers import driver_named
+
+    return driver_named(name)
+
+
+def private_xattr_prefixes() -> tuple[str, ...]:
+    """The xattr name prefixes any storage driver keeps for itself (never image content)."""
+    from pensieve.engines.docker.drivers import private_xattrs
+
+    return private_xattrs()
 
 
 class Host(ABC):
@@ -63,6 +164,26 @@ class Host(ABC):
     @abstractmethod
     def image_layers(self, image: Image) -> list[Layer]:
         """The image's layers bottom to top (shared between callers: treat as read-only)."""
+
+    def layers(self, container: Container) -> list[Layer]:
+        """The container's layers bottom (image base) to top (RW)."""
+        return container.layers
+
+    def layer_dir(self, layer: Layer) -> str | None:
+        """Evidence path of the layer's contents, None when they are missing."""
+        return layer.path
+
+    def driver(self, layer: Layer) -> StorageDriver:
+        """The storage driver that gives the layer's directory its meaning."""
+        return storage_driver(layer.driver)
+
+    def storage_drivers(self) -> list[StorageDriver]:
+        """The drivers whose layer stores a data root of this engine may hold."""
+        return []
+
+    def data_root_dirs(self) -> tuple[str, ...]:
+        """The top-level directory names of this engine's data roots (layer stores and the rest)."""
+        return ()
 
     def volumes(self) -> list[Volume]:
         """Volumes and the containers mounting them (none for engines without volumes)."""

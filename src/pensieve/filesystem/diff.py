@@ -3,10 +3,11 @@
 Only the RW layer is walked; every entry in it is looked up in the lower view (init + image
 layers), so the cost follows the size of the RW layer, not of the image.
 
-The changes reported agree with ``docker diff`` (moby pkg/archive/changes.go, the "naive" diff
-every overlay2 host with redirect_dir uses): an entry absent below is *added*; a non-directory
-present below was copied up and is *modified*, and so is every directory of the RW layer that
-exists below (moby's overlay "native" diff walks the RW layer: pkg/archive ``OverlayChanges``);
+The changes reported agree with ``docker diff`` (moby pkg/archive/changes.go): an entry absent
+below is *added*; with a driver that has a native differ (``StorageDriver.native_diff``: the
+differ walks the RW layer, pkg/archive ``OverlayChanges``) a non-directory present below was
+copied up and is *modified*, and so is every directory of the RW layer that exists below; other
+drivers get the naive stat comparison;
 an entry present below and hidden by a whiteout, or by an opaque directory, is *deleted* (the
 top-most deleted path only).  pensieve says more: content hashes and exactly what changed
 (content, size, mode, owner, mtime, capabilities, link target) with the lower copy's metadata.
@@ -18,7 +19,6 @@ import os
 import posixpath
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from pensieve.evidence import Evidence, EvidenceError, FileStat
 from pensieve.filesystem.layered import LayeredView, PathNotInView, Resolved
@@ -29,10 +29,14 @@ from pensieve.util import sha256_stream
 _CAP = "security.capability"
 
 
-@dataclass(slots=True)
 class DiffResult:
-    changes: list[Change]
-    problems: list[Problem]
+    """The changes of a container's RW layer and the problems met computing them."""
+
+    __slots__ = ("changes", "problems")
+
+    def __init__(self, changes: list[Change], problems: list[Problem]) -> None:
+        self.changes = changes
+        self.problems = problems
 
 
 def _meta(st: FileStat) -> dict:
@@ -60,9 +64,9 @@ class ContainerDiff:
         self.lower = LayeredView(evidence, layers[:-1]) if len(layers) > 1 else None
         self.top = len(layers) - 1
         self.problems: list[Problem] = []
-        # drivers without a native differ (legacy overlay, vfs, btrfs) make Docker compare the
-        # whole RW tree with its parent's by stat (moby pkg/archive ChangesDirs, "naive" diff)
-        self.naive = layers[-1].driver in ("overlay", "vfs", "btrfs")
+        # drivers without a native differ make Docker compare the whole RW tree with its
+        # parent's by stat (moby pkg/archive ChangesDirs, "naive" diff)
+        self.naive = not self.full.drivers[-1].native_diff
 
     def _lower(self, path: str) -> Resolved | None:
         if self.lower is None:
@@ -103,8 +107,8 @@ class ContainerDiff:
             mode=oct(st.mode & 0o7777),
             uid=st.uid,
             gid=st.gid,
-            mtime=iso_ns(st.mtime_ns),
-            ctime=iso_ns(st.ctime_ns),
+            mtime=st.mtime_ns,
+            ctime=st.ctime_ns,
             layer=layer.cache_id,
             host_path=view.layer_host_path(r.layer, r.rel),
         )
@@ -117,7 +121,7 @@ class ContainerDiff:
         """Cache id of the layer that provided a lower entry (snapshot origins resolved)."""
         assert self.lower is not None
         index = lower.layer
-        if self.lower.formats[index] == "snapshot":
+        if self.lower.is_snapshot(index):
             index = self.lower._snapshot_origin(index, lower.rel, lower.stat)
         return self.lower.layers[index].cache_id
 
@@ -220,7 +224,7 @@ class ContainerDiff:
                     yield c
                 yield from inner
                 return
-            # a directory of the RW layer that exists below: docker's overlay diff lists it
+            # a directory of the RW layer that exists below: docker's native diff lists it
             # whether or not its own metadata differs (seen with docker 20.10, native diff)
             c = self._change("modified", r, self.full, lower)
             c.what_changed = what or ["contents"]
@@ -253,7 +257,7 @@ class ContainerDiff:
         ld = self.full._layer_dir(self.top, r.rel)
         if ld is None or not ld.opaque or self.lower is None:
             return
-        why = "deleted" if self.full.formats[self.top] == "snapshot" else "deleted (opaque directory)"
+        why = "deleted" if self.full.is_snapshot(self.top) else "deleted (opaque directory)"
         for name in self.lower._names(lower):
             if name in ld.entries or name in ld.whiteouts:
                 continue

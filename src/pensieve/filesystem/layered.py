@@ -1,40 +1,29 @@
 """A merged, read-only view of a layered container filesystem, with per-entry provenance.
 
 The view is computed from the layer directories themselves, the way the kernel's union
-filesystems do it, without mounting anything:
+filesystems do it, without mounting anything.  What a layer directory's entries mean --
+whiteouts, opaque directories, redirects of renamed directories, whole-tree snapshots -- is the
+layer's storage driver's to say (:class:`pensieve.engines.base.StorageDriver`, found by the name
+each :class:`~pensieve.records.Layer` records); this module only merges.  A snapshot layer holds
+the whole tree; an entry's origin is the lowest snapshot in which it is unchanged.
 
-* overlay (overlayfs docs, Documentation/filesystems/overlayfs.rst): a whiteout is a character
-  device 0/0, or (kernel >= 6.7 / userxattr mounts) a zero-size file carrying
-  ``trusted.overlay.whiteout`` / ``user.overlay.whiteout``; a directory is opaque when
-  ``trusted.overlay.opaque`` or ``user.overlay.opaque`` is ``y`` (``x`` only flags a directory
-  holding xattr whiteouts); ``*.overlay.redirect`` on a renamed directory points at the lower
-  path its contents come from.
-* aufs, and the layer tars of image archives (``docker save``, OCI; driver ``oci-layer``):
-  ``.wh.<name>`` hides ``name``; ``.wh..wh..opq`` makes its directory opaque;
-  ``.wh..wh.plnk``/``.wh..wh.aufs``/``.wh..wh.orph`` are aufs housekeeping.
-* snapshot layers (vfs, btrfs, legacy overlay image roots, a ``docker export`` tar) hold the
-  whole tree; an entry's origin
-  is the lowest snapshot in which it is unchanged.
-
-Every lookup walks component by component through the merged view; symlinks are resolved
-inside the container root (absolute targets re-rooted, ``..`` clamped), never on the host.
+Every lookup walks component by component through the merged view, iteratively; symlinks are
+resolved inside the container root (absolute targets re-rooted, ``..`` clamped), never on the
+host, with at most 40 symlinks per lookup (the kernel's limit: ELOOP beyond).  A redirect is
+followed only inside the lower layers; one that would climb out is a problem and ignored.
 """
 
 from __future__ import annotations
 
+import errno
 import posixpath
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
+from pensieve.engines.base import LayerDir, storage_driver
 from pensieve.evidence import Evidence, EvidenceError, FileStat, NotFound
-from pensieve.records import FileEntry, Layer
+from pensieve.records import FileEntry, Layer, Problem
 
-_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-_WHITEOUT_XATTRS = ("trusted.overlay.whiteout", "user.overlay.whiteout")
-_REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
-_AUFS_WH = ".wh."
-_AUFS_OPQ = ".wh..wh..opq"
 _MAX_HOPS = 40
 
 
@@ -42,25 +31,26 @@ class PathNotInView(NotFound):
     """No such path in the merged container filesystem."""
 
 
-@dataclass(slots=True)
-class LayerDir:
-    """One layer's copy of one directory, whiteouts already interpreted."""
+class TooManySymlinks(PathNotInView):
+    """ELOOP: more than 40 symlinks met resolving one path (a loop or an over-long chain)."""
 
-    entries: dict[str, FileStat]
-    whiteouts: set[str] = field(default_factory=set)
-    opaque: bool = False
+    errno = errno.ELOOP
 
 
-@dataclass(slots=True)
 class Resolved:
     """A path found in the view: the providing layer and the lower layers it hides."""
 
-    path: str
-    stat: FileStat
-    layer: int  # index into the view's layers (0 = bottom)
-    rel: str  # the path inside that layer's directory (differs after a redirect)
-    shadows: list[int]
-    dirs: list[tuple[int, str]]  # for directories: contributing (layer, rel path), top first
+    __slots__ = ("path", "stat", "layer", "rel", "shadows", "dirs")
+
+    def __init__(
+        self, path: str, stat: FileStat, layer: int, rel: str, shadows: list[int], dirs: list[tuple[int, str]]
+    ) -> None:
+        self.path = path
+        self.stat = stat
+        self.layer = layer  # index into the view's layers (0 = bottom)
+        self.rel = rel  # the path inside that layer's directory (differs after a redirect)
+        self.shadows = shadows
+        self.dirs = dirs  # for directories: contributing (layer, rel path), top first
 
 
 def same_metadata(a: FileStat, b: FileStat) -> bool:
@@ -71,35 +61,29 @@ def same_metadata(a: FileStat, b: FileStat) -> bool:
     return a.is_dir or (a.size == b.size and a.mtime_ns == b.mtime_ns)
 
 
-def _format(layer: Layer) -> str:
-    path = layer.path or ""
-    driver = layer.driver or ""
-    if driver in ("aufs", "oci-layer"):  # layer tars of image archives use the aufs whiteouts
-        return "aufs"
-    if driver in ("vfs", "btrfs", "rootfs-tar") or (driver == "overlay" and path.endswith("/root")):
-        return "snapshot"
-    return "overlay"
-
-
 class LayeredView:
     """The union of ``layers`` (bottom first) as one filesystem tree."""
 
-    def __init__(self, evidence: Evidence, layers: list[Layer], cache_dirs: int = 4096) -> None:
+    def __init__(
+        self,
+        evidence: Evidence,
+        layers: list[Layer],
+        cache_dirs: int = 4096,
+        problems: list[Problem] | None = None,
+    ) -> None:
         self.evidence = evidence
         self.layers = layers
-        self.formats = [_format(layer) for layer in layers]
-        # legacy overlay: a container's RW ``upper`` starts as a full copy of its init layer's
-        # ``upper`` and sits directly on the image root, so the init layer must not merge in
-        # (it would resurrect files deleted in the container); it still serves provenance.
+        self.drivers = [storage_driver(layer.driver) for layer in layers]
+        self.snapshots = [d.is_snapshot(layer) for d, layer in zip(self.drivers, layers, strict=True)]
+        #: what could not be used while reading the view (refused redirects ...)
+        self.problems: list[Problem] = problems if problems is not None else []
+        # a driver whose RW layer already holds the init layer's copy (legacy overlay) must not
+        # merge the init layer in (it would resurrect files deleted in the container); it
+        # still serves provenance.
         self.subsumed: int | None = None
-        if (
-            len(layers) >= 2
-            and layers[-1].role == "rw"
-            and layers[-2].role == "init"
-            and layers[-1].driver == "overlay"
-            and (layers[-1].path or "").endswith("/upper")
-        ):
+        if layers and self.drivers[-1].subsumes_init(layers):
             self.subsumed = len(layers) - 2
+        self._hops = 0
         self._dirs: OrderedDict[tuple[int, str], LayerDir | None] = OrderedDict()
         self._cache_dirs = cache_dirs
         self._resolved: OrderedDict[str, Resolved | None] = OrderedDict()
@@ -131,52 +115,24 @@ class LayeredView:
             listing = list(self.evidence.scandir(host))
         except (EvidenceError, OSError):
             return None
-        fmt = self.formats[index]
-        d = LayerDir(entries={})
-        if fmt == "aufs":
-            for e in listing:
-                if e.name.startswith(_AUFS_WH):
-                    if e.name == _AUFS_OPQ:
-                        d.opaque = True
-                    elif not e.name.startswith(".wh..wh."):
-                        d.whiteouts.add(e.name[len(_AUFS_WH) :])
-                else:
-                    d.entries[e.name] = e.stat
-            return d
-        for e in listing:
-            st = e.stat
-            if (st.is_char and st.rdev == 0) or (
-                st.is_file and st.size == 0 and fmt == "overlay" and self._xattr_whiteout(host, e.name)
-            ):
-                d.whiteouts.add(e.name)
-            else:
-                d.entries[e.name] = st
-        if fmt == "snapshot":
-            d.opaque = True
-        elif rel not in ("", "/"):
-            xattrs = self.evidence.xattrs(host)
-            d.opaque = any(xattrs.get(n) == b"y" for n in _OPAQUE_XATTRS)
-        return d
+        return self.drivers[index].read_dir(self.evidence, host, rel, listing, self.snapshots[index])
 
-    def _xattr_whiteout(self, host_dir: str, name: str) -> bool:
-        xattrs = self.evidence.xattrs(posixpath.join(host_dir, name))
-        return any(n in xattrs for n in _WHITEOUT_XATTRS)
+    def is_snapshot(self, index: int) -> bool:
+        """Whether layer INDEX holds the whole tree (its entries' origin may lie below)."""
+        return self.snapshots[index]
 
     def _redirect(self, index: int, rel: str, parent_rel: str) -> str | None:
-        if self.formats[index] != "overlay":
+        """The lower path a renamed directory's contents come from (inside the lower layers
+        only; a redirect that would leave them is a problem and the directory not redirected)."""
+        if self.snapshots[index]:
             return None
         host = self.layer_host_path(index, rel)
         if host is None:
             return None
-        xattrs = self.evidence.xattrs(host)
-        for n in _REDIRECT_XATTRS:
-            value = xattrs.get(n)
-            if value:
-                target = value.decode("utf-8", "replace").rstrip("\0")
-                if target.startswith("/"):
-                    return target
-                return posixpath.join(parent_rel, target)
-        return None
+        target, problem = self.drivers[index].redirect(self.evidence, host, parent_rel)
+        if problem is not None:
+            self.problems.append(Problem(host, problem))
+        return target
 
     # ---- merged lookups -------------------------------------------------------------------
     def _root(self) -> Resolved:
@@ -186,7 +142,7 @@ class LayeredView:
             if self.layers[i].path is None or i == self.subsumed:
                 continue
             dirs.append((i, "/"))
-            if self.formats[i] == "snapshot":
+            if self.snapshots[i]:
                 break
         if not dirs:
             raise PathNotInView("no layer contents available for this view")
@@ -257,77 +213,95 @@ class LayeredView:
 
     def lookup(self, path: str) -> Resolved:
         """The merged entry at PATH without following a final symlink; directory symlinks on
-        the way are resolved inside the container root."""
+        the way are resolved inside the container root (40 symlinks at most: TooManySymlinks)."""
         path = posixpath.normpath("/" + path.lstrip("/"))
-        return self._lookup(path, 0)
+        self._hops = 0
+        return self._lookup(path)
 
-    def _lookup(self, path: str, hops: int) -> Resolved:
-        if path in self._resolved:
-            r = self._resolved[path]
-            if r is None:
-                raise PathNotInView(f"no such path in container filesystem: {path}")
-            return r
-        if path == "/":
-            r = self._root()
-        else:
-            parent_path, name = posixpath.split(path)
-            parent = self._lookup(parent_path, hops)
-            if parent.stat.is_symlink:
-                parent = self._follow(parent, hops)
-            if not parent.stat.is_dir:
-                raise PathNotInView(f"not a directory in container filesystem: {parent_path}")
-            r = self._child(parent, name)
+    def _cached(self, path: str) -> Resolved | None:
+        r = self._resolved[path]
+        if r is None:
+            raise PathNotInView(f"no such path in container filesystem: {path}")
+        self._resolved.move_to_end(path)
+        return r
+
+    def _remember(self, path: str, r: Resolved | None) -> None:
         self._resolved[path] = r
         if len(self._resolved) > 65536:
             self._resolved.popitem(last=False)
         if r is None:
             raise PathNotInView(f"no such path in container filesystem: {path}")
-        return r
 
-    def _follow(self, r: Resolved, hops: int) -> Resolved:
-        seen = 0
+    def _lookup(self, path: str) -> Resolved:
+        """Iterative walk from the deepest cached ancestor of PATH (a normalised absolute path)."""
+        if path in self._resolved:
+            return self._cached(path)  # type: ignore[return-value]
+        names = [n for n in path.split("/") if n]
+        # the deepest ancestor already resolved
+        depth = len(names)
+        while depth > 0 and "/" + "/".join(names[:depth]) not in self._resolved:
+            depth -= 1
+        if depth == 0:
+            if "/" not in self._resolved:
+                self._remember("/", self._root())
+            current = self._cached("/")
+        else:
+            current = self._cached("/" + "/".join(names[:depth]))
+        for i in range(depth, len(names)):
+            parent_path = "/" + "/".join(names[:i])
+            parent = self._follow(current) if current.stat.is_symlink else current  # type: ignore[union-attr]
+            if not parent.stat.is_dir:
+                raise PathNotInView(f"not a directory in container filesystem: {parent_path}")
+            current = self._child(parent, names[i])  # its path: below the followed parent
+            self._remember(posixpath.join(parent_path, names[i]), current)
+        return current  # type: ignore[return-value]
+
+    def _follow(self, r: Resolved) -> Resolved:
+        """The entry a symlink R finally points at, inside the container root."""
         while r.stat.is_symlink:
-            seen += 1
-            if hops + seen > _MAX_HOPS:
-                raise PathNotInView(f"too many levels of symbolic links at {r.path}")
+            self._hops += 1
+            if self._hops > _MAX_HOPS:
+                raise TooManySymlinks(f"too many levels of symbolic links (ELOOP) at {r.path}")
             target = self.readlink_entry(r)
             base = posixpath.dirname(r.path)
             new = posixpath.normpath(
                 posixpath.join("/", target) if target.startswith("/") else posixpath.join(base, target)
             )
-            new = "/" + new.lstrip("/")
-            r = self._lookup(new, hops + seen)
+            r = self._lookup("/" + new.lstrip("/"))
         return r
 
     def resolve(self, path: str) -> Resolved:
         """Like lookup() but follows a final symlink too (inside the container root)."""
         r = self.lookup(path)
-        return self._follow(r, 0) if r.stat.is_symlink else r
+        return self._follow(r) if r.stat.is_symlink else r
 
     def realpath(self, path: str) -> str:
         """Canonical container path: every symlink resolved inside the container root."""
         path = posixpath.normpath("/" + path.lstrip("/"))
         parts = [p for p in path.split("/") if p]
+        parts.reverse()  # a stack: the next component last
         current = "/"
         hops = 0
         while parts:
-            name = parts.pop(0)
+            name = parts.pop()
             if name == "..":
                 current = posixpath.dirname(current)
                 continue
             candidate = posixpath.join(current, name)
             try:
                 r = self.lookup(candidate)
+            except TooManySymlinks:
+                raise
             except PathNotInView:
-                return posixpath.join(candidate, *parts) if parts else candidate
+                return posixpath.join(candidate, *reversed(parts)) if parts else candidate
             if r.stat.is_symlink:
                 hops += 1
                 if hops > _MAX_HOPS:
-                    raise PathNotInView(f"too many levels of symbolic links at {candidate}")
+                    raise TooManySymlinks(f"too many levels of symbolic links (ELOOP) at {candidate}")
                 target = self.readlink_entry(r)
                 if target.startswith("/"):
                     current = "/"
-                parts = [p for p in target.split("/") if p and p != "."] + parts
+                parts.extend(reversed([p for p in target.split("/") if p and p != "."]))
                 continue
             current = candidate
         return current
@@ -367,7 +341,7 @@ class LayeredView:
         index = r.layer
         # snapshot layers: attribute to the lowest snapshot holding the same file
         shadows = r.shadows
-        if self.formats[index] == "snapshot":
+        if self.snapshots[index]:
             index = self._snapshot_origin(index, r.rel, r.stat)
             shadows = self._snapshot_shadows(index, r.rel)
             layer = self.layers[index]
@@ -388,9 +362,9 @@ class LayeredView:
             uid=st.uid,
             gid=st.gid,
             size=st.size,
-            mtime=st.mtime_ns / 1e9,
-            atime=st.atime_ns / 1e9,
-            ctime=st.ctime_ns / 1e9,
+            mtime=st.mtime_ns,
+            atime=st.atime_ns,
+            ctime=st.ctime_ns,
             inode=st.ino,
             nlink=st.nlink,
             rdev=st.rdev or None,
@@ -408,7 +382,7 @@ class LayeredView:
         entry hides (each older version attributed to its own origin snapshot)."""
         out: list[int] = []
         i = origin - 1
-        while i >= 0 and self.formats[i] == "snapshot":
+        while i >= 0 and self.snapshots[i]:
             host = self.layer_host_path(i, rel)
             if host is None:
                 break
@@ -422,7 +396,7 @@ class LayeredView:
         return out
 
     def _snapshot_origin(self, index: int, rel: str, st: FileStat) -> int:
-        while index > 0 and self.formats[index - 1] == "snapshot":
+        while index > 0 and self.snapshots[index - 1]:
             host = self.layer_host_path(index - 1, rel)
             if host is None:
                 break

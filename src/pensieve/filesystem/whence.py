@@ -1,10 +1,12 @@
 """Attribution: which layer, image and container a path inside a Docker data root belongs to.
 
-Given ``/var/lib/docker/overlay2/<id>/diff/etc/passwd`` (found on a disk, in a timeline, in a
-YARA hit), say which layer ``<id>`` is, which images hold it, which containers use it (as an image
-layer, init layer or their own RW layer), and the path inside the container (``/etc/passwd``).
+Given a path inside a layer store, ``/var/lib/docker/<driver dir>/<id>/.../etc/passwd`` (found on
+a disk, in a timeline, in a YARA hit), say which layer ``<id>`` is, which images hold it, which
+containers use it (as an image layer, init layer or their own RW layer), and the path inside
+the container (``/etc/passwd``).
 A layer nothing references any more is reported as such, with what remains about it (its
-``lower`` chain names the image layers a removed container sat on).
+driver's record of the layers below it names the image layers a removed container sat on).
+Where a path falls in a layer store is the storage driver's to say (``StorageDriver.place``).
 """
 
 from __future__ import annotations
@@ -12,43 +14,49 @@ from __future__ import annotations
 import posixpath
 import re
 
+from pensieve.engines.base import LayerPlace, StorageDriver, storage_driver
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import DockerRoot
 from pensieve.evidence import normalize
 from pensieve.records import Attribution
 
-# driver directory patterns below a data root: (regex, driver, role hint)
-_PATTERNS = [
-    (re.compile(r"^overlay2/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$"), "overlay2"),
-    (re.compile(r"^overlay2/(?P<id>[^/]+)(?P<meta>/(?:link|lower|work)(?:/.*)?)?$"), "overlay2"),
-    (re.compile(r"^overlay/(?P<id>[^/]+)/(?:root|upper|merged)(?P<rest>/.*)?$"), "overlay"),
-    (re.compile(r"^aufs/(?:diff|mnt)/(?P<id>[^/]+)(?P<rest>/.*)?$"), "aufs"),
-    (re.compile(r"^vfs/dir/(?P<id>[^/]+)(?P<rest>/.*)?$"), "vfs"),
-    (re.compile(r"^btrfs/subvolumes/(?P<id>[^/]+)(?P<rest>/.*)?$"), "btrfs"),
-]
 _VOLUME = re.compile(r"^volumes/(?P<name>[^/]+)(?:/_data(?P<rest>/.*)?)?$")
 _CONTAINER = re.compile(r"^containers/(?P<id>[0-9a-f]{64})(?P<rest>/.*)?$")
-_TOP = re.compile(r"^(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)(?:/|$)")
-_ANY_ROOT = re.compile(r"^(?P<root>.*?)/(?=(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)/)")
+
+
+def _patterns(host: DockerHost) -> tuple[re.Pattern, re.Pattern]:
+    """(a path relative to a data root, any path holding a data root) by the host's layout."""
+    names = "|".join(re.escape(n) for n in host.data_root_dirs())
+    return re.compile(rf"^(?:{names})(?:/|$)"), re.compile(rf"^(?P<root>.*?)/(?=(?:{names})/)")
+
+
+def _place(host: DockerHost, rel: str) -> tuple[StorageDriver, LayerPlace] | None:
+    for driver in host.storage_drivers():
+        place = driver.place(rel)
+        if place is not None:
+            return driver, place
+    return None
 
 
 def _split(host: DockerHost, path: str) -> tuple[DockerRoot | None, str | None, str]:
     """(data root, path relative to it, the data root path as named) for an evidence path.
 
     A path that is not below a data root of this evidence (a path recovered from another disk,
-    say) is matched by its shape: whatever precedes ``/overlay2/`` etc. is taken as the root.
+    say) is matched by its shape: whatever precedes a layer store, ``volumes/`` etc. is taken as
+    the root.
     """
+    top, any_root = _patterns(host)
     path = normalize(path)
     for root in sorted(host.roots, key=lambda r: -len(r.path)):
         if root.path == "/":
             rel = path.lstrip("/")
-            if _TOP.match(rel):
+            if top.match(rel):
                 return root, rel, root.path
             continue
         prefix = root.path.rstrip("/") + "/"
         if path.startswith(prefix):
             return root, path[len(prefix) :], root.path
-    m = _ANY_ROOT.match(path)
+    m = any_root.match(path)
     if m:
         return (
             (host.roots[0] if len(host.roots) == 1 else None),
@@ -63,7 +71,8 @@ def whence(host: DockerHost, path: str) -> Attribution:
     root, rel, root_name = _split(host, path)
     a = Attribution(host_path=normalize(path), data_root=root_name or None)
     if rel is None:
-        a.notes.append("not below a Docker data root (no overlay2/, aufs/, volumes/ ... component)")
+        dirs = ", ".join(f"{d}/" for d in host.data_root_dirs())
+        a.notes.append(f"not below a Docker data root (no {dirs} component)")
         return a
     if root is None and host.roots:
         root = host.roots[0]
@@ -103,19 +112,16 @@ def whence(host: DockerHost, path: str) -> Attribution:
             a.notes.append("container log file")
         return a
 
-    for pattern, driver in _PATTERNS:
-        m = pattern.match(rel)
-        if not m:
-            continue
-        layer_id = m.group("id")
-        a.driver = driver
-        a.layer = layer_id
-        groups = m.groupdict()
-        if groups.get("meta") is not None:
+    found = _place(host, rel)
+    if found is not None:
+        driver, place = found
+        a.driver = driver.name
+        a.layer = place.layer_id
+        if place.bookkeeping:
             a.notes.append("storage driver bookkeeping of the layer, not container contents")
-        elif "rest" in groups:
-            a.container_path = groups.get("rest") or "/"
-        _attribute_layer(root, driver, layer_id, a, containers, images)
+        elif place.container_path is not None:
+            a.container_path = place.container_path
+        _attribute_layer(root, driver.name, place.layer_id, a, containers, images)
         return a
 
     if rel.startswith("image/"):
@@ -164,8 +170,8 @@ def _attribute_layer(root, driver, layer_id, a: Attribution, containers, images)
     if a.layer_kind is None:
         a.layer_kind = "unreferenced"
         a.notes.append("no image layer, container or layerdb mount references this layer")
-        if driver == "overlay2":
-            lowers = root.overlay2_lowers(layer_id)
+        if storage_driver(driver).records_lowers:
+            lowers = root.lowers(driver, layer_id)
             if lowers is None:
                 a.notes.append("layer directory itself is gone from the evidence")
             elif lowers:

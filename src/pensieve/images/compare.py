@@ -1,14 +1,15 @@
 """Compare an image on two sources: a host against an archive of it, two archives, two hosts.
 
 Layers are matched by diff id (the digest of their content as recorded); files are compared on
-the two merged views, whatever each side is made of (overlay2 layer directories on a host, layer
-tars in an archive, one flat ``docker export``).  The views are walked together, each in sorted
+the two merged views, whatever each side is made of (a storage driver's layer directories on a
+host, layer tars in an archive, one flat ``docker export``).  The views are walked together, each in sorted
 depth-first order (pre-order with sorted names is the order of the paths' component lists), so
 memory holds one directory listing per level, never a tree or a file.
 
 A file differs in: ``type``, ``content`` (sha256, streamed), ``size``, ``mode`` (permission,
 setuid/setgid/sticky bits), ``owner``, ``link`` (symlink target), ``device``, ``xattr`` (those a
-layer tar carries: not the storage driver's own ``*.overlay.*``) and, for non-directories,
+layer tar carries: not the storage driver's own, ``StorageDriver.private_xattrs``) and, for
+non-directories,
 ``mtime`` (a directory's mtime moves with every change inside it; those changes are listed).
 Each side names the layer that provides the entry (its diff id, its id in that source, the
 build step).  The recorded digests match even when a host's layer directory was edited:
@@ -22,14 +23,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pensieve.engines.base import private_xattr_prefixes
 from pensieve.evidence import EvidenceError
 from pensieve.filesystem.layered import LayeredView
 from pensieve.records import FileEntry, Image, Layer, Problem
 from pensieve.times import iso_ns
 from pensieve.util import sha256_stream
 
-_HOST_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _HOST_XATTRS = ("security.selinux",)
+#: xattrs a storage driver keeps for itself, whichever side holds them (never image content)
+_PRIVATE_XATTRS = private_xattr_prefixes()
 
 
 @dataclass(slots=True)
@@ -46,7 +49,7 @@ class LayerMatch:
 
 @dataclass(slots=True)
 class FileDifference:
-    change: str  # added (only in B) | removed (only in A) | changed
+    change: str  # added (only in B) | deleted (only in A) | changed
     path: str
     what: list[str] = field(default_factory=list)
     type_a: str | None = None
@@ -109,7 +112,7 @@ class _Side:
     def __init__(self, host, layers: list[Layer], hash_files: bool, problems: list[Problem]) -> None:
         self.host = host
         self.layers = layers
-        self.view = LayeredView(host.evidence, layers)
+        self.view = LayeredView(host.evidence, layers, problems=problems)
         self.hash_files = hash_files
         self.problems = problems
 
@@ -131,9 +134,8 @@ class _Side:
             have = self.host.evidence.xattrs(e.host_path)
         except (EvidenceError, OSError):
             return {}
-        return {
-            k: v for k, v in have.items() if not k.startswith(_HOST_XATTR_PREFIXES) and k not in _HOST_XATTRS
-        }
+        private = _PRIVATE_XATTRS
+        return {k: v for k, v in have.items() if not k.startswith(private) and k not in _HOST_XATTRS}
 
     def describe(self, e: FileEntry) -> dict[str, Any]:
         layer = self.layers[e.layer_index] if e.layer_index is not None else None
@@ -143,7 +145,7 @@ class _Side:
             "uid": e.uid,
             "gid": e.gid,
             "size": e.size if e.type != "dir" else None,
-            "mtime": iso_ns(int(round(e.mtime * 1e9))) if e.mtime is not None else None,
+            "mtime": iso_ns(e.mtime),
             "sha256": e.sha256,
             "link_target": e.link_target,
             "layer": e.layer,
@@ -179,8 +181,8 @@ def _differences(a: _Side, ea: FileEntry, b: _Side, eb: FileEntry) -> list[str]:
     return what
 
 
-def _seconds(t: float | None) -> int | None:
-    return None if t is None else int(round(t * 1e9)) // 1_000_000_000
+def _seconds(t: int | None) -> int | None:
+    return None if t is None else t // 1_000_000_000
 
 
 def iter_differences(a: _Side, b: _Side, top: str = "/") -> Iterator[FileDifference]:
@@ -192,7 +194,7 @@ def iter_differences(a: _Side, b: _Side, top: str = "/") -> Iterator[FileDiffere
         kb = _key(eb.path) if eb is not None else None
         if eb is None or (ea is not None and ka < kb):  # type: ignore[operator]
             a.sha256(ea)  # type: ignore[arg-type]
-            yield FileDifference("removed", ea.path, ["removed"], ea.type, None, a.describe(ea), None)  # type: ignore[union-attr]
+            yield FileDifference("deleted", ea.path, ["deleted"], ea.type, None, a.describe(ea), None)  # type: ignore[union-attr]
             ea = next(wa, None)
         elif ea is None or kb < ka:  # type: ignore[operator]
             b.sha256(eb)

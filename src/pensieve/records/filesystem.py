@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pensieve.records.core import field, record
+from pensieve.records.core import Timestamp, field, record
 
 
 @record
@@ -17,9 +17,9 @@ class FileEntry:
     uid: int | None = None
     gid: int | None = None
     size: int | None = None
-    mtime: float | None = None
-    atime: float | None = None
-    ctime: float | None = None
+    mtime: Timestamp | None = None
+    atime: Timestamp | None = None
+    ctime: Timestamp | None = None
     inode: int | None = None
     nlink: int | None = None
     rdev: int | None = None
@@ -44,8 +44,8 @@ class Change:
     mode: str | None = None
     uid: int | None = None
     gid: int | None = None
-    mtime: str | None = None
-    ctime: str | None = None
+    mtime: Timestamp | None = None
+    ctime: Timestamp | None = None
     sha256: str | None = None
     layer: str | None = None  # layer holding the current version (rw) or the deleted original
     lower_layer: str | None = None  # layer of the lower (original) copy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pensieve.records.core import field, record
+from pensieve.records.core import Problem, Timestamp, field, record
 
 
 @record
@@ -45,7 +45,7 @@ class Layer:
 
 @record
 class HistoryStep:
-    created: str | None
+    created: Timestamp | None
     created_by: str | None
     empty_layer: bool
     comment: str | None = None
@@ -62,7 +62,7 @@ class Image:
     engine: str
     tags: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
-    created: str | None = None
+    created: Timestamp | None = None
     parent: str | None = None
     os: str | None = None
     architecture: str | None = None
@@ -94,9 +94,9 @@ class Container:
     exit_code: int | None = None
     oom_killed: bool = False
     error: str | None = None
-    created: str | None = None
-    started: str | None = None
-    finished: str | None = None
+    created: Timestamp | None = None
+    started: Timestamp | None = None
+    finished: Timestamp | None = None
     pid: int | None = None
     command: list[str] = field(default_factory=list)
     entrypoint: list[str] | None = None
@@ -128,7 +128,7 @@ class Container:
     layers: list[Layer] = field(default_factory=list)  # bottom (image base) to top (rw)
     config_path: str | None = None
     data_root: str | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the same records as in host.problems
 
 
 @record
@@ -137,7 +137,7 @@ class Volume:
     engine: str
     driver: str | None = None
     path: str | None = None  # evidence path of the volume data
-    created: str | None = None
+    created: Timestamp | None = None
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     anonymous: bool = False
@@ -149,7 +149,7 @@ class Volume:
 @record
 class LogLine:
     container_id: str
-    time: str | None
+    time: Timestamp | None
     stream: str | None  # stdout | stderr
     message: str
     source: str  # evidence path of the log file it came from

@@ -16,6 +16,7 @@ import pytest
 from conftest import FIXTURES, load_json, run_cli, tree_digest
 
 from pensieve import api
+from pensieve.times import iso_ns, parse_rfc3339
 
 EXPECTED = FIXTURES / "expected"
 SCENARIO = load_json(EXPECTED / "scenario.json")
@@ -59,7 +60,7 @@ def test_finds_every_container_with_engine_identity(host):
         assert c.image == want["Config"]["Image"]
         assert c.image_id == want["Image"]
         assert c.engine == "docker"
-        assert c.created == want["Created"]
+        assert c.created == parse_rfc3339(want["Created"])
         assert c.env == want["Config"]["Env"]
         assert c.labels == (want["Config"]["Labels"] or {})
         assert c.log_driver == want["HostConfig"]["LogConfig"]["Type"]
@@ -142,7 +143,7 @@ def test_volumes(host):
     want = {v["Name"] for v in load_json(EXPECTED / "volumes" / "inspect.json")}
     assert set(vols) == want
     for w in load_json(EXPECTED / "volumes" / "inspect.json"):
-        assert vols[w["Name"]].created[:19] == w["CreatedAt"][:19]
+        assert iso_ns(vols[w["Name"]].created)[:19] == w["CreatedAt"][:19]
         assert vols[w["Name"]].labels == (w["Labels"] or {})
     pvol = vols["pvol"]
     assert pvol.used_by == [inspect("c-running")["Id"]]
@@ -340,7 +341,7 @@ def test_one_corrupt_container_does_not_hide_the_others(overlay2_root, tmp_path)
     items = {i["id"]: i for i in json.loads(out)}
     assert len(items) == len(LIVE_CONTAINERS)
     assert items[broken]["state"] == "unknown" and items[broken]["problems"]
-    assert any("mount-id" in p for p in items[no_mount]["problems"])
+    assert any("mount-id" in p["message"] for p in items[no_mount]["problems"])
     assert "config.v2.json" in err and "mount-id" in err
     assert sum(1 for i in items.values() if not i["problems"]) == len(LIVE_CONTAINERS) - 2
     code, _, err = run("diff", str(copy), no_mount)

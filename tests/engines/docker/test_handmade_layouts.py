@@ -260,8 +260,8 @@ def test_v1_corrupt_container_keeps_its_layers(roots):
     bad = sc.notes["corrupt_container"]
     c = host.container(bad)
     assert c.state == "unknown" and c.name is None
-    assert any("corrupt container config" in p for p in c.problems)
-    assert any("rebuilt from aufs/layers" in p for p in c.problems)
+    assert any("corrupt container config" in p.message for p in c.problems)
+    assert any("rebuilt from aufs/layers" in p.message for p in c.problems)
     l0 = sc.layer_ids[0]
     assert [(lay.role, lay.cache_id) for lay in c.layers] == [
         ("image", l0),
@@ -324,7 +324,7 @@ def test_devicemapper_container_is_listed_but_unsupported(roots):
     assert c.image == "app:1.0" and c.image_id == sc.image_ids["app:1.0"]
     assert c.state == "exited" and c.exit_code == 137
     assert c.layers == []
-    assert any("unsupported storage driver devicemapper" in p for p in c.problems)
+    assert any("unsupported storage driver devicemapper" in p.message for p in c.problems)
     assert {i.id for i in host.images()} == set(sc.image_ids.values())
     with pytest.raises(api.LookupFailed, match="unsupported storage driver"):
         api.diff(host, "db")

@@ -22,12 +22,13 @@ from conftest import FIXTURE_ROOT
 
 from pensieve.engines.docker.logs import (
     MAX_RECORD,
-    _rfc3339_nano,
     log_files,
     read_logs,
 )
 from pensieve.evidence.directory import DirectoryEvidence
 from pensieve.records import LogLine, Problem
+from pensieve.times import iso_ns as _rfc3339_nano
+from pensieve.times import parse_rfc3339
 
 CID = "3f4e" * 16
 CDIR = f"/var/lib/docker/containers/{CID}"
@@ -191,10 +192,12 @@ def test_json_entries_partial_attrs_and_corrupt_line(tmp_path: Path) -> None:
     lines, problems = read_all(ev, [path])
 
     assert messages(lines) == ["hello", "first half ", "second half", "with attrs", "no newline at eof"]
-    assert lines[0] == LogLine(CID, "2026-11-28T20:31:02.123456789Z", "stdout", "hello", path)
+    assert lines[0] == LogLine(CID, parse_rfc3339("2026-11-28T20:31:02.123456789Z"), "stdout", "hello", path)
     assert [ln.partial for ln in lines] == [False, True, False, False, False]
     assert lines[1].stream == "stderr"
-    assert lines[1].time == "2026-11-28T20:31:02.100000000Z"  # fixed 9 digits like docker logs -t
+    assert (
+        _rfc3339_nano(lines[1].time) == "2026-11-28T20:31:02.100000000Z"
+    )  # fixed 9 digits like docker logs -t
     assert len(problems) == 2
     assert all(p.source == path and p.subject == CID for p in problems)
     assert "line 4" in problems[0].message and "corrupt JSON" in problems[0].message
@@ -252,11 +255,11 @@ def test_local_entries_time_partial_and_unknown_fields(tmp_path: Path) -> None:
 
     assert problems == []
     assert messages(lines) == ["plain", "chunk1 ", "chunk2", "bare partial", "extra", "bad \\xff utf8"]
-    assert lines[0] == LogLine(CID, "2026-11-28T20:31:02.123456789Z", "stdout", "plain", path)
+    assert lines[0] == LogLine(CID, parse_rfc3339("2026-11-28T20:31:02.123456789Z"), "stdout", "plain", path)
     assert [ln.partial for ln in lines] == [False, True, False, True, False, False]
     assert [ln.stream for ln in lines][:3] == ["stdout", "stderr", "stderr"]
-    assert lines[4].time == "1970-01-01T00:00:00.000000005Z"
-    assert lines[5].time == "1969-12-31T23:59:59.999999999Z"
+    assert _rfc3339_nano(lines[4].time) == "1970-01-01T00:00:00.000000005Z"
+    assert _rfc3339_nano(lines[5].time) == "1969-12-31T23:59:59.999999999Z"
 
 
 def test_rfc3339_nano_range() -> None:
@@ -403,7 +406,9 @@ def real_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _docker_logs_t(lines: list[LogLine], stream: str) -> list[str]:
     """What `docker logs -t` prints for *stream*: a timestamp per entry, newline unless partial."""
     text = "".join(
-        f"{ln.time} {ln.message}" + ("" if ln.partial else "\n") for ln in lines if ln.stream == stream
+        f"{_rfc3339_nano(ln.time)} {ln.message}" + ("" if ln.partial else "\n")
+        for ln in lines
+        if ln.stream == stream
     )
     return text.splitlines()
 

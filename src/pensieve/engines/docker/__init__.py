@@ -7,17 +7,20 @@ the ``Layer`` lists it builds.  Everything is offline: no daemon, no mount, no r
 
 from __future__ import annotations
 
+import posixpath
 from functools import cached_property
 
-from pensieve.engines.docker.containers import container_layers, list_containers
-from pensieve.engines.docker.images import list_images, resolve_image
-from pensieve.engines.docker.root import (
-    SUPPORTED_DRIVERS,
+from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.docker.containers import add_problem, container_layers, list_containers
+from pensieve.engines.docker.drivers import (
+    DATA_ROOT_DIRS,
     UNSUPPORTED_DRIVERS,
-    DockerRoot,
-    NotADataRoot,
-    open_data_roots,
+    data_root_drivers,
+    default_driver,
+    is_supported,
 )
+from pensieve.engines.docker.images import list_images, resolve_image
+from pensieve.engines.docker.root import DockerRoot, NotADataRoot, open_data_roots
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.records import Container, Image, Layer, Problem, Volume
@@ -25,14 +28,15 @@ from pensieve.records import Container, Image, Layer, Problem, Volume
 __all__ = ["DockerHost", "DockerRoot", "NotADataRoot", "LookupFailed"]
 
 
+class DockerHost(Host):
+    """All Docker data roots in one piece of evidence (the Host interface of engines/base.py)."""
 
-class DockerHost:
-    """All Docker data roots in one piece of evidence."""
+    engine = "docker"
 
     def __init__(self, evidence: Evidence, roots: list[DockerRoot] | None = None) -> None:
         self.evidence = evidence
-        self.roots = roots if roots is not None else open_data_roots(evidence)
         self.problems: list[Problem] = []
+        self.roots = roots if roots is not None else open_data_roots(evidence, self.problems)
         self._layer_cache: dict[tuple, list[Layer]] = {}
         self._filled: set[int] = set()
 
@@ -78,7 +82,7 @@ class DockerHost:
     def _image_layers(self, image: Image, driver: str | None) -> list[Layer]:
         root = self._root_of(image.data_root)
         if driver is None:
-            driver = next((d for d in root.drivers() if d in SUPPORTED_DRIVERS), None)
+            driver = default_driver(root.drivers())
         layers: list[Layer] = []
         steps = [s for s in image.history if not s.empty_layer]
         for i, cache_id in enumerate(image.cache_ids):
@@ -97,7 +101,7 @@ class DockerHost:
                 created_by=step.created_by if step else None,
                 history_index=image.history.index(step) if step else None,
             )
-            if cache_id and driver in SUPPORTED_DRIVERS:
+            if cache_id and driver is not None and is_supported(driver):
                 path, _fmt = root.layer_path(driver, cache_id)
                 layer.path = path if root.has_layer_dir(driver, cache_id) else None
             layers.append(layer)
@@ -137,9 +141,10 @@ class DockerHost:
         if root.layout == "v1":
             return  # legacy parser fills layers itself
         if c.storage_driver in UNSUPPORTED_DRIVERS:
-            c.problems.append(
+            msg = (
                 f"unsupported storage driver {c.storage_driver}: metadata listed, layer contents not readable"
             )
+            c.problems.append(Problem(c.config_path or c.id, msg, c.id))
             return
         image = by_id.get(c.image_id or "")
         chain: list[Layer] = []
@@ -147,9 +152,11 @@ class DockerHost:
             try:
                 chain = self.image_layers(image, c.storage_driver)
             except EvidenceError as exc:
-                c.problems.append(str(exc))
+                c.problems.append(Problem(c.config_path or c.id, str(exc), c.id))
         elif c.image_id:
-            c.problems.append(f"image {c.image_id} not in the image store")
+            c.problems.append(
+                Problem(c.config_path or c.id, f"image {c.image_id} not in the image store", c.id)
+            )
         container_layers(c, root, chain, self.problems)
 
     def container(self, ref: str) -> Container:
@@ -176,19 +183,6 @@ class DockerHost:
             )
         raise LookupFailed(f"no container {ref!r} in {self.evidence.description}")
 
-    def checkpoints(self, container: Container) -> dict[str, str]:  # TEMP for the memory branch
-        """The container's checkpoints (containers/<id>/checkpoints/NAME): name -> evidence path."""
-        import posixpath
-
-        cdir = posixpath.dirname(container.config_path or "") or posixpath.join(
-            container.data_root or "/", "containers", container.id
-        )
-        ckroot = posixpath.join(cdir, "checkpoints")
-        try:
-            return {n: posixpath.join(ckroot, n) for n in sorted(self.evidence.listdir(ckroot))}
-        except (EvidenceError, OSError):
-            return {}
-
     # ---- volumes --------------------------------------------------------------------
     def volumes(self) -> list[Volume]:
         return self._volumes
@@ -200,4 +194,41 @@ class DockerHost:
         out: list[Volume] = []
         for root in self.roots:
             out += list_volumes(root, self.containers(), self.problems)
+        return out
+
+    # ---- storage drivers ------------------------------------------------------------------
+    def storage_drivers(self) -> list[StorageDriver]:
+        return data_root_drivers()
+
+    def data_root_dirs(self) -> tuple[str, ...]:
+        return DATA_ROOT_DIRS
+
+    # ---- checkpoints and boundaries -------------------------------------------------------
+    def checkpoints(self, container: Container) -> dict[str, str]:
+        """name -> evidence path of each ``containers/<id>/checkpoints/<name>`` (CRIU images,
+        moby daemon/checkpoint.go); a listing that fails is a problem on the container."""
+        if not container.data_root:
+            return {}
+        root = self._root_of(container.data_root)
+        base = root.join("containers", container.id, "checkpoints")
+        if not self.evidence.exists(base):
+            return {}
+        try:
+            entries = list(self.evidence.scandir(base))
+        except (EvidenceError, OSError) as exc:
+            add_problem(container, self.problems, base, f"cannot list checkpoints: {exc}")
+            return {}
+        return {
+            e.name: posixpath.join(base, e.name)
+            for e in sorted(entries, key=lambda e: e.name)
+            if e.stat.is_dir
+        }
+
+    def boundaries(self) -> list[str]:
+        """The evidence's own host paths and, where it is a directory here, every data root."""
+        out = list(self.evidence.boundaries())
+        for root in self.roots:
+            host = self.evidence.host_path(root.path)
+            if host and host not in out:
+                out.append(host)
         return out

@@ -7,15 +7,14 @@ PortBindings, LogConfig ...).  State names follow moby's ``State.StateString()``
 
 from __future__ import annotations
 
-import json
 import posixpath
 from typing import Any
 
-from pensieve.engines.docker.root import DockerRoot
+from pensieve.engines.docker.root import DockerRoot, read_json
 from pensieve.evidence import EvidenceError
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Container, Layer, Mount, PortBinding, Problem
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
+from pensieve.times import parse_rfc3339
 
 #: host paths whose bind mount into a container hands it the host
 SENSITIVE_BINDS = {
@@ -36,84 +35,91 @@ SENSITIVE_BINDS = {
 }
 
 
-def _time(value: Any) -> str | None:
-    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+def _time(doc: Doc, key: str) -> int | None:
+    """A Go time.Time field as nanoseconds (the zero time, "never", is None)."""
+    text = doc.str(key)
+    if not text or text.startswith("0001-01-01"):
         return None
-    return value
+    ns = parse_rfc3339(text)
+    if ns is None:
+        doc.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
+    return ns
 
 
-def endpoint(settings: dict, *extra: tuple[str, str]) -> dict:
+def endpoint(settings: Doc, *extra: tuple[str, str]) -> dict:
     """The non-empty addresses of a network endpoint (NetworkSettings or one of its Networks)."""
     keys = (("ip", "IPAddress"), ("ipv6", "GlobalIPv6Address"), ("mac", "MacAddress"), ("gateway", "Gateway"))
-    return {name: settings[key] for name, key in keys + extra if settings.get(key)}
+    out: dict[str, Any] = {}
+    for name, key in keys + extra:
+        value = settings.list_of_str(key) if key == "Aliases" else settings.str(key)
+        if value:
+            out[name] = value
+    return out
 
 
-def state_name(state: dict) -> str:
+def state_name(state: Doc) -> str:
     """moby State.StateString()."""
-    if state.get("Running"):
-        if state.get("Paused"):
+    if state.bool("Running"):
+        if state.bool("Paused"):
             return "paused"
-        if state.get("Restarting"):
+        if state.bool("Restarting"):
             return "restarting"
         return "running"
-    if state.get("RemovalInProgress"):
+    if state.bool("RemovalInProgress"):
         return "removing"
-    if state.get("Dead"):
+    if state.bool("Dead"):
         return "dead"
-    if not _time(state.get("StartedAt")):
+    started = state.str("StartedAt")
+    if not started or started.startswith("0001-01-01"):
         return "created"
     return "exited"
 
 
-def _mounts(config: dict, host: dict, root: DockerRoot) -> list[Mount]:
-    out: list[Mount] = []
-    for dest, mp in sorted((config.get("MountPoints") or {}).items()):
-        if not isinstance(mp, dict):
-            continue
-        mtype = mp.get("Type") or ("volume" if mp.get("Name") else "bind")
-        name = mp.get("Name") or None
-        source = mp.get("Source") or None
-        host_path = source
-        if mtype == "volume" and name and (mp.get("Driver") in (None, "", "local")):
-            host_path = root.join("volumes", name, "_data")
-        spec = mp.get("Spec") or {}
-        mode = mp.get("Mode") or None
-        out.append(
-            Mount(
-                type=mtype,
-                destination=mp.get("Destination") or dest,
-                source=source or name,
-                name=name,
-                driver=mp.get("Driver") or None,
-                mode=mode,
-                rw=bool(mp.get("RW", True)),
-                propagation=mp.get("Propagation") or (spec.get("BindOptions") or {}).get("Propagation"),
-                host_path=host_path,
-            )
-        )
-    for dest, opts in sorted((host.get("Tmpfs") or {}).items()):
-        out.append(
-            Mount(type="tmpfs", destination=dest, mode=opts or None, rw="ro" not in (opts or "").split(","))
-        )
+def _mount(dest: str, mp: Doc, root: DockerRoot) -> Mount:
+    name = mp.str("Name") or None
+    mtype = mp.str("Type") or ("volume" if name else "bind")
+    source = mp.str("Source") or None
+    driver = mp.str("Driver")
+    host_path = source
+    if mtype == "volume" and name and driver in (None, "", "local"):
+        host_path = root.join("volumes", name, "_data")
+    return Mount(
+        type=mtype,
+        destination=mp.str("Destination") or dest,
+        source=source or name,
+        name=name,
+        driver=driver or None,
+        mode=mp.str("Mode") or None,
+        rw=mp.bool("RW", True),
+        propagation=mp.str("Propagation") or mp.obj("Spec").obj("BindOptions").str("Propagation"),
+        host_path=host_path,
+    )
+
+
+def _mounts(config: Doc, host: Doc, root: DockerRoot) -> list[Mount]:
+    out = [_mount(dest, mp, root) for dest, mp in config.items_of_obj("MountPoints")]
+    for dest, opts in sorted(host.dict_of_str("Tmpfs").items()):
+        out.append(Mount(type="tmpfs", destination=dest, mode=opts or None, rw="ro" not in opts.split(",")))
     return out
 
 
-def _risks(c: Container, host: dict) -> list[str]:
+def _risks(c: Container, host: Doc) -> list[str]:
     risks: list[str] = []
     if c.privileged:
         risks.append("privileged")
     for cap in c.cap_add:
         risks.append(f"cap-add {cap}")
     for key, label in (("PidMode", "pid"), ("IpcMode", "ipc"), ("UTSMode", "uts"), ("UsernsMode", "userns")):
-        if host.get(key) == "host":
+        if host.str(key) == "host":
             risks.append(f"host {label} namespace")
     if c.network_mode == "host":
         risks.append("host network namespace")
     for opt in c.security_opt:
         if opt.replace("=", ":") in ("seccomp:unconfined", "apparmor:unconfined", "label:disable"):
             risks.append(f"security-opt {opt}")
-    if host.get("Devices"):
-        risks.append(f"{len(host['Devices'])} host device(s) mapped")
+    devices = host.list("Devices")
+    if devices:
+        risks.append(f"{len(devices)} host device(s) mapped")
     for m in c.mounts:
         if m.type != "bind" or not m.source:
             continue
@@ -126,82 +132,71 @@ def _risks(c: Container, host: dict) -> list[str]:
     return risks
 
 
-def parse_container(
-    cid: str, config_raw: bytes, host_raw: bytes | None, root: DockerRoot, problems: list[Problem], path: str
-) -> Container:
-    config = json.loads(config_raw)
-    if not isinstance(config, dict):
-        raise ValueError("config.v2.json is not a JSON object")
-    host: dict = {}
-    if host_raw is not None:
-        try:
-            host = json.loads(host_raw)
-            if not isinstance(host, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            host = {}
-            problems.append(
-                Problem(
-                    posixpath.join(posixpath.dirname(path), "hostconfig.json"),
-                    f"corrupt hostconfig.json: {exc}",
-                    cid,
-                )
-            )
-    cfg = config.get("Config") or {}
-    state = config.get("State") or {}
-    ns = config.get("NetworkSettings") or {}
-    log_cfg = host.get("LogConfig") or {}
-    name = (config.get("Name") or "").lstrip("/") or None
-    c = Container(
-        id=config.get("ID") or cid,
-        engine="docker",
-        name=name,
-        image=cfg.get("Image"),
-        image_id=config.get("Image"),
-        state=state_name(state),
-        exit_code=state.get("ExitCode"),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=state.get("Error") or None,
-        created=_time(config.get("Created")),
-        started=_time(state.get("StartedAt")),
-        finished=_time(state.get("FinishedAt")),
-        pid=state.get("Pid") or None,
-        command=[config.get("Path") or ""] + list(config.get("Args") or []) if config.get("Path") else [],
-        entrypoint=cfg.get("Entrypoint"),
-        cmd=cfg.get("Cmd"),
-        env=list(cfg.get("Env") or []),
-        labels=dict(cfg.get("Labels") or {}),
-        user=cfg.get("User") or None,
-        working_dir=cfg.get("WorkingDir") or None,
-        hostname=cfg.get("Hostname") or None,
-        exposed_ports=sorted((cfg.get("ExposedPorts") or {}).keys()),
-        network_mode=host.get("NetworkMode") or None,
-        restart_count=int(config.get("RestartCount") or 0),
-        restart_policy=((host.get("RestartPolicy") or {}).get("Name") or None),
-        privileged=bool(host.get("Privileged")),
-        cap_add=list(host.get("CapAdd") or []),
-        cap_drop=list(host.get("CapDrop") or []),
-        pid_mode=host.get("PidMode") or None,
-        ipc_mode=host.get("IpcMode") or None,
-        security_opt=list(host.get("SecurityOpt") or []),
-        log_driver=log_cfg.get("Type") or None,
-        log_path=config.get("LogPath") or None,
-        storage_driver=config.get("Driver") or None,
-        config_path=path,
-        data_root=root.path,
-    )
+def _ports(ns: Doc, host: Doc) -> list[PortBinding]:
     ports: list[PortBinding] = []
     seen: set[tuple] = set()
-    for source in (ns.get("Ports") or {}, host.get("PortBindings") or {}):
-        for cport, bindings in sorted(source.items()):
-            for b in bindings or []:
-                key = (cport, b.get("HostIp") or None, b.get("HostPort") or None)
+    for source in (ns.obj("Ports"), host.obj("PortBindings")):
+        for cport in sorted(source.keys()):
+            for b in source.list_of_obj(cport):
+                key = (cport, b.str("HostIp") or None, b.str("HostPort") or None)
                 if key not in seen:
                     seen.add(key)
                     ports.append(PortBinding(*key))
-    c.published_ports = ports
-    for net, ep in sorted((ns.get("Networks") or {}).items()):
-        ep = ep or {}
+    return ports
+
+
+def _command(config: Doc) -> list[str]:
+    path = config.str("Path")
+    return [path] + (config.list_of_str("Args") or []) if path else []
+
+
+def parse_container(cid: str, config: Doc, host: Doc, root: DockerRoot, path: str) -> Container:
+    """A Container from its config.v2.json and hostconfig.json (type problems go to the docs'
+    problems list, the rest of the record survives them)."""
+    cfg = config.obj("Config", required=True)
+    state = config.obj("State", required=True)
+    ns = config.obj("NetworkSettings")
+    log_cfg = host.obj("LogConfig")
+    c = Container(
+        id=config.str("ID") or cid,
+        engine="docker",
+        name=(config.str("Name") or "").lstrip("/") or None,
+        image=cfg.str("Image"),
+        image_id=config.str("Image"),
+        state=state_name(state),
+        exit_code=state.int("ExitCode"),
+        oom_killed=state.bool("OOMKilled"),
+        error=state.str("Error") or None,
+        created=_time(config, "Created"),
+        started=_time(state, "StartedAt"),
+        finished=_time(state, "FinishedAt"),
+        pid=state.int("Pid") or None,
+        command=_command(config),
+        entrypoint=cfg.str_slice("Entrypoint"),
+        cmd=cfg.str_slice("Cmd"),
+        env=cfg.list_of_str("Env") or [],
+        labels=cfg.dict_of_str("Labels"),
+        user=cfg.str("User") or None,
+        working_dir=cfg.str("WorkingDir") or None,
+        hostname=cfg.str("Hostname") or None,
+        exposed_ports=sorted(cfg.dict_keys("ExposedPorts")),
+        network_mode=host.str("NetworkMode") or None,
+        restart_count=config.int("RestartCount") or 0,
+        restart_policy=host.obj("RestartPolicy").str("Name") or None,
+        privileged=host.bool("Privileged"),
+        cap_add=host.list_of_str("CapAdd") or [],
+        cap_drop=host.list_of_str("CapDrop") or [],
+        pid_mode=host.str("PidMode") or None,
+        ipc_mode=host.str("IpcMode") or None,
+        security_opt=host.list_of_str("SecurityOpt") or [],
+        log_driver=log_cfg.str("Type") or None,
+        log_path=config.str("LogPath") or None,
+        storage_driver=config.str("Driver") or None,
+        config_path=path,
+        data_root=root.path,
+    )
+    c.published_ports = _ports(ns, host)
+    for net, ep in ns.items_of_obj("Networks"):
         c.networks[net] = endpoint(
             ep, ("network_id", "NetworkID"), ("endpoint_id", "EndpointID"), ("aliases", "Aliases")
         )
@@ -210,49 +205,92 @@ def parse_container(
     return c
 
 
+def _refused_dir(cid: str, cdir: str, root: DockerRoot) -> Container:
+    """The placeholder of a containers/<id> that is a symlink: never followed (it may lead
+    anywhere: /etc, outside the root, another container's directory)."""
+    try:
+        target = root.evidence.readlink(cdir)
+    except (EvidenceError, OSError):
+        target = "?"
+    msg = f"container directory is a symlink (-> {target[:200]!r}): not followed, container not read"
+    return _placeholder(cid, root, cdir, msg)
+
+
+def read_container(
+    root: DockerRoot, cid: str, cdir: str, raw: bytes, problems: list[Problem], name: str = "config.v2.json"
+) -> Container:
+    """One container from its directory (RAW: the bytes of its config NAME), every problem on
+    the record and in PROBLEMS."""
+    path = posixpath.join(cdir, name)
+    mine: list[Problem] = []
+    try:
+        config = load(raw, path, mine, subject=cid)
+    except UntrustedJSONError as exc:
+        c = _placeholder(cid, root, path, f"corrupt container config: {exc}".replace(f"{path}: ", ""))
+        problems.extend(c.problems)
+        return c
+    host = read_json(root.evidence, posixpath.join(cdir, "hostconfig.json"), mine, cid)
+    if host is None:
+        host = Doc({}, posixpath.join(cdir, "hostconfig.json"), mine, "", cid)
+    c = parse_container(cid, config, host, root, path)
+    c.problems = mine
+    problems.extend(mine)
+    return c
+
+
 def list_containers(root: DockerRoot, problems: list[Problem]) -> list[Container]:
-    """Every container under containers/ of a data root; corrupt ones are kept with problems."""
+    """Every container under containers/ of a data root; corrupt ones are kept with problems,
+    and so is a containers/<id> that is a symlink (a placeholder, never followed)."""
     ev = root.evidence
-    base, ids = root.listdir_sorted("containers", problems, "containers")
+    base = root.join("containers")
+    try:
+        entries = sorted(ev.scandir(base), key=lambda e: e.name)
+    except (EvidenceError, OSError) as exc:
+        problems.append(Problem(base, f"cannot list containers: {exc}"))
+        return []
     out: list[Container] = []
-    for cid in ids:
+    for entry in entries:
+        cid = entry.name
         cdir = posixpath.join(base, cid)
+        if entry.stat.is_symlink:
+            refused = _refused_dir(cid, cdir, root)
+            problems.extend(refused.problems)
+            out.append(refused)
+            continue
+        if not entry.stat.is_dir:
+            continue  # a stray file in containers/
         path = posixpath.join(cdir, "config.v2.json")
         try:
-            raw = ev.read_bytes(path, 64 << 20)
+            raw = ev.read_bytes(path, (64 << 20) + 1)
         except (EvidenceError, OSError) as exc:
-            if not ev.is_dir(cdir):
-                continue  # a stray file in containers/
-            legacy = posixpath.join(cdir, "config.json")
-            if ev.is_file(legacy):
+            if ev.is_file(posixpath.join(cdir, "config.json")):
                 continue  # v1 layout: read by the legacy parser
             msg = f"container config missing or unreadable: {exc}"
             out.append(_unreadable(cid, root, path, msg, problems))
             continue
-        try:
-            host_raw = ev.read_bytes(posixpath.join(cdir, "hostconfig.json"), 64 << 20)
-        except (EvidenceError, OSError):
-            host_raw = None
-        try:
-            c = parse_container(cid, raw, host_raw, root, problems, path)
-        except (ValueError, TypeError, AttributeError) as exc:
-            out.append(_unreadable(cid, root, path, f"corrupt container config: {exc}", problems))
-            continue
-        out.append(c)
+        out.append(read_container(root, cid, cdir, raw, problems))
     return out
 
 
 def _placeholder(cid: str, root: DockerRoot, path: str, message: str) -> Container:
     """What we still know of a container whose config cannot be read."""
     c = Container(id=cid, engine="docker", state="unknown", config_path=path, data_root=root.path)
-    c.problems.append(message)
+    c.problems.append(Problem(path, message, cid))
     return c
 
 
 def _unreadable(cid: str, root: DockerRoot, path: str, message: str, problems: list[Problem]) -> Container:
     """The placeholder of a container whose config at PATH cannot be read; the problem recorded."""
-    problems.append(Problem(path, message, cid))
-    return _placeholder(cid, root, path, message)
+    c = _placeholder(cid, root, path, message)
+    problems.extend(c.problems)
+    return c
+
+
+def add_problem(c: Container, problems: list[Problem], source: str, message: str) -> None:
+    """One problem about container C: on the record and in the host's channel (the same record)."""
+    p = Problem(source, message, c.id)
+    c.problems.append(p)
+    problems.append(p)
 
 
 def container_layers(
@@ -266,30 +304,35 @@ def container_layers(
                 driver = d
                 break
     if not driver:
-        msg = "no storage driver recorded and no layerdb mount entry"
-        c.problems.append(msg)
-        problems.append(Problem(c.config_path or c.id, msg, c.id))
+        add_problem(
+            c, problems, c.config_path or c.id, "no storage driver recorded and no layerdb mount entry"
+        )
         return
     c.storage_driver = driver
     mount = root.mounts(driver).get(c.id)
     if mount is None or not mount.mount_id:
         msg = f"layerdb/mounts/{c.id}/mount-id missing: RW layer unknown"
-        c.problems.append(msg)
-        problems.append(Problem(root.join("image", driver, "layerdb", "mounts", c.id), msg, c.id))
+        add_problem(c, problems, root.join("image", driver, "layerdb", "mounts", c.id), msg)
     else:
         c.rw_layer = mount.mount_id
         c.init_layer = mount.init_id
     layers = list(image_chain)
-    if not layers and c.rw_layer and driver == "overlay2":
-        # image metadata gone: rebuild the chain from the RW layer's ``lower`` file
-        lowers = root.overlay2_lowers(c.rw_layer) or []
+    if not layers and c.rw_layer:
+        # image metadata gone: rebuild the chain from what the driver records below the RW layer
+        lowers = root.lowers(driver, c.rw_layer) or []
         for cache_id in reversed(lowers):
             if cache_id == c.init_layer or cache_id.startswith("?"):
                 continue
-            path, fmt = root.layer_path(driver, cache_id)
+            path, _form = root.layer_path(driver, cache_id)
             layers.append(Layer(role="image", cache_id=cache_id, path=path, driver=driver))
         if layers:
-            c.problems.append("image metadata missing: layer chain rebuilt from overlay2 lower file")
+            c.problems.append(
+                Problem(
+                    c.config_path or c.id,
+                    f"image metadata missing: layer chain rebuilt from {driver} lower file",
+                    c.id,
+                )
+            )
     try:
         if c.init_layer:
             path, _ = root.layer_path(driver, c.init_layer, "init")
@@ -298,14 +341,16 @@ def container_layers(
             path, _ = root.layer_path(driver, c.rw_layer, "rw")
             layers.append(Layer(role="rw", cache_id=c.rw_layer, path=path, driver=driver))
     except EvidenceError as exc:
-        c.problems.append(str(exc))
-        problems.append(Problem(c.config_path or c.id, str(exc), c.id))
+        add_problem(c, problems, c.config_path or c.id, str(exc))
     for layer in layers:
         if layer.role == "image" and image_chain:
             continue  # checked once per image by DockerHost.image_layers
         if layer.path and not (layer.cache_id and root.has_layer_dir(driver, layer.cache_id)):
-            msg = f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}"
-            c.problems.append(msg)
-            problems.append(Problem(layer.path, msg, c.id))
+            add_problem(
+                c,
+                problems,
+                layer.path,
+                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
+            )
             layer.path = None
     c.layers = layers

@@ -4,43 +4,52 @@ layers (moby image/ and reference/ packages; OCI image config spec for the confi
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 from collections import defaultdict
 
-from pensieve.engines.docker.root import DockerRoot, chain_ids
+from pensieve.engines.docker.root import DockerRoot, chain_ids, read_json
 from pensieve.evidence import EvidenceError
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import HistoryStep, Image, Problem
+from pensieve.times import parse_rfc3339
 
 
-def read_repositories(root: DockerRoot, driver: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def read_repositories(
+    root: DockerRoot, driver: str, problems: list[Problem] | None = None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """image id -> tags, image id -> digests, from image/<driver>/repositories.json."""
     tags: dict[str, list[str]] = defaultdict(list)
     digests: dict[str, list[str]] = defaultdict(list)
     path = root.join("image", driver, "repositories.json")
-    try:
-        data = json.loads(root.evidence.read_bytes(path, 64 << 20))
-    except (EvidenceError, OSError, ValueError):
+    problems = problems if problems is not None else []
+    if not root.evidence.exists(path):
         return tags, digests
-    for _repo, refs in (data.get("Repositories") or {}).items():
-        if not isinstance(refs, dict):
-            continue
-        for ref, image_id in refs.items():
+    doc = read_json(root.evidence, path, problems)
+    if doc is None:
+        return tags, digests
+    for _repo, refs in doc.items_of_obj("Repositories"):
+        for ref, image_id in refs.dict_of_str_items():
             (digests if "@" in ref else tags)[image_id].append(ref)
     return tags, digests
 
 
-def _history(config: dict, diff_ids: list[str], chains: list[str], layerdb: dict) -> list[HistoryStep]:
+def _as_doc(value: Doc | dict, source: str = "image config") -> Doc:
+    """A Doc of VALUE (callers holding a parsed dict: its type problems are not kept)."""
+    return value if isinstance(value, Doc) else Doc(value if isinstance(value, dict) else {}, source, [])
+
+
+def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb: dict) -> list[HistoryStep]:
+    config = _as_doc(config)
     steps: list[HistoryStep] = []
     layer_i = 0
-    for h in config.get("history") or []:
-        empty = bool(h.get("empty_layer"))
+    for h in config.list_of_obj("history"):
+        empty = h.bool("empty_layer")
         step = HistoryStep(
-            created=h.get("created"),
-            created_by=h.get("created_by"),
+            created=_time(h, "created"),
+            created_by=h.str("created_by"),
             empty_layer=empty,
-            comment=h.get("comment"),
-            author=h.get("author"),
+            comment=h.str("comment"),
+            author=h.str("author"),
         )
         if not empty and layer_i < len(diff_ids):
             step.diff_id = diff_ids[layer_i]
@@ -70,32 +79,41 @@ def _history(config: dict, diff_ids: list[str], chains: list[str], layerdb: dict
     return steps
 
 
-def runtime_config(cfg: dict) -> dict:
+def _time(doc: Doc, key: str) -> int | None:
+    text = doc.str(key)
+    if not text or text.startswith("0001-01-01"):
+        return None
+    ns = parse_rfc3339(text)
+    if ns is None:
+        doc.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
+    return ns
+
+
+def runtime_config(cfg: Doc | dict) -> dict:
     """Image fields from a config's ``config`` object (the OCI image config's runtime part)."""
+    cfg = _as_doc(cfg)
     return {
-        "cmd": cfg.get("Cmd"),
-        "entrypoint": cfg.get("Entrypoint"),
-        "env": list(cfg.get("Env") or []),
-        "user": cfg.get("User") or None,
-        "workdir": cfg.get("WorkingDir") or None,
-        "labels": dict(cfg.get("Labels") or {}),
-        "exposed_ports": sorted((cfg.get("ExposedPorts") or {}).keys()),
+        "cmd": cfg.str_slice("Cmd"),
+        "entrypoint": cfg.str_slice("Entrypoint"),
+        "env": cfg.list_of_str("Env") or [],
+        "user": cfg.str("User") or None,
+        "workdir": cfg.str("WorkingDir") or None,
+        "labels": cfg.dict_of_str("Labels"),
+        "exposed_ports": sorted(cfg.dict_keys("ExposedPorts")),
     }
 
 
 def parse_image_config(
     image_id: str, raw: bytes, root: DockerRoot, driver: str, problems: list[Problem], path: str
 ) -> Image:
-    """One Image from its config blob (OCI/Docker image config JSON)."""
-    config = json.loads(raw)
-    if not isinstance(config, dict):
-        raise ValueError("image config is not a JSON object")
+    """One Image from its config blob (OCI/Docker image config JSON); UntrustedJSONError when
+    it is not a JSON object, type problems of its fields in PROBLEMS."""
+    config = load(raw, path, problems, subject=image_id)
     actual = "sha256:" + hashlib.sha256(raw).hexdigest()
     if actual != image_id:
         problems.append(Problem(path, f"image config digest {actual} does not match its id", image_id))
-    cfg = config.get("config") or config.get("container_config") or {}
-    rootfs = config.get("rootfs") or {}
-    diff_ids = [d for d in rootfs.get("diff_ids") or [] if isinstance(d, str)]
+    cfg = config.obj("config") if config.raw("config") is not None else config.obj("container_config")
+    diff_ids = config.obj("rootfs").list_of_str("diff_ids") or []
     chains = chain_ids(diff_ids)
     layerdb = root.layers(driver)
     cache_ids = [layerdb[c].cache_id if c in layerdb else None for c in chains]
@@ -103,11 +121,11 @@ def parse_image_config(
     return Image(
         id=image_id,
         engine="docker",
-        created=config.get("created"),
+        created=_time(config, "created"),
         parent=None,
-        os=config.get("os"),
-        architecture=config.get("architecture"),
-        author=config.get("author"),
+        os=config.str("os"),
+        architecture=config.str("architecture"),
+        author=config.str("author"),
         **runtime_config(cfg),
         diff_ids=diff_ids,
         chain_ids=chains,
@@ -129,15 +147,20 @@ def list_images(root: DockerRoot, problems: list[Problem]) -> list[Image]:
             names = sorted(ev.listdir(content))
         except (EvidenceError, OSError):
             continue
-        tags, digests = read_repositories(root, driver)
+        tags, digests = read_repositories(root, driver, problems)
         meta = root.join("image", driver, "imagedb", "metadata", "sha256")
         for name in names:
             image_id = "sha256:" + name
             path = posixpath.join(content, name)
             try:
-                raw = ev.read_bytes(path, 64 << 20)
+                raw = ev.read_bytes(path, (64 << 20) + 1)
                 image = parse_image_config(image_id, raw, root, driver, problems, path)
-            except (EvidenceError, OSError, ValueError) as exc:
+            except UntrustedJSONError as exc:
+                problems.append(
+                    Problem(path, f"unreadable image config: {exc}".replace(f"{path}: ", ""), image_id)
+                )
+                continue
+            except (EvidenceError, OSError) as exc:
                 problems.append(Problem(path, f"unreadable image config: {exc}", image_id))
                 continue
             image.tags = sorted(tags.get(image_id, []))

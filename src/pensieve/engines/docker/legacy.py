@@ -24,15 +24,24 @@ Problem and a placeholder record.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections import defaultdict
 
-from pensieve.engines.docker.containers import _mounts, _risks, _unreadable, endpoint, parse_container
+from pensieve.engines.docker.containers import (
+    _mounts,
+    _refused_dir,
+    _risks,
+    _unreadable,
+    add_problem,
+    endpoint,
+    read_container,
+)
 from pensieve.engines.docker.images import runtime_config
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
 from pensieve.evidence import EvidenceError
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Container, HistoryStep, Image, Layer, Problem
+from pensieve.times import parse_rfc3339
 
 __all__ = ["list_containers_v1", "Graph", "list_images_v1", "read_repositories_v1"]
 
@@ -40,11 +49,9 @@ _LIMIT = 64 << 20
 
 
 def _read_json(root: DockerRoot, path: str) -> dict:
-    """A JSON object from the evidence; raises EvidenceError/OSError/ValueError."""
-    data = json.loads(root.evidence.read_bytes(path, _LIMIT))
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
+    """A JSON object from the evidence through the untrusted loader (bounded size and depth);
+    raises EvidenceError/OSError/ValueError."""
+    return load(root.evidence.read_bytes(path, _LIMIT + 1), path, max_bytes=_LIMIT).value
 
 
 def _cmd(value: object) -> str | None:
@@ -193,7 +200,7 @@ def _image(image_id: str, graph: Graph, root: DockerRoot, problems: list[Problem
         a = graph.images.get(aid) or {}
         history.append(
             HistoryStep(
-                created=a.get("created"),
+                created=parse_rfc3339(a.get("created")),
                 created_by=graph.created_by(aid),
                 empty_layer=False,
                 comment=a.get("comment") or None,
@@ -202,12 +209,13 @@ def _image(image_id: str, graph: Graph, root: DockerRoot, problems: list[Problem
                 size=graph.sizes.get(aid),
             )
         )
-    cfg = data.get("config") or data.get("container_config") or {}
+    doc = Doc(data, path or image_id, problems, "", image_id)
+    cfg = doc.obj("config") if doc.raw("config") is not None else doc.obj("container_config")
     sizes = [graph.sizes[a] for a in chain if graph.sizes.get(a) is not None]
     return Image(
         id=image_id,
         engine="docker",
-        created=data.get("created"),
+        created=parse_rfc3339(data.get("created")),
         parent=graph.parent(image_id),
         os=data.get("os"),
         architecture=data.get("architecture"),
@@ -241,10 +249,10 @@ def list_images_v1(root: DockerRoot, problems: list[Problem]) -> list[Image]:
 # ---- containers -------------------------------------------------------------------------
 
 
-def _volume_mounts(config: dict, host: dict, root: DockerRoot) -> list:
+def _volume_mounts(config: Doc, host: Doc, root: DockerRoot) -> list:
     """Pre-1.7 ``Volumes``/``VolumesRW`` as mounts (1.7+ writes MountPoints, read by _mounts)."""
-    volumes = config.get("Volumes") or {}
-    rw = config.get("VolumesRW") or {}
+    volumes = config.dict_of_str("Volumes")
+    rw = config.obj("VolumesRW")
     points: dict[str, dict] = {}
     vfs_dirs: dict[str, str] = {}
     for dest, source in volumes.items():
@@ -260,38 +268,40 @@ def _volume_mounts(config: dict, host: dict, root: DockerRoot) -> list:
         points[dest] = {
             "Destination": dest,
             "Source": source,
-            "RW": bool(rw.get(dest, True)),
+            "RW": rw.bool(dest, True),
             "Type": "volume" if name else "bind",
             "Name": name,
             "Driver": ("local" if dest not in vfs_dirs else None) if name else None,
         }
-    mounts = _mounts({"MountPoints": points}, {}, root)
+    mounts = _mounts(
+        Doc({"MountPoints": points}, config.source, config.problems), Doc({}, host.source, []), root
+    )
     for m in mounts:
         if m.destination in vfs_dirs:
             m.host_path = vfs_dirs[m.destination]
     return mounts
 
 
-def _parse_v1(
-    cid: str, raw: bytes, host_raw: bytes | None, root: DockerRoot, problems: list[Problem], path: str
-):
-    config = json.loads(raw)
-    if not isinstance(config, dict):
-        raise ValueError("config.json is not a JSON object")
-    c = parse_container(cid, raw, host_raw, root, problems, path)
+def _parse_v1(cid: str, raw: bytes, cdir: str, root: DockerRoot, problems: list[Problem], path: str):
+    mine: list[Problem] = []  # type problems of this second read: reported by read_container
     try:
-        host = json.loads(host_raw) if host_raw is not None else {}
-    except ValueError:
-        host = {}  # already reported by parse_container
-    host = host if isinstance(host, dict) else {}
-    if config.get("Volumes") and not config.get("MountPoints"):
+        config = load(raw, path, mine, subject=cid)
+    except UntrustedJSONError:
+        return read_container(root, cid, cdir, raw, problems, "config.json")  # the placeholder
+    c = read_container(root, cid, cdir, raw, problems, "config.json")
+    host_path = posixpath.join(cdir, "hostconfig.json")
+    try:
+        host = load(root.evidence.read_bytes(host_path, _LIMIT + 1), host_path, mine, subject=cid)
+    except (EvidenceError, OSError, ValueError):
+        host = Doc({}, host_path, mine, "", cid)  # already reported by read_container
+    if config.raw("Volumes") and not config.raw("MountPoints"):
         c.mounts = _volume_mounts(config, host, root) + [m for m in c.mounts if m.type == "tmpfs"]
         c.risks = _risks(c, host)
-    ns = config.get("NetworkSettings") or {}
-    if not c.networks and ns.get("IPAddress"):
-        mode = host.get("NetworkMode") or "bridge"
+    ns = config.obj("NetworkSettings")
+    if not c.networks and ns.str("IPAddress"):
+        mode = host.str("NetworkMode") or "bridge"
         c.networks["bridge" if mode == "default" else mode] = endpoint(ns, ("bridge", "Bridge"))
-    return c
+    return c  # type problems of the second read were reported by read_container
 
 
 def _aufs_parents(root: DockerRoot, layer_id: str) -> list[str] | None:
@@ -311,8 +321,7 @@ def _fill_layers_v1(
     c.storage_driver = driver
     if driver not in SUPPORTED_DRIVERS:
         msg = f"unsupported storage driver {driver}: metadata listed, layer contents not readable"
-        c.problems.append(msg)
-        problems.append(Problem(c.config_path or c.id, msg, c.id))
+        add_problem(c, problems, c.config_path or c.id, msg)
         return
     ev = root.evidence
     chain: list[str] = []
@@ -326,8 +335,7 @@ def _fill_layers_v1(
             rebuilt = True
         what = f"image {c.image_id} not in graph/" if c.image_id else "image unknown"
         msg = what + (": layer chain rebuilt from aufs/layers" if rebuilt else ": image layers unknown")
-        c.problems.append(msg)
-        problems.append(Problem(c.config_path or c.id, msg, c.id))
+        add_problem(c, problems, c.config_path or c.id, msg)
     layers: list[Layer] = []
     for i, lid in enumerate(chain):
         path, _fmt = root.layer_path(driver, lid)
@@ -349,17 +357,18 @@ def _fill_layers_v1(
         c.init_layer = init_id
         layers.append(Layer(role="init", cache_id=init_id, path=init_path, driver=driver))
     else:
-        msg = f"init layer {init_id} missing at {init_path}"
-        c.problems.append(msg)
-        problems.append(Problem(init_path, msg, c.id))
+        add_problem(c, problems, init_path, f"init layer {init_id} missing at {init_path}")
     rw_path, _ = root.layer_path(driver, c.id, "rw")
     c.rw_layer = c.id
     layers.append(Layer(role="rw", cache_id=c.id, path=rw_path, driver=driver))
     for layer in layers:
         if layer.path and not ev.is_dir(layer.path):
-            msg = f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}"
-            c.problems.append(msg)
-            problems.append(Problem(layer.path, msg, c.id))
+            add_problem(
+                c,
+                problems,
+                layer.path,
+                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
+            )
             layer.path = None
     c.layers = layers
 
@@ -376,19 +385,17 @@ def list_containers_v1(root: DockerRoot, problems: list[Problem]) -> list[Contai
     for cid in ids:
         cdir = posixpath.join(base, cid)
         if not ev.is_dir(cdir):
+            if ev.exists(cdir) and ev.lstat(cdir).is_symlink:
+                refused = _refused_dir(cid, cdir, root)  # never followed
+                problems.extend(refused.problems)
+                out.append(refused)
             continue
         path = posixpath.join(cdir, "config.json")
         try:
-            raw = ev.read_bytes(path, _LIMIT)
-            try:
-                host_raw: bytes | None = ev.read_bytes(posixpath.join(cdir, "hostconfig.json"), _LIMIT)
-            except (EvidenceError, OSError):
-                host_raw = None
-            c = _parse_v1(cid, raw, host_raw, root, problems, path)
+            raw = ev.read_bytes(path, _LIMIT + 1)
+            c = _parse_v1(cid, raw, cdir, root, problems, path)
         except (EvidenceError, OSError) as exc:
             c = _unreadable(cid, root, path, f"container config missing or unreadable: {exc}", problems)
-        except (ValueError, TypeError, AttributeError) as exc:
-            c = _unreadable(cid, root, path, f"corrupt container config: {exc}", problems)
         _fill_layers_v1(c, root, graph, default_driver, problems)
         out.append(c)
     return out

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import posixpath
 import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from pensieve.evidence.base import Evidence, EvidenceError
+from pensieve.formats.untrusted_json import loads_line
 from pensieve.records import LogLine, Problem
+from pensieve.times import parse_rfc3339
 
 __all__ = ["log_files", "read_logs"]
 
@@ -45,8 +45,6 @@ _ROTATED = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>[0-9]+)(?P<gz>\.gz)?)?$")
 #: length (<= MAX_RECORD, so byte 0 is 0 and byte 1 <= 0x11), then key+length of field 1
 _RECORD_START = re.compile(rb"\x00[\x00-\x11][\x00-\xff]{2}\x0a\x06std(?:out|err)")
 _RECORD_START_LEN = 12
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", re.ASCII)
 _U64 = (1 << 64) - 1
 
 
@@ -208,9 +206,10 @@ def _read_json(stream: BinaryIO, path: str, container_id: str, problems: list[Pr
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
-        except ValueError as exc:  # includes UnicodeDecodeError
-            problems.append(Problem(path, f"corrupt JSON at line {lineno} of {path}: {exc}", container_id))
+            obj = loads_line(raw, path)
+        except ValueError as exc:  # UntrustedJSONError: not JSON, nested too deeply
+            msg = str(exc).replace(f"{path}: ", "")
+            problems.append(Problem(path, f"corrupt JSON at line {lineno} of {path}: {msg}", container_id))
             continue
         text = obj.get("log") if isinstance(obj, dict) else None
         if not isinstance(text, str):
@@ -223,7 +222,7 @@ def _read_json(stream: BinaryIO, path: str, container_id: str, problems: list[Pr
         time = obj.get("time")
         yield LogLine(
             container_id=container_id,
-            time=_fixed_time(time) if isinstance(time, str) else None,
+            time=parse_rfc3339(time),  # None for what is not an RFC 3339 time
             stream=src if isinstance(src, str) and src else None,
             message=text if partial else text[:-1],
             source=path,
@@ -309,32 +308,6 @@ def _decode_entry(data: bytes) -> _Entry:
         elif number == 4:
             entry.partial = bool(value)
     return entry
-
-
-def _rfc3339_nano(ns: int) -> str:
-    """``2026-11-28T20:31:02.123456789Z`` (any int64 fits: years 1677..2262)."""
-    seconds, frac = divmod(ns, 1_000_000_000)
-    t = _EPOCH + timedelta(seconds=seconds)
-    return f"{t.year:04d}-{t:%m-%dT%H:%M:%S}.{frac:09d}Z"  # %Y does not zero-pad year < 1000
-
-
-def _fixed_time(value: str) -> str:
-    """RFC3339Nano (Go trims trailing zeros) -> fixed 9-digit UTC, as ``docker logs -t`` prints.
-
-    Anything that does not parse is returned unchanged: the evidence is not second-guessed.
-    """
-    m = _RFC3339.fullmatch(value)
-    if not m:
-        return value
-    frac = (m.group(2) or "").ljust(9, "0")
-    zone = m.group(3)
-    if zone == "Z":
-        return f"{m.group(1)}.{frac}Z"
-    try:
-        t = datetime.fromisoformat(m.group(1) + zone).astimezone(UTC)
-    except ValueError:
-        return value
-    return f"{t.year:04d}-{t:%m-%dT%H:%M:%S}.{frac}Z"
 
 
 class _Window:
@@ -446,7 +419,7 @@ def _read_local(stream: BinaryIO, path: str, container_id: str, problems: list[P
         partial = entry.partial and entry.last is not True
         yield LogLine(
             container_id=container_id,
-            time=_rfc3339_nano(entry.time_nano),
+            time=entry.time_nano,
             stream=entry.source or None,
             message=entry.line.decode("utf-8", "backslashreplace"),
             source=path,

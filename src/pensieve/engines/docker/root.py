@@ -9,46 +9,28 @@ Layout facts (moby/moby, daemon/ and layer/ packages):
   ``image/<driver>/repositories.json`` (tags and digests).
 * v1 layout (before 1.10): ``graph/<image-id>/json``, ``repositories-<driver>``,
   ``containers/<id>/config.json``; layer ids are image ids.
-* storage drivers keep layer contents under ``<driver>/``: overlay2 ``<cache-id>/diff``
-  (whiteouts are 0/0 char devices, opaque dirs carry ``trusted.overlay.opaque=y``), overlay
-  (legacy: image layers are full ``root/`` snapshots, container layers ``upper/`` over
-  ``lower-id``), aufs ``diff/<id>`` (``.wh.`` files), vfs ``dir/<id>`` and btrfs
-  ``subvolumes/<id>`` (full snapshots).
+* storage drivers keep layer contents under ``<driver>/``; where, and what the entries mean,
+  is each driver's class in :mod:`pensieve.engines.docker.drivers`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 
+from pensieve.engines.docker.drivers import (
+    KNOWN_DRIVERS,
+    SUPPORTED_DRIVERS,
+    UNSUPPORTED_DRIVERS,
+    driver_named,
+)
 from pensieve.errors import NotADataRoot
-from pensieve.evidence import Evidence, EvidenceError, normalize
+from pensieve.evidence import Evidence, EvidenceError, NotFound, normalize
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Problem
 from pensieve.records.core import record
 
-SUPPORTED_DRIVERS = ("overlay2", "overlay", "aufs", "vfs", "btrfs")
-UNSUPPORTED_DRIVERS = ("devicemapper", "zfs", "windowsfilter", "lcow", "fuse-overlayfs")
-KNOWN_DRIVERS = SUPPORTED_DRIVERS + UNSUPPORTED_DRIVERS
-
-#: how a driver stores one layer's contents
-#:   "overlay"  - a diff directory with overlay whiteouts (char 0/0, opaque xattrs)
-#:   "aufs"     - a diff directory with .wh. whiteout files
-#:   "snapshot" - a full copy of the filesystem at that layer (vfs, btrfs, legacy overlay image)
-LAYER_FORMAT = {
-    "overlay2": "overlay",
-    "overlay": "overlay",
-    "aufs": "aufs",
-    "vfs": "snapshot",
-    "btrfs": "snapshot",
-}
-
-
-
-def short_id(value: str | None, n: int = 12) -> str:
-    if not value:
-        return ""
-    return value.split(":", 1)[-1][:n]
+__all__ = ["KNOWN_DRIVERS", "SUPPORTED_DRIVERS", "UNSUPPORTED_DRIVERS", "DockerRoot", "NotADataRoot"]
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -61,6 +43,27 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
             digest = hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest()
             out.append("sha256:" + digest)
     return out
+
+
+def read_json(
+    ev: Evidence, path: str, problems: list[Problem], subject: str | None = None, limit: int = 64 << 20
+) -> Doc | None:
+    """The JSON object of an evidence file through the untrusted loader; None, and a problem
+    naming the file, when it is missing, not a regular file, too large, too deep or not an object.
+    Later type problems of its fields land in PROBLEMS too."""
+    try:
+        raw = ev.read_bytes(path, limit + 1)
+    except NotFound:
+        problems.append(Problem(path, "missing", subject))
+        return None
+    except (EvidenceError, OSError) as exc:
+        problems.append(Problem(path, f"unreadable: {exc}", subject))
+        return None
+    try:
+        return load(raw, path, problems, subject=subject, max_bytes=limit)
+    except UntrustedJSONError as exc:
+        problems.append(Problem(path, f"corrupt: {exc}".replace(f"{path}: ", ""), subject))
+        return None
 
 
 def _read_small(ev: Evidence, path: str, limit: int = 1 << 20) -> str | None:
@@ -133,9 +136,6 @@ class DockerRoot:
                 found.append(name)
         return found
 
-    def image_dir(self, driver: str) -> str:
-        return self.join("image", driver)
-
     def listdir_sorted(self, what: str, problems: list[Problem], *parts: str) -> tuple[str, list[str]]:
         """(path, sorted names) of a directory below the root; no names, and a problem
         "cannot list WHAT", when it cannot be listed."""
@@ -190,12 +190,13 @@ class DockerRoot:
         return out
 
     def has_layer_dir(self, driver: str, cache_id: str) -> bool:
-        """Whether the driver keeps a directory for this layer id (one listing per driver)."""
-        if driver == "overlay2":
+        """Whether the driver keeps a directory for this layer id (one listing per layer store)."""
+        store = driver_named(driver).layer_store(self.path)
+        if store is not None:
             names = self._driver_dirs.get(driver)
             if names is None:
                 try:
-                    names = {e.name for e in self.evidence.scandir(self.join(driver)) if e.stat.is_dir}
+                    names = {e.name for e in self.evidence.scandir(store) if e.stat.is_dir}
                 except (EvidenceError, OSError):
                     names = set()
                 self._driver_dirs[driver] = names
@@ -204,42 +205,19 @@ class DockerRoot:
         return self.evidence.is_dir(path)
 
     def layer_path(self, driver: str, cache_id: str, role: str = "image") -> tuple[str, str]:
-        """(evidence path of a layer's contents, its format) for a driver's layer id."""
-        ev = self.evidence
-        if driver == "overlay2":
-            return self.join("overlay2", cache_id, "diff"), "overlay"
-        if driver == "overlay":
-            root = self.join("overlay", cache_id, "root")
-            if ev.is_dir(root):
-                return root, "snapshot"
-            return self.join("overlay", cache_id, "upper"), "overlay-upper"
-        if driver == "aufs":
-            return self.join("aufs", "diff", cache_id), "aufs"
-        if driver == "vfs":
-            return self.join("vfs", "dir", cache_id), "snapshot"
-        if driver == "btrfs":
-            return self.join("btrfs", "subvolumes", cache_id), "snapshot"
-        raise EvidenceError(f"unsupported storage driver {driver!r}")
+        """(evidence path of a layer's contents, its form) for a driver's layer id."""
+        if driver not in SUPPORTED_DRIVERS:
+            raise EvidenceError(f"unsupported storage driver {driver!r}")
+        d = driver_named(driver)
+        path = d.layer_path(self.evidence, self.path, cache_id, role)
+        return path, d.layer_form(path)
 
-    def overlay2_lowers(self, cache_id: str) -> list[str] | None:
-        """Cache ids of an overlay2 layer's lowers, top first, from its ``lower`` file.
-
-        ``lower`` holds ``l/<short>:l/<short>...``; each ``l/<short>`` is a symlink to
-        ``../<cache-id>/diff``.  Used when layerdb is gone (a removed container or image).
-        """
-        text = _read_small(self.evidence, self.join("overlay2", cache_id, "lower"))
-        if text is None:
-            return None if not self.evidence.exists(self.join("overlay2", cache_id)) else []
-        out = []
-        for part in text.split(":"):
-            short = posixpath.basename(part)
-            try:
-                target = self.evidence.readlink(self.join("overlay2", "l", short))
-            except (EvidenceError, OSError):
-                out.append(f"?l/{short}")
-                continue
-            out.append(posixpath.basename(posixpath.dirname(target)))
-        return out
+    def lowers(self, driver: str, cache_id: str) -> list[str] | None:
+        """Layer ids below a layer as the driver records them (top first), None where it keeps
+        no such record or the layer is gone."""
+        if driver not in SUPPORTED_DRIVERS:
+            return None
+        return driver_named(driver).lowers(self.evidence, self.path, cache_id)
 
 
 # ---- discovery ----------------------------------------------------------------------------
@@ -263,15 +241,23 @@ def looks_like_data_root(ev: Evidence, path: str) -> bool:
     return ev.is_dir(j(path, "containers")) and any(ev.is_dir(j(path, d)) for d in KNOWN_DRIVERS)
 
 
-def _daemon_json(ev: Evidence, path: str) -> dict:
-    try:
-        data = json.loads(ev.read_bytes(path, 1 << 20))
-    except (EvidenceError, OSError, ValueError):
+def _daemon_json(ev: Evidence, path: str, problems: list[Problem]) -> dict:
+    """daemon.json as a dict of its string-valued settings that matter here (absent: {})."""
+    if not ev.exists(path):
         return {}
-    return data if isinstance(data, dict) else {}
+    doc = read_json(ev, path, problems, limit=1 << 20)
+    if doc is None:
+        return {}
+    out = dict(doc.value)
+    for key in ("data-root", "graph", "storage-driver"):
+        out.pop(key, None)
+        value = doc.str(key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
-def find_data_roots(ev: Evidence) -> list[DockerRoot]:
+def find_data_roots(ev: Evidence, problems: list[Problem] | None = None) -> list[DockerRoot]:
     """Every Docker data root in the evidence.
 
     The evidence may itself be a data root; otherwise it is read as a host root and searched at
@@ -280,6 +266,7 @@ def find_data_roots(ev: Evidence) -> list[DockerRoot]:
     """
     if looks_like_data_root(ev, "/"):
         return [DockerRoot(ev, "/", how_found="source is a data root")]
+    problems = problems if problems is not None else []
     roots: list[DockerRoot] = []
     seen: set[str] = set()
 
@@ -290,7 +277,7 @@ def find_data_roots(ev: Evidence) -> list[DockerRoot]:
         seen.add(path)
         roots.append(DockerRoot(ev, path, daemon_config=config or {}, how_found=how))
 
-    config = _daemon_json(ev, "/etc/docker/daemon.json")
+    config = _daemon_json(ev, "/etc/docker/daemon.json", problems)
     configured = config.get("data-root") or config.get("graph")
     if isinstance(configured, str):
         add(configured, "data-root in /etc/docker/daemon.json", config)
@@ -302,7 +289,7 @@ def find_data_roots(ev: Evidence) -> list[DockerRoot]:
     except (EvidenceError, OSError):
         pass
     for home in homes:
-        user_cfg = _daemon_json(ev, posixpath.join(home, ".config/docker/daemon.json"))
+        user_cfg = _daemon_json(ev, posixpath.join(home, ".config/docker/daemon.json"), problems)
         rootless = user_cfg.get("data-root")
         if isinstance(rootless, str):
             add(rootless, f"rootless data-root in {home}/.config/docker/daemon.json", user_cfg)
@@ -310,8 +297,8 @@ def find_data_roots(ev: Evidence) -> list[DockerRoot]:
     return roots
 
 
-def open_data_roots(ev: Evidence) -> list[DockerRoot]:
-    roots = find_data_roots(ev)
+def open_data_roots(ev: Evidence, problems: list[Problem] | None = None) -> list[DockerRoot]:
+    roots = find_data_roots(ev, problems)
     if not roots:
         raise NotADataRoot(
             f"no Docker data root found in {ev.description}: looked for a data root at the top "

@@ -9,15 +9,14 @@ behind the daemon's back (or the directory was lost).
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 
-from pensieve.engines.docker.root import DockerRoot
+from pensieve.engines.docker.root import DockerRoot, read_json
 from pensieve.evidence import EvidenceError
 from pensieve.formats.bolt import BoltDB, BoltError
+from pensieve.formats.untrusted_json import UntrustedJSONError, load
 from pensieve.records import Container, Problem, Volume
-from pensieve.times import iso_ns
 
 _ANON = re.compile(r"^[0-9a-f]{64}$")
 
@@ -46,10 +45,8 @@ def read_volume_metadata(root: DockerRoot, problems: list[Problem]) -> dict[str,
     for key, value in entries:
         name = key.decode("utf-8", "backslashreplace")
         try:
-            meta = json.loads(value)
-            if not isinstance(meta, dict):
-                raise ValueError(f"not a JSON object: {type(meta).__name__}")
-        except ValueError as exc:
+            meta = load(value, f"{path}[{name}]", problems, subject=name).value
+        except UntrustedJSONError as exc:
             problems.append(Problem(path, f"corrupt metadata.db entry: {exc}", name))
             continue
         out[name] = {
@@ -86,7 +83,7 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
             continue  # metadata.db and friends
         vol = Volume(name=name, engine="docker", driver="local", anonymous=bool(_ANON.match(name)))
         # moby's local driver reports the volume directory's mtime as CreatedAt
-        vol.created = iso_ns(vst.mtime_ns)
+        vol.created = vst.mtime_ns
         meta = metadata.pop(name, None)
         if meta is not None:
             vol.driver = meta["Driver"] or vol.driver
@@ -104,21 +101,12 @@ def list_volumes(root: DockerRoot, containers: list[Container], problems: list[P
         if meta is not None:
             vol.options = dict(meta["Options"])  # what `docker volume inspect` shows
         opts = posixpath.join(vdir, "opts.json")
-        if ev.is_file(opts):
-            try:
-                data_opts = json.loads(ev.read_bytes(opts, 1 << 20))
-                from_opts = {
-                    k: str(v)
-                    for k, v in {
-                        "type": data_opts.get("MountType"),
-                        "device": data_opts.get("MountDevice"),
-                        "o": data_opts.get("MountOpts"),
-                    }.items()
-                    if v
-                }
+        if ev.exists(opts):
+            doc = read_json(ev, opts, problems, name, limit=1 << 20)
+            if doc is not None:
+                wanted = {"type": "MountType", "device": "MountDevice", "o": "MountOpts"}
+                from_opts = {k: v for k, key in wanted.items() if (v := doc.str(key))}
                 vol.options = {**from_opts, **vol.options}
-            except (EvidenceError, OSError, ValueError, AttributeError) as exc:
-                problems.append(Problem(opts, f"corrupt volume options: {exc}", name))
         vol.used_by = sorted(users.get(name, []))
         out.append(vol)
     # known only to metadata.db: plugin volumes (data lives with the plugin), or local volumes

@@ -1,0 +1,82 @@
+"""Docker's storage drivers, one class each: the only place storage-driver rules live.
+
+Each driver (:class:`~pensieve.engines.base.StorageDriver`) says where a layer's contents are
+below a data root, what its directory entries mean (whiteouts, opaque directories, redirects),
+whether a layer is a whole snapshot, and how ``docker diff`` treats it (moby
+daemon/graphdriver/<driver>; overlayfs, aufs docs).  Besides the engine's drivers, the two forms
+a layer takes in an image archive are here: ``oci-layer`` (a layer tar, aufs-style whiteouts) and
+``rootfs-tar`` (a flat ``docker export``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pensieve.engines.base import StorageDriver
+from pensieve.engines.docker.drivers.aufs import Aufs, OciLayer
+from pensieve.engines.docker.drivers.overlay import Overlay, Overlay2, link_names, parse_lower
+from pensieve.engines.docker.drivers.snapshot import Btrfs, RootfsTar, Vfs
+
+__all__ = [
+    "DATA_ROOT_DIRS",
+    "KNOWN_DRIVERS",
+    "LAYER_REMNANT",
+    "SUPPORTED_DRIVERS",
+    "UNSUPPORTED_DRIVERS",
+    "default_driver",
+    "driver_named",
+    "is_supported",
+    "link_names",
+    "parse_lower",
+    "OCI_LAYER",
+    "ROOTFS_TAR",
+]
+
+_DRIVERS: dict[str, StorageDriver] = {
+    d.name: d for d in (Overlay2(), Overlay(), Aufs(), Vfs(), Btrfs(), OciLayer(), RootfsTar())
+}
+#: drivers of a Docker data root whose layers pensieve reads, in the order Docker prefers them
+SUPPORTED_DRIVERS = ("overlay2", "overlay", "aufs", "vfs", "btrfs")
+#: drivers whose metadata is listed but whose layer contents are not readable offline
+UNSUPPORTED_DRIVERS = ("devicemapper", "zfs", "windowsfilter", "lcow", "fuse-overlayfs")
+KNOWN_DRIVERS = SUPPORTED_DRIVERS + UNSUPPORTED_DRIVERS
+#: the layer forms of image archives (images/archive.py)
+OCI_LAYER = OciLayer.name
+ROOTFS_TAR = RootfsTar.name
+
+#: the top-level directories of a data root that hold layers, volumes or engine metadata
+DATA_ROOT_DIRS = tuple(dict.fromkeys(n for d in SUPPORTED_DRIVERS for n in _DRIVERS[d].store_dirs)) + (
+    "volumes",
+    "containers",
+    "image",
+)
+#: recovered files that name a removed container's layers (disk/recover.py's remnants)
+LAYER_REMNANT = re.compile(
+    r"/(?:layerdb/mounts/[0-9a-f]{64}/(?:mount-id|init-id)|containers/[0-9a-f]{64}/config\.v2\.json"
+    r"|overlay2/[^/]+/(?:lower|link))$"
+)
+
+
+def driver_named(name: str | None) -> StorageDriver:
+    """The driver a layer's recorded name stands for; an unknown name reads as overlay diffs."""
+    return _DRIVERS.get(name or "") or _DRIVERS["overlay2"]
+
+
+def is_supported(name: str | None) -> bool:
+    """Whether pensieve reads the layer contents of this data-root driver."""
+    return name in SUPPORTED_DRIVERS
+
+
+def default_driver(names: list[str]) -> str | None:
+    """The first readable driver among those a data root has."""
+    return next((n for n in names if n in SUPPORTED_DRIVERS), None)
+
+
+def data_root_drivers() -> list[StorageDriver]:
+    """The drivers of a data root, each once."""
+    return [_DRIVERS[n] for n in SUPPORTED_DRIVERS]
+
+
+def private_xattrs() -> tuple[str, ...]:
+    """Every driver's own xattr prefixes."""
+    return tuple(dict.fromkeys(p for d in _DRIVERS.values() for p in d.private_xattrs))

@@ -1,0 +1,311 @@
+"""One typed loader for the JSON an attacker may have written (RFC 8259 documents).
+
+Container engines keep their state in JSON files any root user on the host could have edited:
+``config.v2.json``, ``hostconfig.json``, image configs, ``repositories.json``, ``daemon.json``,
+json-file log lines, volume ``opts.json``.  Reading them with ``json.loads`` and indexing the
+result trusts every type: one ``"RestartCount": 1e400`` or ``"State": []`` ends a whole listing,
+and 100,000 nested brackets end it with ``RecursionError``.
+
+:func:`load` bounds the input before parsing (size, then nesting depth, counted without
+recursion) and returns a :class:`Doc`, whose getters check each field's type as it is read::
+
+    doc = load(raw, "/var/lib/docker/containers/<id>/config.v2.json", problems)
+    name = doc.str("Name")            # None, and a problem naming file and field, if not a string
+    state = doc.obj("State")          # an empty Doc if absent or not an object
+    pid = state.int("Pid")            # 1e400, true, [] ... -> None + a problem
+
+A field that is absent or ``null`` is simply missing (engines write ``null`` for empty lists and
+maps); a field of the wrong type is a :class:`~pensieve.records.Problem` (source = the file,
+message = the dotted field path and what was found), and the rest of the document survives.
+A document that cannot be read at all raises :class:`UntrustedJSONError` (a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from pensieve.records.core import Problem
+
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "Doc", "UntrustedJSONError", "depth", "load", "loads_line"]
+
+#: the deepest nesting accepted (Docker's own files nest fewer than 10 levels)
+MAX_DEPTH = 256
+#: the largest document accepted by default (a config.v2.json is a few KiB)
+MAX_BYTES = 64 << 20
+
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_OPEN = frozenset(b"[{")
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+class UntrustedJSONError(ValueError):
+    """The document as a whole is unusable: too large, too deep, not JSON, wrong top-level type."""
+
+
+def depth(data: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, strings skipped; iterative, C-speed scan.
+
+    Unbalanced input is measured as written (json.loads rejects it afterwards)."""
+    if data.count(b"[") + data.count(b"{") <= 1:
+        return data.count(b"[") + data.count(b"{")
+    level = deepest = 0
+    for m in _TOKENS.finditer(data):
+        c = m.group()[0]
+        if c in _OPEN:
+            level += 1
+            if level > deepest:
+                deepest = level
+        elif c != 0x22:  # closing bracket (0x22 is a string token)
+            level -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> float:
+    # NaN / Infinity are not JSON (RFC 8259 section 6); keep them as a float the getters refuse
+    return math.nan
+
+
+def _parse(data: bytes | str, source: str, max_bytes: int, max_depth: int) -> Any:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if len(data) > max_bytes:
+        raise UntrustedJSONError(f"{source}: {len(data)} bytes, more than the {max_bytes} accepted")
+    # a cheap upper bound first: fewer brackets than the limit cannot nest deeper than it
+    if data.count(b"[") + data.count(b"{") > max_depth and depth(data) > max_depth:
+        raise UntrustedJSONError(f"{source}: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError as exc:  # pragma: no cover - the depth scan prevents it
+        raise UntrustedJSONError(f"{source}: JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise UntrustedJSONError(f"{source}: not valid JSON: {exc}") from exc
+
+
+def load(
+    data: bytes | str,
+    source: str,
+    problems: list[Problem] | None = None,
+    *,
+    subject: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> Doc:
+    """Parse one JSON object from untrusted bytes; UntrustedJSONError when it is not one.
+
+    Type problems met later by the getters are appended to PROBLEMS (a new list if None),
+    with SOURCE as their source and SUBJECT (a container or image id) as their subject."""
+    value = _parse(data, source, max_bytes, max_depth)
+    if not isinstance(value, dict):
+        raise UntrustedJSONError(f"{source}: expected a JSON object, found {_kind(value)}")
+    return Doc(value, source, problems if problems is not None else [], "", subject)
+
+
+def loads_line(data: bytes | str, source: str, max_depth: int = 64) -> Any:
+    """One JSON value of a line-oriented file (a json-file log line): bounded, any top type."""
+    return _parse(data, source, MAX_BYTES, max_depth)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number" if math.isfinite(value) else "an out-of-range number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class Doc:
+    """One JSON object of an untrusted document, read field by field with type checks."""
+
+    __slots__ = ("value", "source", "problems", "prefix", "subject")
+
+    def __init__(
+        self, value: dict, source: str, problems: list[Problem], prefix: str = "", subject: str | None = None
+    ) -> None:
+        self.value = value
+        self.source = source
+        self.problems = problems
+        self.prefix = prefix
+        self.subject = subject
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def field_name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def problem(self, key: str, message: str) -> None:
+        """Record a problem about field KEY of this object."""
+        self.problems.append(Problem(self.source, f"field {self.field_name(key)}: {message}", self.subject))
+
+    def _wrong(self, key: str, want: str, value: Any) -> None:
+        self.problem(key, f"expected {want}, found {_kind(value)}")
+
+    def child(self, value: dict, key: str) -> Doc:
+        return Doc(value, self.source, self.problems, f"{self.prefix}{key}.", self.subject)
+
+    def __contains__(self, key: str) -> bool:
+        return self.value.get(key) is not None
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def keys(self) -> list[str]:
+        return list(self.value)
+
+    def raw(self, key: str) -> Any:
+        """The value as parsed, unchecked (for values passed through opaquely)."""
+        return self.value.get(key)
+
+    # ---- scalars -----------------------------------------------------------------------
+    def str(self, key: str, default: str | None = None) -> str | None:
+        value = self.value.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            return value
+        self._wrong(key, "a string", value)
+        return default
+
+    def int(self, key: str, default: int | None = None) -> int | None:
+        value = self.value.get(key)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            if _INT_MIN <= value <= _INT_MAX:
+                return value
+            self.problem(key, "integer out of range")
+            return default
+        self._wrong(key, "an integer", value)
+        return default
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self.value.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        self._wrong(key, "a boolean", value)
+        return default
+
+    def number(self, key: str) -> float | None:
+        value = self.value.get(key)
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        self._wrong(key, "a finite number", value)
+        return None
+
+    # ---- containers --------------------------------------------------------------------
+    def obj(self, key: str, required: bool = False) -> Doc:
+        """The object at KEY (an empty Doc when absent, null, or of another type: a problem;
+        absent or null is a problem too when REQUIRED)."""
+        value = self.value.get(key)
+        if isinstance(value, dict):
+            return self.child(value, key)
+        if value is not None or required:
+            self._wrong(key, "an object", value) if key in self.value else self.problem(key, "missing")
+        return self.child({}, key)
+
+    def list(self, key: str) -> list[Any] | None:
+        """The list at KEY unchecked inside (None when absent; a problem when not a list)."""
+        value = self.value.get(key)
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return value
+        self._wrong(key, "a list", value)
+        return None
+
+    def list_of_str(self, key: str) -> list[str] | None:
+        """A list of strings (None when absent); non-string items are dropped with a problem."""
+        items = self.list(key)
+        if items is None:
+            return None
+        out = [v for v in items if isinstance(v, str)]
+        if len(out) != len(items):
+            bad = next(v for v in items if not isinstance(v, str))
+            self.problem(key, f"expected a list of strings, found {_kind(bad)} in it")
+        return out
+
+    def str_slice(self, key: str) -> list[str] | None:
+        """A command line as engines store it (Go ``strslice.StrSlice``): a list of strings, or
+        one string standing for a one-item list."""
+        value = self.value.get(key)
+        if isinstance(value, str):
+            return [value]
+        return self.list_of_str(key)
+
+    def list_of_obj(self, key: str) -> list[Doc]:
+        """The objects of a list (empty when absent); other items are dropped with a problem."""
+        items = self.list(key) or []
+        out = [self.child(v, f"{key}[{i}]") for i, v in enumerate(items) if isinstance(v, dict)]
+        if len(out) != len(items):
+            bad = next(v for v in items if not isinstance(v, dict))
+            self.problem(key, f"expected a list of objects, found {_kind(bad)} in it")
+        return out
+
+    def dict_of_str(self, key: str) -> dict[str, str]:
+        """A string -> string map (Labels, Options); other values are dropped with a problem."""
+        value = self.value.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self._wrong(key, "an object of strings", value)
+            return {}
+        out = {k: v for k, v in value.items() if isinstance(v, str)}
+        if len(out) != len(value):
+            bad = next(v for v in value.values() if not isinstance(v, str))
+            self.problem(key, f"expected an object of strings, found {_kind(bad)} in it")
+        return out
+
+    def dict_of_str_items(self) -> list[tuple[str, str]]:
+        """This object's (key, string value) pairs; other values dropped with a problem each."""
+        out: list[tuple[str, str]] = []
+        for k, v in self.value.items():
+            if isinstance(v, str):
+                out.append((k, v))
+            else:
+                self._wrong(k, "a string", v)
+        return out
+
+    def dict_keys(self, key: str) -> list[str]:
+        """The keys of an object used as a set (ExposedPorts, Volumes); a problem if not one."""
+        value = self.value.get(key)
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return list(value)
+        self._wrong(key, "an object", value)
+        return []
+
+    def items_of_obj(self, key: str) -> list[tuple[str, Doc]]:
+        """(name, object) of a map of objects (MountPoints, Networks), sorted; null values kept
+        as empty objects, other values dropped with a problem."""
+        value = self.value.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, dict):
+            self._wrong(key, "an object", value)
+            return []
+        out: list[tuple[str, Doc]] = []
+        for name in sorted(value):
+            item = value[name]
+            if item is None:
+                item = {}
+            if isinstance(item, dict):
+                out.append((name, self.child(item, f"{key}[{name!r}]")))
+            else:
+                self.problem(f"{key}[{name!r}]", f"expected an object, found {_kind(item)}")
+        return out
