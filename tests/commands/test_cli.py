@@ -229,3 +229,28 @@ def test_fifo_source_is_refused_without_blocking(tmp_path):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=30)
         assert done.returncode == 3, done.stderr
         assert "FIFO" in done.stderr
+
+
+def test_machine_output_times_are_rfc3339_with_nanoseconds(overlay2_root):
+    """Every Timestamp field (int ns inside) leaves as RFC 3339 UTC with nine digits, in --json,
+    --jsonl and --csv alike (the fast JSON path and to_dict must agree)."""
+    import json
+    import re
+
+    from conftest import run_cli
+
+    rfc = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+    for fmt in ("--json", "--jsonl"):
+        code, out, _ = run_cli("containers", overlay2_root, fmt)
+        assert code in (0, 5)
+        rows = json.loads(out) if fmt == "--json" else [json.loads(line) for line in out.splitlines()]
+        assert rows and all(rfc.match(r["created"]) for r in rows)
+    code, out, _ = run_cli("fs", overlay2_root, "c-modified", "ls", "/root", "--json")
+    assert all(rfc.match(e["mtime"]) for e in json.loads(out))
+    code, out, _ = run_cli("containers", overlay2_root, "--csv")
+    header, first = out.splitlines()[:2]
+    import csv
+    import io
+
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert rfc.match(row["created"]), (header, first)

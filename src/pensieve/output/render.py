@@ -12,15 +12,21 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from pensieve.records import record_fields, to_dict
+from pensieve.times import iso_ns
 
 Column = tuple[str, Callable[[Any], Any]]
 FORMATS = ("table", "json", "jsonl", "csv")
 
 
 def _default(obj: Any) -> Any:
-    names = record_fields(type(obj))
+    cls = type(obj)
+    names = record_fields(cls)
     if names is not None:
-        return {n: getattr(obj, n) for n in names}  # the C encoder recurses into it
+        out = {n: getattr(obj, n) for n in names}  # the C encoder recurses into it
+        for n in getattr(cls, "__record_times__", ()):  # Timestamp fields: RFC 3339, 9 digits
+            if type(out[n]) is int:
+                out[n] = iso_ns(out[n])
+        return out
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "backslashreplace")
     if isinstance(obj, set):
