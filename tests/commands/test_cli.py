@@ -254,3 +254,45 @@ def test_machine_output_times_are_rfc3339_with_nanoseconds(overlay2_root):
 
     row = next(csv.DictReader(io.StringIO(out)))
     assert rfc.match(row["created"]), (header, first)
+
+
+def test_hostile_names_reach_no_terminal_raw_and_json_stays_utf8(overlay2_root, tmp_path):
+    """A file named with terminal escapes and an undecodable byte, planted in a copy of a real RW
+    layer: tables, --engine-view lines and messages show it escaped; JSON is valid UTF-8 with the
+    raw name in <key>_b64."""
+    import base64
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(overlay2_root), str(root)], check=True)
+    from pensieve.engines.docker import DockerHost
+    from pensieve.evidence import open_evidence
+
+    c = DockerHost(open_evidence(str(root))).container("c-modified")
+    rw = root / c.layers[-1].path.lstrip("/")
+    evil = b"\x1b]0;owned\x07\x1b[2Jx\xff.sh"
+    with open(os.path.join(os.fsencode(rw), b"root", evil), "wb") as fh:
+        fh.write(b"x")
+    code = "import sys; from pensieve.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, timeout=120)
+
+    for argv in (
+        ["diff", str(root), "c-modified"],
+        ["diff", str(root), "c-modified", "--engine-view"],
+        ["fs", str(root), "c-modified", "ls", "/root"],
+    ):
+        done = run(*argv)
+        assert b"\x1b" not in done.stdout and b"\x07" not in done.stdout, argv
+        assert b"\\x1b" in done.stdout, argv  # shown escaped, not dropped
+    done = run("fs", str(root), "c-modified", "stat", "/root/" + os.fsdecode(evil))
+    assert b"\x1b" not in done.stderr + done.stdout
+    done = run("fs", str(root), "c-modified", "ls", "/root", "--json")
+    entries = json.loads(done.stdout.decode("utf-8"))  # valid UTF-8
+    hit = [e for e in entries if "path_b64" in e]
+    assert len(hit) == 1 and base64.b64decode(hit[0]["path_b64"]) == b"/root/" + evil
+    shutil.rmtree(root)

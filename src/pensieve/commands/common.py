@@ -100,7 +100,9 @@ def color(text: str, code: str, stream) -> str:
 
 def err(text: str, code: str = "31") -> None:
     """A line on stderr (red by default)."""
-    print(color(text, code, sys.stderr), file=sys.stderr)
+    from pensieve.output.text import printable
+
+    print(color(printable(text), code, sys.stderr), file=sys.stderr)
 
 
 def short(value: str | None, n: int = 12) -> str:

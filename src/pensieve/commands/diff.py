@@ -18,6 +18,7 @@ from pensieve.commands.common import (
     registrar,
     when,
 )
+from pensieve.output.text import printable
 from pensieve.records import Change
 
 COMMANDS: list[Spec] = []
@@ -56,7 +57,7 @@ def cmd_diff(o):
         changes = [c for c in changes if c.engine_reports]
     if o.engine_view and o.fmt == "table":
         for c in changes:
-            sys.stdout.write(f"{_ENGINE_OPS[c.change]} {c.path}\n")
+            sys.stdout.write(f"{_ENGINE_OPS[c.change]} {printable(c.path)}\n")
     else:
         emit(
             changes,

@@ -16,6 +16,7 @@ from pensieve.commands.common import (
     short,
     when,
 )
+from pensieve.output.text import printable
 from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
 from pensieve.times import iso_ns
 
@@ -185,7 +186,7 @@ def cmd_logs(o):
     if o.fmt == "table":
         out = sys.stdout
         for line in lines:
-            out.write(f"{iso_ns(line.time) or '':<31} {line.stream or '':<6} {line.message}\n")
+            out.write(f"{iso_ns(line.time) or '':<31} {line.stream or '':<6} {printable(line.message)}\n")
     else:
         emit(lines, o.fmt, record_type=LogLine)
     return problems

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from pensieve.output.text import is_utf8_clean, json_safe, printable
 from pensieve.records import record_fields, to_dict
 from pensieve.times import iso_ns
 
@@ -35,7 +36,11 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(obj), indent=indent, default=_default, ensure_ascii=False)
+    """OBJ as JSON, valid UTF-8 whatever names it holds (pensieve.output.text.json_safe)."""
+    text = json.dumps(to_dict(obj), indent=indent, default=_default, ensure_ascii=False)
+    if is_utf8_clean(text):
+        return text
+    return json.dumps(json_safe(to_dict(obj)), indent=indent, default=_default, ensure_ascii=False)
 
 
 def emit(
@@ -54,12 +59,15 @@ def emit(
         # one write through the C encoder, which calls _default only for records (an indent
         # would switch json to its pure-Python encoder); pretty-print with jq to read by eye
         items = list(records)
-        out.write(json.dumps(items, default=_default, ensure_ascii=False))
+        text = json.dumps(items, default=_default, ensure_ascii=False)
+        if not is_utf8_clean(text):  # a name that is not UTF-8: escaped, raw kept in <key>_b64
+            text = json.dumps(json_safe(to_dict(items)), default=_default, ensure_ascii=False)
+        out.write(text)
         out.write("\n")
         return len(items)
     if fmt == "jsonl":
         for r in records:
-            out.write(json.dumps(to_dict(r), default=_default, ensure_ascii=False))
+            out.write(dumps(r, indent=None))
             out.write("\n")
             n += 1
         return n
@@ -74,7 +82,7 @@ def _csv(records: Iterable[Any], out: TextIO, record_type: type | None) -> int:
     writer = None
     n = 0
     for r in records:
-        d = to_dict(r)
+        d = json_safe(to_dict(r))
         if writer is None:
             writer = csv.DictWriter(out, fieldnames=list(d), extrasaction="ignore")
             writer.writeheader()
@@ -93,7 +101,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, (list, tuple)):
         return ", ".join(_cell(v) for v in value)
-    return str(value)
+    return printable(value)
 
 
 def _table(records: Iterable[Any], columns: list[Column], title: str | None, out: TextIO) -> int:
@@ -101,7 +109,9 @@ def _table(records: Iterable[Any], columns: list[Column], title: str | None, out
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, header_style="bold", expand=False)
+    table = Table(
+        title=printable(title) if title else None, show_lines=False, header_style="bold", expand=False
+    )
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     n = 0
