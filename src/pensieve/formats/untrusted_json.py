@@ -29,7 +29,7 @@ from typing import Any
 
 from pensieve.records.core import Problem
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "Doc", "UntrustedJSONError", "depth", "load", "loads_line"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "Doc", "UntrustedJSONError", "depth", "load", "loads_line", "parse"]
 
 #: the deepest nesting accepted (Docker's own files nest fewer than 10 levels)
 MAX_DEPTH = 256
@@ -101,6 +101,12 @@ def load(
     if not isinstance(value, dict):
         raise UntrustedJSONError(f"{source}: expected a JSON object, found {_kind(value)}")
     return Doc(value, source, problems if problems is not None else [], "", subject)
+
+
+def parse(data: bytes | str, source: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """One bounded JSON value of any top-level type (archive manifests and indexes are lists or
+    objects); UntrustedJSONError (a ValueError) when it is too large, too deep or not JSON."""
+    return _parse(data, source, max_bytes, max_depth)
 
 
 def loads_line(data: bytes | str, source: str, max_depth: int = 64) -> Any:

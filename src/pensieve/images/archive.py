@@ -41,7 +41,7 @@ from pensieve.errors import LookupFailed
 from pensieve.evidence import DirectoryEvidence, Evidence, EvidenceError
 from pensieve.evidence.mount import MountEvidence
 from pensieve.evidence.tar import TarEvidence
-from pensieve.formats import json_bounded
+from pensieve.formats import untrusted_json
 from pensieve.records import Container, HistoryStep, Image, Layer, Problem
 from pensieve.records.images import ArchiveImage, Blob
 
@@ -65,6 +65,8 @@ _MANIFEST_TYPES = (
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]{64,128})$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_JSON = 64 << 20
+#: deepest nesting accepted in archive JSON (manifests, indexes, configs nest a few levels)
+_MAX_JSON_DEPTH = 512
 _MAX_DEPTH = 8
 
 
@@ -144,7 +146,7 @@ class ArchiveHost(Host):
     def _json(self, path: str):
         raw = self._read(path)
         try:
-            return json_bounded.loads(raw, path), raw
+            return untrusted_json.parse(raw, path, max_depth=_MAX_JSON_DEPTH), raw
         except ValueError as exc:
             raise EvidenceError(f"{path}: not JSON ({exc})") from exc
 
@@ -204,7 +206,7 @@ class ArchiveHost(Host):
         raise LookupFailed(f"no image {image.id} in {self.evidence.description}")
 
     def _image(self, raw: bytes, image_id: str, config_path: str, engine: str) -> Image:
-        config = json_bounded.loads(raw, config_path)
+        config = untrusted_json.parse(raw, config_path, max_depth=_MAX_JSON_DEPTH)
         if not isinstance(config, dict):
             raise ValueError("image config is not a JSON object")
         cfg = config.get("config") or config.get("container_config") or {}
@@ -310,7 +312,7 @@ class ArchiveHost(Host):
     def _oci_layout(self) -> list[ArchiveImage]:
         index, _ = self._json("/index.json")
         try:
-            layout = json_bounded.loads(self._read("/oci-layout"), "/oci-layout")
+            layout = untrusted_json.parse(self._read("/oci-layout"), "/oci-layout", max_depth=_MAX_JSON_DEPTH)
             if layout.get("imageLayoutVersion") != "1.0.0":
                 self._problem("/oci-layout", f"image layout version {layout.get('imageLayoutVersion')!r}")
         except (EvidenceError, ValueError, AttributeError):
