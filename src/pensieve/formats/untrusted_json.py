@@ -174,6 +174,19 @@ class Doc:
         return self.value.get(key)
 
     # ---- scalars -----------------------------------------------------------------------
+    def time(self, key: str) -> int | None:
+        """A Go ``time.Time`` field (RFC 3339) as nanoseconds; the zero time ("never") is None,
+        and text that is not a time is a problem naming the field."""
+        from pensieve.times import parse_rfc3339
+
+        text = self.str(key)
+        if not text or text.startswith("0001-01-01"):
+            return None
+        ns = parse_rfc3339(text)
+        if ns is None:
+            self.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
+        return ns
+
     def str(self, key: str, default: str | None = None) -> str | None:
         value = self.value.get(key)
         if value is None:

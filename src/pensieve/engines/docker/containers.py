@@ -14,7 +14,6 @@ from pensieve.engines.docker.root import DockerRoot, read_json
 from pensieve.evidence import EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Container, Layer, Mount, PortBinding, Problem
-from pensieve.times import parse_rfc3339
 
 #: host paths whose bind mount into a container hands it the host
 SENSITIVE_BINDS = {
@@ -34,16 +33,6 @@ SENSITIVE_BINDS = {
     "/boot": "host /boot bind-mounted",
 }
 
-
-def _time(doc: Doc, key: str) -> int | None:
-    """A Go time.Time field as nanoseconds (the zero time, "never", is None)."""
-    text = doc.str(key)
-    if not text or text.startswith("0001-01-01"):
-        return None
-    ns = parse_rfc3339(text)
-    if ns is None:
-        doc.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
-    return ns
 
 
 def endpoint(settings: Doc, *extra: tuple[str, str]) -> dict:
@@ -167,9 +156,9 @@ def parse_container(cid: str, config: Doc, host: Doc, root: DockerRoot, path: st
         exit_code=state.int("ExitCode"),
         oom_killed=state.bool("OOMKilled"),
         error=state.str("Error") or None,
-        created=_time(config, "Created"),
-        started=_time(state, "StartedAt"),
-        finished=_time(state, "FinishedAt"),
+        created=config.time("Created"),
+        started=state.time("StartedAt"),
+        finished=state.time("FinishedAt"),
         pid=state.int("Pid") or None,
         command=_command(config),
         entrypoint=cfg.str_slice("Entrypoint"),

@@ -11,7 +11,6 @@ from pensieve.engines.docker.root import DockerRoot, chain_ids, read_json
 from pensieve.evidence import EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import HistoryStep, Image, Problem
-from pensieve.times import parse_rfc3339
 
 
 def read_repositories(
@@ -45,7 +44,7 @@ def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb
     for h in config.list_of_obj("history"):
         empty = h.bool("empty_layer")
         step = HistoryStep(
-            created=_time(h, "created"),
+            created=h.time("created"),
             created_by=h.str("created_by"),
             empty_layer=empty,
             comment=h.str("comment"),
@@ -78,15 +77,6 @@ def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb
         layer_i += 1
     return steps
 
-
-def _time(doc: Doc, key: str) -> int | None:
-    text = doc.str(key)
-    if not text or text.startswith("0001-01-01"):
-        return None
-    ns = parse_rfc3339(text)
-    if ns is None:
-        doc.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
-    return ns
 
 
 def runtime_config(cfg: Doc | dict) -> dict:
@@ -121,7 +111,7 @@ def parse_image_config(
     return Image(
         id=image_id,
         engine="docker",
-        created=_time(config, "created"),
+        created=config.time("created"),
         parent=None,
         os=config.str("os"),
         architecture=config.str("architecture"),
