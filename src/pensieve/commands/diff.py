@@ -18,6 +18,7 @@ from pensieve.commands.common import (
     registrar,
     when,
 )
+from pensieve.output.sink import refuse_evidence
 from pensieve.output.text import printable
 from pensieve.records import Change
 
@@ -51,6 +52,7 @@ def cmd_diff(o):
     host = open_host(o.source)
     if o.recover_dir:
         refuse_inside_evidence(host, o.recover_dir)
+        refuse_evidence(o.recover_dir, host.boundaries())  # before any output, as the sink will
     result = api.diff(host, o.container, hash_files=not o.no_hash)
     changes = result.changes
     if o.engine_view:
@@ -75,16 +77,13 @@ def cmd_diff(o):
             title="* = not listed by `docker diff`",
             record_type=Change,
         )
+    not_recovered = []
     if o.recover_dir:
-        import json
-
         c = host.container(o.container)
-        manifest = api.recover(host.evidence, c.layers, result.changes, o.recover_dir)
-        os.makedirs(o.recover_dir, exist_ok=True)
-        with open(os.path.join(o.recover_dir, "pensieve-recovered.json"), "w") as fh:
-            json.dump(manifest, fh, indent=2)
-        err(f"recovered {len(manifest)} original entries into {o.recover_dir}", "32")
-    return host.problems + result.problems
+        recovered = api.recover(host.evidence, c.layers, result.changes, o.recover_dir, host.boundaries())
+        err(f"recovered {len(recovered.entries)} original entries into {o.recover_dir}", "32")
+        not_recovered = recovered.problems
+    return host.problems + result.problems + not_recovered
 
 
 @command(

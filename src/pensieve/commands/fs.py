@@ -17,6 +17,7 @@ from pensieve.commands.common import (
     registrar,
     short,
 )
+from pensieve.errors import NotFound
 from pensieve.records import FileEntry
 
 COMMANDS: list[Spec] = []
@@ -132,6 +133,11 @@ def cmd_fs_find(o):
         except ValueError as exc:
             raise UsageError(f"--newer: not an ISO time: {o.newer}") from exc
     host, v = _view(o)
+    if o.layer and not any(x.role == o.layer or (x.cache_id or "").startswith(o.layer) for x in v.layers):
+        roles = "|".join(dict.fromkeys(x.role for x in v.layers))
+        raise NotFound(
+            f"not in the evidence: no layer {o.layer} in {o.target} (a cache id prefix or {roles})"
+        )
 
     def keep(e) -> bool:
         if o.pattern and not fnmatch.fnmatchcase(posixpath.basename(e.path), o.pattern):

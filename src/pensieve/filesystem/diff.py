@@ -15,14 +15,15 @@ top-most deleted path only).  pensieve says more: content hashes and exactly wha
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pensieve.evidence import Evidence, EvidenceError, FileStat
 from pensieve.filesystem.layered import LayeredView, PathNotInView, Resolved
-from pensieve.records import Change, Layer, Problem
+from pensieve.output.sink import OutputSink
+from pensieve.records import Change, FileEntry, Layer, Problem
 from pensieve.times import iso_ns
 from pensieve.util import sha256_stream
 
@@ -184,6 +185,16 @@ class ContainerDiff:
                     yield from self._added(child)
 
     def _compared(self, r: Resolved, lower: Resolved) -> Iterator[Change]:
+        """The change (if any) of an RW entry R that also exists below (LOWER)."""
+        what = self._metadata_differences(r, lower)
+        sha, lower_sha = self._content_differences(r, lower, what)
+        if r.stat.is_dir and lower.stat.is_dir:
+            yield from self._compared_dirs(r, lower, what)
+        else:
+            yield from self._compared_copy_up(r, lower, what, sha, lower_sha)
+
+    def _metadata_differences(self, r: Resolved, lower: Resolved) -> list[str]:
+        """What differs in the entries' metadata: type, mode, owner, rdev, size, mtime, capabilities."""
         st, lst = r.stat, lower.stat
         what: list[str] = []
         if st.kind != lst.kind:
@@ -201,36 +212,51 @@ class ContainerDiff:
             what.append("mtime")
         if not both_dirs and self._xattr(self.full, r, _CAP) != self._xattr(self.lower, lower, _CAP):  # type: ignore[arg-type]
             what.append("capabilities")
-        sha = lower_sha = None
+        return what
+
+    def _content_differences(
+        self, r: Resolved, lower: Resolved, what: list[str]
+    ) -> tuple[str | None, str | None]:
+        """(sha256 above, sha256 below) of two files; ``content`` (files) or ``target`` (symlinks)
+        put first in WHAT when the bytes differ."""
+        st, lst = r.stat, lower.stat
         if st.is_file and lst.is_file:
             sha = self._hash(self.full, r)
             lower_sha = self._hash(self.lower, lower)  # type: ignore[arg-type]
             if sha is not None and lower_sha is not None and sha != lower_sha:
                 what.insert(0, "content")
-        elif st.is_symlink and lst.is_symlink:
+            return sha, lower_sha
+        if st.is_symlink and lst.is_symlink:
             try:
                 if self.full.readlink_entry(r) != self.lower.readlink_entry(lower):  # type: ignore[union-attr]
                     what.insert(0, "target")
             except (EvidenceError, OSError):
                 pass
-        if both_dirs:
-            inner = list(self._dir_changes(r, lower))
-            if self.naive:
-                meta = [w for w in what if w in ("type", "mode", "owner", "rdev")]
-                if meta or inner:
-                    c = self._change("modified", r, self.full, lower)
-                    c.what_changed = what or ["contents"]
-                    c.engine_reports = bool(meta) or any(i.engine_reports for i in inner)
-                    yield c
-                yield from inner
-                return
-            # a directory of the RW layer that exists below: docker's native diff lists it
-            # whether or not its own metadata differs (seen with docker 20.10, native diff)
-            c = self._change("modified", r, self.full, lower)
-            c.what_changed = what or ["contents"]
-            yield c
+        return None, None
+
+    def _compared_dirs(self, r: Resolved, lower: Resolved, what: list[str]) -> Iterator[Change]:
+        """A directory above and below, then the changes inside it."""
+        inner = list(self._dir_changes(r, lower))
+        if self.naive:
+            meta = [w for w in what if w in ("type", "mode", "owner", "rdev")]
+            if meta or inner:
+                c = self._change("modified", r, self.full, lower)
+                c.what_changed = what or ["contents"]
+                c.engine_reports = bool(meta) or any(i.engine_reports for i in inner)
+                yield c
             yield from inner
             return
+        # a directory of the RW layer that exists below: docker's native diff lists it
+        # whether or not its own metadata differs (seen with docker 20.10, native diff)
+        c = self._change("modified", r, self.full, lower)
+        c.what_changed = what or ["contents"]
+        yield c
+        yield from inner
+
+    def _compared_copy_up(
+        self, r: Resolved, lower: Resolved, what: list[str], sha: str | None, lower_sha: str | None
+    ) -> Iterator[Change]:
+        """A non-directory above that exists below (copied up)."""
         if self.naive and not [w for w in what if w not in ("content", "target")]:
             if not what:
                 return  # same metadata, same bytes: a copy, not a change
@@ -272,35 +298,86 @@ def container_diff(evidence: Evidence, layers: list[Layer], hash_files: bool = T
     return DiffResult(changes, d.problems)
 
 
-def recover(evidence: Evidence, layers: list[Layer], changes: list[Change], out_dir: str) -> list[dict]:
+RECOVERED = "pensieve-recovered.json"
+
+
+class Recovered:
+    """What ``recover`` wrote: one entry per original (container path, change, layer, type,
+    where it was written and its sha256, or a symlink's target), and the problems met."""
+
+    __slots__ = ("entries", "manifest", "problems")
+
+    def __init__(self, entries: list[dict], problems: list[Problem], manifest: str | None) -> None:
+        self.entries = entries
+        self.problems = problems
+        self.manifest = manifest  # the sink's pensieve-manifest.json
+
+
+def recover(
+    evidence: Evidence,
+    layers: list[Layer],
+    changes: list[Change],
+    out_dir: str,
+    boundaries: Iterable[str] | None = None,
+) -> Recovered:
     """Copy the lower-layer originals of deleted and modified entries into OUT_DIR.
 
-    The image still holds them: nothing is carved, the bytes are the lower layer's.  Returns a
-    manifest (container path, where it was written, sha256, the layer it came from).
+    The image still holds them: nothing is carved, the bytes are the lower layer's.  Everything
+    is written through an OutputSink (BOUNDARIES: ``host.boundaries()``, the evidence's own by
+    default): OUT_DIR may not be or hold evidence, nothing in it is followed or overwritten.  The
+    originals keep their container paths below OUT_DIR; ``pensieve-recovered.json`` lists them
+    (container path, where it was written, sha256, the layer it came from) and the sink's
+    ``pensieve-manifest.json`` the sha256 of every file written.
     """
+    sink = OutputSink(out_dir, evidence.boundaries() if boundaries is None else boundaries, kind="dir")
     lower = LayeredView(evidence, layers[:-1])
-    manifest: list[dict] = []
-    out_dir = os.path.abspath(out_dir)
-    for c in changes:
-        if c.change not in ("deleted", "modified") or c.lower is None and c.change == "modified":
-            continue
-        try:
-            r = lower.lookup(c.path)
-        except PathNotInView:
-            continue
-        for entry in lower.walk(c.path) if r.stat.is_dir else [lower.entry(r)]:
-            dest = os.path.join(out_dir, entry.path.lstrip("/"))
-            item = {"path": entry.path, "change": c.change, "layer": entry.layer, "type": entry.type}
-            if entry.type == "dir":
-                os.makedirs(dest, exist_ok=True)
-            elif entry.type == "file" and entry.host_path:
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                with evidence.open(entry.host_path) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                with open(dest, "rb") as fh:
-                    item["sha256"] = sha256_stream(fh)
-                item["written"] = dest
-            else:
-                item["link_target"] = entry.link_target
-            manifest.append(item)
-    return manifest
+    shown_dir = os.path.abspath(out_dir)
+    written: dict[str, str] = {}  # rel -> sha256 of what this run wrote there
+    entries: list[dict] = []
+    problems: list[Problem] = []
+    try:
+        for c in changes:
+            if c.change not in ("deleted", "modified") or c.lower is None and c.change == "modified":
+                continue
+            try:
+                r = lower.lookup(c.path)
+            except PathNotInView:
+                continue
+            for entry in lower.walk(c.path) if r.stat.is_dir else [lower.entry(r)]:
+                item = {"path": entry.path, "change": c.change, "layer": entry.layer, "type": entry.type}
+                try:
+                    _recover_entry(evidence, sink, entry, item, shown_dir, written)
+                except (EvidenceError, OSError) as exc:
+                    problems.append(Problem(entry.path, f"original not recovered: {exc}"))
+                    continue
+                entries.append(item)
+        sink.write(RECOVERED, json.dumps(entries, indent=2).encode())
+    finally:
+        manifest = sink.close()
+    return Recovered(entries, problems, manifest)
+
+
+def _recover_entry(
+    evidence: Evidence,
+    sink: OutputSink,
+    entry: FileEntry,
+    item: dict,
+    shown_dir: str,
+    written: dict[str, str],
+) -> None:
+    """Write one original below the sink: a directory, a file's bytes (once per run: a modified
+    directory's walk meets the files changed inside it again), or just a symlink's target."""
+    rel = entry.path.lstrip("/")
+    if entry.type == "dir":
+        if rel:
+            sink.mkdir(rel)
+    elif entry.type == "file" and entry.host_path:
+        if rel not in written:
+            with evidence.open(entry.host_path) as src, sink.create(rel) as dst:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+            written[rel] = dst.sha256
+        item["sha256"] = written[rel]
+        item["written"] = os.path.join(shown_dir, rel)
+    else:
+        item["link_target"] = entry.link_target

@@ -68,6 +68,7 @@ class Attribution:
     diff_id: str | None = None
     chain_id: str | None = None
     images: list[str] = field(default_factory=list)
+    image_tags: list[str] = field(default_factory=list)  # the tags of those images, in their order
     containers: list[str] = field(default_factory=list)
     container_names: list[str] = field(default_factory=list)
     created_by: str | None = None

@@ -183,7 +183,7 @@ def test_diff_says_more_than_docker(host):
 def test_diff_recover_copies_originals_out(host, tmp_path):
     result = api.diff(host, "c-modified")
     c = host.container("c-modified")
-    manifest = api.recover(host.evidence, c.layers, result.changes, str(tmp_path / "rec"))
+    manifest = api.recover(host.evidence, c.layers, result.changes, str(tmp_path / "rec")).entries
     by_path = {m["path"]: m for m in manifest}
     assert (tmp_path / "rec/opt/app/README.md").read_bytes()
     assert by_path["/opt/app/README.md"]["sha256"] == next(
