@@ -12,7 +12,7 @@ import abc
 import os
 import posixpath
 import stat as statmod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from pensieve.records.core import Problem, record
@@ -93,6 +93,25 @@ def normalize(path: str) -> str:
     """Absolute, normalised evidence path ('' and '.' mean the root)."""
     path = posixpath.normpath("/" + path.lstrip("/"))
     return "/" if path in ("/", "//") else path
+
+
+#: symlinks one lookup may follow (the kernel's MAXSYMLINKS, include/linux/namei.h; ELOOP beyond)
+MAX_SYMLINKS = 40
+
+
+def chroot_link(link_dir: str, target: str) -> str:
+    """The evidence path a symlink in directory LINK_DIR with TARGET points at, chroot-style: an
+    absolute TARGET is re-rooted at the evidence root and ``..`` stops at the root."""
+    return normalize(target if target.startswith("/") else posixpath.join(link_dir, target))
+
+
+def follow_dir_link(path: str, link_dir: str, depth: int, readlink: Callable[[], str]) -> str:
+    """One step of resolving directory components: the symlink PATH (in LINK_DIR, the DEPTH-th
+    met on this lookup, its target from READLINK) leads to this evidence path (``chroot_link``);
+    EvidenceError "too many levels of symbolic links" once DEPTH reaches MAX_SYMLINKS."""
+    if depth >= MAX_SYMLINKS:
+        raise EvidenceError(f"too many levels of symbolic links: {path}")
+    return chroot_link(link_dir, readlink())
 
 
 def open_noatime(path: str, flags: int, dir_fd: int | None = None) -> int:
