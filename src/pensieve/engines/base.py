@@ -4,16 +4,24 @@ A host is one piece of evidence seen through one engine's storage. Analyses -- l
 diff, whence, verify, compare, memory-source lookup, recovery attribution -- call only this
 interface and the Evidence interface: no engine internals, no storage-driver names.
 
-Contract:
+Implementers provide the abstract methods of :class:`Host` (``containers``, ``container``,
+``images``, ``image``, ``image_layers``) and the attributes ``evidence``, ``engine`` and
+``problems``; the other methods have defaults an engine overrides where it has the thing.
+They read only through ``evidence`` (so read-only, ``O_NOATIME`` and no symlink followed out
+of the evidence root hold for them too) and turn every bad item into a problem.
 
-* ``evidence`` -- the :class:`~pensieve.evidence.base.Evidence` the host reads (nothing else);
+Callers may rely on:
+
+* ``evidence`` -- the :class:`~pensieve.evidence.base.Evidence` the host reads (nothing else:
+  the host never writes to it);
 * ``engine`` -- the engine's name (``"docker"``, ``"containerd"``, ``"podman"``, ``"archive"``);
 * ``problems`` -- the one channel for what could not be read, as :class:`~pensieve.records.Problem`
   records naming the evidence path; a problem never stops the rest of the inventory;
 * ``containers()`` / ``container(ref)`` -- every container, or one by id, unique prefix or name
   (``LookupFailed`` when absent or ambiguous); each carries its ordered layer chain;
 * ``images()`` / ``image(ref)`` / ``image_layers(image)`` -- images, and an image's layers bottom
-  to top (each :class:`~pensieve.records.Layer` with its contents' evidence path, or None);
+  to top (each :class:`~pensieve.records.Layer` with its contents' evidence path, or None;
+  shared between callers: read-only);
 * ``volumes()`` -- volumes and who mounts them;
 * ``layers(container)`` -- a container's layers bottom (image base) to top (RW);
 * ``layer_dir(layer)`` -- the evidence path of a layer's contents (None when missing);
@@ -23,7 +31,8 @@ Contract:
   (whiteouts, opaque directories, redirects, copy-up and native-diff rules): the only place
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
-* ``boundaries()`` -- the host paths that are evidence, which no output may touch.
+* ``boundaries()`` -- the host paths that are evidence (the evidence's own, and each data root
+  where the evidence is a directory here), which no output may touch.
 """
 
 from __future__ import annotations
@@ -139,7 +148,7 @@ def private_xattr_prefixes() -> tuple[str, ...]:
 
 
 class Host(ABC):
-    """One engine's view of one piece of evidence."""
+    """One engine's view of one piece of evidence (the contract: this module's docstring)."""
 
     evidence: Evidence
     engine: str = ""

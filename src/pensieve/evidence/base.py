@@ -3,7 +3,7 @@
 Paths are POSIX paths inside the evidence, always absolute ("/var/lib/docker/...").  Symlinks
 are never followed by the interface itself except in *directory* components, and then only
 chroot-style: an absolute target resolves against the evidence root, ``..`` stops at the root.
-Nothing here ever writes.
+Nothing here ever writes.  The contract is :class:`Evidence`'s docstring.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import abc
 import os
 import posixpath
 import stat as statmod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from pensieve.records.core import Problem, record
@@ -93,6 +93,25 @@ def normalize(path: str) -> str:
     """Absolute, normalised evidence path ('' and '.' mean the root)."""
     path = posixpath.normpath("/" + path.lstrip("/"))
     return "/" if path in ("/", "//") else path
+
+
+#: symlinks one lookup may follow (the kernel's MAXSYMLINKS, include/linux/namei.h; ELOOP beyond)
+MAX_SYMLINKS = 40
+
+
+def chroot_link(link_dir: str, target: str) -> str:
+    """The evidence path a symlink in directory LINK_DIR with TARGET points at, chroot-style: an
+    absolute TARGET is re-rooted at the evidence root and ``..`` stops at the root."""
+    return normalize(target if target.startswith("/") else posixpath.join(link_dir, target))
+
+
+def follow_dir_link(path: str, link_dir: str, depth: int, readlink: Callable[[], str]) -> str:
+    """One step of resolving directory components: the symlink PATH (in LINK_DIR, the DEPTH-th
+    met on this lookup, its target from READLINK) leads to this evidence path (``chroot_link``);
+    EvidenceError "too many levels of symbolic links" once DEPTH reaches MAX_SYMLINKS."""
+    if depth >= MAX_SYMLINKS:
+        raise EvidenceError(f"too many levels of symbolic links: {path}")
+    return chroot_link(link_dir, readlink())
 
 
 def open_noatime(path: str, flags: int, dir_fd: int | None = None) -> int:
@@ -196,23 +215,30 @@ class DirHandle:
 
 
 class Evidence(abc.ABC):
-    """Read-only filesystem: subclasses implement the five abstract primitives.
+    """Read-only filesystem over one piece of evidence: the only way pensieve reads it.
 
-    Contract (every implementation; callers never probe with ``getattr`` or ``isinstance``):
+    Implementers provide: the five abstract primitives ``lstat``/``scandir``/``open``/
+    ``readlink``/``xattrs`` on absolute POSIX paths inside the evidence (``NotFound`` when
+    absent, ``EvidenceError`` when unreadable; ``xattrs`` answers ``{}`` instead), a
+    ``description`` ("directory /mnt/host", "ext4 in disk.img@2"), and where they apply
+    ``boundaries()`` (the host files or directory it is made of), ``host_path``/
+    ``from_host_path`` (evidence that is a directory on this host; None elsewhere), an
+    ``opendir`` holding an fd, and ``close()``.  Opening and reading append what cannot be read
+    (skipped partitions, refused members, atimes that may move) to ``problems``.
 
-    * ``description`` -- what it is, for messages ("directory /mnt/host", "ext4 in disk.img@2");
-    * ``problems`` -- what could not be read while opening or reading (skipped partitions, entries
-      refused, atimes that may move), as :class:`~pensieve.records.Problem`; callers pass them on;
-    * ``lstat``/``scandir``/``open``/``readlink``/``xattrs`` -- the primitives, on absolute POSIX
-      paths inside the evidence, never following a final symlink, never writing, never moving an
-      access time where the kernel allows it;
-    * ``opendir(path)`` -- a :class:`DirHandle` for walks of many entries (an fd where the
-      evidence is a host directory; the primitives elsewhere);
-    * ``boundaries()`` -- the host paths this evidence is made of (a directory; image or archive
-      files), which the output sink refuses to write into or next to;
-    * ``host_path(path)`` / ``from_host_path(host)`` -- the bridge to host paths where the evidence
-      is a directory on this host (None elsewhere);
-    * ``close()`` -- release file handles (also a context manager).
+    Callers may rely on, without ``getattr`` or ``isinstance`` probes:
+
+    * read-only: nothing writes to the evidence; host files are opened ``O_RDONLY``, with
+      ``O_NOATIME`` where the kernel allows it (:func:`open_noatime`; the libyal E01/qcow1
+      bindings open their files themselves);
+    * no symlink followed out of the root: a final symlink is never followed (``open`` refuses
+      it; ``lstat``/``readlink``/``xattrs`` speak of the link), directory components are
+      followed chroot-style (:func:`chroot_link`, at most ``MAX_SYMLINKS`` per lookup);
+    * ``problems`` -- :class:`~pensieve.records.Problem` records, never an exception for one bad
+      item; callers pass them on;
+    * ``boundaries()`` -- the host paths the output sink refuses to write into or next to;
+    * ``opendir(path)`` -- a :class:`DirHandle` for walks of many entries; the conveniences
+      (``exists``, ``read_bytes``, ``walk`` ...) built on the primitives; a context manager.
     """
 
     #: human-readable description ("directory /mnt/host", "ext4 in disk.img partition 2")

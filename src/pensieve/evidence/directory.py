@@ -28,11 +28,11 @@ from pensieve.evidence.base import (
     NotFound,
     _check_name,
     atime_may_move,
+    follow_dir_link,
     normalize,
 )
 from pensieve.records.core import Problem
 
-_MAX_SYMLINKS = 40
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -100,10 +100,7 @@ class DirectoryEvidence(Evidence):
         except OSError:
             return host  # does not exist: callers get the error from their own call
         if statmod.S_ISLNK(st.st_mode):
-            if depth >= _MAX_SYMLINKS:
-                raise EvidenceError(f"too many levels of symbolic links: {path}")
-            target = os.readlink(host)
-            resolved = normalize(target if target.startswith("/") else posixpath.join(parent, target))
+            resolved = follow_dir_link(path, parent, depth, lambda: os.readlink(host))
             return self._resolve_dir(resolved, depth + 1)
         return host
 
@@ -225,18 +222,7 @@ class DirectoryEvidence(Evidence):
             raise EvidenceError(f"cannot readlink {path}: {exc.strerror}") from exc
 
     def xattrs(self, path: str) -> dict[str, bytes]:
-        host = self.host_path(path)
-        try:
-            names = os.listxattr(host, follow_symlinks=False)
-        except OSError:
-            return {}
-        out: dict[str, bytes] = {}
-        for name in names:
-            try:
-                out[name] = os.getxattr(host, name, follow_symlinks=False)
-            except OSError:
-                continue
-        return out
+        return _xattrs(self.host_path(path), follow=False)
 
 
 def _error(exc: OSError, path: str, directory: bool) -> EvidenceError:

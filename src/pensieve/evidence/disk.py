@@ -52,7 +52,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import (
+    DirEntry,
+    Evidence,
+    EvidenceError,
+    FileStat,
+    NotFound,
+    follow_dir_link,
+    normalize,
+)
 from pensieve.evidence.disk_images import (
     EWF,
     QCOW,
@@ -95,7 +103,6 @@ __all__ = [
     "split_spec",
 ]
 
-_MAX_SYMLINKS = 40
 _CHUNK = 1 << 20  # largest single read from the image
 #: directory entries (name -> stat) kept across all cached directories
 _DIR_CACHE_ENTRIES = 100_000
@@ -370,10 +377,7 @@ class DiskImageEvidence(Evidence):
             raise NotFound(f"no such directory in evidence: {path}")
         ino = st.ino
         if st.is_symlink:
-            if depth >= _MAX_SYMLINKS:
-                raise EvidenceError(f"too many levels of symbolic links: {path}")
-            target = self._readlink_inode(st, path)
-            resolved = normalize(target if target.startswith("/") else posixpath.join(parent, target))
+            resolved = follow_dir_link(path, parent, depth, lambda: self._readlink_inode(st, path))
             ino = self._dir_inode(resolved, depth + 1)
         self._dir_inodes.put(key, ino)
         return ino

@@ -15,6 +15,7 @@ are opened ``O_RDONLY`` (``O_NOATIME`` where allowed) and only ever read with ``
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import stat as statmod
@@ -260,6 +261,14 @@ class _HandleImage(DiskImage):
 
     _h: Any
 
+    @staticmethod
+    def _binding(module: str, path: str, what: str, package: str) -> Any:
+        """The libyal Python binding MODULE; ImageError naming PACKAGE to install when it is absent."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise ImageError(f"{path} is {what}: reading it needs {package} (pip install {package})") from exc
+
     def close(self) -> None:
         try:
             self._h.close()
@@ -277,12 +286,7 @@ class EwfImage(_HandleImage):
     format = EWF
 
     def __init__(self, path: str) -> None:
-        try:
-            import pyewf
-        except ImportError as exc:
-            raise ImageError(
-                f"{path} is an E01 image: reading it needs libewf-python (pip install libewf-python)"
-            ) from exc
+        pyewf = self._binding("pyewf", path, "an E01 image", "libewf-python")
         try:
             self.files = pyewf.glob(path)
             self._h = pyewf.handle()
@@ -298,12 +302,7 @@ class QcowImage(_HandleImage):
     format = QCOW
 
     def __init__(self, path: str) -> None:
-        try:
-            import pyqcow
-        except ImportError as exc:
-            raise ImageError(
-                f"{path} is a qcow image: reading it needs libqcow-python (pip install libqcow-python)"
-            ) from exc
+        pyqcow = self._binding("pyqcow", path, "a qcow image", "libqcow-python")
         self.files = [path]
         try:
             self._h = pyqcow.file()

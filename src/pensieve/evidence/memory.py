@@ -22,9 +22,16 @@ import stat as statmod
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
-from pensieve.evidence.base import DirEntry, Evidence, EvidenceError, FileStat, NotFound, normalize
+from pensieve.evidence.base import (
+    DirEntry,
+    Evidence,
+    EvidenceError,
+    FileStat,
+    NotFound,
+    follow_dir_link,
+    normalize,
+)
 
-_MAX_SYMLINKS = 40
 _FORMATS = {
     "file": statmod.S_IFREG,
     "dir": statmod.S_IFDIR,
@@ -158,14 +165,8 @@ class MemoryEvidence(Evidence):
         here = posixpath.join(self._resolve_dir(parent, hops), name)
         node = self.nodes.get(here)
         if node is not None and node.kind == "symlink":
-            if hops >= _MAX_SYMLINKS:
-                raise EvidenceError(f"too many levels of symbolic links: {path}")
-            target = (
-                node.target
-                if node.target.startswith("/")
-                else posixpath.join(posixpath.dirname(here), node.target)
-            )
-            return self._resolve_dir(normalize(target), hops + 1)
+            resolved = follow_dir_link(path, posixpath.dirname(here), hops, lambda: node.target)
+            return self._resolve_dir(resolved, hops + 1)
         return here
 
     def _node(self, path: str) -> Node:

@@ -54,11 +54,14 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from pensieve.evidence.base import (
+    MAX_SYMLINKS,
     DirEntry,
     Evidence,
     EvidenceError,
     FileStat,
     NotFound,
+    file_kind,
+    follow_dir_link,
     normalize,
     open_noatime,
 )
@@ -77,7 +80,6 @@ __all__ = [
     "sniff",
 ]
 
-_MAX_SYMLINKS = 40
 #: problems recorded per archive before only counting them
 _MAX_PROBLEMS = 200
 
@@ -188,28 +190,14 @@ def _open_path(path: str) -> int:
 # ---- the index ----------------------------------------------------------------------------
 
 
+#: what a hard link takes over from the member it links to (extraction makes them one inode)
+_LINK_SHARED = ("mode", "uid", "gid", "size", "mtime_ns", "atime_ns", "ctime_ns", "offset", "xattrs", "ino")
+
+
 class TarMember:
     """One indexed name: its metadata and where its data is."""
 
-    __slots__ = (
-        "name",
-        "mode",
-        "uid",
-        "gid",
-        "size",
-        "mtime_ns",
-        "atime_ns",
-        "ctime_ns",
-        "offset",
-        "linkname",
-        "hardlink",
-        "rdev",
-        "xattrs",
-        "ino",
-        "nlink",
-        "synthetic",
-        "unreadable",
-    )
+    __slots__ = ("name", *_LINK_SHARED, "linkname", "hardlink", "rdev", "nlink", "synthetic", "unreadable")
 
     def __init__(self, name: str, mode: int, ino: int) -> None:
         self.name = name
@@ -229,7 +217,7 @@ class TarMember:
         """file | dir | symlink | hardlink | char | block | fifo."""
         if self.hardlink is not None:
             return "hardlink"
-        return _KIND_NAMES.get(statmod.S_IFMT(self.mode), "other")
+        return file_kind(self.mode)  # a member's type is always one of _TYPES
 
     def stat(self) -> FileStat:
         return FileStat(
@@ -257,16 +245,6 @@ _TYPES = {
     tarfmt.CHR: statmod.S_IFCHR,
     tarfmt.BLK: statmod.S_IFBLK,
     tarfmt.FIFO: statmod.S_IFIFO,
-}
-
-
-_KIND_NAMES = {
-    statmod.S_IFREG: "file",
-    statmod.S_IFDIR: "dir",
-    statmod.S_IFLNK: "symlink",
-    statmod.S_IFCHR: "char",
-    statmod.S_IFBLK: "block",
-    statmod.S_IFIFO: "fifo",
 }
 
 
@@ -523,25 +501,14 @@ class TarEvidence(Evidence):
     def _link(self, m: TarMember) -> None:
         seen = 0
         target = self._members.get(m.hardlink or "")
-        while target is not None and target.hardlink is not None and seen < _MAX_SYMLINKS:
+        while target is not None and target.hardlink is not None and seen < MAX_SYMLINKS:
             target = self._members.get(target.hardlink)
             seen += 1
         if target is None or not statmod.S_ISREG(target.mode) or target.hardlink is not None:
             m.unreadable = f"hard link to {m.linkname!r}, which the archive does not hold (before it)"
             self._problem(m.unreadable, m.name)
             return
-        for slot in (
-            "mode",
-            "uid",
-            "gid",
-            "size",
-            "mtime_ns",
-            "atime_ns",
-            "ctime_ns",
-            "offset",
-            "xattrs",
-            "ino",
-        ):
+        for slot in _LINK_SHARED:
             setattr(m, slot, getattr(target, slot))
         m.unreadable = target.unreadable
         target.nlink += 1
@@ -577,10 +544,7 @@ class TarEvidence(Evidence):
         here = posixpath.join(real, base)
         m = self._members.get(here)
         if m is not None and statmod.S_ISLNK(m.mode):
-            if depth >= _MAX_SYMLINKS:
-                raise EvidenceError(f"too many levels of symbolic links: {path}")
-            target = m.linkname or ""
-            resolved = normalize(target if target.startswith("/") else posixpath.join(real, target))
+            resolved = follow_dir_link(path, real, depth, lambda: m.linkname or "")
             return self._resolve_dir(resolved, depth + 1)
         return here
 

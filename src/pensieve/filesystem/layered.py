@@ -22,9 +22,10 @@ from collections.abc import Iterator
 
 from pensieve.engines.base import LayerDir, storage_driver
 from pensieve.evidence import Evidence, EvidenceError, FileStat, NotFound
+from pensieve.evidence.base import MAX_SYMLINKS, chroot_link
 from pensieve.records import FileEntry, Layer, Problem
 
-_MAX_HOPS = 40
+_MAX_HOPS = MAX_SYMLINKS
 
 
 class PathNotInView(NotFound):
@@ -193,18 +194,23 @@ class LayeredView:
             merging = False
         return found
 
+    def _layer_lstat(self, index: int, rel: str) -> FileStat | None:
+        """lstat of REL in layer INDEX's directory (None when the layer has no contents or REL
+        cannot be read there)."""
+        host = self.layer_host_path(index, rel)
+        if host is None:
+            return None
+        try:
+            return self.evidence.lstat(host)
+        except (EvidenceError, OSError):
+            return None
+
     def _redirected(self, index: int, target: str) -> list[tuple[int, str]]:
         """Lower layers' copies of a renamed (redirected) directory."""
         out: list[tuple[int, str]] = []
         for i in range(index - 1, -1, -1):
-            host = self.layer_host_path(i, target)
-            if host is None:
-                continue
-            try:
-                st = self.evidence.lstat(host)
-            except (EvidenceError, OSError):
-                continue
-            if st.is_dir:
+            st = self._layer_lstat(i, target)
+            if st is not None and st.is_dir:
                 out.append((i, target))
                 ld = self._layer_dir(i, target)
                 if ld is not None and ld.opaque:
@@ -262,12 +268,7 @@ class LayeredView:
             self._hops += 1
             if self._hops > _MAX_HOPS:
                 raise TooManySymlinks(f"too many levels of symbolic links (ELOOP) at {r.path}")
-            target = self.readlink_entry(r)
-            base = posixpath.dirname(r.path)
-            new = posixpath.normpath(
-                posixpath.join("/", target) if target.startswith("/") else posixpath.join(base, target)
-            )
-            r = self._lookup("/" + new.lstrip("/"))
+            r = self._lookup(chroot_link(posixpath.dirname(r.path), self.readlink_entry(r)))
         return r
 
     def resolve(self, path: str) -> Resolved:
@@ -383,12 +384,8 @@ class LayeredView:
         out: list[int] = []
         i = origin - 1
         while i >= 0 and self.snapshots[i]:
-            host = self.layer_host_path(i, rel)
-            if host is None:
-                break
-            try:
-                st = self.evidence.lstat(host)
-            except (EvidenceError, OSError):
+            st = self._layer_lstat(i, rel)
+            if st is None:
                 break
             i = self._snapshot_origin(i, rel, st)
             out.append(i)
@@ -397,12 +394,8 @@ class LayeredView:
 
     def _snapshot_origin(self, index: int, rel: str, st: FileStat) -> int:
         while index > 0 and self.snapshots[index - 1]:
-            host = self.layer_host_path(index - 1, rel)
-            if host is None:
-                break
-            try:
-                lower = self.evidence.lstat(host)
-            except (EvidenceError, OSError):
+            lower = self._layer_lstat(index - 1, rel)
+            if lower is None:
                 break
             same_inode = lower.ino == st.ino and lower.dev == st.dev
             if not (same_inode or same_metadata(lower, st)):

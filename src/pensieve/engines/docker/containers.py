@@ -8,6 +8,7 @@ PortBindings, LogConfig ...).  State names follow moby's ``State.StateString()``
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
 from pensieve.engines.docker.root import DockerRoot, read_json
@@ -32,7 +33,6 @@ SENSITIVE_BINDS = {
     "/run": "host /run bind-mounted",
     "/boot": "host /boot bind-mounted",
 }
-
 
 
 def endpoint(settings: Doc, *extra: tuple[str, str]) -> dict:
@@ -282,16 +282,57 @@ def add_problem(c: Container, problems: list[Problem], source: str, message: str
     problems.append(p)
 
 
+def _find_driver(c: Container, root: DockerRoot) -> str | None:
+    """The container's storage driver: as recorded, else the first driver whose layerdb/mounts
+    holds it."""
+    if c.storage_driver:
+        return c.storage_driver
+    for d in root.drivers():
+        if c.id in root.mounts(d):
+            return d
+    return None
+
+
+def _chain_from_lowers(c: Container, root: DockerRoot, driver: str) -> list[Layer]:
+    """Image metadata gone: the image layers rebuilt from what the driver records below the RW
+    layer (bottom first), with a problem on the container when any were found."""
+    layers: list[Layer] = []
+    for cache_id in reversed(root.lowers(driver, c.rw_layer or "") or []):
+        if cache_id == c.init_layer or cache_id.startswith("?"):
+            continue
+        path, _form = root.layer_path(driver, cache_id)
+        layers.append(Layer(role="image", cache_id=cache_id, path=path, driver=driver))
+    if layers:
+        c.problems.append(
+            Problem(
+                c.config_path or c.id,
+                f"image metadata missing: layer chain rebuilt from {driver} lower file",
+                c.id,
+            )
+        )
+    return layers
+
+
+def drop_missing_layers(
+    c: Container, problems: list[Problem], layers: list[Layer], present: Callable[[Layer], bool]
+) -> None:
+    """Each of LAYERS with a path whose contents are not PRESENT: a problem, and its path None."""
+    for layer in layers:
+        if layer.path and not present(layer):
+            add_problem(
+                c,
+                problems,
+                layer.path,
+                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
+            )
+            layer.path = None
+
+
 def container_layers(
     c: Container, root: DockerRoot, image_chain: list[Layer], problems: list[Problem]
 ) -> None:
     """Fill c.layers (image layers then init and RW) and the RW/init ids from layerdb/mounts."""
-    driver = c.storage_driver
-    if not driver:
-        for d in root.drivers():
-            if c.id in root.mounts(d):
-                driver = d
-                break
+    driver = _find_driver(c, root)
     if not driver:
         add_problem(
             c, problems, c.config_path or c.id, "no storage driver recorded and no layerdb mount entry"
@@ -307,21 +348,7 @@ def container_layers(
         c.init_layer = mount.init_id
     layers = list(image_chain)
     if not layers and c.rw_layer:
-        # image metadata gone: rebuild the chain from what the driver records below the RW layer
-        lowers = root.lowers(driver, c.rw_layer) or []
-        for cache_id in reversed(lowers):
-            if cache_id == c.init_layer or cache_id.startswith("?"):
-                continue
-            path, _form = root.layer_path(driver, cache_id)
-            layers.append(Layer(role="image", cache_id=cache_id, path=path, driver=driver))
-        if layers:
-            c.problems.append(
-                Problem(
-                    c.config_path or c.id,
-                    f"image metadata missing: layer chain rebuilt from {driver} lower file",
-                    c.id,
-                )
-            )
+        layers = _chain_from_lowers(c, root, driver)
     try:
         if c.init_layer:
             path, _ = root.layer_path(driver, c.init_layer, "init")
@@ -331,15 +358,9 @@ def container_layers(
             layers.append(Layer(role="rw", cache_id=c.rw_layer, path=path, driver=driver))
     except EvidenceError as exc:
         add_problem(c, problems, c.config_path or c.id, str(exc))
-    for layer in layers:
-        if layer.role == "image" and image_chain:
-            continue  # checked once per image by DockerHost.image_layers
-        if layer.path and not (layer.cache_id and root.has_layer_dir(driver, layer.cache_id)):
-            add_problem(
-                c,
-                problems,
-                layer.path,
-                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
-            )
-            layer.path = None
+    # image layers of a known image are checked once per image by DockerHost.image_layers
+    own = [layer for layer in layers if not (layer.role == "image" and image_chain)]
+    drop_missing_layers(
+        c, problems, own, lambda layer: bool(layer.cache_id and root.has_layer_dir(driver, layer.cache_id))
+    )
     c.layers = layers

@@ -78,7 +78,6 @@ def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb
     return steps
 
 
-
 def runtime_config(cfg: Doc | dict) -> dict:
     """Image fields from a config's ``config`` object (the OCI image config's runtime part)."""
     cfg = _as_doc(cfg)

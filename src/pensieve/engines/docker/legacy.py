@@ -33,6 +33,7 @@ from pensieve.engines.docker.containers import (
     _risks,
     _unreadable,
     add_problem,
+    drop_missing_layers,
     endpoint,
     read_container,
 )
@@ -361,15 +362,7 @@ def _fill_layers_v1(
     rw_path, _ = root.layer_path(driver, c.id, "rw")
     c.rw_layer = c.id
     layers.append(Layer(role="rw", cache_id=c.id, path=rw_path, driver=driver))
-    for layer in layers:
-        if layer.path and not ev.is_dir(layer.path):
-            add_problem(
-                c,
-                problems,
-                layer.path,
-                f"{layer.role} layer {layer.cache_id} contents missing at {layer.path}",
-            )
-            layer.path = None
+    drop_missing_layers(c, problems, layers, lambda layer: ev.is_dir(layer.path or ""))
     c.layers = layers
 
 

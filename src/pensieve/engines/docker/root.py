@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Callable
 
 from pensieve.engines.docker.drivers import (
     KNOWN_DRIVERS,
@@ -155,13 +156,19 @@ class DockerRoot:
         except (EvidenceError, OSError):
             return []
 
+    def _layerdb(self, cache: dict[str, dict], driver: str, subdir: str, read: Callable) -> dict:
+        """The entries of ``image/<driver>/layerdb/<subdir>`` as READ(name, path) -> (key, record)
+        makes them, read once per driver into CACHE."""
+        if driver not in cache:
+            entries = self._entries("image", driver, "layerdb", subdir)
+            cache[driver] = dict(read(name, d) for name, d in entries)
+        return cache[driver]
+
     def layers(self, driver: str) -> dict[str, LayerInfo]:
         """All image layers of layerdb/sha256 keyed by chain id ("sha256:...")."""
-        if driver in self._layers:
-            return self._layers[driver]
         ev = self.evidence
-        out: dict[str, LayerInfo] = {}
-        for name, d in self._entries("image", driver, "layerdb", "sha256"):
+
+        def read(name: str, d: str) -> tuple[str, LayerInfo]:
             size = _read_small(ev, posixpath.join(d, "size"))
             info = LayerInfo(
                 chain_id="sha256:" + name,
@@ -170,24 +177,22 @@ class DockerRoot:
                 parent=_read_small(ev, posixpath.join(d, "parent")),
                 size=int(size) if size and size.isdigit() else None,
             )
-            out[info.chain_id] = info
-        self._layers[driver] = out
-        return out
+            return info.chain_id, info
+
+        return self._layerdb(self._layers, driver, "sha256", read)
 
     def mounts(self, driver: str) -> dict[str, MountInfo]:
         """Container layers of layerdb/mounts keyed by container id."""
-        if driver in self._mounts:
-            return self._mounts[driver]
         ev = self.evidence
-        out: dict[str, MountInfo] = {}
-        for name, d in self._entries("image", driver, "layerdb", "mounts"):
-            out[name] = MountInfo(
+
+        def read(name: str, d: str) -> tuple[str, MountInfo]:
+            return name, MountInfo(
                 container_id=name,
                 mount_id=_read_small(ev, posixpath.join(d, "mount-id")),
                 init_id=_read_small(ev, posixpath.join(d, "init-id")),
             )
-        self._mounts[driver] = out
-        return out
+
+        return self._layerdb(self._mounts, driver, "mounts", read)
 
     def has_layer_dir(self, driver: str, cache_id: str) -> bool:
         """Whether the driver keeps a directory for this layer id (one listing per layer store)."""
