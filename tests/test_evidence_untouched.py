@@ -70,6 +70,8 @@ def _populate(top: Path) -> None:
     for name, src in (("disk.img", "disk/disk.img.xz"), ("deleted.img", "deleted/deleted.img.xz")):
         with lzma.open(FIXTURE_ROOT / src) as fin, open(top / name, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
+    for name in ("disk.E01", "disk.qcow2"):  # read by libewf and pensieve's qcow2 reader
+        shutil.copyfile(FIXTURE_ROOT / "disk" / name, top / name)
 
 
 # ---- looking without touching ------------------------------------------------------------------
@@ -178,6 +180,8 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("fs-cat-export-tar", ["fs", "{m}/archives/export.tar", "-", "cat", "/srv/www/index.html"], None),
     ("compare", ["compare", "{m}/integrity/clean", "{m}/integrity/save.tar", "--json"], None),
     ("containers-disk", ["containers", "{m}/disk.img", "--json"], None),
+    ("containers-e01", ["containers", "{m}/disk.E01", "--json"], None),
+    ("containers-qcow2", ["containers", "{m}/disk.qcow2", "--json"], None),
     ("mem-info", ["mem", "info", "{m}/criu/after", "--json"], None),
     ("mem-ps", ["mem", "ps", "{m}/criu/after", "--json"], None),
     ("mem-files", ["mem", "files", "{m}/criu/after", "--json"], None),

@@ -16,6 +16,7 @@ are opened ``O_RDONLY`` (``O_NOATIME`` where allowed) and only ever read with ``
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import re
 import stat as statmod
@@ -269,11 +270,21 @@ class _HandleImage(DiskImage):
         except ImportError as exc:
             raise ImageError(f"{path} is {what}: reading it needs {package} (pip install {package})") from exc
 
+    #: the image files, each opened by pensieve (O_RDONLY, O_NOATIME) and handed to the binding as
+    #: a file object, so the library never opens a path itself
+    _objects: tuple[io.FileIO, ...] = ()
+
+    def _open_objects(self, paths: list[str]) -> list[io.FileIO]:
+        self._objects = tuple(io.FileIO(_open_ro(p), "rb", closefd=True) for p in paths)
+        return list(self._objects)
+
     def close(self) -> None:
         try:
             self._h.close()
         except (OSError, RuntimeError):
             pass
+        for f in self._objects:
+            f.close()
 
     def read(self, offset: int, size: int) -> bytes:
         size = max(0, min(size, self._size - offset))
@@ -290,7 +301,7 @@ class EwfImage(_HandleImage):
         try:
             self.files = pyewf.glob(path)
             self._h = pyewf.handle()
-            self._h.open(self.files, "r")
+            self._h.open_file_objects(self._open_objects(self.files), "r")
         except (OSError, RuntimeError) as exc:
             raise ImageError(f"cannot open E01 image {path}: {exc}") from exc
         self._size = self._h.get_media_size()
@@ -306,7 +317,7 @@ class QcowImage(_HandleImage):
         self.files = [path]
         try:
             self._h = pyqcow.file()
-            self._h.open(path, "r")
+            self._h.open_file_object(self._open_objects(self.files)[0], "r")
         except (OSError, RuntimeError) as exc:
             raise ImageError(
                 f"cannot open qcow image {path}: {exc} (images with a backing file, or encrypted ones, "
