@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from pensieve.commands.common import (
-    SOURCE,
-    Spec,
-    add_commands,
-    arg,
-    err,
-    is_archive,
-    open_host,
-    registrar,
-    short,
-    when,
-)
+from pensieve.commands.common import SOURCE, Commands, arg, err, full_ids, is_archive, open_host, short
+from pensieve.output import columns
 from pensieve.output.text import printable
 from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
 from pensieve.times import iso_ns
 
-COMMANDS: list[Spec] = []
-command = registrar(COMMANDS)
-
-
-def _state(c) -> str:
-    s = c.state
-    if s == "exited" and c.exit_code is not None:
-        s = f"exited ({c.exit_code})"
-    if c.oom_killed:
-        s += " OOM-killed"
-    return s
+COMMANDS = Commands()
+command = COMMANDS.command
+add_parser = COMMANDS.add_parser
 
 
 @command("roots", "Docker data roots found in SOURCE and how they were found", SOURCE)
@@ -49,12 +31,7 @@ def cmd_roots(o):
     emit(
         rows,
         o.fmt,
-        [
-            ("DATA ROOT", lambda r: r["path"]),
-            ("LAYOUT", lambda r: r["layout"]),
-            ("DRIVERS", lambda r: r["drivers"]),
-            ("FOUND BY", lambda r: r["found"]),
-        ],
+        columns.roots(),
     )
     return host.problems
 
@@ -70,16 +47,7 @@ def cmd_containers(o):
     emit(
         cs,
         o.fmt,
-        [
-            ("CONTAINER", lambda c: short(c.id)),
-            ("NAME", lambda c: c.name),
-            ("IMAGE", lambda c: c.image or short(c.image_id)),
-            ("STATE", _state),
-            ("CREATED", lambda c: when(c.created)),
-            ("COMMAND", lambda c: " ".join(c.command)[:40]),
-            ("RISKS", lambda c: c.risks),
-            ("PROBLEMS", lambda c: [p.message for p in c.problems]),
-        ],
+        columns.containers(full_ids(o)),
         title=f"{len(cs)} containers",
         record_type=Container,
     )
@@ -98,14 +66,7 @@ def cmd_images(o):
     emit(
         imgs,
         o.fmt,
-        [
-            ("IMAGE ID", lambda i: short(i.id)),
-            ("TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in parents else "<none>")),
-            ("CREATED", lambda i: when(i.created)),
-            ("LAYERS", lambda i: len(i.diff_ids)),
-            ("SIZE", lambda i: i.size),
-            ("CMD", lambda i: " ".join((i.entrypoint or []) + (i.cmd or []))[:40]),
-        ],
+        columns.images(full_ids(o), parents),
         title=f"{len(imgs)} images",
         record_type=Image,
     )
@@ -122,13 +83,7 @@ def cmd_history(o):
     emit(
         img.history,
         o.fmt,
-        [
-            ("CREATED", lambda s: when(s.created)),
-            ("CREATED BY", lambda s: (s.created_by or (f"({s.comment})" if s.comment else ""))[:70]),
-            ("LAYER", lambda s: "(empty)" if s.empty_layer else short(s.cache_id)),
-            ("DIFF ID", lambda s: short(s.diff_id)),
-            ("SIZE", lambda s: s.size),
-        ],
+        columns.history(full_ids(o)),
         title=f"history of {short(img.id)} {' '.join(img.tags)}",
         record_type=HistoryStep,
     )
@@ -145,15 +100,7 @@ def cmd_volumes(o):
     emit(
         vols,
         o.fmt,
-        [
-            ("VOLUME", lambda v: v.name if not v.anonymous else short(v.name)),
-            ("DRIVER", lambda v: v.driver),
-            ("CREATED", lambda v: when(v.created)),
-            ("FILES", lambda v: v.file_count),
-            ("BYTES", lambda v: v.size),
-            ("USED BY", lambda v: [short(c) for c in v.used_by]),
-            ("LABELS", lambda v: [f"{k}={x}" for k, x in v.labels.items()]),
-        ],
+        columns.volumes(full_ids(o)),
         record_type=Volume,
     )
     return host.problems
@@ -190,8 +137,3 @@ def cmd_logs(o):
     else:
         emit(lines, o.fmt, record_type=LogLine)
     return problems
-
-
-def add_parser(subparsers) -> None:
-    """Add this module's commands to the CLI's sub-parsers."""
-    add_commands(subparsers, COMMANDS)
