@@ -15,11 +15,18 @@ command = COMMANDS.command
 add_parser = COMMANDS.add_parser
 
 
+def _listing(o, host, records, spec, record_type: type | None, title: str | None = None) -> list:
+    """RECORDS in the format asked (a table of SPEC; RECORD_TYPE gives an empty CSV its header);
+    HOST's problems."""
+    from pensieve.output.render import emit
+
+    emit(records, o.fmt, spec, title=title, record_type=record_type)
+    return host.problems
+
+
 @command("roots", "Docker data roots found in SOURCE and how they were found", SOURCE)
 def cmd_roots(o):
     """Docker data roots found in SOURCE, their layout and storage drivers, and how they were found."""
-    from pensieve.output.render import emit
-
     host = open_host(o.source)
     if is_archive(host):
         rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]
@@ -28,82 +35,49 @@ def cmd_roots(o):
             {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found}
             for r in host.roots
         ]
-    emit(
-        rows,
-        o.fmt,
-        columns.roots(),
-    )
-    return host.problems
+    return _listing(o, host, rows, columns.roots(), None)
 
 
 @command("containers", "every container: identity, image, state, settings, mounts, layers", SOURCE)
 def cmd_containers(o):
     """Every container: id, name, image, state (with exit code, OOM), times, command, env, labels,
     ports, mounts, networks, risky settings, log driver and path, storage driver and layer chain."""
-    from pensieve.output.render import emit
-
     host = open_host(o.source)
     cs = host.containers()
-    emit(
-        cs,
-        o.fmt,
-        columns.containers(full_ids(o)),
-        title=f"{len(cs)} containers",
-        record_type=Container,
-    )
-    return host.problems
+    return _listing(o, host, cs, columns.containers(full_ids(o)), Container, title=f"{len(cs)} containers")
 
 
 @command("images", "every image: tags, digests, created, config, layers", SOURCE)
 def cmd_images(o):
     """Every image (build-step images included): tags, digests, created, config, diff ids, chain
     ids, cache ids, sizes."""
-    from pensieve.output.render import emit
-
     host = open_host(o.source)
     imgs = host.images()
     parents = {i.parent for i in imgs if i.parent}
-    emit(
-        imgs,
-        o.fmt,
-        columns.images(full_ids(o), parents),
-        title=f"{len(imgs)} images",
-        record_type=Image,
-    )
-    return host.problems
+    return _listing(o, host, imgs, columns.images(full_ids(o), parents), Image, title=f"{len(imgs)} images")
 
 
 @command("history", "an image's build history aligned to its layers", SOURCE, arg("image", metavar="IMAGE"))
 def cmd_history(o):
     """An image's build history, each step aligned to the layer it produced."""
-    from pensieve.output.render import emit
-
     host = open_host(o.source)
     img = host.image(o.image)
-    emit(
+    return _listing(
+        o,
+        host,
         img.history,
-        o.fmt,
         columns.history(full_ids(o)),
+        HistoryStep,
         title=f"history of {short(img.id)} {' '.join(img.tags)}",
-        record_type=HistoryStep,
     )
-    return host.problems
 
 
 @command("volumes", "volumes, their data and the containers mounting them", SOURCE)
 def cmd_volumes(o):
     """Named and anonymous volumes, their data and the containers that mount them."""
-    from pensieve.output.render import emit
-
     host = open_host(o.source)
     vols = host.volumes()
-    emit(
-        vols,
-        o.fmt,
-        columns.volumes(full_ids(o)),
-        record_type=Volume,
-    )
-    return host.problems
+    return _listing(o, host, vols, columns.volumes(full_ids(o)), Volume)
 
 
 @command(
