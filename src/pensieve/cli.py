@@ -42,7 +42,16 @@ def base_parser() -> argparse.ArgumentParser:
     """The top-level parser without commands: --version, --debug."""
     parser = argparse.ArgumentParser(prog="pensieve", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"pensieve {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks of internal errors (anywhere on the line)"
+    )
+    parser.add_argument(
+        "--max-spool",
+        metavar="SIZE",
+        help="most bytes spooled to disk at once for compressed layers and archive members "
+        "(512M, 4G, bytes; default: PENSIEVE_MAX_SPOOL, else half the temp dir's free "
+        "space up to 16G; anywhere on the line)",
+    )
     return parser
 
 
@@ -55,11 +64,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_debug(argv: list[str]) -> tuple[list[str], bool]:
-    """ARGV without its ``--debug`` flags (anywhere before a ``--``), and whether one was there."""
+def split_globals(argv: list[str]) -> tuple[list[str], bool, str | None]:
+    """ARGV without the global options ``--debug`` and ``--max-spool SIZE`` / ``--max-spool=SIZE``
+    (anywhere before a ``--``): (the rest, whether --debug was there, the last SIZE or None).
+    UsageError when --max-spool has no SIZE."""
     end = argv.index("--") if "--" in argv else len(argv)
-    kept = [a for a in argv[:end] if a != "--debug"] + argv[end:]
-    return kept, len(kept) != len(argv)
+    kept: list[str] = []
+    debug, spool = False, None
+    i = 0
+    while i < end:
+        token = argv[i]
+        if token == "--debug":
+            debug = True
+        elif token == "--max-spool":
+            if i + 1 >= end:
+                raise UsageError("--max-spool needs a SIZE (512M, 4G, bytes)")
+            spool = argv[i + 1]
+            i += 1
+        elif token.startswith("--max-spool="):
+            spool = token.split("=", 1)[1]
+        else:
+            kept.append(token)
+        i += 1
+    return kept + argv[end:], debug, spool
+
+
+def split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """ARGV without its global options (split_globals), and whether ``--debug`` was among them."""
+    rest, debug, _ = split_globals(argv)
+    return rest, debug
+
+
+def apply_max_spool(size: str | None) -> None:
+    """Give SIZE (``--max-spool``) to pensieve.evidence.spool as the spool budget; UsageError
+    when it is not a size.  None leaves the budget as it is (PENSIEVE_MAX_SPOOL, else default)."""
+    if size is None:
+        return
+    from pensieve.evidence import spool
+
+    try:
+        spool.set_budget(spool.parse_size(size))
+    except ValueError as exc:
+        raise UsageError(f"--max-spool: {exc}") from None
 
 
 def _warn(problems: list) -> None:
@@ -83,7 +129,12 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Entry point; returns (and, as a console script, exits with) the documented exit code.
     PARSER (default: build_parser()) lets one command group run alone (``commands.mem.main``)."""
-    args, debug = split_debug(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args, debug, spool_size = split_globals(list(sys.argv[1:] if argv is None else argv))
+        apply_max_spool(spool_size)
+    except UsageError as exc:
+        err(f"pensieve: error: {exc}")
+        return EXIT_USAGE
     parser = parser or build_parser()
     try:
         opts = parser.parse_args(args)

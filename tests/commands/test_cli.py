@@ -9,6 +9,7 @@ import importlib
 import io
 import os
 import pkgutil
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -296,3 +297,155 @@ def test_hostile_names_reach_no_terminal_raw_and_json_stays_utf8(overlay2_root, 
     hit = [e for e in entries if "path_b64" in e]
     assert len(hit) == 1 and base64.b64decode(hit[0]["path_b64"]) == b"/root/" + evil
     shutil.rmtree(root)
+
+
+# ---- tables for people, global options, verify --export-layer -------------------------------------
+
+
+def _cells(table: str) -> list[list[str]]:
+    """The body cells of a rich table, row by row."""
+    return [
+        [c.strip() for c in line.strip("│").split("│")] for line in table.splitlines() if line.startswith("│")
+    ]
+
+
+@pytest.mark.parametrize("width", ["80", "120"])
+def test_tables_keep_ids_paths_and_times_whole_at_any_width(overlay2_root, monkeypatch, width):
+    import json
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("COLUMNS", width)
+    _, doc, _ = run_cli("containers", overlay2_root, "--json")
+    ids = {c["id"][:12] for c in json.loads(doc)}
+    code, table, _ = run_cli("containers", overlay2_root)
+    assert code in (0, 5)
+    rows = _cells(table)
+    assert {r[0] for r in rows} == ids  # one line a container, its short id whole
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", r[4]) for r in rows)
+    _, doc, _ = run_cli("fs", overlay2_root, "c-modified", "ls", "-R", "/etc", "--json")
+    entries = json.loads(doc)
+    code, table, _ = run_cli("fs", overlay2_root, "c-modified", "ls", "-R", "-l", "/etc")
+    rows = _cells(table)
+    assert len(rows) == len(entries)  # nothing wrapped onto a second line
+    for row, e in zip(rows, entries, strict=True):
+        assert row[5] == e["path"] + (f" -> {e['link_target']}" if e["link_target"] else "")
+        assert row[6] == f"{e['layer_role']}:{(e['layer'] or '')[:12]}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[4])
+
+
+def test_no_trunc_shows_whole_ids_and_machine_output_is_unchanged(overlay2_root, monkeypatch):
+    import json
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("COLUMNS", "400")
+    _, doc, _ = run_cli("containers", overlay2_root, "--json")
+    ids = [c["id"] for c in json.loads(doc)]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", i) for i in ids)
+    _, short, _ = run_cli("containers", overlay2_root)
+    _, full, _ = run_cli("containers", overlay2_root, "--no-trunc")
+    assert not any(i in short for i in ids) and all(i[:12] in short for i in ids)
+    assert {r[0] for r in _cells(full)} == set(ids)
+    for fmt in ("--json", "--jsonl", "--csv"):
+        assert run_cli("containers", overlay2_root, fmt) == run_cli(
+            "containers", overlay2_root, fmt, "--no-trunc"
+        )
+
+
+def test_an_always_empty_column_is_left_out(overlay2_root, monkeypatch):
+    import json
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("COLUMNS", "300")
+    _, doc, _ = run_cli("containers", overlay2_root, "--json")
+    problems = any(c["problems"] for c in json.loads(doc))
+    _, table, _ = run_cli("containers", overlay2_root)
+    assert ("PROBLEMS" in table) == problems and "CONTAINER" in table
+
+
+def test_split_globals_takes_max_spool_and_debug_anywhere():
+    assert cli.split_globals(["images", "--max-spool", "1k", "SRC", "--debug"]) == (
+        ["images", "SRC"],
+        True,
+        "1k",
+    )
+    assert cli.split_globals(["--max-spool=2M", "fs", "x"]) == (["fs", "x"], False, "2M")
+    assert cli.split_globals(["fs", "--", "--max-spool", "1"]) == (
+        ["fs", "--", "--max-spool", "1"],
+        False,
+        None,
+    )
+    with pytest.raises(cli.UsageError):
+        cli.split_globals(["images", "--max-spool"])
+
+
+def test_max_spool_bad_size_is_a_usage_error(capsys):
+    assert cli.main(["--max-spool", "12Q", "roots", "/nonexistent"]) == 2
+    assert "--max-spool" in capsys.readouterr().err
+    assert cli.main(["roots", "/nonexistent", "--max-spool"]) == 2
+    assert "--max-spool" in cli.build_parser().format_help()
+
+
+@pytest.mark.parametrize("where", ["before", "after", "equals"])
+def test_a_tiny_max_spool_makes_a_compressed_layer_a_problem(arx, where):
+    from conftest import run_cli
+
+    from pensieve.evidence import spool
+
+    src = arx / "oci-zstd.tar"
+    argv = {
+        "before": ["--max-spool", "1k", "images", src, "--json"],
+        "after": ["images", src, "--json", "--max-spool", "1k"],
+        "equals": ["images", "--max-spool=1K", src, "--json"],
+    }[where]
+    try:
+        code, out, err = run_cli(*argv)
+        assert spool.budget() == 1024
+    finally:
+        spool.set_budget(None)
+    assert code == 5, err
+    assert "too large to spool" in err and "budget 1024 bytes" in err
+    assert "pensieve/aapp:1" in out  # the rest of the evidence is read
+    # (not rerun here without the budget: an in-process run holds its spools until collected,
+    # and tests/evidence/test_spool.py counts what the process holds)
+
+
+def _first_chain(src) -> str:
+    import json
+
+    from conftest import run_cli
+
+    code, doc, _ = run_cli("verify", src, "--json")
+    assert code == 0
+    return json.loads(doc)[0]["chain_id"]
+
+
+def test_verify_export_layer_goes_through_the_sink(arx, tmp_path):
+    import hashlib
+    import json
+
+    from conftest import run_cli
+
+    src = arx / "save.tar"
+    chain = _first_chain(src)
+    dest = tmp_path / "out" / "layer.tar"
+    code, _, err = run_cli("verify", src, "--export-layer", chain, "--to", dest)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "layer.tar.manifest.json").read_text())
+    (entry,) = manifest["files"]
+    data = dest.read_bytes()
+    assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["chain_id"] == chain and manifest["status"] == "ok"
+    assert (
+        "sha256:" + hashlib.sha256(data).hexdigest()
+        == json.loads(run_cli("verify", src, "--json")[1])[0]["diff_id"]
+    )
+    # never over an existing file, never into the evidence
+    code, _, err = run_cli("verify", src, "--export-layer", chain, "--to", dest)
+    assert code == 2 and "overwrite" in err and dest.read_bytes() == data
+    before = sorted(p.name for p in arx.iterdir())
+    code, _, err = run_cli("verify", src, "--export-layer", chain, "--to", arx / "layer.tar")
+    assert code == 2 and "evidence" in err
+    assert sorted(p.name for p in arx.iterdir()) == before

@@ -4,6 +4,7 @@ view's func called as the CLI would, and the exit codes through cli.main."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import tarfile
@@ -34,6 +35,18 @@ def docker_root(tmp_path_factory) -> Path:
     with tarfile.open(CX / "docker-root.tar.gz") as tf:
         tf.extractall(root, filter="data")
     return root
+
+
+@pytest.fixture(scope="module")
+def make_chain():
+    """``make_chain(dumps, dest)`` of tests/formats/test_criu.py (an incremental checkpoint whose
+    parent holds the unchanged pages), loaded from its file: this module runs alone too."""
+    path = Path(__file__).resolve().parent.parent / "formats" / "test_criu.py"
+    spec = importlib.util.spec_from_file_location("criu_test_helpers", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_chain
 
 
 def parser() -> argparse.ArgumentParser:
@@ -167,7 +180,7 @@ def test_search_yara_dump(capsys, dumps, tmp_path):
     assert problems == []
 
 
-def test_exit_codes(main, dumps, tmp_path, capsys, docker_root):
+def test_exit_codes(main, dumps, tmp_path, capsys, docker_root, make_chain):
     assert main(["mem", "ps", str(dumps / "after")]) == 0
     # unusable source: 3, with a clear message
     assert main(["mem", "ps", str(tmp_path / "missing")]) == 3
@@ -194,8 +207,6 @@ def test_exit_codes(main, dumps, tmp_path, capsys, docker_root):
     assert main(["mem", "changes", str(dumps / "after")]) == 2
     assert main(["mem", "nope"]) == 2
     # warnings: 5 (a parent chain whose parent is gone)
-    from test_criu import make_chain
-
     chain = make_chain(dumps, tmp_path / "chain")
     (chain / "parent").unlink()
     capsys.readouterr()

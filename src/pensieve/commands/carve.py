@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from pensieve.commands.common import EPILOG, UsageError
-from pensieve.commands.common import add_output as _add_output
+from pensieve.commands.common import UsageError, add_output, described_parser, full_ids
+from pensieve.output import columns
 
 
 def _size(n: float) -> str:
@@ -39,26 +39,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-def _where(f) -> str:
-    if f.path:
-        return f.path + (f" (inode {f.inode})" if f.inode else "")
-    return "unattributed"
-
-
-COLUMNS = [
-    ("offset", lambda f: f.offset),
-    ("length", lambda f: f.length),
-    ("type", lambda f: f.type + (f" ({f.validation['subtype']})" if f.validation.get("subtype") else "")),
-    ("confidence", lambda f: f.confidence),
-    ("sha256", lambda f: f.sha256[:16]),
-    ("owner", _where),
-    ("container", lambda f: (f.container or "")[:12]),
-    ("note", lambda f: f.validation.get("failed", "")),
-    ("duplicate of", lambda f: f.duplicate_of or ""),
-    ("output", lambda f: f.output or ""),
-]
 
 
 def cmd_carve(o):
@@ -90,7 +70,12 @@ def cmd_carve(o):
                 filesystems=filesystems,
                 progress=lambda done, total: update(done, total=total),
             )
-            emit(carver.run(), o.fmt, COLUMNS, title=f"carved from {carver.summary.image}")
+            emit(
+                carver.run(),
+                o.fmt,
+                columns.carved_files(full_ids(o)),
+                title=f"carved from {carver.summary.image}",
+            )
         s = carver.summary
         if o.fmt == "table":
             by_type = ", ".join(f"{n} {t}" for t, n in sorted(s.carved.items())) or "nothing"
@@ -108,13 +93,12 @@ def cmd_carve(o):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``carve`` to the CLI's sub-parsers; returns its parser."""
-    p = subparsers.add_parser(
+    p = described_parser(
+        subparsers,
         "carve",
-        help="carve deleted files (ELF, scripts, gzip, zip/jar, tar, PDF, JPEG, PNG, SQLite, JSON, logs) "
+        "carve deleted files (ELF, scripts, gzip, zip/jar, tar, PDF, JPEG, PNG, SQLite, JSON, logs) "
         "out of a disk image's unallocated space",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
     )
     p.add_argument(
         "source", metavar="SOURCE", help="a disk image (disk.img, disk.img@N, disk.E01 ...) or a file"
@@ -135,6 +119,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-duplicates", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
-    _add_output(p)
+    add_output(p)
     p.set_defaults(func=cmd_carve)
     return p

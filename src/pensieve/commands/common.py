@@ -17,15 +17,17 @@ from pensieve.errors import UsageError
 __all__ = [
     "EPILOG",
     "SOURCE",
+    "Commands",
     "UsageError",
     "add_commands",
     "add_output",
     "arg",
+    "described_parser",
     "err",
+    "full_ids",
     "is_archive",
     "open_host",
     "refuse_inside_evidence",
-    "when",
     "registrar",
     "short",
 ]
@@ -55,13 +57,34 @@ SOURCE = arg(
 
 
 def add_output(p: argparse.ArgumentParser) -> None:
-    """--json / --jsonl / --csv / --format: the formats of pensieve.output.render."""
+    """--json / --jsonl / --csv / --format: the formats of pensieve.output.render; --no-trunc
+    for whole ids in tables (machine formats always have them whole)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON document")
     g.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object a line")
     g.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="CSV with a header row")
     g.add_argument("--format", dest="fmt", choices=["table", "json", "jsonl", "csv"], help="output format")
+    p.add_argument(
+        "--no-trunc", action="store_true", help="whole ids and digests in tables (default: 12 hex digits)"
+    )
     p.set_defaults(fmt="table")
+
+
+def full_ids(opts: argparse.Namespace) -> bool:
+    """Whether --no-trunc was given (a command without output options has none)."""
+    return bool(getattr(opts, "no_trunc", False))
+
+
+def described_parser(subparsers, name: str, help_text: str, doc: str | None) -> argparse.ArgumentParser:
+    """A sub-parser NAME whose description is the module docstring DOC without its first
+    paragraph, laid out as written, with the exit codes as epilog (``mem``, ``recover``, ``carve``)."""
+    return subparsers.add_parser(
+        name,
+        help=help_text,
+        description=(doc or "").split("\n\n", 1)[1].strip(),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def registrar(specs: list[Spec]) -> Callable[..., Callable[[Callable], Callable]]:
@@ -76,6 +99,19 @@ def registrar(specs: list[Spec]) -> Callable[..., Callable[[Callable], Callable]
         return register
 
     return command
+
+
+class Commands:
+    """The commands of one module, in order: ``@commands.command(name, help, *args)`` registers
+    one, ``commands.add_parser(subparsers)`` adds them all to the CLI's sub-parsers."""
+
+    def __init__(self) -> None:
+        self.specs: list[Spec] = []
+        self.command = registrar(self.specs)
+
+    def add_parser(self, subparsers) -> None:
+        """Add these commands to SUBPARSERS, in order."""
+        add_commands(subparsers, self.specs)
 
 
 def add_commands(subparsers, specs: list[Spec]) -> None:
@@ -106,22 +142,10 @@ def err(text: str, code: str = "31") -> None:
 
 
 def short(value: str | None, n: int = 12) -> str:
-    """The first N hex digits of an id, without its ``sha256:`` prefix."""
-    if not value:
-        return ""
-    return value.split(":", 1)[-1][:n]
+    """The first N hex digits of an id, without its ``sha256:`` prefix (as Docker prints it)."""
+    from pensieve.output.columns import short_id
 
-
-def when(t: int | str | None) -> str:
-    """A record time (int ns; a string from a reader not yet converted) to the second, RFC 3339."""
-    from pensieve.times import iso_ns
-
-    return ((iso_ns(t) if isinstance(t, int) else t) or "")[:19]
-
-
-def iso(t: int | None) -> str:
-    """Nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC), "" for None."""
-    return when(t).replace("T", " ")
+    return short_id(value, n)
 
 
 def open_host(source: str):

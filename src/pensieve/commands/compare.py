@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from pensieve.commands.common import (
-    Spec,
-    UsageError,
-    add_commands,
-    arg,
-    err,
-    open_host,
-    registrar,
-    short,
-)
+from pensieve.commands.common import Commands, UsageError, arg, err, full_ids, open_host, short
+from pensieve.output import columns
 
-COMMANDS: list[Spec] = []
-command = registrar(COMMANDS)
+COMMANDS = Commands()
+command = COMMANDS.command
+add_parser = COMMANDS.add_parser
 
 
 @command(
@@ -116,16 +109,7 @@ def cmd_compare(o):
         emit(
             c.layers,
             "table",
-            [
-                (
-                    "LAYER",
-                    lambda m: {"shared": "shared", "only-a": "only in A", "only-b": "only in B"}[m.status],
-                ),
-                ("DIFF ID", lambda m: short(m.diff_id)),
-                ("A", lambda m: "" if m.index_a is None else f"#{m.index_a} {short(m.layer_a)}"),
-                ("B", lambda m: "" if m.index_b is None else f"#{m.index_b} {short(m.layer_b)}"),
-                ("CREATED BY", lambda m: (m.created_by or "")[:60]),
-            ],
+            columns.layer_matches(full_ids(o)),
             title=(
                 f"A {name_a} ({short(c.image_a)}) vs B {name_b} ({short(c.image_b)}), matched by "
                 f"{c.matched_by}{', same image id' if c.same_id else ''}: {shared} shared layers"
@@ -135,13 +119,7 @@ def cmd_compare(o):
             emit(
                 c.files,
                 "table",
-                [
-                    ("CHANGE", lambda f: f.change),
-                    ("PATH", lambda f: f.path),
-                    ("WHAT", lambda f: f.what),
-                    ("A", lambda f: _side(f.a)),
-                    ("B", lambda f: _side(f.b)),
-                ],
+                columns.file_differences(full_ids(o)),
                 title=f"{len(c.files)} entries differ" + (f" under {o.top}" if o.top != "/" else ""),
             )
     for label, rest in (("A", rest_a), ("B", rest_b)):
@@ -149,22 +127,3 @@ def cmd_compare(o):
         if tagged:
             err(f"only in {label}: " + ", ".join(i.tags[0] for i in tagged), "33")
     return problems
-
-
-def _side(d) -> str:
-    if not d:
-        return ""
-    bits = [d["type"], d["mode"] or "", f"{d['uid']}:{d['gid']}"]
-    if d.get("size") is not None:
-        bits.append(str(d["size"]))
-    if d.get("sha256"):
-        bits.append(d["sha256"][:12])
-    if d.get("link_target"):
-        bits.append("-> " + d["link_target"])
-    bits.append("layer " + short(d.get("diff_id") or d.get("layer")))
-    return " ".join(bits)
-
-
-def add_parser(subparsers) -> None:
-    """Add this module's commands to the CLI's sub-parsers."""
-    add_commands(subparsers, COMMANDS)

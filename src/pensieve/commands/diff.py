@@ -7,23 +7,15 @@ from __future__ import annotations
 import os
 import sys
 
-from pensieve.commands.common import (
-    SOURCE,
-    Spec,
-    add_commands,
-    arg,
-    err,
-    open_host,
-    refuse_inside_evidence,
-    registrar,
-    when,
-)
+from pensieve.commands.common import SOURCE, Commands, arg, err, full_ids, open_host, refuse_inside_evidence
+from pensieve.output import columns
 from pensieve.output.sink import refuse_evidence
 from pensieve.output.text import printable
 from pensieve.records import Change
 
-COMMANDS: list[Spec] = []
-command = registrar(COMMANDS)
+COMMANDS = Commands()
+command = COMMANDS.command
+add_parser = COMMANDS.add_parser
 
 
 _ENGINE_OPS = {"added": "A", "modified": "C", "deleted": "D"}
@@ -64,16 +56,7 @@ def cmd_diff(o):
         emit(
             changes,
             o.fmt,
-            [
-                ("CHANGE", lambda c: c.change if c.engine_reports else c.change + "*"),
-                ("TYPE", lambda c: c.type),
-                ("PATH", lambda c: c.path),
-                ("WHAT", lambda c: c.what_changed),
-                ("SIZE", lambda c: c.size),
-                ("MODE", lambda c: c.mode),
-                ("MTIME", lambda c: when(c.mtime)),
-                ("SHA256", lambda c: (c.sha256 or "")[:16]),
-            ],
+            columns.changes(full_ids(o)),
             title="* = not listed by `docker diff`",
             record_type=Change,
         )
@@ -107,8 +90,3 @@ def cmd_whence(o):
             path = mapped
     emit_one(api.whence(host, path), o.fmt)
     return host.problems
-
-
-def add_parser(subparsers) -> None:
-    """Add this module's commands to the CLI's sub-parsers."""
-    add_commands(subparsers, COMMANDS)

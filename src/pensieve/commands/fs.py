@@ -6,38 +6,20 @@ import sys
 
 from pensieve.commands.common import (
     EPILOG,
-    Spec,
+    Commands,
     UsageError,
-    add_commands,
     arg,
     err,
-    iso,
+    full_ids,
     open_host,
     refuse_inside_evidence,
-    registrar,
-    short,
 )
 from pensieve.errors import NotFound
+from pensieve.output import columns
 from pensieve.records import FileEntry
 
-COMMANDS: list[Spec] = []
-command = registrar(COMMANDS)
-
-
-def _fs_columns(long: bool):
-    cols = [
-        ("TYPE", lambda e: e.type),
-        ("MODE", lambda e: oct(e.mode & 0o7777) if e.mode is not None else ""),
-        ("UID:GID", lambda e: f"{e.uid}:{e.gid}"),
-        ("SIZE", lambda e: e.size),
-        ("MTIME", lambda e: iso(e.mtime)),
-        ("PATH", lambda e: e.path + (f" -> {e.link_target}" if e.link_target else "")),
-        ("LAYER", lambda e: f"{e.layer_role}:{short(e.layer)}"),
-    ]
-    if long:
-        cols.append(("CREATED BY", lambda e: (e.created_by or "")[:50]))
-        cols.append(("SHADOWS", lambda e: [short(s) for s in e.shadows]))
-    return cols
+COMMANDS = Commands()
+command = COMMANDS.command
 
 
 def _view(o):
@@ -70,7 +52,7 @@ def cmd_fs_ls(o):
             entries = (v.stat(posixpath.join(r.path, n)) for n in v.listdir(r.path))
         else:
             entries = iter([v.entry(r)])
-    emit(entries, o.fmt, _fs_columns(o.long), record_type=FileEntry)
+    emit(entries, o.fmt, columns.file_entries(full_ids(o), long=o.long), record_type=FileEntry)
     return host.problems
 
 
@@ -156,8 +138,7 @@ def cmd_fs_find(o):
                         e.sha256 = sha256_stream(fh)
                 yield e
 
-    cols = _fs_columns(False) + ([("SHA256", lambda e: e.sha256)] if o.do_hash else [])
-    emit(rows(), o.fmt, cols, record_type=FileEntry)
+    emit(rows(), o.fmt, columns.file_entries(full_ids(o), sha256=o.do_hash), record_type=FileEntry)
     return host.problems
 
 
@@ -198,4 +179,4 @@ def add_parser(subparsers) -> None:
     )
     fs.add_argument("source", metavar="SOURCE")
     fs.add_argument("target", metavar="TARGET")
-    add_commands(fs.add_subparsers(dest="fs_command", metavar="ACTION", required=True), COMMANDS)
+    COMMANDS.add_parser(fs.add_subparsers(dest="fs_command", metavar="ACTION", required=True))

@@ -25,17 +25,13 @@ import functools
 import os
 import sys
 
-from pensieve.commands.common import EPILOG, UsageError
-from pensieve.commands.common import add_output as _add_output
+from pensieve.commands.common import EPILOG, UsageError, add_output, described_parser
+from pensieve.output import columns
 
 SOURCE_HELP = (
     "a CRIU image directory, a checkpoint archive (Podman/CRI-O/containerd, tar[.gz|.zst]), "
     "or a Docker data root / host root with --container and --checkpoint"
 )
-
-
-def _hex(n: int | None) -> str:
-    return "" if n is None else f"{n:#x}"
 
 
 # ---- plumbing -----------------------------------------------------------------------------------
@@ -156,29 +152,20 @@ def cmd_ps(o):
     """Every task of the checkpoint: pid, parent, state (zombies with their exit code), credentials,
     command line and environment as the process's memory held them at dump time."""
     from pensieve.memory import views as memory
+
+    return _task_view(o, memory.processes, columns.processes(), task_problems=True)
+
+
+def _task_view(o, read, spec, pids_of=lambda r: (r.pid,), task_problems: bool = False) -> list:
+    """The records READ(checkpoint) gives, limited by --pid (PIDS_OF: the pids of one), as a
+    table of SPEC (or a machine format); the source's problems (and, with TASK_PROBLEMS, each
+    record's own, by pid)."""
     from pensieve.output.render import emit
 
     with _open(o) as src:
-        procs = memory.processes(src.checkpoint)
-        procs = _select(o, procs)
-        emit(
-            procs,
-            o.fmt,
-            [
-                ("PID", lambda p: p.pid),
-                ("PPID", lambda p: p.ppid),
-                ("STATE", lambda p: p.state + (f" ({p.exit_code})" if p.exit_code is not None else "")),
-                (
-                    "UID",
-                    lambda p: "" if p.uid is None else f"{p.uid}" + (f"/{p.euid}" if p.euid != p.uid else ""),
-                ),
-                ("COMM", lambda p: p.comm),
-                ("EXE", lambda p: p.exe),
-                ("CMDLINE", lambda p: " ".join(p.cmdline or [])[:120]),
-            ],
-            title=_title(src),
-        )
-        return _problems(src, procs)
+        items = _select(o, read(src.checkpoint), pids_of)
+        emit(items, o.fmt, spec, title=_title(src))
+        return _problems(src, items if task_problems else ())
 
 
 def _title(src) -> str:
@@ -197,35 +184,8 @@ def cmd_files(o):
     with position and flags, deleted-but-open files (content kept in the checkpoint), pipes with
     unread data, sockets, eventfds, ttys."""
     from pensieve.memory import views as memory
-    from pensieve.output.render import emit
 
-    with _open(o) as src:
-        files = memory.files(src.checkpoint)
-        files = _select(o, files)
-        emit(
-            files,
-            o.fmt,
-            [
-                ("PID", lambda f: f.pid),
-                ("FD", lambda f: f.type if f.fd is None else f.fd),
-                ("TYPE", lambda f: f.type),
-                ("TARGET", lambda f: f.target),
-                ("POS", lambda f: f.pos),
-                ("FLAGS", lambda f: "" if f.flags is None else oct(f.flags)),
-                ("NOTE", _file_note),
-            ],
-            title=_title(src),
-        )
-        return _problems(src)
-
-
-def _file_note(f) -> str:
-    notes = []
-    if f.deleted:
-        notes.append("deleted" + (f", {len(f.content)} bytes kept" if f.content is not None else ""))
-    if f.queued:
-        notes.append(f"{len(f.queued)} bytes unread")
-    return "; ".join(notes)
+    return _task_view(o, memory.files, columns.open_files())
 
 
 @_guard
@@ -233,39 +193,8 @@ def cmd_sockets(o):
     """Every socket with the tasks holding it: TCP/UDP endpoints and states, unix paths and peers,
     and the unread / unsent queues CRIU saved."""
     from pensieve.memory import views as memory
-    from pensieve.output.render import emit
 
-    with _open(o) as src:
-        socks = memory.sockets(src.checkpoint)
-        socks = _select(o, socks, lambda s: s.pids)
-        emit(
-            socks,
-            o.fmt,
-            [
-                ("PROTO", lambda s: s.proto or s.family),
-                ("TYPE", lambda s: s.type),
-                ("STATE", lambda s: s.state),
-                ("LOCAL", lambda s: _endpoint(s.src, s.src_port)),
-                (
-                    "PEER",
-                    lambda s: _endpoint(s.dst, s.dst_port) or (f"ino {s.peer_ino}" if s.peer_ino else ""),
-                ),
-                ("RECV-Q", lambda s: s.recv_queue),
-                ("SEND-Q", lambda s: s.send_queue),
-                ("PIDS", lambda s: s.pids),
-                ("FDS", lambda s: s.fds),
-            ],
-            title=_title(src),
-        )
-        return _problems(src)
-
-
-def _endpoint(addr, port) -> str:
-    if addr is None and not port:
-        return ""
-    if port is None:
-        return addr or ""
-    return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
+    return _task_view(o, memory.sockets, columns.sockets(), pids_of=lambda s: s.pids)
 
 
 @_guard
@@ -273,28 +202,8 @@ def cmd_maps(o):
     """Memory mappings of every task (like /proc/PID/maps) with how many of their pages the
     checkpoint holds: present, in a parent checkpoint, lazy (not in the evidence)."""
     from pensieve.memory import views as memory
-    from pensieve.output.render import emit
 
-    with _open(o) as src:
-        maps = memory.maps(src.checkpoint)
-        maps = _select(o, maps)
-        emit(
-            maps,
-            o.fmt,
-            [
-                ("PID", lambda m: m.pid),
-                ("START", lambda m: _hex(m.start)),
-                ("END", lambda m: _hex(m.end)),
-                ("PERMS", lambda m: m.perms),
-                ("OFFSET", lambda m: _hex(m.offset)),
-                ("PATH", lambda m: m.path),
-                ("PRESENT", lambda m: m.pages_present),
-                ("PARENT", lambda m: m.pages_parent),
-                ("LAZY", lambda m: m.pages_lazy),
-            ],
-            title=_title(src),
-        )
-        return _problems(src)
+    return _task_view(o, memory.maps, columns.memory_maps())
 
 
 def _strings_view(o, what: str):
@@ -307,19 +216,9 @@ def _strings_view(o, what: str):
         rows = [{"pid": p.pid, "comm": p.comm, what: getattr(p, what)} for p in procs]
         if o.fmt == "table" and what == "environ":
             flat = [(r["pid"], r["comm"], v) for r in rows for v in (r["environ"] or [])]
-            emit(
-                flat, o.fmt, [("PID", lambda r: r[0]), ("COMM", lambda r: r[1]), ("VARIABLE", lambda r: r[2])]
-            )
+            emit(flat, o.fmt, columns.environment())
         else:
-            emit(
-                rows,
-                o.fmt,
-                [
-                    ("PID", lambda r: r["pid"]),
-                    ("COMM", lambda r: r["comm"]),
-                    ("CMDLINE", lambda r: r["cmdline"]),
-                ],
-            )
+            emit(rows, o.fmt, columns.command_lines())
         return _problems(src, procs)
 
 
@@ -350,15 +249,7 @@ def cmd_changes(o):
         emit(
             src.changes(),
             o.fmt,
-            [
-                ("CHANGE", lambda c: c.change),
-                ("TYPE", lambda c: c.type),
-                ("PATH", lambda c: c.path),
-                ("SIZE", lambda c: c.size),
-                ("MODE", lambda c: c.mode),
-                ("MTIME", lambda c: (c.mtime or "")[:19]),
-                ("SHA256", lambda c: (c.sha256 or "")[:16]),
-            ],
+            columns.changes(engine=False),
             title=_title(src),
         )
         return _problems(src)
@@ -396,17 +287,7 @@ def cmd_dump(o):
         emit(
             regions,
             o.fmt,
-            [
-                ("START", lambda r: _hex(r.start)),
-                ("END", lambda r: _hex(r.end)),
-                ("PERMS", lambda r: r.perms),
-                ("MAPPING", lambda r: r.mapping),
-                ("PRESENT", lambda r: r.present_pages),
-                ("PARENT", lambda r: r.parent_pages),
-                ("LAZY", lambda r: r.lazy_pages),
-                ("MISSING", lambda r: r.missing_pages),
-                ("FILE", lambda r: os.path.basename(r.file)),
-            ],
+            columns.dumped_regions(),
             title=f"pid {o.pid} -> {o.out}",
         )
         problems = _problems(src)
@@ -425,18 +306,6 @@ def cmd_dump(o):
                 )
             )
         return problems
-
-
-def _hit_columns():
-    return [
-        ("PID", lambda h: h.pid),
-        ("COMM", lambda h: h.comm),
-        ("ADDRESS", lambda h: _hex(h.address)),
-        ("MAPPING", lambda h: h.mapping),
-        ("PERMS", lambda h: h.perms),
-        ("MATCH", lambda h: h.pattern),
-        ("CONTEXT", lambda h: h.context),
-    ]
 
 
 @_guard
@@ -460,7 +329,7 @@ def cmd_search(o):
         if o.fmt in ("json", "jsonl"):
             _emit_hits_json(hits, o.fmt)
         else:
-            emit(hits, o.fmt, _hit_columns(), title=_title(src))
+            emit(hits, o.fmt, columns.memory_hits(), title=_title(src))
         return _problems(src)
 
 
@@ -557,9 +426,7 @@ def cmd_yara(o):
         raise
     with _open(o) as src:
         hits = memscan.yara_scan(src.checkpoint, rules, _pids(o), context=o.context)
-        cols = _hit_columns()
-        cols.insert(5, ("RULE", lambda h: h.rule))
-        emit(hits, o.fmt, cols, title=_title(src))
+        emit(hits, o.fmt, columns.memory_hits(yara=True), title=_title(src))
         return _problems(src)
 
 
@@ -599,13 +466,7 @@ def cmd_diff(o):
         emit(
             changes,
             o.fmt,
-            [
-                ("KIND", lambda c: c.kind),
-                ("CHANGE", lambda c: c.change),
-                ("PID", lambda c: c.pid),
-                ("SUBJECT", lambda c: c.subject),
-                ("FIELDS", lambda c: c.fields),
-            ],
+            columns.memory_changes(),
             title=f"{_title(a)} -> {_title(b)}",
         )
         return _problems(a) + _problems(b)
@@ -616,12 +477,11 @@ def cmd_diff(o):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``mem`` and its views to the CLI's sub-parsers; returns the ``mem`` parser."""
-    mem = subparsers.add_parser(
+    mem = described_parser(
+        subparsers,
         "mem",
-        help="processes, files, sockets and memory of CRIU checkpoints (Docker, Podman, CRI-O, criu)",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "processes, files, sockets and memory of CRIU checkpoints (Docker, Podman, CRI-O, criu)",
+        __doc__,
     )
     views = mem.add_subparsers(dest="mem_view", metavar="VIEW", required=True)
 
@@ -630,7 +490,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             name, help=help_text, description=(fn.__doc__ or help_text).strip(), epilog=EPILOG
         )
         _add_source(p, nargs)
-        _add_output(p)
+        add_output(p)
         p.set_defaults(func=fn)
         return p
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 
-from pensieve.commands.common import EPILOG
-from pensieve.commands.common import add_output as _add_output
+from pensieve.commands.common import add_output, described_parser, full_ids
+from pensieve.output import columns
 
 
 def cmd_recover(o):
@@ -36,7 +36,6 @@ def cmd_recover(o):
     from pensieve.evidence import open_evidence
     from pensieve.output.progress import progress
     from pensieve.output.render import emit
-    from pensieve.times import iso_ns
 
     evidence = open_evidence(o.source)
     try:
@@ -50,19 +49,7 @@ def cmd_recover(o):
         emit(
             report.files,
             o.fmt,
-            [
-                ("PATH", lambda f: f.path),
-                ("INODE", lambda f: f.inode),
-                ("TYPE", lambda f: f.type),
-                ("SIZE", lambda f: "?" if f.size is None else f.size),
-                ("RECOVERED", lambda f: f.bytes_recovered),
-                ("CONFIDENCE", lambda f: f.confidence),
-                ("METHOD", lambda f: f.method),
-                ("DELETED", lambda f: (iso_ns(f.dtime) or "")[:19].replace("T", " ")),
-                ("CONTAINER", lambda f: f.container_name or (f.container or "")[:12]),
-                ("IN CONTAINER", lambda f: f.container_path or ""),
-                ("SHA256", lambda f: (f.sha256 or "")[:16]),
-            ],
+            columns.recovered_files(full_ids(o)),
             title=f"deleted files recovered from {evidence.description}",
         )
         return list(evidence.problems) + report.problems
@@ -72,18 +59,17 @@ def cmd_recover(o):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``recover`` to the CLI's sub-parsers; returns its parser."""
-    p = subparsers.add_parser(
+    p = described_parser(
+        subparsers,
         "recover",
-        help="deleted files of an ext4 disk image from the jbd2 journal and orphan inodes, attributed",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "deleted files of an ext4 disk image from the jbd2 journal and orphan inodes, attributed",
+        __doc__,
     )
     p.add_argument(
         "source", metavar="SOURCE", help="a disk image (raw, split raw, E01, qcow2; img@N, img@offset=BYTES)"
     )
     p.add_argument("-o", "--out", metavar="DIR", help="write the recovered files here (outside the evidence)")
     p.add_argument("--all", action="store_true", help="also nameless inodes with nothing to read")
-    _add_output(p)
+    add_output(p)
     p.set_defaults(func=cmd_recover)
     return p

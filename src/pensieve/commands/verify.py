@@ -6,22 +6,23 @@ from __future__ import annotations
 
 from pensieve.commands.common import (
     SOURCE,
-    Spec,
+    Commands,
     UsageError,
-    add_commands,
     arg,
     err,
+    full_ids,
     is_archive,
     open_host,
     refuse_inside_evidence,
-    registrar,
     short,
 )
 from pensieve.errors import Tampered
+from pensieve.output import columns
 from pensieve.records import Finding
 
-COMMANDS: list[Spec] = []
-command = registrar(COMMANDS)
+COMMANDS = Commands()
+command = COMMANDS.command
+add_parser = COMMANDS.add_parser
 
 
 @command(
@@ -53,14 +54,9 @@ def cmd_verify(o):
     if o.export_layer:
         if not o.to:
             raise UsageError("--export-layer needs --to FILE")
-        refuse_inside_evidence(host, o.to)
         chain = o.export_layer if o.export_layer.startswith("sha256:") else "sha256:" + o.export_layer
         try:
-            with open(o.to, "wb") as fh:
-                if archive:
-                    v = archive_verify.export_layer(host, chain, fh.write)
-                else:
-                    v = integrity.rebuild_layer(host, chain, fh.write)
+            v = _export_layer(host, chain, o.to)
         except LookupError as exc:
             raise LookupFailed(str(exc)) from None
         err(f"layer {chain[7:19]}: {v.status}; {v.stream_size or 0} bytes written to {o.to}", "32")
@@ -78,23 +74,14 @@ def cmd_verify(o):
         emit(
             integrity.findings(layers, images),
             o.fmt,
-            [
-                ("SEVERITY", lambda f: f.severity),
-                ("TITLE", lambda f: f.title),
-                ("SUBJECT", lambda f: f.subject),
-            ],
+            columns.findings(),
             record_type=Finding,
         )
     elif o.show_images:
         emit(
             images,
             o.fmt,
-            [
-                ("STATUS", lambda i: i.status),
-                ("IMAGE ID", lambda i: short(i.id)),
-                ("TAGS", lambda i: i.tags),
-                ("PROBLEMS", lambda i: [f"{p.kind}: {p.detail}" for p in i.problems]),
-            ],
+            columns.image_verdicts(full_ids(o)),
             record_type=integrity.ImageVerdict,
         )
     elif o.verbose and o.fmt == "table":
@@ -102,31 +89,14 @@ def cmd_verify(o):
         emit(
             rows,
             o.fmt,
-            [
-                ("LAYER", lambda r: short(r[0].chain_id)),
-                ("STATUS", lambda r: r[0].status),
-                ("PATH", lambda r: r[1].path or "(layer)"),
-                ("KIND", lambda r: r[1].kind),
-                ("EXPECTED", lambda r: r[1].expected),
-                ("ACTUAL", lambda r: r[1].actual),
-            ],
+            columns.layer_problems(full_ids(o)),
             title=f"{len(layers)} layers, {sum(v.status == 'ok' for v in layers)} ok",
         )
     else:
         emit(
             layers,
             o.fmt,
-            [
-                ("STATUS", lambda v: v.status),
-                ("CHAIN ID", lambda v: short(v.chain_id)),
-                ("DIFF ID", lambda v: short(v.diff_id)),
-                ("ENTRIES", lambda v: v.entries),
-                ("MIB", lambda v: round((v.stream_size or 0) / 1048576, 1)),
-                ("PROBLEMS", lambda v: _kinds(v.problems)),
-                ("IMAGES", lambda v: _more(v.images)),
-                ("CONTAINERS", lambda v: _more(v.containers)),
-                ("REASON", lambda v: v.reason),
-            ],
+            columns.layer_verdicts(full_ids(o)),
             title=f"{len(layers)} layers, {sum(v.status == 'ok' for v in layers)} ok",
             record_type=integrity.LayerVerdict,
         )
@@ -139,17 +109,6 @@ def cmd_verify(o):
     return problems + _tampered_exit(tampered)
 
 
-def _kinds(problems) -> str:
-    counts: dict[str, int] = {}
-    for p in problems:
-        counts[p.kind] = counts.get(p.kind, 0) + 1
-    return ", ".join(f"{k} {n}" if n > 1 else k for k, n in counts.items())
-
-
-def _more(items: list[str]) -> str:
-    return "" if not items else items[0] + (f" +{len(items) - 1}" if len(items) > 1 else "")
-
-
 def _unverifiable(v):
     from pensieve.records import Problem
 
@@ -158,11 +117,29 @@ def _unverifiable(v):
     )
 
 
+def _export_layer(host, chain: str, dest: str):
+    """Write layer CHAIN's tar stream (host: rebuilt from its directory and tar-split; archive:
+    its blob, uncompressed) to the new file DEST through an OutputSink (never into the evidence,
+    never over a file; DEST.manifest.json holds its size and sha256); returns the layer verdict."""
+    from pensieve.images import verify_layers as integrity
+    from pensieve.output.sink import OutputSink
+
+    refuse_inside_evidence(host, dest)
+    if is_archive(host):
+        from pensieve.images.verify_archive import export_layer as write_layer
+    else:
+        write_layer = integrity.rebuild_layer
+    sink = OutputSink(dest, host.boundaries(), kind="file")
+    verdict = None
+    try:
+        with sink.create() as out:
+            verdict = write_layer(host, chain, out.write)
+    finally:
+        status = {"status": verdict.status} if verdict is not None else {"status": "not written"}
+        sink.close({"chain_id": chain, **status})
+    return verdict
+
+
 def _tampered_exit(tampered: bool) -> list:
     """The problems a verdict adds: a Tampered marker (exit 6) when something is tampered."""
     return [Tampered()] if tampered else []
-
-
-def add_parser(subparsers) -> None:
-    """Add this module's commands to the CLI's sub-parsers."""
-    add_commands(subparsers, COMMANDS)
