@@ -23,8 +23,9 @@ log wraps over them.  This module
    byte recovered; ``partial``: some; ``metadata-only``: none (or no mapping survived);
 6. attributes every path below a Docker data root with :func:`pensieve.filesystem.whence.whence`,
    and for a layer no container references any more (``docker rm``), looks for the container in
-   what was recovered too: the deleted ``layerdb/mounts/<id>/mount-id`` naming the layer, the
-   deleted ``containers/<id>/config.v2.json``, or the layer's deleted ``lower`` chain.
+   what was recovered too: the engine's own deleted bookkeeping files naming the layer's
+   container, its config, or the layers below it
+   (:mod:`pensieve.engines.docker.drivers.remnants` knows where they live and what they say).
 
 The image is only ever read (``pread`` through the evidence's image object); memory holds tags,
 names and inode versions, never the journal or a file: content is streamed in 1 MiB runs.
@@ -34,14 +35,27 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import os
 import posixpath
 import re
 import stat as statmod
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from pensieve.engines.docker.drivers import (
+    DEFAULT_DATA_ROOT,
+    LAYER_REMNANT,
+    RemovedContainers,
+    link_names,
+    overlay2_contents,
+)
+from pensieve.engines.docker.drivers.remnants import (
+    MOUNT_RECORD_NOTE,
+    mount_id_file,
+    mount_record_container,
+    removed_layer_kind,
+)
 from pensieve.errors import UsageError
 from pensieve.evidence.base import EvidenceError
 from pensieve.evidence.disk import DiskImageEvidence
@@ -149,21 +163,49 @@ class Incarnation:
             self.deleted = (seq, inode)
 
 
+@dataclass(slots=True, eq=False)
 class NameEntry:
-    """A directory entry seen in a journalled directory block (BLOCK) of directory PARENT."""
+    """A directory entry seen in a journalled directory block (BLOCK) of directory PARENT; one
+    object per entry (compared by identity)."""
 
-    __slots__ = ("parent", "name", "ino", "ftype", "seq", "deleted_slot", "block")
+    parent: int | None
+    name: bytes
+    ino: int
+    ftype: int
+    seq: int
+    deleted_slot: bool
+    block: int
 
-    def __init__(
-        self, parent: int | None, name: bytes, ino: int, ftype: int, seq: int, deleted_slot: bool, block: int
-    ) -> None:
-        self.block = block
-        self.parent = parent
-        self.name = name
-        self.ino = ino
-        self.ftype = ftype
-        self.seq = seq
-        self.deleted_slot = deleted_slot
+
+class _ContentOut:
+    """Where recovered content goes: its sha256, the output file (if any) and, for a small
+    remnant, the bytes kept in memory."""
+
+    __slots__ = ("hash", "fh", "kept")
+
+    def __init__(self, fh: WrittenFile | None, keep: bool) -> None:
+        self.hash = hashlib.sha256()
+        self.fh = fh
+        self.kept: list[bytes] | None = [] if keep else None
+
+    def write(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        if self.fh is not None:
+            self.fh.write(chunk)
+        if self.kept is not None:
+            self.kept.append(chunk)
+
+    def zeros(self, n: int) -> int:
+        """N zero bytes (a hole), in 1 MiB steps; returns N (0 when negative)."""
+        left = n
+        while left > 0:
+            z = bytes(min(left, _RUN))
+            self.write(z)
+            left -= len(z)
+        return max(0, n)
+
+    def kept_bytes(self) -> bytes | None:
+        return b"".join(self.kept) if self.kept is not None else None
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -640,48 +682,55 @@ class Recovery:
         """Read what survives of INC's content: fills bytes_recovered, confidence, sha256, blocks;
         writes it to FH (a file of the output sink) when given; returns the bytes when KEEP
         (small files only)."""
-        fs = self.fs
-        src = inc.mapped[1] if inc.mapped else None
         if rec.size is None:
             rec.notes.append("size unknown: no version of the inode from before its deletion survives")
             return None
-        size = rec.size
-        h = hashlib.sha256()
-        kept: list[bytes] | None = [] if keep else None
-        if src is None:
-            if size == 0 and rec.type in ("file", "symlink"):
-                rec.confidence = COMPLETE
-                rec.sha256 = h.hexdigest()
-                return b"" if keep else None
-            rec.confidence = METADATA_ONLY
-            if size:
-                rec.notes.append("no version of the inode with its extents survives")
-            return None
+        out = _ContentOut(fh, keep)
+        if inc.mapped is None:
+            return self._unmapped_content(rec, out)
+        src = inc.mapped[1]
         if src.inline:
-            data = src.iblock[: min(size, 60)]
-            h.update(data)
-            if fh is not None:
-                fh.write(data)
-            rec.bytes_recovered = len(data)
-            rec.confidence = COMPLETE if len(data) == size else PARTIAL
-            if len(data) < size:
-                rec.notes.append("inline data beyond i_block (system.data xattr) not read")
-            rec.sha256 = h.hexdigest()
-            return data if keep else None
-        probs: list[str] = []
-        nblocks = -(-size // fs.block_size)
-        runs = mapping(src, fs.block_size, self._meta_block, nblocks, probs)
-        rec.notes.extend(probs[:5])
-        own: set[int] = set()
-        cur = fs.inode(inc.ino)
-        if cur is not None and cur.key == inc.key and cur.has_mapping():
-            for _lb, pb, cnt, _u in mapping(cur, fs.block_size, self._meta_block, nblocks, []):
-                own.update(range(pb, pb + min(cnt, 1 << 20)))
-        # a block the journal shows as metadata after this version was reused (and maybe
-        # freed again): what it holds now is not this file (a directory's own blocks are
-        # journalled while it lives: for it, only copies after its last version count)
-        since = inc.last if statmod.S_ISDIR(src.mode) else inc.mapped[0]
+            return self._inline_content(src, rec, out)
+        return self._mapped_content(inc, src, rec, out)
+
+    @staticmethod
+    def _unmapped_content(rec: RecoveredFile, out: _ContentOut) -> bytes | None:
+        """No version with a mapping survives: only an empty file or symlink is complete."""
+        if rec.size == 0 and rec.type in ("file", "symlink"):
+            rec.confidence = COMPLETE
+            rec.sha256 = out.hash.hexdigest()
+            return out.kept_bytes()
+        rec.confidence = METADATA_ONLY
+        if rec.size:
+            rec.notes.append("no version of the inode with its extents survives")
+        return None
+
+    @staticmethod
+    def _inline_content(src: Inode, rec: RecoveredFile, out: _ContentOut) -> bytes | None:
+        """The content kept in i_block itself (inline data)."""
+        size = rec.size or 0
+        data = src.iblock[: min(size, 60)]
+        out.write(data)
+        rec.bytes_recovered = len(data)
+        rec.confidence = COMPLETE if len(data) == size else PARTIAL
+        if len(data) < size:
+            rec.notes.append("inline data beyond i_block (system.data xattr) not read")
+        rec.sha256 = out.hash.hexdigest()
+        return out.kept_bytes()
+
+    def _mapped_content(
+        self, inc: Incarnation, src: Inode, rec: RecoveredFile, out: _ContentOut
+    ) -> bytes | None:
+        """The content through SRC's extents (or block map): holes as zeros, reused blocks as
+        zeros (not counted as recovered)."""
+        fs = self.fs
+        size = rec.size or 0
         bs = fs.block_size
+        probs: list[str] = []
+        nblocks = -(-size // bs)
+        runs = mapping(src, bs, self._meta_block, nblocks, probs)
+        rec.notes.extend(probs[:5])
+        survives = self._survival(inc, src, nblocks)
         got = 0
         pos = 0  # logical byte offset written so far
         for lb, pb, cnt, unwritten in runs:
@@ -690,65 +739,113 @@ class Recovery:
             cnt = min(cnt, nblocks - lb)
             start = lb * bs
             if start > pos:  # a hole: zeros, genuinely part of the file
-                got += self._zeros(h, fh, kept, min(start, size) - pos)
+                got += out.zeros(min(start, size) - pos)
                 pos = min(start, size)
             if start < pos:
                 continue  # overlapping extents (corrupt): keep the first
-            b = 0
-            while b < cnt:
-                take = min(cnt - b, max(1, _RUN // bs))
-                first = pb + b
-                rec.blocks += take
-                if unwritten:
-                    data = bytes(take * bs)
-                    good = take
-                else:
-                    data = fs.read_blocks(first, take).ljust(take * bs, b"\0")
-                    good = 0
-                    parts = []
-                    for k in range(take):
-                        blk = first + k
-                        if blk >= fs.blocks_count:
-                            parts.append(bytes(bs))
-                            continue
-                        if blk in own or not (
-                            fs.block_in_use(blk)
-                            or self._journalled_after(blk, since)
-                            or self._claimed_later(blk, inc.mapped[0], inc.ino)
-                        ):
-                            good += 1
-                            parts.append(data[k * bs : (k + 1) * bs])
-                        else:
-                            rec.reused_blocks += 1
-                            parts.append(bytes(bs))
-                    data = b"".join(parts)
-                end = min(size, (lb + b + take) * bs)
-                n = max(0, end - pos)
-                chunk = data[:n]
-                h.update(chunk)
-                if fh is not None:
-                    fh.write(chunk)
-                if kept is not None:
-                    kept.append(chunk)
-                got += n if good == take else min(n, good * bs)
-                pos = end
-                b += take
-                self._bytes_done += len(chunk)
-                self._tick("content", self._bytes_done, self._bytes_total)
+            run_got, pos = self._copy_run(rec, out, (lb, pb, cnt, unwritten), pos, survives)
+            got += run_got
         if pos < size:
             mapped_end = runs[-1][0] + runs[-1][2] if runs else 0
             if mapped_end * bs >= size or size - pos <= 64 << 20:
-                got += self._zeros(h, fh, kept, size - pos)  # a trailing hole
+                got += out.zeros(size - pos)  # a trailing hole
             else:
                 rec.notes.append(f"size {size} far beyond the last mapped block: tail not written")
+        self._settle(rec, out, got)
+        return out.kept_bytes()
+
+    def _survival(self, inc: Incarnation, src: Inode, nblocks: int) -> Callable[[int], bool]:
+        """Whether a block mapped by INC's version SRC still holds its content: the inode still
+        owns it, or it is free and nothing mapped or journalled it since."""
+        fs = self.fs
+        assert inc.mapped is not None
+        mapped_seq = inc.mapped[0]
+        own: set[int] = set()
+        cur = fs.inode(inc.ino)
+        if cur is not None and cur.key == inc.key and cur.has_mapping():
+            for _lb, pb, cnt, _u in mapping(cur, fs.block_size, self._meta_block, nblocks, []):
+                own.update(range(pb, pb + min(cnt, 1 << 20)))
+        # a block the journal shows as metadata after this version was reused (and maybe
+        # freed again): what it holds now is not this file (a directory's own blocks are
+        # journalled while it lives: for it, only copies after its last version count)
+        since = inc.last if statmod.S_ISDIR(src.mode) else mapped_seq
+
+        def survives(blk: int) -> bool:
+            return blk in own or not (
+                fs.block_in_use(blk)
+                or self._journalled_after(blk, since)
+                or self._claimed_later(blk, mapped_seq, inc.ino)
+            )
+
+        return survives
+
+    def _copy_run(
+        self,
+        rec: RecoveredFile,
+        out: _ContentOut,
+        run: tuple[int, int, int, bool],
+        pos: int,
+        survives: Callable[[int], bool],
+    ) -> tuple[int, int]:
+        """Copy one mapped RUN (logical block, physical block, count, unwritten) from byte offset
+        POS, in 1 MiB steps: (bytes recovered, new offset)."""
+        lb, pb, cnt, unwritten = run
+        bs = self.fs.block_size
+        size = rec.size or 0
+        got = 0
+        b = 0
+        while b < cnt:
+            take = min(cnt - b, max(1, _RUN // bs))
+            rec.blocks += take
+            if unwritten:
+                data, good = bytes(take * bs), take
+            else:
+                data, good = self._surviving_blocks(rec, pb + b, take, survives)
+            end = min(size, (lb + b + take) * bs)
+            n = max(0, end - pos)
+            chunk = data[:n]
+            out.write(chunk)
+            got += n if good == take else min(n, good * bs)
+            pos = end
+            b += take
+            self._bytes_done += len(chunk)
+            self._tick("content", self._bytes_done, self._bytes_total)
+        return got, pos
+
+    def _surviving_blocks(
+        self, rec: RecoveredFile, first: int, take: int, survives: Callable[[int], bool]
+    ) -> tuple[bytes, int]:
+        """TAKE blocks from FIRST, each one reused since (or beyond the filesystem) as zeros:
+        (data, blocks that survive)."""
+        fs = self.fs
+        bs = fs.block_size
+        data = fs.read_blocks(first, take).ljust(take * bs, b"\0")
+        good = 0
+        parts = []
+        for k in range(take):
+            blk = first + k
+            if blk >= fs.blocks_count:
+                parts.append(bytes(bs))
+                continue
+            if survives(blk):
+                good += 1
+                parts.append(data[k * bs : (k + 1) * bs])
+            else:
+                rec.reused_blocks += 1
+                parts.append(bytes(bs))
+        return b"".join(parts), good
+
+    @staticmethod
+    def _settle(rec: RecoveredFile, out: _ContentOut, got: int) -> None:
+        """REC's bytes recovered, confidence and sha256 (none without a recovered byte)."""
+        size = rec.size or 0
         rec.bytes_recovered = got
-        rec.sha256 = h.hexdigest()
+        rec.sha256 = out.hash.hexdigest()
         rec.confidence = COMPLETE if got >= size else (PARTIAL if got else METADATA_ONLY)
         if rec.reused_blocks:
             rec.notes.append(f"{rec.reused_blocks} of {rec.blocks} blocks reused since: read as zeros")
         if rec.confidence == METADATA_ONLY:
             rec.sha256 = None
-        return b"".join(kept) if kept is not None else None
 
     def _build_claims(self, incs: list[Incarnation]) -> None:
         """Data runs of every deleted incarnation with a mapping, by start block: a block two of
@@ -787,19 +884,6 @@ class Recovery:
         tags = self.by_fs.get(block)
         return bool(tags) and tags[-1][0] > seq
 
-    @staticmethod
-    def _zeros(h, fh, kept, n: int) -> int:
-        left = n
-        while left > 0:
-            z = bytes(min(left, _RUN))
-            h.update(z)
-            if fh is not None:
-                fh.write(z)
-            if kept is not None:
-                kept.append(z)
-            left -= len(z)
-        return max(0, n)
-
     # ---- the whole run --------------------------------------------------------------------
     def run(self, out: OutputSink | None = None, include_all: bool = False) -> list[RecoveredFile]:
         """Every deleted file found; each regular file and symlink written to OUT when given."""
@@ -836,7 +920,7 @@ class Recovery:
             fh = None
             if out is not None and rec.type in ("file", "symlink"):
                 fh = _create(out, names.name(rec), rec)
-            keep = bool(_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
+            keep = bool(LAYER_REMNANT.search(rec.path)) and (rec.size or 0) <= 1 << 20
             try:
                 data = self._content(inc, rec, fh, keep) if inc.key is not None or inc.mapped else None
             finally:
@@ -953,11 +1037,6 @@ class Recovery:
         return rec
 
 
-_REMNANT = re.compile(
-    r"/(?:layerdb/mounts/[0-9a-f]{64}/(?:mount-id|init-id)|containers/[0-9a-f]{64}/config\.v2\.json|overlay2/[^/]+/(?:lower|link))$"
-)
-
-
 class _OutNames:
     """Names in the output directory: the recovered path mirrored ('..' and empty parts
     neutralised); a second file with the same path gets a '.inoN' suffix, a directory component
@@ -1004,117 +1083,97 @@ def attribute(files: list[RecoveredFile], host, remnants: dict[str, bytes]) -> l
     problems: list[str] = []
     if host is None:
         return problems
-    mount_of: dict[str, str] = {}  # layer id -> container id (from recovered layerdb mounts)
-    configs: dict[str, dict] = {}  # container id -> recovered config.v2.json
-    lowers: dict[str, str] = {}  # layer id -> recovered lower chain
-    for path, data in remnants.items():
-        m = re.search(r"layerdb/mounts/([0-9a-f]{64})/(mount-id|init-id)$", path)
-        if m:
-            layer = data.decode("ascii", "replace").strip()
-            if re.fullmatch(r"[0-9a-f]{64}(-init)?", layer):
-                mount_of[layer] = m.group(1)
-            continue
-        m = re.search(r"containers/([0-9a-f]{64})/config\.v2\.json$", path)
-        if m:
-            try:
-                configs[m.group(1)] = json.loads(data)
-            except ValueError:
-                pass
-            continue
-        m = re.search(r"overlay2/([^/]+)/lower$", path)
-        if m:
-            lowers[m.group(1)] = data.decode("ascii", "replace").strip()
-    link_to_layer: dict[str, str] = {}
-    cache: dict[str, object] = {}
+    removed = RemovedContainers(remnants)
+    lowers = _LowerLayers(host, whence)
+    below_root = re.compile("/(?:{})/".format("|".join(re.escape(n) for n in host.data_root_dirs())))
     for rec in files:
-        if not re.search(r"/(?:overlay2|overlay|aufs|vfs|btrfs|volumes|containers|image)/", rec.path):
+        if not below_root.search(rec.path):
             continue
         try:
             a = whence(host, rec.path)
         except (EvidenceError, OSError, ValueError) as exc:
             problems.append(f"{rec.path}: attribution failed: {exc}")
             continue
-        rec.data_root = a.data_root
-        rec.layer = a.layer
-        rec.layer_kind = a.layer_kind
-        rec.container_path = a.container_path
-        rec.images = list(a.images)
-        if a.containers:
-            rec.container = a.containers[0]
-            rec.container_name = (a.container_names or [None])[0] or None
-        rec.notes.extend(
-            n for n in a.notes if n not in rec.notes and not n.startswith("layer directory itself")
-        )
-        layer = a.layer
-        if rec.container is None and layer and a.layer_kind == "unreferenced":
-            cid = mount_of.get(layer) or mount_of.get(layer + "-init")
-            base = layer.removesuffix("-init")
-            if cid is None and base != layer:
-                cid = mount_of.get(base)
-            if cid is not None:
-                rec.container = cid
-                rec.layer_kind = (
-                    "rw (removed container)" if not layer.endswith("-init") else "init (removed container)"
-                )
-                rec.notes.append(
-                    "layer of a removed container: its id is in the deleted "
-                    f"layerdb/mounts/{cid[:12]}/mount-id recovered from the journal"
-                )
-                cfg = configs.get(cid)
-                if cfg:
-                    rec.container_name = (cfg.get("Name") or "").lstrip("/") or None
-                    img = cfg.get("Image")
-                    if img and img not in rec.images:
-                        rec.images.append(img)
-            elif base in lowers or layer in lowers:
-                chain = lowers.get(layer) or lowers.get(base) or ""
-                if not link_to_layer:
-                    link_to_layer.update(_links(host))
-                top = chain.split(":")[0].removeprefix("l/")
-                below = link_to_layer.get(top)
-                key = f"lower:{below}"
-                if below and key not in cache:
-                    root = a.data_root or "/var/lib/docker"
-                    cache[key] = whence(host, posixpath.join(root, "overlay2", below, "diff"))
-                wa = cache.get(key)
-                if wa is not None:
-                    for i in wa.images:
-                        if i not in rec.images:
-                            rec.images.append(i)
-                    rec.notes.append(
-                        f"layer of a removed container (recovered lower chain): it sat on layer {below}"
-                    )
-        m = re.search(r"/layerdb/mounts/([0-9a-f]{64})(?:/|$)", rec.path)
-        if m and rec.container is None:
-            rec.container = m.group(1)
-            rec.notes.append("layerdb mount record of the container")
-        if rec.container and not rec.container_name:
-            cfg = configs.get(rec.container)
-            if cfg:
-                rec.container_name = (cfg.get("Name") or "").lstrip("/") or None
+        _take_attribution(rec, a)
+        if rec.container is None and a.layer and a.layer_kind == "unreferenced":
+            _removed_container_layer(rec, a, removed, lowers)
+        _container_of_record(rec, removed)
     return problems
 
 
-def _links(host) -> dict[str, str]:
-    """overlay2 short link name -> layer id, from each live layer's ``link`` file."""
-    out: dict[str, str] = {}
-    for root in host.roots:
-        ev = host.evidence
-        base = posixpath.join(root.path, "overlay2")
-        try:
-            names = ev.listdir(base)
-        except (EvidenceError, OSError):
-            continue
-        for name in names:
-            try:
-                link = (
-                    ev.read_bytes(posixpath.join(base, name, "link"), 64).decode("ascii", "replace").strip()
-                )
-            except (EvidenceError, OSError):
-                continue
-            if link:
-                out[link] = name
-    return out
+def _take_attribution(rec: RecoveredFile, a) -> None:
+    """REC's data root, layer, container and images as ``whence`` attributed its path (A)."""
+    rec.data_root = a.data_root
+    rec.layer = a.layer
+    rec.layer_kind = a.layer_kind
+    rec.container_path = a.container_path
+    rec.images = list(a.images)
+    if a.containers:
+        rec.container = a.containers[0]
+        rec.container_name = (a.container_names or [None])[0] or None
+    rec.notes.extend(n for n in a.notes if n not in rec.notes and not n.startswith("layer directory itself"))
+
+
+def _removed_container_layer(rec: RecoveredFile, a, removed: RemovedContainers, lowers: _LowerLayers) -> None:
+    """REC is in a layer no container references: the recovered remnants name the removed
+    container it was mounted for, else the layer it sat on (and that layer's images)."""
+    layer = a.layer
+    cid = removed.container_of(layer)
+    if cid is not None:
+        rec.container = cid
+        rec.layer_kind = removed_layer_kind(layer)
+        rec.notes.append(
+            f"layer of a removed container: its id is in the deleted {mount_id_file(cid)} recovered from "
+            "the journal"
+        )
+        rec.container_name = removed.name(cid)
+        img = removed.image(cid)
+        if img and img not in rec.images:
+            rec.images.append(img)
+        return
+    top = removed.top_lower(layer)
+    below = lowers.layer_of_link(top) if top is not None else None
+    wa = lowers.attribution(a.data_root, below) if below else None
+    if wa is not None:
+        for i in wa.images:
+            if i not in rec.images:
+                rec.images.append(i)
+        rec.notes.append(f"layer of a removed container (recovered lower chain): it sat on layer {below}")
+
+
+def _container_of_record(rec: RecoveredFile, removed: RemovedContainers) -> None:
+    """The container of a file of a mount record, and a container's name from its recovered
+    config when the live metadata gave none."""
+    cid = mount_record_container(rec.path)
+    if cid and rec.container is None:
+        rec.container = cid
+        rec.notes.append(MOUNT_RECORD_NOTE)
+    if rec.container and not rec.container_name:
+        rec.container_name = removed.name(rec.container) or rec.container_name
+
+
+class _LowerLayers:
+    """The live layers a recovered lower chain points at: short link names read once from the
+    host's data roots, each layer attributed once."""
+
+    def __init__(self, host, whence) -> None:
+        self.host = host
+        self.whence = whence
+        self._links: dict[str, str] | None = None
+        self._seen: dict[str, object] = {}
+
+    def layer_of_link(self, short: str) -> str | None:
+        if self._links is None:
+            self._links = {}
+            for root in self.host.roots:
+                self._links.update(link_names(self.host.evidence, root.path))
+        return self._links.get(short)
+
+    def attribution(self, data_root: str | None, layer: str):
+        if layer not in self._seen:
+            contents = overlay2_contents(data_root or DEFAULT_DATA_ROOT, layer)
+            self._seen[layer] = self.whence(self.host, contents)
+        return self._seen[layer]
 
 
 # ---- entry point --------------------------------------------------------------------------------

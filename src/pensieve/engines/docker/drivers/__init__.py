@@ -10,23 +10,31 @@ a layer takes in an image archive are here: ``oci-layer`` (a layer tar, aufs-sty
 
 from __future__ import annotations
 
-import re
-
 from pensieve.engines.base import StorageDriver
 from pensieve.engines.docker.drivers.aufs import Aufs, OciLayer
-from pensieve.engines.docker.drivers.overlay import Overlay, Overlay2, link_names, parse_lower
+from pensieve.engines.docker.drivers.overlay import (
+    Overlay,
+    Overlay2,
+    link_names,
+    overlay2_contents,
+    parse_lower,
+)
+from pensieve.engines.docker.drivers.remnants import DEFAULT_DATA_ROOT, LAYER_REMNANT, RemovedContainers
 from pensieve.engines.docker.drivers.snapshot import Btrfs, RootfsTar, Vfs
 
 __all__ = [
     "DATA_ROOT_DIRS",
+    "DEFAULT_DATA_ROOT",
     "KNOWN_DRIVERS",
     "LAYER_REMNANT",
     "SUPPORTED_DRIVERS",
     "UNSUPPORTED_DRIVERS",
+    "RemovedContainers",
     "default_driver",
     "driver_named",
     "is_supported",
     "link_names",
+    "overlay2_contents",
     "parse_lower",
     "OCI_LAYER",
     "ROOTFS_TAR",
@@ -49,11 +57,6 @@ DATA_ROOT_DIRS = tuple(dict.fromkeys(n for d in SUPPORTED_DRIVERS for n in _DRIV
     "volumes",
     "containers",
     "image",
-)
-#: recovered files that name a removed container's layers (disk/recover.py's remnants)
-LAYER_REMNANT = re.compile(
-    r"/(?:layerdb/mounts/[0-9a-f]{64}/(?:mount-id|init-id)|containers/[0-9a-f]{64}/config\.v2\.json"
-    r"|overlay2/[^/]+/(?:lower|link))$"
 )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import posixpath
 import re
 
-from pensieve.engines.base import LayerDir, LayerPlace, StorageDriver
-from pensieve.engines.docker.drivers.snapshot import snapshot_dir
+from pensieve.engines.base import LayerDir, LayerPlace
+from pensieve.engines.docker.drivers.union import UnionDiff
 from pensieve.evidence.base import DirEntry, Evidence
 
 WHITEOUT_PREFIX = ".wh."
@@ -19,24 +19,16 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _HOUSEKEEPING = ".wh..wh."
 
 
-class AufsDiff(StorageDriver):
+class AufsDiff(UnionDiff):
     """What ``.wh.`` entries mean."""
 
-    def read_dir(
-        self, evidence: Evidence, host_dir: str, rel: str, listing: list[DirEntry], snapshot: bool = False
-    ) -> LayerDir:
-        if snapshot:
-            return snapshot_dir(listing)
-        d = LayerDir(entries={})
-        for e in listing:
-            if e.name.startswith(WHITEOUT_PREFIX):
-                if e.name == OPAQUE_MARKER:
-                    d.opaque = True
-                elif not e.name.startswith(_HOUSEKEEPING):
-                    d.whiteouts.add(e.name[len(WHITEOUT_PREFIX) :])
-            else:
-                d.entries[e.name] = e.stat
-        return d
+    def read_entry(self, evidence: Evidence, host_dir: str, entry: DirEntry, into: LayerDir) -> None:
+        if not entry.name.startswith(WHITEOUT_PREFIX):
+            into.entries[entry.name] = entry.stat
+        elif entry.name == OPAQUE_MARKER:
+            into.opaque = True
+        elif not entry.name.startswith(_HOUSEKEEPING):
+            into.whiteouts.add(entry.name[len(WHITEOUT_PREFIX) :])
 
 
 class Aufs(AufsDiff):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import posixpath
 import re
 
-from pensieve.engines.base import LayerDir, LayerPlace, StorageDriver
-from pensieve.engines.docker.drivers.snapshot import snapshot_dir
+from pensieve.engines.base import LayerDir, LayerPlace
+from pensieve.engines.docker.drivers.union import UnionDiff
 from pensieve.evidence.base import DirEntry, Evidence, EvidenceError
 from pensieve.records import Layer
 
@@ -50,29 +50,24 @@ def check_redirect(value: bytes, parent_rel: str) -> tuple[str | None, str | Non
     return posixpath.join(parent_rel or "/", target), None
 
 
-class OverlayDiff(StorageDriver):
+class OverlayDiff(UnionDiff):
     """What overlay entries mean: whiteouts, opaque directories and redirects."""
 
     private_xattrs = ("trusted.overlay.", "user.overlay.")
 
-    def read_dir(
-        self, evidence: Evidence, host_dir: str, rel: str, listing: list[DirEntry], snapshot: bool = False
-    ) -> LayerDir:
-        if snapshot:
-            return snapshot_dir(listing)
-        d = LayerDir(entries={})
-        for e in listing:
-            st = e.stat
-            if (st.is_char and st.rdev == 0) or (
-                st.is_file and st.size == 0 and self._xattr_whiteout(evidence, host_dir, e.name)
-            ):
-                d.whiteouts.add(e.name)
-            else:
-                d.entries[e.name] = st
+    def read_entry(self, evidence: Evidence, host_dir: str, entry: DirEntry, into: LayerDir) -> None:
+        st = entry.stat
+        if (st.is_char and st.rdev == 0) or (
+            st.is_file and st.size == 0 and self._xattr_whiteout(evidence, host_dir, entry.name)
+        ):
+            into.whiteouts.add(entry.name)
+        else:
+            into.entries[entry.name] = st
+
+    def read_opaque(self, evidence: Evidence, host_dir: str, rel: str, into: LayerDir) -> None:
         if rel not in ("", "/"):
             xattrs = evidence.xattrs(host_dir)
-            d.opaque = any(xattrs.get(n) == b"y" for n in _OPAQUE_XATTRS)
-        return d
+            into.opaque = any(xattrs.get(n) == b"y" for n in _OPAQUE_XATTRS)
 
     @staticmethod
     def _xattr_whiteout(evidence: Evidence, host_dir: str, name: str) -> bool:
