@@ -42,6 +42,7 @@ from pensieve.evidence import DirectoryEvidence, Evidence, EvidenceError
 from pensieve.evidence.mount import MountEvidence
 from pensieve.evidence.tar import TarEvidence
 from pensieve.formats import untrusted_json
+from pensieve.formats.untrusted_json import Doc
 from pensieve.records import Container, HistoryStep, Image, Layer, Problem
 from pensieve.records.images import ArchiveImage, Blob
 
@@ -74,9 +75,9 @@ class NotAnArchive(EvidenceError):
     """The source is not an image archive pensieve knows."""
 
 
-def blob_path(digest: str) -> str | None:
+def blob_path(digest: str | None) -> str | None:
     """``blobs/<alg>/<hex>`` of a digest, None if it is not a well-formed one (no path tricks)."""
-    m = _DIGEST.match(digest or "")
+    m = _DIGEST.match(digest) if isinstance(digest, str) else None
     return f"/blobs/{m.group(1)}/{m.group(2)}" if m else None
 
 
@@ -150,6 +151,11 @@ class ArchiveHost(Host):
         except ValueError as exc:
             raise EvidenceError(f"{path}: not JSON ({exc})") from exc
 
+    def _doc(self, value: dict, path: str, prefix: str = "", subject: str | None = None) -> Doc:
+        """VALUE (an object of the archive member PATH) read field by field: a field of the
+        wrong type is a problem in ``host.problems`` naming the member and the field."""
+        return Doc(value, f"{self.source}:{path}", self.problems, prefix, subject)
+
     def _resolve(self, name: str) -> str | None:
         """Evidence path of a member named by a manifest (symlinks followed inside the archive)."""
         path = posixpath.normpath("/" + name.lstrip("/"))
@@ -206,25 +212,27 @@ class ArchiveHost(Host):
         raise LookupFailed(f"no image {image.id} in {self.evidence.description}")
 
     def _image(self, raw: bytes, image_id: str, config_path: str, engine: str) -> Image:
+        """The Image of a config blob (OCI image-spec config.md); ValueError if it is not an object."""
         config = untrusted_json.parse(raw, config_path, max_depth=_MAX_JSON_DEPTH)
         if not isinstance(config, dict):
             raise ValueError("image config is not a JSON object")
-        cfg = config.get("config") or config.get("container_config") or {}
-        rootfs = config.get("rootfs") or {}
-        diff_ids = [d for d in rootfs.get("diff_ids") or [] if isinstance(d, str)]
+        doc = self._doc(config, config_path, subject=image_id)
+        # the runtime config; a build step's (container_config) when it is absent or empty
+        cfg = doc.obj("config") if config.get("config") not in (None, {}) else doc.obj("container_config")
+        diff_ids = doc.obj("rootfs").list_of_str("diff_ids") or []
         chains = chain_ids(diff_ids)
         return Image(
             id=image_id,
             engine=engine,
-            created=config.get("created"),
-            os=config.get("os"),
-            architecture=config.get("architecture"),
-            author=config.get("author"),
-            **runtime_config(cfg if isinstance(cfg, dict) else {}),
+            created=doc.str("created"),  # as written (RFC 3339 text)
+            os=doc.str("os"),
+            architecture=doc.str("architecture"),
+            author=doc.str("author"),
+            **runtime_config(cfg),
             diff_ids=diff_ids,
             chain_ids=chains,
             cache_ids=[],
-            history=_history(config, diff_ids, chains, {}),
+            history=_history(doc, diff_ids, chains, {}),
             config_path=config_path,
             data_root=self.source,
         )
@@ -284,21 +292,22 @@ class ArchiveHost(Host):
             raise EvidenceError("manifest.json is not a list")
         out = []
         for i, item in enumerate(manifest):
-            if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
+            # (an entry of another type is a problem naming it: "field [1]: expected an object")
+            entry = self._doc({f"[{i}]": item}, "/manifest.json").obj(f"[{i}]")
+            cname = entry.str("Config")
+            if not cname:
                 self._problem("/manifest.json", f"entry {i} has no Config")
                 continue
-            cname = item["Config"]
             base = posixpath.basename(cname).removesuffix(".json")
             declared = "sha256:" + base if _HEX64.match(base) else None
             e = self._config(cname, declared, "docker-save")
             if e is None:
                 continue
-            e.image.tags = sorted(t for t in item.get("RepoTags") or [] if isinstance(t, str))
-            e.image.parent = item.get("Parent") or None
+            entry.subject = e.image.id
+            e.image.tags = sorted(entry.list_of_str("RepoTags") or [])
+            e.image.parent = entry.str("Parent") or None
             blobs = []
-            for name in item.get("Layers") or []:
-                if not isinstance(name, str):
-                    continue
+            for name in entry.list_of_str("Layers") or []:
                 path = self._resolve(name)
                 m = re.match(r"^/?blobs/(sha256)/([0-9a-f]{64})$", name)
                 b = Blob(path, name=name, digest=f"sha256:{m.group(2)}" if m else None)
@@ -312,11 +321,13 @@ class ArchiveHost(Host):
     def _oci_layout(self) -> list[ArchiveImage]:
         index, _ = self._json("/index.json")
         try:
-            layout = untrusted_json.parse(self._read("/oci-layout"), "/oci-layout", max_depth=_MAX_JSON_DEPTH)
-            if layout.get("imageLayoutVersion") != "1.0.0":
-                self._problem("/oci-layout", f"image layout version {layout.get('imageLayoutVersion')!r}")
-        except (EvidenceError, ValueError, AttributeError):
-            self._problem("/oci-layout", "unreadable oci-layout file")
+            raw = self._read("/oci-layout")
+            value = untrusted_json.load(raw, "/oci-layout", max_depth=_MAX_JSON_DEPTH).value
+            version = self._doc(value, "/oci-layout").str("imageLayoutVersion")
+            if version != "1.0.0" and (version is not None or value.get("imageLayoutVersion") is None):
+                self._problem("/oci-layout", f"image layout version {version!r}")
+        except (EvidenceError, ValueError) as exc:
+            self._problem("/oci-layout", f"unreadable oci-layout file: {exc}")
         out: list[ArchiveImage] = []
         self._walk_index(index, "/index.json", None, out, 0)
         return out
@@ -325,14 +336,12 @@ class ArchiveHost(Host):
         if depth > _MAX_DEPTH or not isinstance(index, dict):
             self._problem(where, "index nested too deep or not an object")
             return
-        for d in index.get("manifests") or []:
-            if not isinstance(d, dict):
-                continue
-            ann = d.get("annotations") or {}
-            ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name") or name
-            digest = d.get("digest") or ""
+        for d in self._doc(index, where).list_of_obj("manifests"):
+            ann = d.obj("annotations")
+            ref = ann.str("io.containerd.image.name") or ann.str("org.opencontainers.image.ref.name") or name
+            digest = d.str("digest") or ""
             path = blob_path(digest)
-            mt = d.get("mediaType")
+            mt = d.str("mediaType")
             if path is None or not self.archive.is_file(path):
                 self._problem(where, f"descriptor {digest or '?'} ({mt}): blob not in the archive")
                 continue
@@ -355,14 +364,18 @@ class ArchiveHost(Host):
                     out.append(e)
             # other media types (attestations, signatures, artifacts) are not images
 
-    def _oci_manifest(self, doc, where: str, digest: str, ref: str | None) -> ArchiveImage | None:
-        cfg = doc.get("config") if isinstance(doc, dict) else None
-        if not isinstance(cfg, dict) or not blob_path(cfg.get("digest") or ""):
+    def _oci_manifest(self, value, where: str, digest: str, ref: str | None) -> ArchiveImage | None:
+        """The image of an OCI image manifest (image-spec manifest.md): its config and layers."""
+        doc = self._doc(value if isinstance(value, dict) else {}, where)
+        config_digest = doc.obj("config").str("digest")
+        config_blob = blob_path(config_digest)
+        if config_blob is None or config_digest is None:
             self._problem(where, "manifest without a config descriptor")
             return None
-        e = self._config(blob_path(cfg["digest"]) or "", cfg["digest"], "oci")
+        e = self._config(config_blob, config_digest, "oci")
         if e is None:
             return None
+        doc.subject = e.image.id
         e.manifest_digest = digest
         if ref:
             e.image.tags = [ref]
@@ -371,17 +384,15 @@ class ArchiveHost(Host):
         else:
             e.image.digests = [digest]
         blobs = []
-        for layer in doc.get("layers") or []:
-            if not isinstance(layer, dict):
-                continue
-            ldigest = layer.get("digest") or ""
+        for layer in doc.list_of_obj("layers"):
+            ldigest = layer.str("digest") or ""
             path = blob_path(ldigest)
             b = Blob(
                 path if path and self.archive.is_file(path) else None,
                 name=path or ldigest,
                 digest=ldigest if path else None,
-                size=layer.get("size") if isinstance(layer.get("size"), int) else None,
-                media_type=layer.get("mediaType"),
+                size=layer.int("size"),
+                media_type=layer.str("mediaType"),
             )
             if b.path is None:
                 foreign = "nondistributable" in (b.media_type or "") or "foreign" in (b.media_type or "")

@@ -20,57 +20,19 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from pensieve.engines.base import private_xattr_prefixes
 from pensieve.evidence import EvidenceError
 from pensieve.filesystem.layered import LayeredView
 from pensieve.records import FileEntry, Image, Layer, Problem
+from pensieve.records.images import Comparison, FileDifference, LayerMatch
 from pensieve.times import iso_ns
 from pensieve.util import sha256_stream
 
 _HOST_XATTRS = ("security.selinux",)
 #: xattrs a storage driver keeps for itself, whichever side holds them (never image content)
 _PRIVATE_XATTRS = private_xattr_prefixes()
-
-
-@dataclass(slots=True)
-class LayerMatch:
-    status: str  # shared | only-a | only-b
-    diff_id: str | None
-    index_a: int | None = None
-    index_b: int | None = None
-    layer_a: str | None = None  # the layer's id in A (cache id, blob digest)
-    layer_b: str | None = None
-    created_by: str | None = None
-    same_position: bool = True  # shared at the same index on both sides
-
-
-@dataclass(slots=True)
-class FileDifference:
-    change: str  # added (only in B) | deleted (only in A) | changed
-    path: str
-    what: list[str] = field(default_factory=list)
-    type_a: str | None = None
-    type_b: str | None = None
-    a: dict[str, Any] | None = None  # metadata, sha256 and providing layer in A
-    b: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class Comparison:
-    source_a: str
-    source_b: str
-    image_a: str
-    image_b: str
-    tags_a: list[str]
-    tags_b: list[str]
-    matched_by: str  # id | tag | given
-    same_id: bool
-    layers: list[LayerMatch] = field(default_factory=list)
-    files: list[FileDifference] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
 
 
 def match_layers(a: list[Layer], b: list[Layer]) -> list[LayerMatch]:

@@ -27,16 +27,8 @@ from pensieve.evidence import EvidenceError
 from pensieve.formats.compression import DecompressError, decompress_stream, sniff
 from pensieve.formats.tar import TarCounter
 from pensieve.images.archive import ArchiveHost, Blob
-from pensieve.images.verify_layers import (
-    OK,
-    TAMPERED,
-    UNVERIFIABLE,
-    ImageProblem,
-    ImageVerdict,
-    LayerProblem,
-    LayerVerdict,
-    Sink,
-)
+from pensieve.images.verify_layers import Sink, image_status
+from pensieve.records import integrity as verdicts
 
 _CHUNK = 1 << 20
 
@@ -91,11 +83,13 @@ def _hash_pass(fh: BinaryIO, sink: Sink | None) -> _Hashes:
     return h
 
 
-def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> LayerVerdict:
+def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> verdicts.LayerVerdict:
     """Hash one layer blob (and its uncompressed stream) and check both against the archive."""
     flat = host.kind in _FLAT
     where = host.source if flat else f"{host.source}:{(blob.path or blob.name or '').lstrip('/')}"
-    v = LayerVerdict(blob.chain_id or blob.name or "?", None if flat else blob.diff_id, UNVERIFIABLE)
+    v = verdicts.LayerVerdict(
+        blob.chain_id or blob.name or "?", None if flat else blob.diff_id, verdicts.UNVERIFIABLE
+    )
     v.layer_path = where
     v.cache_id = blob.digest or ArchiveHost._blob_id(blob)
     v.driver = blob.media_type or host.kind
@@ -116,7 +110,7 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
     blob_sha = "sha256:" + outer.hexdigest()
     if blob.digest and blob.digest.startswith("sha256:") and blob_sha != blob.digest:
         v.problems.append(
-            LayerProblem(
+            verdicts.LayerProblem(
                 blob.name,
                 "digest",
                 "the blob's sha256 differs from its descriptor",
@@ -127,12 +121,12 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
         )
     if blob.size is not None and size != blob.size:
         v.problems.append(
-            LayerProblem(blob.name, "size", "blob size differs from its descriptor", blob.size, size)
+            verdicts.LayerProblem(blob.name, "size", "blob size differs from its descriptor", blob.size, size)
         )
     if error is not None:
         if v.problems:
             v.problems[0].detail = (v.problems[0].detail or "") + f"; {error}"
-            v.status = TAMPERED
+            v.status = verdicts.TAMPERED
         else:
             v.reason = f"layer blob does not decompress: {error}"
         return v
@@ -142,7 +136,7 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
     expected = None if flat else blob.diff_id  # an export's "diff id" is its own hash
     if expected and v.computed_diff_id != expected:
         v.problems.append(
-            LayerProblem(
+            verdicts.LayerProblem(
                 blob.name,
                 "digest",
                 "the uncompressed layer's sha256 differs from the config's diff id",
@@ -152,7 +146,7 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
             )
         )
     if v.problems:
-        v.status = TAMPERED
+        v.status = verdicts.TAMPERED
     elif not expected:
         v.reason = (
             "no recorded digest: a docker export / root filesystem tar carries none "
@@ -161,7 +155,7 @@ def verify_blob(host: ArchiveHost, blob: Blob, sink: Sink | None = None) -> Laye
             else "no diff id in the image config for this layer"
         )
     else:
-        v.status = OK
+        v.status = verdicts.OK
     return v
 
 
@@ -169,7 +163,7 @@ def verify_archive(
     host: ArchiveHost,
     image_ref: str | None = None,
     sink_for: Callable[[str], Sink | None] | None = None,
-) -> list[LayerVerdict]:
+) -> list[verdicts.LayerVerdict]:
     """One verdict per layer blob of the archive (or of IMAGE_REF's layers), each blob once."""
     entries = host.entries
     if image_ref is not None:
@@ -195,8 +189,8 @@ def verify_archive(
 
 
 def verify_archive_images(
-    host: ArchiveHost, layers: list[LayerVerdict], image_ref: str | None = None
-) -> list[ImageVerdict]:
+    host: ArchiveHost, layers: list[verdicts.LayerVerdict], image_ref: str | None = None
+) -> list[verdicts.ImageVerdict]:
     """Per image: config digest, manifest digests and layer counts, and its layers' verdicts."""
     by_blob = {v.layer_path: v for v in layers}
     entries = host.entries
@@ -206,39 +200,34 @@ def verify_archive_images(
     out = []
     for e in entries:
         img = e.image
-        iv = ImageVerdict(img.id, OK, list(img.tags), e.computed_id, config_path=e.config_path)
+        iv = verdicts.ImageVerdict(
+            img.id, verdicts.OK, list(img.tags), e.computed_id, config_path=e.config_path
+        )
         iv.data_root = host.source
         iv.driver = host.kind
         iv.chain_ids = list(img.chain_ids)
-        tampered = unverifiable = False
-        for kind, detail in e.problems:
-            iv.problems.append(ImageProblem(kind, detail))
-            if kind in ("config-digest", "manifest-digest", "layer-diff-id"):
-                tampered = True
-            else:
-                unverifiable = True
+        iv.problems += [verdicts.ImageProblem(kind, detail) for kind, detail in e.problems]
         for b in e.blobs:
             flat = host.kind in _FLAT
             v = by_blob.get(host.source if flat else f"{host.source}:{(b.path or b.name or '').lstrip('/')}")
             if v is None:
                 continue
-            if v.status == TAMPERED:
-                tampered = True
-                iv.problems.append(ImageProblem("layer-tampered", f"layer {b.name} tampered", v.chain_id))
-            elif v.status == UNVERIFIABLE:
-                unverifiable = True
-                iv.problems.append(ImageProblem("layer-unverifiable", v.reason or "", v.chain_id))
+            if v.status == verdicts.TAMPERED:
+                iv.problems.append(
+                    verdicts.ImageProblem("layer-tampered", f"layer {b.name} tampered", v.chain_id)
+                )
+            elif v.status == verdicts.UNVERIFIABLE:
+                iv.problems.append(verdicts.ImageProblem("layer-unverifiable", v.reason or "", v.chain_id))
         if host.kind in _FLAT:
-            unverifiable = True
             iv.problems.append(
-                ImageProblem("unreadable", "no image config: nothing recorded to check against")
+                verdicts.ImageProblem("unreadable", "no image config: nothing recorded to check against")
             )
-        iv.status = TAMPERED if tampered else UNVERIFIABLE if unverifiable else OK
+        iv.status = image_status(iv.problems)
         out.append(iv)
     return out
 
 
-def export_layer(host: ArchiveHost, chain_id: str, write: Sink) -> LayerVerdict:
+def export_layer(host: ArchiveHost, chain_id: str, write: Sink) -> verdicts.LayerVerdict:
     """Write one layer's uncompressed tar stream (by chain id, diff id or blob digest) and verify it."""
     want = chain_id if ":" in chain_id else "sha256:" + chain_id
     for e in host.entries:

@@ -39,6 +39,7 @@ from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
 from pensieve.evidence import DirHandle, Evidence, EvidenceError, FileStat
 from pensieve.evidence.base import file_kind, normalize
+from pensieve.formats import untrusted_json
 from pensieve.formats.tarsplit import (
     FILE,
     SEGMENT,
@@ -72,6 +73,7 @@ __all__ = [
     "LayerProblem",
     "LayerVerdict",
     "findings",
+    "image_status",
     "rebuild_layer",
     "verify_host",
     "verify_image_ids",
@@ -811,6 +813,28 @@ class _LayerChecker:
 # ---- images ---------------------------------------------------------------------------------
 
 
+def _hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
+    """(sha256 of the image config at PATH, its first 64 MiB): the id it must equal."""
+    h = hashlib.sha256()
+    chunks: list[bytes] = []
+    with ev.open(path) as fh:
+        while block := fh.read(_CHUNK):
+            h.update(block)
+            if sum(map(len, chunks)) < 64 << 20:
+                chunks.append(block)
+    return "sha256:" + h.hexdigest(), b"".join(chunks)
+
+
+def _config_diff_ids(data: bytes, path: str) -> list[str]:
+    """The rootfs diff ids of an image config (OCI image-spec config.md); ValueError when it is
+    not JSON, nested too deep, or holds them in a field of the wrong type."""
+    typed: list = []
+    diff_ids = untrusted_json.load(data, path, typed).obj("rootfs").list_of_str("diff_ids") or []
+    if typed:
+        raise ValueError(typed[0].message)
+    return diff_ids
+
+
 def verify_image_ids(
     host: DockerHost, layers: Iterable[LayerVerdict] | None = None, image_ref: str | None = None
 ) -> list[ImageVerdict]:
@@ -818,8 +842,6 @@ def verify_image_ids(
 
     With LAYERS (verify_host's verdicts) an image using a tampered layer is tampered, one using
     an unverifiable layer is unverifiable."""
-    import json
-
     only = host.image(image_ref).id if image_ref else None
     by_layer = {(v.data_root, v.chain_id): v for v in layers or []}
     tags = {(i.data_root, i.id): i.tags for i in host.images()}
@@ -843,19 +865,9 @@ def verify_image_ids(
                 iv.config_path, iv.data_root, iv.driver = path, root.path, driver
                 out.append(iv)
                 try:
-                    h = hashlib.sha256()
-                    chunks = []
-                    with root.evidence.open(path) as fh:
-                        while block := fh.read(_CHUNK):
-                            h.update(block)
-                            if sum(map(len, chunks)) < 64 << 20:
-                                chunks.append(block)
-                    iv.computed_id = "sha256:" + h.hexdigest()
-                    config = json.loads(b"".join(chunks))
-                    diff_ids = [
-                        d for d in (config.get("rootfs") or {}).get("diff_ids") or [] if isinstance(d, str)
-                    ]
-                except (EvidenceError, OSError, ValueError, AttributeError) as exc:
+                    iv.computed_id, data = _hash_config(root.evidence, path)
+                    diff_ids = _config_diff_ids(data, path)
+                except (EvidenceError, OSError, ValueError) as exc:
                     iv.problems.append(ImageProblem("unreadable", f"image config unreadable: {exc}"))
                     continue
                 if iv.computed_id != image_id:
@@ -886,9 +898,21 @@ def verify_image_ids(
                     if lv is not None and lv.status != OK:
                         kind = "layer-tampered" if lv.status == TAMPERED else "layer-unverifiable"
                         iv.problems.append(ImageProblem(kind, lv.reason or f"layer {lv.status}", chain))
-                hard = [p for p in iv.problems if p.kind not in ("layer-unverifiable", "missing-layer")]
-                iv.status = TAMPERED if hard else UNVERIFIABLE if iv.problems else OK
+                iv.status = image_status(iv.problems)
     return out
+
+
+#: image problem kinds that keep an image from being checked; every other kind is tampering
+_UNCHECKED_KINDS = ("layer-unverifiable", "missing-layer", "unreadable")
+
+
+def image_status(problems: list[ImageProblem]) -> str:
+    """An image's verdict from its problems (a host's or an archive's): ``tampered`` when one
+    shows tampering (config digest, diff id, a tampered layer), ``unverifiable`` when one only
+    keeps it from being checked (a missing or unverifiable layer, an unreadable config), else ``ok``."""
+    if any(p.kind not in _UNCHECKED_KINDS for p in problems):
+        return TAMPERED
+    return UNVERIFIABLE if problems else OK
 
 
 # ---- findings -------------------------------------------------------------------------------
