@@ -41,7 +41,6 @@ import re
 import stat as statmod
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pensieve.engines.docker.drivers import (
     DEFAULT_DATA_ROOT,
@@ -163,18 +162,17 @@ class Incarnation:
             self.deleted = (seq, inode)
 
 
-@dataclass(slots=True, eq=False)
 class NameEntry:
     """A directory entry seen in a journalled directory block (BLOCK) of directory PARENT; one
-    object per entry (compared by identity)."""
+    object per entry (compared and hashed by identity: a parse-time working object, not a record)."""
 
-    parent: int | None
-    name: bytes
-    ino: int
-    ftype: int
-    seq: int
-    deleted_slot: bool
-    block: int
+    __slots__ = ("parent", "name", "ino", "ftype", "seq", "deleted_slot", "block")
+
+    def __init__(
+        self, parent: int | None, name: bytes, ino: int, ftype: int, seq: int, deleted_slot: bool, block: int
+    ) -> None:
+        self.parent, self.name, self.ino, self.ftype = parent, name, ino, ftype
+        self.seq, self.deleted_slot, self.block = seq, deleted_slot, block
 
 
 class _ContentOut:
