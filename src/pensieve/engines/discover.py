@@ -109,6 +109,14 @@ def find_containerd_roots(
     return found
 
 
+def only_dockers_tasks(host: ContainerdHost) -> bool:
+    """The containerd a classic Docker runs (its own ``DATA_ROOT/containerd/daemon`` or the
+    system's): nothing but the ``moby`` namespace's task records of Docker's containers, no
+    image, no snapshot; it adds nothing to the DockerHost and is left out."""
+    namespaces = host.meta.namespaces
+    return all(ns.name == "moby" and not ns.images and not ns.snapshots for ns in namespaces)
+
+
 def open_engines(evidence: Evidence) -> Host:
     """One Host over every engine root of EVIDENCE (NotADataRoot when there is none)."""
     problems: list[Problem] = []
@@ -127,7 +135,8 @@ def open_engines(evidence: Evidence) -> Host:
     hosts: list[Host] = []
     if docker_roots:
         hosts.append(DockerHost(evidence, docker_roots))
-    hosts += [ContainerdHost(evidence, root, state, how) for root, state, how in found]
+    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
+    hosts += [h for h in ctr if not (docker_roots and only_dockers_tasks(h))]
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
         return hosts[0]
