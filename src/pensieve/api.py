@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+from pensieve.engines.base import Host
 from pensieve.engines.docker import DockerHost, LookupFailed
 from pensieve.evidence import open_evidence
 from pensieve.filesystem.diff import DiffResult, container_diff, recover
 from pensieve.filesystem.layered import LayeredView
-from pensieve.filesystem.whence import whence
-from pensieve.records import Container, Image
+from pensieve.filesystem.whence import whence as docker_whence
+from pensieve.records import Attribution, Container, Image
 
 __all__ = [
     "DockerHost",
@@ -22,6 +23,7 @@ __all__ = [
     "container_diff",
     "diff",
     "open_docker",
+    "open_host",
     "recover",
     "target_view",
     "view",
@@ -29,12 +31,28 @@ __all__ = [
 ]
 
 
+def open_host(source: str) -> Host:
+    """Every engine root in SOURCE (Docker data roots, containerd roots), as one Host."""
+    from pensieve.engines.discover import open_engines
+
+    return open_engines(open_evidence(source))
+
+
+def whence(host: Host, path: str) -> Attribution:
+    """Which layer, images and containers an evidence path belongs to (the engine's own
+    attribution where it has one, as containerd does; Docker's otherwise)."""
+    own = getattr(host, "whence", None)
+    if own is not None:
+        return own(path)
+    return docker_whence(host, path)
+
+
 def open_docker(source: str) -> DockerHost:
     """Every Docker data root in SOURCE (a directory: live /, mounted image, copied data root)."""
     return DockerHost(open_evidence(source))
 
 
-def resolve_target(host: DockerHost, ref: str) -> Container | Image:
+def resolve_target(host: Host, ref: str) -> Container | Image:
     """A container (by id, prefix or name) or, failing that, an image (id, tag, digest)."""
     try:
         return host.container(ref)
@@ -45,7 +63,7 @@ def resolve_target(host: DockerHost, ref: str) -> Container | Image:
             raise first from None
 
 
-def view(host: DockerHost, target: Container | Image) -> LayeredView:
+def view(host: Host, target: Container | Image) -> LayeredView:
     """The merged filesystem of a container (image + init + RW layers) or of an image."""
     if isinstance(target, Container):
         layers = target.layers
@@ -56,12 +74,12 @@ def view(host: DockerHost, target: Container | Image) -> LayeredView:
     return LayeredView(host.evidence, layers, problems=host.problems)  # refused redirects land there
 
 
-def target_view(host: DockerHost, ref: str) -> tuple[Container | Image, LayeredView]:
+def target_view(host: Host, ref: str) -> tuple[Container | Image, LayeredView]:
     target = resolve_target(host, ref)
     return target, view(host, target)
 
 
-def diff(host: DockerHost, ref: str, hash_files: bool = True) -> DiffResult:
+def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
     """Changes of a container's RW layer against its image."""
     c = host.container(ref)
     if not c.layers or c.layers[-1].role != "rw" or c.layers[-1].path is None:

@@ -149,8 +149,9 @@ def short(value: str | None, n: int = 12) -> str:
 
 
 def open_host(source: str):
-    """The host behind SOURCE: a DockerHost over a directory (host root, data root) or a disk
-    image (raw, split raw, E01, qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
+    """The host behind SOURCE: every engine root (Docker data roots, containerd roots) of a
+    directory (host root, data root, containerd root) or a disk image (raw, split raw, E01,
+    qcow2; ``disk.img@2`` / ``disk.img@offset=N`` picks a partition),
     or an ArchiveHost over an image archive (docker save, OCI layout or archive, docker export)."""
     from pensieve.evidence.sniff import source_kind
 
@@ -158,11 +159,11 @@ def open_host(source: str):
         from pensieve.images.archive import open_archive  # imported only for archives (~10 ms)
 
         return open_archive(source)
-    from pensieve.engines.docker import DockerHost
+    from pensieve.engines.discover import open_engines
     from pensieve.evidence import open_evidence
 
     evidence = open_evidence(source)
-    host = DockerHost(evidence)
+    host = open_engines(evidence)  # Docker alone: the DockerHost; containerd roots too: all of them
     host.problems.extend(evidence.problems)  # skipped partitions and the like
     return host
 

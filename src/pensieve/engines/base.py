@@ -135,9 +135,10 @@ class StorageDriver(ABC):
 
 def storage_driver(name: str | None) -> StorageDriver:
     """The StorageDriver for the name a layer records (unknown names read as overlay diffs)."""
+    from pensieve.engines.containerd.snapshotters import snapshotter_named
     from pensieve.engines.docker.drivers import driver_named
 
-    return driver_named(name)
+    return snapshotter_named(name) or driver_named(name)
 
 
 def private_xattr_prefixes() -> tuple[str, ...]:

@@ -81,6 +81,7 @@ class Image:
     history: list[HistoryStep] = field(default_factory=list)
     config_path: str | None = None
     data_root: str | None = None
+    namespace: str | None = None  # containerd: the namespace the image is named in
 
 
 @record
@@ -129,6 +130,8 @@ class Container:
     config_path: str | None = None
     data_root: str | None = None
     problems: list[Problem] = field(default_factory=list)  # the same records as in host.problems
+    namespace: str | None = None  # containerd: the namespace the container lives in
+    updated: Timestamp | None = None  # containerd: last change of the container's metadata
 
 
 @record

@@ -1,0 +1,277 @@
+"""Which engines a piece of evidence holds, and one Host over all of them.
+
+:func:`find_containerd_roots` looks where containerd and the distributions embedding it keep
+their root (each with the state directory its runtime uses, containerd defaults and the projects'
+documented paths):
+
+* ``/var/lib/containerd`` (state ``/run/containerd``), or ``root``/``state`` of
+  ``/etc/containerd/config.toml``;
+* k3s ``/var/lib/rancher/k3s/agent/containerd`` and rke2 ``/var/lib/rancher/rke2/agent/containerd``
+  (state ``/run/k3s/containerd``), microk8s ``/var/snap/microk8s/common/var/lib/containerd``
+  (state ``/var/snap/microk8s/common/run/containerd``), k0s ``/var/lib/k0s/containerd``
+  (state ``/run/k0s/containerd``);
+* Docker's containerd image store ``DATA_ROOT/containerd/daemon`` (state
+  ``/run/docker/containerd/daemon``);
+* the SOURCE itself, or a directory right below it (a copied root, with a ``state/`` beside it
+  when the runtime state was copied too).
+
+A root is a directory holding ``io.containerd.metadata.v1.bolt/meta.db``.  Docker data roots are
+found by :class:`~pensieve.engines.docker.DockerHost`'s own search.  :func:`open_engines` gives
+that DockerHost unchanged when Docker is all there is, a ContainerdHost for a lone containerd
+root, and a :class:`MultiHost` over several.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.containerd.host import ContainerdHost
+from pensieve.engines.containerd.metadata import META_DB
+from pensieve.engines.containerd.whence import NotBelowARoot, relative
+from pensieve.engines.docker import DockerHost
+from pensieve.engines.docker.root import find_data_roots, open_data_roots
+from pensieve.errors import LookupFailed, NotADataRoot
+from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
+from pensieve.records import Container, Image, Layer, Problem, Volume
+
+#: (root, state directory, how it was found) of containerd as installed by each distribution
+CONTAINERD_PLACES = (
+    ("/var/lib/containerd", "/run/containerd", "default location"),
+    ("/var/lib/rancher/k3s/agent/containerd", "/run/k3s/containerd", "k3s"),
+    ("/var/lib/rancher/rke2/agent/containerd", "/run/k3s/containerd", "rke2"),
+    (
+        "/var/snap/microk8s/common/var/lib/containerd",
+        "/var/snap/microk8s/common/run/containerd",
+        "microk8s",
+    ),
+    ("/var/lib/k0s/containerd", "/run/k0s/containerd", "k0s"),
+)
+DOCKER_CONTAINERD = "containerd/daemon"
+DOCKER_CONTAINERD_STATE = "/run/docker/containerd/daemon"
+CONFIG_TOML = "/etc/containerd/config.toml"
+TASK_DIR = "io.containerd.runtime.v2.task"
+
+
+def is_containerd_root(evidence: Evidence, path: str) -> bool:
+    """PATH holds containerd's metadata store."""
+    return evidence.is_file(join(path, META_DB))
+
+
+def _configured(evidence: Evidence, problems: list[Problem]) -> tuple[str | None, str | None]:
+    """(root, state) set in /etc/containerd/config.toml (None where unset or unreadable)."""
+    if not evidence.is_file(CONFIG_TOML):
+        return None, None
+    import tomllib
+
+    try:
+        doc = tomllib.loads(evidence.read_text(CONFIG_TOML, 1 << 20))
+    except (EvidenceError, OSError, tomllib.TOMLDecodeError) as exc:
+        problems.append(Problem(CONFIG_TOML, f"containerd config unreadable: {exc}"))
+        return None, None
+    root, state = doc.get("root"), doc.get("state")
+    return (root if isinstance(root, str) else None), (state if isinstance(state, str) else None)
+
+
+def _beside(evidence: Evidence, root: str) -> str | None:
+    """A copied runtime state directory next to a copied root (``<parent>/state``)."""
+    state = join(posixpath.dirname(root.rstrip("/")) or "/", "state")
+    return state if evidence.is_dir(join(state, TASK_DIR)) else None
+
+
+def find_containerd_roots(
+    evidence: Evidence, docker_roots: list[str], problems: list[Problem]
+) -> list[tuple[str, str | None, str]]:
+    """(root, state directory, how found) of every containerd root in the evidence."""
+    found: list[tuple[str, str | None, str]] = []
+
+    def add(root: str, state: str | None, how: str) -> None:
+        root = normalize(root)
+        if root not in [f[0] for f in found] and is_containerd_root(evidence, root):
+            found.append((root, state, how))
+
+    if is_containerd_root(evidence, "/"):
+        add("/", None, "source is a containerd root")
+        return found
+    root, state = _configured(evidence, problems)
+    if root is not None:
+        add(root, state or "/run/containerd", f"root in {CONFIG_TOML}")
+    for path, default_state, how in CONTAINERD_PLACES:
+        add(path, state if path == "/var/lib/containerd" and state else default_state, how)
+    for data_root in dict.fromkeys(docker_roots + ["/var/lib/docker"]):
+        add(join(data_root, DOCKER_CONTAINERD), DOCKER_CONTAINERD_STATE, f"Docker's containerd ({data_root})")
+    try:
+        children = sorted(evidence.listdir("/"))
+    except (EvidenceError, OSError):
+        children = []
+    for name in children:
+        add("/" + name, _beside(evidence, "/" + name), "directory below the source")
+    return found
+
+
+def only_dockers_tasks(host: ContainerdHost) -> bool:
+    """The containerd a classic Docker runs (its own ``DATA_ROOT/containerd/daemon`` or the
+    system's): nothing but the ``moby`` namespace's task records of Docker's containers, no
+    image, no snapshot; it adds nothing to the DockerHost and is left out."""
+    namespaces = host.meta.namespaces
+    return all(ns.name == "moby" and not ns.images and not ns.snapshots for ns in namespaces)
+
+
+def open_engines(evidence: Evidence) -> Host:
+    """One Host over every engine root of EVIDENCE (NotADataRoot when there is none)."""
+    problems: list[Problem] = []
+    docker_roots = find_data_roots(evidence, problems)
+    found = find_containerd_roots(evidence, [r.path for r in docker_roots], problems)
+    if not found:
+        if docker_roots:
+            host = DockerHost(evidence, docker_roots)
+            host.problems[:0] = problems
+            return host
+        try:
+            open_data_roots(evidence)
+        except NotADataRoot as exc:
+            places = ", ".join(p for p, _s, _h in CONTAINERD_PLACES)
+            raise NotADataRoot(f"{exc}; nor a containerd root (meta.db) at the top, {places}") from None
+    hosts: list[Host] = []
+    if docker_roots:
+        hosts.append(DockerHost(evidence, docker_roots))
+    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
+    hosts += [h for h in ctr if not (docker_roots and only_dockers_tasks(h))]
+    if len(hosts) == 1:
+        hosts[0].problems[:0] = problems
+        return hosts[0]
+    return MultiHost(evidence, hosts, problems)
+
+
+class _Problems(list):
+    """The union of every engine's problems; what callers add lands in the MultiHost's own list."""
+
+    def __init__(self, items: list[Problem], own: list[Problem]) -> None:
+        super().__init__(items)
+        self._own = own
+
+    def append(self, problem: Problem) -> None:
+        super().append(problem)
+        self._own.append(problem)
+
+    def extend(self, problems) -> None:
+        problems = list(problems)
+        super().extend(problems)
+        self._own.extend(problems)
+
+
+class MultiHost(Host):
+    """Several engines' hosts over one evidence: every record carries its engine."""
+
+    engine = "multi"
+
+    def __init__(self, evidence: Evidence, hosts: list[Host], problems: list[Problem] | None = None) -> None:
+        self.evidence = evidence
+        self.hosts = hosts
+        self._own: list[Problem] = list(problems or [])
+
+    @property
+    def problems(self) -> list[Problem]:
+        seen: set[int] = set()
+        out = []
+        for p in self._own + [p for h in self.hosts for p in h.problems]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return _Problems(out, self._own)
+
+    @property
+    def roots(self) -> list:
+        """The Docker data roots (what the Docker-only analyses walk)."""
+        return [r for h in self.hosts for r in getattr(h, "roots", [])]
+
+    # ---- which host a record belongs to ----------------------------------------------------
+    def _docker_ids(self) -> set[str]:
+        return {c.id for h in self.hosts if h.engine == "docker" for c in h.containers()}
+
+    def _is_twin(self, c: Container, docker_ids: set[str]) -> bool:
+        """A container of containerd's ``moby`` namespace that is Docker's own container."""
+        return c.engine == "containerd" and c.namespace == "moby" and c.id in docker_ids
+
+    def _host_of(self, record: Container | Image) -> Host:
+        for h in self.hosts:
+            roots = [r.path for r in getattr(h, "roots", [])] or [getattr(h, "root", None)]
+            if h.engine == record.engine and record.data_root in roots:
+                return h
+        raise LookupFailed(f"no engine of {self.evidence.description} holds {record.id}")
+
+    # ---- containers and images -------------------------------------------------------------
+    def containers(self) -> list[Container]:
+        docker_ids = self._docker_ids()
+        return [c for h in self.hosts for c in h.containers() if not self._is_twin(c, docker_ids)]
+
+    def images(self) -> list[Image]:
+        return [i for h in self.hosts for i in h.images()]
+
+    def _one(self, ref: str, what: str, find) -> Container | Image:
+        found: list = []
+        for h in self.hosts:
+            try:
+                found.append(find(h, ref))
+            except LookupFailed as exc:
+                if "ambiguous" in str(exc):
+                    raise
+        if what == "container":
+            docker_ids = {c.id for c in found if c.engine == "docker"}
+            found = [c for c in found if not self._is_twin(c, docker_ids)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            names = ", ".join(
+                f"{r.engine}:{r.namespace + '/' if r.namespace else ''}{r.id.removeprefix('sha256:')[:12]}"
+                for r in found
+            )
+            raise LookupFailed(f"{what} {ref!r} is ambiguous ({len(found)} matches: {names})")
+        raise LookupFailed(f"no {what} {ref!r} in {self.evidence.description}")
+
+    def container(self, ref: str) -> Container:
+        return self._one(ref, "container", lambda h, r: h.container(r))
+
+    def image(self, ref: str) -> Image:
+        return self._one(ref, "image", lambda h, r: h.image(r))
+
+    def image_layers(self, image: Image) -> list[Layer]:
+        return self._host_of(image).image_layers(image)
+
+    def volumes(self) -> list[Volume]:
+        return [v for h in self.hosts for v in h.volumes()]
+
+    def checkpoints(self, container: Container) -> dict[str, str]:
+        return self._host_of(container).checkpoints(container)
+
+    # ---- storage and boundaries ------------------------------------------------------------
+    def storage_drivers(self) -> list[StorageDriver]:
+        out: list[StorageDriver] = []
+        for h in self.hosts:
+            out += [d for d in h.storage_drivers() if d not in out]
+        return out
+
+    def data_root_dirs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for h in self.hosts for d in h.data_root_dirs()))
+
+    def boundaries(self) -> list[str]:
+        return list(dict.fromkeys(b for h in self.hosts for b in h.boundaries()))
+
+    def whence(self, path: str):
+        """The attribution of the engine whose root holds PATH (containerd roots first: Docker's
+        own containerd lives below its data root)."""
+        from pensieve.filesystem.whence import NotBelowADataRoot, whence
+
+        ctr = [h for h in self.hosts if isinstance(h, ContainerdHost)]
+        ctr.sort(key=lambda h: -len(h.root))
+        for h in ctr:
+            if relative(h.root, path) is not None:
+                return h.whence(path)
+        last: Exception | None = None
+        for h in self.hosts:
+            if isinstance(h, DockerHost):
+                try:
+                    return whence(h, path)
+                except NotBelowADataRoot as exc:
+                    last = exc
+        raise last or NotBelowARoot(f"not in the evidence: {normalize(path)} is below no engine root")
