@@ -95,7 +95,7 @@ def mutations(data: bytes, seed: int, count: int = 120) -> Iterator[tuple[str, b
         run = rng.randrange(1, 9000)
         b[i : i + run] = bytes(len(b[i : i + run]))
         yield f"zeros at {i}+{run}", bytes(b)
-    fields = (b"\xff\xff\xff\xff", b"\0\0\0\0", b"\xff\xff\0\0", b"PK\x01\x02", b"PK\x07\x08", b"\xff\xd9\xff\xda")
+    fields = (b"\xff" * 4, bytes(4), b"\xff\xff\0\0", b"PK\x01\x02", b"PK\x07\x08", b"\xff\xd9\xff\xda")
     for _ in range(count // 3):
         b = bytearray(data)
         i = rng.randrange(max(1, n - 4))
@@ -172,7 +172,8 @@ def jar_many() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for i in range(24):
-            zf.writestr(zipfile.ZipInfo(f"com/example/C{i}.class", _WHEN), b"\xca\xfe\xba\xbe" + bytes(i * 10))
+            member = zipfile.ZipInfo(f"com/example/C{i}.class", _WHEN)
+            zf.writestr(member, b"\xca\xfe\xba\xbe" + bytes(i * 10))
         zf.writestr(zipfile.ZipInfo("META-INF/MANIFEST.MF", _WHEN), b"Manifest-Version: 1.0\r\n\r\n")
     return out.getvalue()
 
@@ -216,7 +217,20 @@ def elf_file(cls: int, endian: str) -> bytes:
     ident = b"\x7fELF" + bytes([cls, 1 if endian == "<" else 2, 1]) + bytes(9)
     fmt = "HHIQQQIHHHHHH" if wide else "HHIIIIIHHHHHH"
     header = ident + struct.pack(
-        endian + fmt, 2, 62 if wide else 3, 1, 0x401000, phoff, shoff, 0, ehsize, phentsize, 2, shentsize, 4, 3
+        endian + fmt,
+        2,
+        62 if wide else 3,
+        1,
+        0x401000,
+        phoff,
+        shoff,
+        0,
+        ehsize,
+        phentsize,
+        2,
+        shentsize,
+        4,
+        3,
     )
     phdrs = []
     for ptype, poff, size in ((1, 0, str_off), (4, text_off, 32)):
