@@ -11,17 +11,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Source,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    printable,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
+from pensieve.disk.carve.validators.common import printable
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\x7fELF", 0)

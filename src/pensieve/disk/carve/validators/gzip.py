@@ -12,18 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pensieve.disk.carve import base
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Source,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    inflate,
-    zero_run,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
+from pensieve.disk.carve.validators.common import inflate, zero_run
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\x1f\x8b\x08", 0)

@@ -12,17 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Source,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    ZERO_RUN,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
+from pensieve.disk.carve.validators.common import ZERO_RUN
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\xff\xd8\xff", 0)

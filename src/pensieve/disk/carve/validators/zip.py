@@ -14,18 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pensieve.disk.carve import base
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    MAX_LENGTH,
-    PARTIAL,
-    Context,
-    Source,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    inflate,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, MAX_LENGTH, PARTIAL, Context, Source, Verdict
+from pensieve.disk.carve.validators.common import inflate
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"PK\x03\x04", 0)
