@@ -69,6 +69,12 @@ class Verdict:
         self.details = details
         self.type = type_
 
+    @classmethod
+    def failed(cls, length: int, confidence: str, details: dict, why: str) -> Verdict:
+        """A verdict that validated only LENGTH bytes: WHY is recorded as ``details["failed"]``."""
+        details["failed"] = why
+        return cls(length, confidence, details)
+
 
 # ---- reading the image ---------------------------------------------------------------------------
 

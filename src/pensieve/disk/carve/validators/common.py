@@ -1,14 +1,12 @@
-"""What several validators share: inflating a deflate stream, runs of zeros, text extents."""
+"""What several validators share: inflating a deflate stream, runs of zeros, text extents and
+the verdict on a text file."""
 
 from __future__ import annotations
 
 import re
 import zlib
 
-from pensieve.disk.carve.base import (
-    Context,
-    Source,
-)
+from pensieve.disk.carve.base import COMPLETE, MAX_LENGTH, PARTIAL, Context, Source, Verdict
 
 
 def printable(raw: bytes) -> bool:
@@ -104,6 +102,19 @@ def text_extent(ctx: Context, off: int, bound_len: int) -> tuple[int, str]:
     if end_limit == ctx.range_end and end_limit < ctx.bound:
         return end_limit - off, "range end"
     return end_limit - off, "bound"
+
+
+def text_span(ctx: Context, off: int, type_: str, shortest: int) -> tuple[int, str] | None:
+    """(length, how it ended) of the text of TYPE at OFF (:func:`text_extent`, at most
+    ``MAX_LENGTH[TYPE]``), or None when it is shorter than SHORTEST bytes."""
+    length, how = text_extent(ctx, off, MAX_LENGTH[type_])
+    return (length, how) if length >= shortest else None
+
+
+def text_verdict(length: int, how: str, details: dict, whole: bool = True) -> Verdict:
+    """A text file is complete when it ends in the zero fill of its last block and WHOLE holds
+    (what the type checks: it parses, its lines are stamped); partial otherwise."""
+    return Verdict(length, COMPLETE if how == "zero fill" and whole else PARTIAL, details)
 
 
 def text_of(ctx: Context, off: int, length: int) -> str:

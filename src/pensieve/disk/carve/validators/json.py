@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    MAX_LENGTH,
-    PARTIAL,
-    Context,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    text_extent,
-    text_of,
-)
+from pensieve.disk.carve.base import PARTIAL, Context, Verdict
+from pensieve.disk.carve.validators.common import text_of, text_span, text_verdict
 
 
 def validate(ctx: Context, off: int) -> Verdict | None:
     head = ctx.src.read(off, 2)
     if head[:1] not in (b"{", b"[") or head[1:2] not in (b'"', b"\n", b" ", b"{", b"[", b"\r", b"\t"):
         return None
-    length, how = text_extent(ctx, off, MAX_LENGTH["json"])
-    if length < 2:
+    span = text_span(ctx, off, "json", 2)
+    if span is None:
         return None
+    length, how = span
     text = text_of(ctx, off, length)
     lines = text.split("\n")
     details: dict[str, Any] = {"ended_by": how}
@@ -52,18 +44,17 @@ def validate(ctx: Context, off: int) -> Verdict | None:
             parsed=good,
             subtype="docker-json-log" if {"log", "stream", "time"} <= keys else None,
         )
-        ok = bad == 0 and how == "zero fill"
         if bad == 1 and last_bad:
             details["failed"] = "last line cut"
         elif bad:
             details["failed"] = f"{bad} lines do not parse"
         if good < 1 or good < bad:
             return None
-        return Verdict(length, COMPLETE if ok else PARTIAL, details)
+        return text_verdict(length, how, details, bad == 0)
     try:
         json.loads(text)
         details["format"] = "json"
-        return Verdict(length, COMPLETE if how == "zero fill" else PARTIAL, details)
+        return text_verdict(length, how, details)
     except (ValueError, RecursionError) as exc:
         pos = getattr(exc, "pos", 0)
         if length >= 64 and pos >= len(text.rstrip()) - 1:

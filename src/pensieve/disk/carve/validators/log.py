@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import re
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    MAX_LENGTH,
-    PARTIAL,
-    Context,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    text_extent,
-)
+from pensieve.disk.carve.base import Context, Verdict
+from pensieve.disk.carve.validators.common import text_span, text_verdict
 
 _TS = re.compile(
     rb"(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d"  # ISO 8601 / RFC 3339
@@ -33,9 +25,10 @@ def validate(ctx: Context, off: int) -> Verdict | None:
     head = ctx.src.read(off, 200)
     if not _TS.match(head):
         return None
-    length, how = text_extent(ctx, off, MAX_LENGTH["log"])
-    if length < 16:
+    span = text_span(ctx, off, "log", 16)
+    if span is None:
         return None
+    length, how = span
     raw = ctx.src.read(off, length)
     lines = [ln for ln in raw.split(b"\n") if ln.strip()]
     stamped = sum(1 for ln in lines if _TS.match(ln))
@@ -46,5 +39,4 @@ def validate(ctx: Context, off: int) -> Verdict | None:
     if ratio < 0.5:
         return None
     details = {"lines": len(lines), "timestamped": stamped, "ended_by": how}
-    ok = how == "zero fill" and ratio >= 0.8
-    return Verdict(length, COMPLETE if ok else PARTIAL, details)
+    return text_verdict(length, how, details, ratio >= 0.8)

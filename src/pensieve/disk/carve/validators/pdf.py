@@ -6,17 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    PIECE,
-    Context,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    zero_tail,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, PIECE, Context, Verdict
+from pensieve.disk.carve.validators.common import zero_tail
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"%PDF-", 0)

@@ -6,16 +6,8 @@ import struct
 import zlib
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    zero_run,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Verdict
+from pensieve.disk.carve.validators.common import zero_run
 
 #: the PNG signature
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

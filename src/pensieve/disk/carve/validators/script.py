@@ -7,17 +7,8 @@ import os
 import re
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    MAX_LENGTH,
-    PARTIAL,
-    Context,
-    Verdict,
-)
-from pensieve.disk.carve.validators.common import (
-    text_extent,
-    text_of,
-)
+from pensieve.disk.carve.base import Context, Verdict
+from pensieve.disk.carve.validators.common import text_of, text_span, text_verdict
 
 _SHEBANG = re.compile(rb"#! ?(/[\w/.+-]+)(?:[ \t]+([^\s]+))?[^\n]{0,200}\n")
 
@@ -31,9 +22,10 @@ def validate(ctx: Context, off: int) -> Verdict | None:
     base = os.path.basename(interp)
     if base == "env" and m[2]:
         base = os.path.basename(m[2].decode())
-    length, how = text_extent(ctx, off, MAX_LENGTH["script"])
-    if length <= m.end():
+    span = text_span(ctx, off, "script", m.end() + 1)
+    if span is None:
         return None
+    length, how = span
     kind = (
         "python"
         if base.startswith("python")
@@ -49,5 +41,4 @@ def validate(ctx: Context, off: int) -> Verdict | None:
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             details["syntax_ok"] = False
             details["syntax_error"] = str(exc)[:200]
-    confidence = COMPLETE if how == "zero fill" and details.get("syntax_ok", True) else PARTIAL
-    return Verdict(length, confidence, details)
+    return text_verdict(length, how, details, details.get("syntax_ok", True))

@@ -6,13 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Verdict,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Verdict
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"SQLite format 3\0", 0)
@@ -39,20 +33,23 @@ def validate(ctx: Context, off: int) -> Verdict | None:
     btree = h[100]
     details: dict[str, Any] = {"page_size": page, "pages": npages, "freelist_pages": freelist}
     if btree not in (0x0D, 0x05):
-        details["failed"] = "page 1 is not a table b-tree page"
-        return Verdict(100, HEADER_ONLY, details)
+        return Verdict.failed(100, HEADER_ONLY, details, "page 1 is not a table b-tree page")
     ncells = struct.unpack_from(">H", h, 103)[0]
     ptrs = src.read(off + (112 if btree == 0x05 else 108), 2 * ncells)
     cells = [struct.unpack_from(">H", ptrs, 2 * i)[0] for i in range(len(ptrs) // 2)]
     if any(c < 100 or c >= page for c in cells):
-        details["failed"] = "page 1 cell pointers outside the page"
-        return Verdict(page, HEADER_ONLY, details)
+        return Verdict.failed(page, HEADER_ONLY, details, "page 1 cell pointers outside the page")
     details["schema_entries"] = ncells
     if not npages or valid_for != change:
-        details["failed"] = "in-header database size not valid (legacy writer): one page carved"
-        return Verdict(page, HEADER_ONLY, details)
+        return Verdict.failed(
+            page, HEADER_ONLY, details, "in-header database size not valid (legacy writer): one page carved"
+        )
     length = page * npages
     if off + length > ctx.bound:
-        details["failed"] = "database beyond the bound (truncated or hostile page count)"
-        return Verdict(max(page, min(ctx.bound, src.size) - off), PARTIAL, details)
+        return Verdict.failed(
+            max(page, min(ctx.bound, src.size) - off),
+            PARTIAL,
+            details,
+            "database beyond the bound (truncated or hostile page count)",
+        )
     return Verdict(length, COMPLETE, details)

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pensieve.disk.carve.base import (
-    COMPLETE,
-    HEADER_ONLY,
-    PARTIAL,
-    Context,
-    Verdict,
-)
+from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Verdict
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"ustar", 257)
