@@ -8,11 +8,11 @@ the ELF header says where the two tables are; each table is read and its entries
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
 from pensieve.disk.carve.validators.common import printable
+from pensieve.records.core import record
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\x7fELF", 0)
@@ -26,7 +26,7 @@ _PT_NULL, _PT_LOAD, _SHT_NULL, _SHT_STRTAB, _SHT_NOBITS = 0, 1, 0, 3, 8
 _SHN_XINDEX = 0xFFFF
 
 
-@dataclass
+@record
 class _Header:
     """The ELF header fields the validation uses (gABI, "ELF Header")."""
 

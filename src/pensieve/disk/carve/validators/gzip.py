@@ -8,12 +8,12 @@ trailer (CRC32, ISIZE)."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from pensieve.disk.carve import base
 from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
 from pensieve.disk.carve.validators.common import inflate, zero_run
+from pensieve.records.core import record
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\x1f\x8b\x08", 0)
@@ -25,7 +25,7 @@ _FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 2, 4, 8, 16, 0xE0
 _NO_MEMBER, _IMPLAUSIBLE, _UNTERMINATED = "no member", "implausible", "unterminated"
 
 
-@dataclass
+@record
 class _MemberHeader:
     """A member header (RFC 1952 2.3.1): where its deflate data begins, and what it names."""
 

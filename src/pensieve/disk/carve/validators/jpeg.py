@@ -9,11 +9,11 @@ restart marker."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, PARTIAL, Context, Source, Verdict
 from pensieve.disk.carve.validators.common import ZERO_RUN
+from pensieve.records.core import field, record
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"\xff\xd8\xff", 0)
@@ -37,7 +37,7 @@ class _Stop(Exception):
         self.at = at
 
 
-@dataclass
+@record
 class _Walk:
     """Where the walk over one JPEG stands, and what it has seen."""
 

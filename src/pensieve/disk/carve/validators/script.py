@@ -18,10 +18,10 @@ def validate(ctx: Context, off: int) -> Verdict | None:
     m = _SHEBANG.match(head)
     if not m:
         return None
-    interp = m[1].decode()
+    interp = m[1].decode("ascii")  # [\w/.+-] on bytes: ASCII only
     base = os.path.basename(interp)
     if base == "env" and m[2]:
-        base = os.path.basename(m[2].decode())
+        base = os.path.basename(m[2].decode("utf-8", "backslashreplace"))
     span = text_span(ctx, off, "script", m.end() + 1)
     if span is None:
         return None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from pensieve.disk.carve import base
 from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, MAX_LENGTH, PARTIAL, Context, Source, Verdict
 from pensieve.disk.carve.validators.common import inflate
+from pensieve.records.core import field, record
 
 #: the magic bytes, and their offset in the file
 SIGNATURE = (b"PK\x03\x04", 0)
@@ -55,7 +55,7 @@ _META_INF = "META-INF/MANIFEST.MF"
 _SUBTYPES = ((_META_INF, "jar"), ("[Content_Types].xml", "ooxml"), ("AndroidManifest.xml", "apk"))
 
 
-@dataclass
+@record
 class _Walk:
     """Where the walk over one archive stands (POS), and what it has counted so far."""
 
