@@ -133,19 +133,37 @@ class StorageDriver(ABC):
         return None
 
 
+#: the modules that declare storage drivers (a plugin registry: each module's ``DRIVERS`` lists
+#: its drivers; the first module's ``FALLBACK`` reads a layer whose driver name is unknown).
+#: A new engine adds its module here; this module imports none of them until a name is looked up.
+DRIVER_MODULES = ("pensieve.engines.docker.drivers", "pensieve.engines.containerd.snapshotters")
+
+_registry: dict[str, StorageDriver] = {}
+_fallback: list[StorageDriver] = []
+
+
+def _drivers() -> dict[str, StorageDriver]:
+    """Every registered StorageDriver by name, the DRIVER_MODULES read on first use."""
+    if not _registry:
+        import importlib
+
+        for module_name in DRIVER_MODULES:
+            module = importlib.import_module(module_name)
+            for driver in module.DRIVERS:
+                _registry.setdefault(driver.name, driver)
+            if not _fallback and getattr(module, "FALLBACK", None) is not None:
+                _fallback.append(module.FALLBACK)
+    return _registry
+
+
 def storage_driver(name: str | None) -> StorageDriver:
     """The StorageDriver for the name a layer records (unknown names read as overlay diffs)."""
-    from pensieve.engines.containerd.snapshotters import snapshotter_named
-    from pensieve.engines.docker.drivers import driver_named
-
-    return snapshotter_named(name) or driver_named(name)
+    return _drivers().get(name or "") or _fallback[0]
 
 
 def private_xattr_prefixes() -> tuple[str, ...]:
     """The xattr name prefixes any storage driver keeps for itself (never image content)."""
-    from pensieve.engines.docker.drivers import private_xattrs
-
-    return private_xattrs()
+    return tuple(dict.fromkeys(p for d in _drivers().values() for p in d.private_xattrs))
 
 
 class Host(ABC):

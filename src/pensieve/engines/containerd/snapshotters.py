@@ -68,10 +68,7 @@ class Native(Snapshot):
 
 
 SNAPSHOTTERS: dict[str, StorageDriver] = {d.name: d for d in (Overlayfs(), Native())}
+#: the drivers this module declares (engines/base.py's registry reads them)
+DRIVERS = tuple(SNAPSHOTTERS.values())
 #: the order a snapshotter is preferred in when an image is unpacked in several
 PREFERRED = ("overlayfs", "native")
-
-
-def snapshotter_named(name: str | None) -> StorageDriver | None:
-    """The storage driver of a containerd snapshotter pensieve reads (None for any other name)."""
-    return SNAPSHOTTERS.get(name or "")

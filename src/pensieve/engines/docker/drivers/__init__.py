@@ -60,6 +60,12 @@ DATA_ROOT_DIRS = tuple(dict.fromkeys(n for d in SUPPORTED_DRIVERS for n in _DRIV
 )
 
 
+#: the drivers this module declares (engines/base.py's registry reads them)
+DRIVERS = tuple(_DRIVERS.values())
+#: how a layer whose recorded driver name is unknown is read: as overlay diffs
+FALLBACK = _DRIVERS["overlay2"]
+
+
 def driver_named(name: str | None) -> StorageDriver:
     """The driver a layer's recorded name stands for; an unknown name reads as overlay diffs."""
     return _DRIVERS.get(name or "") or _DRIVERS["overlay2"]
@@ -78,8 +84,3 @@ def default_driver(names: list[str]) -> str | None:
 def data_root_drivers() -> list[StorageDriver]:
     """The drivers of a data root, each once."""
     return [_DRIVERS[n] for n in SUPPORTED_DRIVERS]
-
-
-def private_xattrs() -> tuple[str, ...]:
-    """Every driver's own xattr prefixes."""
-    return tuple(dict.fromkeys(p for d in _DRIVERS.values() for p in d.private_xattrs))
