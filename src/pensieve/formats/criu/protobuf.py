@@ -224,13 +224,11 @@ def _frame(buf: bytes | memoryview, key_at: int, key: int, pos: int, end: int) -
 
 
 def _varint_run(key: int) -> re.Pattern:
-    """The regex of a varint and the run of (KEY, varint) after it (repeated: mm_saved_auxv):
-    complete varints of at most 10 bytes, each after the same one-byte key."""
-    run = _VARINT_RUNS.get(key)
-    if run is None:
-        run = _VARINT_RUNS[key] = re.compile(
-            rb"[\x80-\xff]{0,9}[\x00-\x7f](?:" + re.escape(bytes([key])) + rb"[\x80-\xff]{0,9}[\x00-\x7f])*"
-        )
+    """Compile and keep the regex of a varint and the run of (KEY, varint) after it (repeated:
+    mm_saved_auxv): complete varints of at most 10 bytes, each after the same one-byte key."""
+    run = _VARINT_RUNS[key] = re.compile(
+        rb"[\x80-\xff]{0,9}[\x00-\x7f](?:" + re.escape(bytes([key])) + rb"[\x80-\xff]{0,9}[\x00-\x7f])*"
+    )
     return run
 
 
@@ -242,7 +240,7 @@ def _pass_over(
     if known and key & 7 == 0 and key < 0x80:
         # a known varint and the run of it that may follow, skipped by a regex.  Not one
         # complete varint: _frame below reports it.
-        m = _varint_run(key).match(buf, pos, end)
+        m = (_VARINT_RUNS.get(key) or _varint_run(key)).match(buf, pos, end)
         if m is not None:
             out["_skipped"] = True
             return m.end()
