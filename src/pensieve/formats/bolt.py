@@ -212,6 +212,20 @@ def _parse_header(buf: memoryview, base: int) -> tuple[int, int, int, int]:
     return _HDR.unpack_from(buf, 0)
 
 
+def _element_error(
+    page: _Page, i: int, pos: int, ksize: int, vsize: int | None, past_end: bool, offset: int
+) -> BoltError:
+    """Element I of PAGE (a leaf element when VSIZE is given) runs PAST_END of the page, or else
+    overlaps the data of an earlier element."""
+    if vsize is None:
+        what, detail, data = f"branch element {i}", f" key (pos {pos}, ksize {ksize})", " key"
+    else:
+        what, detail, data = f"leaf element {i}", f" (pos {pos}, ksize {ksize}, vsize {vsize})", " data"
+    if past_end:
+        return BoltError(f"page {page.id}: {what}{detail} runs past the page end", offset)
+    return BoltError(f"page {page.id}: {what}{data} overlaps earlier data", offset)
+
+
 def _elements(page: _Page) -> list[_Elem]:
     """Bounds-checked elements of a branch or leaf page."""
     buf, base, count = page.buf, page.base, page.count
@@ -226,14 +240,8 @@ def _elements(page: _Page) -> list[_Elem]:
             at = PAGE_HEADER_SIZE + i * BRANCH_ELEMENT_SIZE
             pos, ksize, pgid = _BRANCH.unpack_from(buf, at)
             start = at + pos
-            if start + ksize > size:
-                raise BoltError(
-                    f"page {page.id}: branch element {i} key (pos {pos}, ksize {ksize}) "
-                    f"runs past the page end",
-                    base + at,
-                )
-            if start < prev_end:
-                raise BoltError(f"page {page.id}: branch element {i} key overlaps earlier data", base + at)
+            if start + ksize > size or start < prev_end:
+                raise _element_error(page, i, pos, ksize, None, start + ksize > size, base + at)
             prev_end = start + ksize
             out.append(_Elem(0, buf[start : start + ksize], buf[0:0], pgid, base + at))
     else:
@@ -241,14 +249,8 @@ def _elements(page: _Page) -> list[_Elem]:
             at = PAGE_HEADER_SIZE + i * LEAF_ELEMENT_SIZE
             flags, pos, ksize, vsize = _LEAF.unpack_from(buf, at)
             start = at + pos
-            if start + ksize + vsize > size:
-                raise BoltError(
-                    f"page {page.id}: leaf element {i} (pos {pos}, ksize {ksize}, vsize {vsize}) "
-                    f"runs past the page end",
-                    base + at,
-                )
-            if start < prev_end:
-                raise BoltError(f"page {page.id}: leaf element {i} data overlaps earlier data", base + at)
+            if start + ksize + vsize > size or start < prev_end:
+                raise _element_error(page, i, pos, ksize, vsize, start + ksize + vsize > size, base + at)
             prev_end = start + ksize + vsize
             key = buf[start : start + ksize]
             value = buf[start + ksize : start + ksize + vsize]

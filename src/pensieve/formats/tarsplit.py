@@ -437,6 +437,62 @@ _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
 _EXTENDED = b"xgLK"  # typeflags of blocks that only carry data for the next header
 
 
+def _block_header(
+    block: bytes, fmt: str | None, long_name: bytes | None, long_link: bytes | None
+) -> TarHeader:
+    """The TarHeader of a member's header BLOCK; FMT, LONG_NAME and LONG_LINK come from the
+    extended blocks before it (None: none said)."""
+    magic = block[257:265]
+    if fmt is None:
+        fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
+    name = _cstr(block[0:100])
+    if magic[:6] == b"ustar\0":
+        prefix = _cstr(block[345:500])
+        if prefix:
+            name = prefix + b"/" + name
+    if long_name is not None:
+        name = long_name
+    linkname = long_link if long_link is not None else _cstr(block[157:257])
+    return TarHeader(
+        name=name,
+        typeflag=block[156:157],
+        mode=_number(block[100:108]),
+        uid=_number(block[108:116]),
+        gid=_number(block[116:124]),
+        size=_number(block[124:136]),
+        mtime=_number(block[136:148]) * _NS,
+        linkname=linkname,
+        uname=_cstr(block[265:297]).decode("utf-8", "replace"),
+        gname=_cstr(block[297:329]).decode("utf-8", "replace"),
+        devmajor=_number(block[329:337]) if fmt != "v7" else 0,
+        devminor=_number(block[337:345]) if fmt != "v7" else 0,
+        format=fmt,
+    )
+
+
+def _apply_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
+    """PAX records override the header block's fields (POSIX pax: path, linkpath, size, uid,
+    gid, mtime); SCHILY.xattr.* are extended attributes.  Every record is kept in ``pax``."""
+    hdr.pax = {k.decode("utf-8", "replace"): v for k, v in pax.items()}
+    for key, value in pax.items():
+        if key == b"path":
+            hdr.name = value
+        elif key == b"linkpath":
+            hdr.linkname = value
+        elif key in (b"size", b"uid", b"gid"):
+            try:
+                setattr(hdr, key.decode(), int(value))
+            except ValueError:
+                raise TarSplitError(f"bad PAX {key.decode()} {value!r}") from None
+        elif key == b"mtime":
+            try:
+                hdr.mtime = _pax_time_ns(value)
+            except ValueError:
+                raise TarSplitError(f"bad PAX mtime {value!r}") from None
+        elif key.startswith(b"SCHILY.xattr."):
+            hdr.xattrs[key[len(b"SCHILY.xattr.") :].decode("utf-8", "surrogateescape")] = value
+
+
 class HeaderParser:
     """Turns the segment bytes of a tar-split record back into tar headers.
 
@@ -462,6 +518,7 @@ class HeaderParser:
             self._skip = 0
 
     def header(self, entry: Entry) -> TarHeader:
+        """The tar header of file ENTRY, from the header blocks fed since the previous one."""
         if self._skip:
             self._take_skip()
         buf = self._buf
@@ -469,6 +526,28 @@ class HeaderParser:
             hdr = self._plain_header(entry)
             if hdr is not None:
                 return hdr
+        got = self._header_blocks(entry)
+        if isinstance(got, TarHeader):
+            return got
+        block, pos, pax, long_name, long_link, fmt = got
+        if pos != len(buf):
+            raise TarSplitError(
+                f"{len(buf) - pos} unexpected bytes after the header of file entry {entry.position}"
+            )
+        del buf[:]
+        hdr = _block_header(block, fmt, long_name, long_link)
+        if pax:
+            _apply_pax(hdr, pax)
+        self._check_entry(hdr, entry)
+        return hdr
+
+    def _header_blocks(
+        self, entry: Entry
+    ) -> tuple[bytes, int, dict[bytes, bytes], bytes | None, bytes | None, str | None] | TarHeader:
+        """Walk the extended header blocks (PAX ``x``/``g``, GNU ``L``/``K``) to the member's own
+        header block: (that block, the position after it, the PAX records, the GNU long name and
+        long link name, the format they imply); for a global PAX header alone, its TarHeader."""
+        buf = self._buf
         pos = 0
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
@@ -485,85 +564,38 @@ class HeaderParser:
             flag = block[156:157]
             size = _number(block[124:136])
             pos += BLOCK
-            if flag in (b"x", b"g", b"L", b"K"):
-                data = bytes(buf[pos : pos + size])
-                if len(data) < size:
-                    raise TarSplitError(f"extended header data cut short before entry {entry.position}")
-                pos += size + (-size % BLOCK)
-                if flag == b"x":
-                    pax.update(_pax_records(data))
-                    fmt = "pax"
-                elif flag == b"L":
-                    long_name = _cstr(data)
-                    fmt = "gnu"
-                elif flag == b"K":
-                    long_link = _cstr(data)
-                    fmt = "gnu"
-                elif pos == len(buf):
-                    # Go's reader hands a global PAX header to its caller as a member of its own
-                    # (size 0): tar-split records it as a file entry with nothing on disk
-                    del buf[:]
-                    return TarHeader(_cstr(block[0:100]), flag, 0, 0, 0, 0, 0.0, format="pax")
-                continue
-            break
-        if pos != len(buf):
-            raise TarSplitError(
-                f"{len(buf) - pos} unexpected bytes after the header of file entry {entry.position}"
-            )
-        del buf[:]
-        magic = block[257:265]
-        if fmt is None:
-            fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
-        name = _cstr(block[0:100])
-        if magic[:6] == b"ustar\0":
-            prefix = _cstr(block[345:500])
-            if prefix:
-                name = prefix + b"/" + name
-        if long_name is not None:
-            name = long_name
-        linkname = long_link if long_link is not None else _cstr(block[157:257])
-        hdr = TarHeader(
-            name=name,
-            typeflag=flag,
-            mode=_number(block[100:108]),
-            uid=_number(block[108:116]),
-            gid=_number(block[116:124]),
-            size=size,
-            mtime=_number(block[136:148]) * _NS,
-            linkname=linkname,
-            uname=_cstr(block[265:297]).decode("utf-8", "replace"),
-            gname=_cstr(block[297:329]).decode("utf-8", "replace"),
-            devmajor=_number(block[329:337]) if fmt != "v7" else 0,
-            devminor=_number(block[337:345]) if fmt != "v7" else 0,
-            format=fmt,
-        )
-        if pax:
-            hdr.pax = {k.decode("utf-8", "replace"): v for k, v in pax.items()}
-            for key, value in pax.items():
-                if key == b"path":
-                    hdr.name = value
-                elif key == b"linkpath":
-                    hdr.linkname = value
-                elif key in (b"size", b"uid", b"gid"):
-                    try:
-                        setattr(hdr, key.decode(), int(value))
-                    except ValueError:
-                        raise TarSplitError(f"bad PAX {key.decode()} {value!r}") from None
-                elif key == b"mtime":
-                    try:
-                        hdr.mtime = _pax_time_ns(value)
-                    except ValueError:
-                        raise TarSplitError(f"bad PAX mtime {value!r}") from None
-                elif key.startswith(b"SCHILY.xattr."):
-                    hdr.xattrs[key[len(b"SCHILY.xattr.") :].decode("utf-8", "surrogateescape")] = value
+            if flag not in (b"x", b"g", b"L", b"K"):
+                return block, pos, pax, long_name, long_link, fmt
+            data = bytes(buf[pos : pos + size])
+            if len(data) < size:
+                raise TarSplitError(f"extended header data cut short before entry {entry.position}")
+            pos += size + (-size % BLOCK)
+            if flag == b"x":
+                pax.update(_pax_records(data))
+                fmt = "pax"
+            elif flag == b"L":
+                long_name = _cstr(data)
+                fmt = "gnu"
+            elif flag == b"K":
+                long_link = _cstr(data)
+                fmt = "gnu"
+            elif pos == len(buf):
+                # Go's reader hands a global PAX header to its caller as a member of its own
+                # (size 0): tar-split records it as a file entry with nothing on disk
+                del buf[:]
+                return TarHeader(_cstr(block[0:100]), flag, 0, 0, 0, 0, 0.0, format="pax")
+
+    def _check_entry(self, hdr: TarHeader, entry: Entry) -> None:
+        """The header must say what the file entry says (size, name); then the file's padding is
+        what the next segment starts with."""
         if hdr.size != entry.size:
             raise TarSplitError(f"file entry {entry.position} says {entry.size} bytes, its header {hdr.size}")
-        if clean_name(hdr.name) != clean_name(entry.name_bytes or b""):
+        raw = entry.name_bytes or b""
+        if hdr.name != raw and clean_name(hdr.name) != clean_name(raw):
             raise TarSplitError(
                 f"file entry {entry.position} is {entry.name!r}, its header names {hdr.name!r}"
             )
         self._skip = -hdr.size % BLOCK if hdr.size else 0
-        return hdr
 
     def _plain_header(self, entry: Entry) -> TarHeader | None:
         """header() when the segments held one block, not an extended one (most members): the
@@ -625,12 +657,7 @@ class HeaderParser:
             minor if fmt != "v7" else 0,
             format=fmt,
         )
-        if size != entry.size:
-            raise TarSplitError(f"file entry {entry.position} says {entry.size} bytes, its header {size}")
-        raw = entry.name_bytes or b""
-        if name != raw and clean_name(name) != clean_name(raw):
-            raise TarSplitError(f"file entry {entry.position} is {entry.name!r}, its header names {name!r}")
-        self._skip = -size % BLOCK if size else 0
+        self._check_entry(hdr, entry)
         return hdr
 
     def finish(self) -> bool:

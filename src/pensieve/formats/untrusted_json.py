@@ -187,14 +187,19 @@ class Doc:
             self.problem(key, f"not an RFC 3339 time: {text[:64]!r}")
         return ns
 
-    def str(self, key: str, default: str | None = None) -> str | None:
+    def _typed(self, key: str, kind: type, want: str, default: Any) -> Any:
+        """The value at KEY when it is a KIND; DEFAULT when absent or null, or (a problem saying
+        WANT was expected) of another type."""
         value = self.value.get(key)
         if value is None:
             return default
-        if isinstance(value, str):
+        if isinstance(value, kind):
             return value
-        self._wrong(key, "a string", value)
+        self._wrong(key, want, value)
         return default
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        return self._typed(key, str, "a string", default)
 
     def int(self, key: str, default: int | None = None) -> int | None:
         value = self.value.get(key)
@@ -209,13 +214,7 @@ class Doc:
         return default
 
     def bool(self, key: str, default: bool = False) -> bool:
-        value = self.value.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        self._wrong(key, "a boolean", value)
-        return default
+        return self._typed(key, bool, "a boolean", default)
 
     def number(self, key: str) -> float | None:
         value = self.value.get(key)
@@ -239,13 +238,7 @@ class Doc:
 
     def list(self, key: str) -> list[Any] | None:
         """The list at KEY unchecked inside (None when absent; a problem when not a list)."""
-        value = self.value.get(key)
-        if value is None:
-            return None
-        if isinstance(value, list):
-            return value
-        self._wrong(key, "a list", value)
-        return None
+        return self._typed(key, list, "a list", None)
 
     def list_of_str(self, key: str) -> list[str] | None:
         """A list of strings (None when absent); non-string items are dropped with a problem."""

@@ -228,15 +228,21 @@ def _read(ck: Checkpoint, pid: int, start: int, length: int) -> tuple[bytes, lis
 
 def _windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK, parent_pages: bool = True):
     """(address, data, report_end) windows over PID's dumped extents; report hits < report_end."""
+    for pos, length, n in _window_spans(ck, pid, overlap, chunk, parent_pages):
+        data, _gaps = _read(ck, pid, pos, length)
+        yield pos, data, n
+
+
+def _window_spans(ck: Checkpoint, pid: int, overlap: int, chunk: int, parent_pages: bool):
+    """(address, length, report length) of every window over PID's dumped extents: CHUNK bytes
+    apart, each OVERLAP bytes longer (not past its extent) so a hit across a seam is seen."""
     for s, e, kind in extents(ck, pid, parent_pages):
         if kind != "data":
             continue
         pos = s
         while pos < e:
             n = min(chunk, e - pos)
-            length = min(n + overlap, e - pos)
-            data, _gaps = _read(ck, pid, pos, length)
-            yield pos, data, n
+            yield pos, min(n + overlap, e - pos), n
             pos += n
 
 
@@ -270,26 +276,18 @@ def _mapped_windows(ck: Checkpoint, pid: int, overlap: int, chunk: int = CHUNK, 
     name = f"pages-{pages_id}.img"
     mapped = None
     try:
-        for s, e, kind in extents(ck, pid, parent_pages):
-            if kind != "data":
-                continue
-            pos = s
-            while pos < e:
-                n = min(chunk, e - pos)
-                length = min(n + overlap, e - pos)
-                i = bisect.bisect_right(starts, pos) - 1
-                if i >= 0 and pos + length <= segs[i][1]:
-                    if mapped is None:
-                        mapped = (ck.store.map(name) if name in ck.names else None) or (None, 0, 0)
-                    mm, base, size = mapped
-                    off = segs[i][2] + (pos - segs[i][0])
-                    if mm is not None and off + length <= size:
-                        yield pos, mm, base + off, base + off + length, base + off + n
-                        pos += n
-                        continue
-                data, _gaps = _read(ck, pid, pos, length)
-                yield pos, data, 0, length, n
-                pos += n
+        for pos, length, n in _window_spans(ck, pid, overlap, chunk, parent_pages):
+            i = bisect.bisect_right(starts, pos) - 1
+            if i >= 0 and pos + length <= segs[i][1]:
+                if mapped is None:
+                    mapped = (ck.store.map(name) if name in ck.names else None) or (None, 0, 0)
+                mm, base, size = mapped
+                off = segs[i][2] + (pos - segs[i][0])
+                if mm is not None and off + length <= size:
+                    yield pos, mm, base + off, base + off + length, base + off + n
+                    continue
+            data, _gaps = _read(ck, pid, pos, length)
+            yield pos, data, 0, length, n
     finally:
         if mapped is not None and mapped[0] is not None:
             try:
@@ -741,34 +739,45 @@ def _mem_size(maps: list[MemoryMap]) -> tuple[int, int]:
 
 
 def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
-    """What changed from checkpoint A to checkpoint B (the same tree, later)."""
+    """What changed from checkpoint A to checkpoint B (the same tree, later): processes, then
+    sockets, open files and memory sizes."""
+    pa = {p.pid: p for p in views.processes(a)}
+    pb = {p.pid: p for p in views.processes(b)}
+    out = _diff_processes(pa, pb)
+    out += _diff_sockets(views.sockets(a), views.sockets(b))
+    out += _diff_files(views.files(a), views.files(b))
+    out += _diff_memory(views.maps(a), views.maps(b), pb)
+    return out
+
+
+def _changed(kind: str, subject: str, pid: int | None, x, y, fields) -> MemoryChange | None:
+    """A "changed" MemoryChange naming the FIELDS whose values differ from X to Y (None: none)."""
+    changed = [f for f in fields if getattr(x, f) != getattr(y, f)]
+    if not changed:
+        return None
+    before = {f: getattr(x, f) for f in changed}
+    return MemoryChange(kind, "changed", subject, pid, changed, before, {f: getattr(y, f) for f in changed})
+
+
+def _diff_processes(pa: dict, pb: dict) -> list[MemoryChange]:
     from pensieve.records import to_dict
 
     out: list[MemoryChange] = []
-    pa = {p.pid: p for p in views.processes(a)}
-    pb = {p.pid: p for p in views.processes(b)}
     for pid in sorted(pa.keys() | pb.keys()):
         x, y = pa.get(pid), pb.get(pid)
         if x is None:
             out.append(MemoryChange("process", "appeared", _proc_subject(y), pid, after=to_dict(y)))
         elif y is None:
             out.append(MemoryChange("process", "vanished", _proc_subject(x), pid, before=to_dict(x)))
-        else:
-            changed = [f for f in _PROC_FIELDS if getattr(x, f) != getattr(y, f)]
-            if changed:
-                out.append(
-                    MemoryChange(
-                        "process",
-                        "changed",
-                        _proc_subject(y),
-                        pid,
-                        changed,
-                        {f: getattr(x, f) for f in changed},
-                        {f: getattr(y, f) for f in changed},
-                    )
-                )
-    sa = {_sock_key(s): s for s in views.sockets(a)}
-    sb = {_sock_key(s): s for s in views.sockets(b)}
+        elif change := _changed("process", _proc_subject(y), pid, x, y, _PROC_FIELDS):
+            out.append(change)
+    return out
+
+
+def _diff_sockets(a_sockets: list, b_sockets: list) -> list[MemoryChange]:
+    out: list[MemoryChange] = []
+    sa = {_sock_key(s): s for s in a_sockets}
+    sb = {_sock_key(s): s for s in b_sockets}
     for key in sorted(sa.keys() | sb.keys(), key=repr):
         x, y = sa.get(key), sb.get(key)
         if x is None:
@@ -783,22 +792,17 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                     "socket", "closed", _sock_subject(x), x.pids[0] if x.pids else None, before=_sock(x)
                 )
             )
-        else:
-            changed = [f for f in ("state", "pids") if getattr(x, f) != getattr(y, f)]
-            if changed:
-                out.append(
-                    MemoryChange(
-                        "socket",
-                        "changed",
-                        _sock_subject(y),
-                        y.pids[0] if y.pids else None,
-                        changed,
-                        {f: getattr(x, f) for f in changed},
-                        {f: getattr(y, f) for f in changed},
-                    )
-                )
-    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(a)}
-    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in views.files(b)}
+        elif change := _changed(
+            "socket", _sock_subject(y), y.pids[0] if y.pids else None, x, y, ("state", "pids")
+        ):
+            out.append(change)
+    return out
+
+
+def _diff_files(a_files: list, b_files: list) -> list[MemoryChange]:
+    out: list[MemoryChange] = []
+    fa = {(f.pid, f.fd if f.fd is not None else f.type): f for f in a_files}
+    fb = {(f.pid, f.fd if f.fd is not None else f.type): f for f in b_files}
     for key in sorted(fa.keys() | fb.keys(), key=repr):
         x, y = fa.get(key), fb.get(key)
         what = f"fd {key[1]}" if isinstance(key[1], int) else str(key[1])
@@ -812,11 +816,17 @@ def diff(a: Checkpoint, b: Checkpoint) -> list[MemoryChange]:
                     "file", "changed", f"{key[0]} {what} {y.target}", key[0], ["target"], _file(x), _file(y)
                 )
             )
+    return out
+
+
+def _diff_memory(a_maps: list[MemoryMap], b_maps: list[MemoryMap], pb: dict) -> list[MemoryChange]:
+    """Processes in both whose mapped or dumped memory grew or shrank (PB: B's processes)."""
+    out: list[MemoryChange] = []
     ma: dict[int, list[MemoryMap]] = {}
     mb: dict[int, list[MemoryMap]] = {}
-    for m in views.maps(a):
+    for m in a_maps:
         ma.setdefault(m.pid, []).append(m)
-    for m in views.maps(b):
+    for m in b_maps:
         mb.setdefault(m.pid, []).append(m)
     for pid in sorted(ma.keys() & mb.keys()):
         (va, da), (vb, db) = _mem_size(ma[pid]), _mem_size(mb[pid])

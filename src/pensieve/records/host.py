@@ -157,3 +157,14 @@ class LogLine:
     message: str
     source: str  # evidence path of the log file it came from
     partial: bool = False
+
+
+@record
+class LocalLogEntry:
+    """A ``LogEntry`` protobuf of Docker's local log driver as decoded (engines/docker/logs)."""
+
+    source: str = ""
+    time_nano: int = 0
+    line: bytes = b""
+    partial: bool = False
+    last: bool | None = None  # partial_log_metadata.last, None when absent

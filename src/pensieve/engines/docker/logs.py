@@ -24,12 +24,13 @@ import posixpath
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from pensieve.evidence.base import Evidence, EvidenceError
+from pensieve.formats.protobuf import ProtobufError, iter_fields
 from pensieve.formats.untrusted_json import loads_line
 from pensieve.records import LogLine, Problem
+from pensieve.records.host import LocalLogEntry
 from pensieve.times import parse_rfc3339
 
 __all__ = ["log_files", "read_logs"]
@@ -45,7 +46,6 @@ _ROTATED = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>[0-9]+)(?P<gz>\.gz)?)?$")
 #: length (<= MAX_RECORD, so byte 0 is 0 and byte 1 <= 0x11), then key+length of field 1
 _RECORD_START = re.compile(rb"\x00[\x00-\x11][\x00-\xff]{2}\x0a\x06std(?:out|err)")
 _RECORD_START_LEN = 12
-_U64 = (1 << 64) - 1
 
 
 # ---- locating the files -------------------------------------------------------------------
@@ -230,68 +230,16 @@ def _read_json(stream: BinaryIO, path: str, container_id: str, problems: list[Pr
         )
 
 
-# ---- local driver: framing + a minimal protobuf decoder ------------------------------------
-class _ProtoError(ValueError):
-    pass
-
-
-@dataclass(slots=True)
-class _Entry:
-    source: str = ""
-    time_nano: int = 0
-    line: bytes = b""
-    partial: bool = False
-    last: bool | None = None  # partial_log_metadata.last, None when absent
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(10):
-        if i >= len(data):
-            raise _ProtoError("truncated varint")
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value & _U64, i
-        shift += 7
-    raise _ProtoError("varint longer than 10 bytes")
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Protobuf wire format: yield (field number, wire type, int or bytes); skips fixed."""
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _ProtoError("field number 0")
-        if wire == 0:
-            value, i = _varint(data, i)
-            yield number, wire, value
-        elif wire == 2:
-            size, i = _varint(data, i)
-            if size > len(data) - i:
-                raise _ProtoError(f"field {number} runs past the end of the message")
-            yield number, wire, data[i : i + size]
-            i += size
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-            if i > len(data):
-                raise _ProtoError(f"truncated fixed field {number}")
-        else:
-            raise _ProtoError(f"unsupported wire type {wire} (field {number})")
-
-
+# ---- local driver: framing + LogEntry (protobuf wire format: pensieve.formats.protobuf) ------
 _EXPECTED_WIRE = {1: 2, 2: 0, 3: 2, 4: 0, 5: 2}
 
 
-def _decode_entry(data: bytes) -> _Entry:
+def _decode_entry(data: bytes) -> LocalLogEntry:
     """``LogEntry``: 1 source, 2 time_nano, 3 line, 4 partial, 5 partial_log_metadata."""
-    entry = _Entry()
-    for number, wire, value in _fields(data):
+    entry = LocalLogEntry()
+    for number, wire, value in iter_fields(data):
         if number in _EXPECTED_WIRE and wire != _EXPECTED_WIRE[number]:
-            raise _ProtoError(f"field {number} has wire type {wire}")
+            raise ProtobufError(f"field {number} has wire type {wire}", 0)  # the offset is not shown
         if isinstance(value, bytes):
             if number == 1:
                 entry.source = value.decode("utf-8", "replace")
@@ -300,7 +248,7 @@ def _decode_entry(data: bytes) -> _Entry:
             elif number == 5:
                 # PartialLogEntryMetadata: 1 last, 2 id, 3 ordinal
                 entry.last = False
-                for sub, _, sub_value in _fields(value):
+                for sub, _, sub_value in iter_fields(value):
                     if sub == 1 and isinstance(sub_value, int):
                         entry.last = bool(sub_value)
         elif number == 2:
@@ -334,7 +282,7 @@ class _Window:
         self.base += upto
 
 
-def _record_at(win: _Window, i: int) -> tuple[int, _Entry | None, str]:
+def _record_at(win: _Window, i: int) -> tuple[int, LocalLogEntry | None, str]:
     """Try the record at ``buf[i]``: (payload length, entry or None, reason it is bad)."""
     if not win.ensure(i + 4):
         return 0, None, f"truncated length field ({len(win.buf) - i} bytes)"
@@ -351,8 +299,8 @@ def _record_at(win: _Window, i: int) -> tuple[int, _Entry | None, str]:
         return size, None, f"length header {size} and trailer {trailer} disagree"
     try:
         return size, _decode_entry(bytes(win.buf[i + 4 : i + 4 + size])), ""
-    except _ProtoError as exc:
-        return size, None, f"bad protobuf LogEntry: {exc}"
+    except ProtobufError as exc:
+        return size, None, f"bad protobuf LogEntry: {exc.message}"
 
 
 def _resync(win: _Window, start: int) -> int | None:

@@ -147,7 +147,8 @@ def _fast_pagemap(data: bytes) -> tuple[int, list[tuple[int, int, int, int]]] | 
         q = p + _U32.unpack_from(data, pos)[0]
         if q > n:
             return None
-        vaddr, nr, compat, flags, in_parent = 0, None, None, None, False
+        # by field number: 1 vaddr, 2 compat_nr_pages, 3 in_parent, 4 flags, 5 nr_pages
+        values: list[int | None] = [None, 0, None, None, None, None]
         while p < q:
             key = data[p]
             if key & 7 or not 8 <= key <= 40 or p + 1 >= q:
@@ -167,20 +168,12 @@ def _fast_pagemap(data: bytes) -> tuple[int, list[tuple[int, int, int, int]]] | 
                         break
                     shift += 7
                 v &= _M64
-            if key == 8:
-                vaddr = v
-            elif key == 40:
-                nr = v
-            elif key == 32:
-                flags = v & _M32
-            elif key == 16:
-                compat = v & _M32
-            else:
-                in_parent = v != 0
+            values[key >> 3] = v
+        _, vaddr, compat, in_parent, flags, nr = values
         if nr is None:
-            nr = compat if compat is not None else 0
-        if flags is None:  # images before the flags field: in_parent or present
-            flags = PE_PARENT if in_parent else PE_PRESENT
+            nr = compat & _M32 if compat is not None else 0
+        # images before the flags field: in_parent or present
+        flags = flags & _M32 if flags is not None else PE_PARENT if in_parent else PE_PRESENT
         out.append((vaddr, nr, flags, entry_at))
         pos = q
     return pages_id, out

@@ -1,10 +1,8 @@
-"""A minimal protobuf (proto2) wire-format decoder driven by schemas kept as Python data.
+"""A minimal protobuf (proto2) decoder driven by schemas kept as Python data.
 
-Wire facts: a message is a sequence of fields, each ``key = varint(field_number << 3 | wire_type)``
-then a value: wire type 0 varint, 1 eight little-endian bytes, 2 ``varint length`` + bytes
-(strings, bytes, nested messages, packed repeated scalars), 5 four little-endian bytes; 3/4 are
-the deprecated groups (never used by CRIU, rejected).  Varints are little-endian base-128, at
-most 10 bytes; negative int32/int64 are sign-extended to 64 bits, sint32/sint64 are zigzag.
+The wire format (keys, wire types, varints) is :mod:`pensieve.formats.protobuf`'s; groups (wire
+types 3/4, never used by CRIU) are rejected.  Negative int32/int64 are sign-extended to 64 bits,
+sint32/sint64 are zigzag.
 
 A schema is a dict ``field number -> Field``; a Field names the value, its type and whether it
 repeats, and nested messages name another schema.  Fields the schema does not know are skipped
@@ -22,7 +20,10 @@ from __future__ import annotations
 import re
 import struct
 
+from pensieve.formats.protobuf import ProtobufError, read_varint
 from pensieve.records.core import record
+
+__all__ = ["Field", "ProtobufError", "Schema", "decode", "read_varint"]
 
 MAX_DEPTH = 32
 
@@ -60,16 +61,6 @@ _I64S = struct.Struct("<q")
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
 _M32 = 0xFFFFFFFF
-_M64 = 0xFFFFFFFFFFFFFFFF
-
-
-class ProtobufError(ValueError):
-    """The bytes are not a valid encoding of the expected message."""
-
-    def __init__(self, message: str, offset: int):
-        self.message = message
-        self.offset = offset
-        super().__init__(f"{message} (at message offset {offset})")
 
 
 @record
@@ -81,24 +72,6 @@ class Field:
 
 
 Schema = dict[int, Field]
-
-
-def read_varint(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
-    """Decode a varint at POS (not past END); return (value, next position)."""
-    result = 0
-    shift = 0
-    start = pos
-    while True:
-        if pos >= end:
-            raise ProtobufError("truncated varint", start)
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result & _M64, pos
-        shift += 7
-        if shift >= 70:
-            raise ProtobufError("varint longer than 10 bytes", start)
 
 
 def _scalar(kind: str, value: int) -> int | bool:
@@ -139,17 +112,22 @@ def _fixed(kind: str, raw: bytes | memoryview) -> int | float:
 #: decode skips in C
 _VARINT_RUNS: dict[int, re.Pattern] = {}
 
-#: per schema (by identity, the schema kept alive): number -> (name, kind, repeated, message, wire)
+#: per schema (by identity, the schema kept alive): number -> (name, kind, repeated, message,
+#: wire, plain) where PLAIN says a varint below 2**31 is the value itself (uint32/uint64/enum/
+#: int32/int64: not bool, not zigzag)
 _PLANS: dict[int, tuple[Schema, dict[int, tuple]]] = {}
+
+_NOT_PLAIN = {BOOL, SINT32, SINT64}
 
 
 def _plan(schema: Schema) -> dict[int, tuple]:
     got = _PLANS.get(id(schema))
     if got is None or got[0] is not schema:
-        got = (
-            schema,
-            {n: (f.name, f.type, f.repeated, f.message, _WIRE_OF[f.type]) for n, f in schema.items()},
-        )
+        plan = {}
+        for n, f in schema.items():
+            wire = _WIRE_OF[f.type]
+            plan[n] = (f.name, f.type, f.repeated, f.message, wire, wire == 0 and f.type not in _NOT_PLAIN)
+        got = (schema, plan)
         _PLANS[id(schema)] = got
     return got[1]
 
@@ -169,6 +147,20 @@ def decode(
     fields and skips the others after checking their framing."""
     if end is None:
         end = len(buf)
+    return _decode(buf, schema_name, schemas, start, end, depth, only)
+
+
+def _decode(
+    buf: bytes | memoryview,
+    schema_name: str,
+    schemas: dict[str, Schema],
+    start: int,
+    end: int,
+    depth: int,
+    only: dict | None,
+) -> dict:
+    """decode() of BUF[START:END]: the loop over the fields.  Plain varints (most fields) are
+    decoded here; every other field goes to _pass_over (filtered out, unknown) or _store."""
     if depth > MAX_DEPTH:
         raise ProtobufError(f"messages nested deeper than {MAX_DEPTH}", start)
     plan = _plan(schemas[schema_name])
@@ -182,114 +174,147 @@ def decode(
             pos += 1
         else:
             key, pos = read_varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
+        number = key >> 3
         if number == 0 or number > 0x1FFFFFFF:
             raise ProtobufError(f"invalid field number {number}", key_at)
-        if wire == 0 and only is not None and key < 0x80 and number not in only and number in plan:
-            # a known varint the filter leaves out, and the run of it that may follow (repeated:
-            # mm_saved_auxv), skipped by a regex: complete varints of at most 10 bytes, each after
-            # the same key.  Not one complete varint: the general path below reports it.
-            run = _VARINT_RUNS.get(key)
-            if run is None:
-                run = _VARINT_RUNS[key] = re.compile(
-                    rb"[\x80-\xff]{0,9}[\x00-\x7f](?:"
-                    + re.escape(bytes([key]))
-                    + rb"[\x80-\xff]{0,9}[\x00-\x7f])*"
-                )
-            m = run.match(buf, pos, end)
-            if m is not None:
-                out["_skipped"] = True
-                pos = m.end()
-                continue
-        # read the raw value
-        if wire == 0:
-            if pos < end and (value := buf[pos]) < 0x80:
-                pos += 1
-            else:
-                value, pos = read_varint(buf, pos, end)
-        elif wire == 2:
-            if pos < end and (value := buf[pos]) < 0x80:
-                pos += 1
-            else:
-                value, pos = read_varint(buf, pos, end)
-            if value > end - pos:
-                raise ProtobufError(
-                    f"field {number} length {value} runs past the message end ({end - pos} left)", key_at
-                )
-            p = pos
-            pos += value
-        elif wire == 1 or wire == 5:
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise ProtobufError(f"truncated {size}-byte field {number}", key_at)
-            p = pos
-            pos += size
-        else:
-            raise ProtobufError(f"unsupported wire type {wire} for field {number}", key_at)
-
         field = plan.get(number)
-        if only is not None and number not in only:
-            if field is None:
-                out.setdefault("_unknown", []).append(number)
-            else:
-                out["_skipped"] = True
-                if wire == 2 and key < 0x80:
-                    # the rest of a run of this repeated field (sigactions, VMAs) in a tight loop;
-                    # anything unusual is left to the main loop, which reports it
-                    while pos + 1 < end and buf[pos] == key and (value := buf[pos + 1]) < 0x80:
-                        if value > end - pos - 2:
-                            break
-                        pos += 2 + value
+        if field is None or only is not None and number not in only:
+            pos = _pass_over(buf, key_at, key, pos, end, field is not None, out)
             continue
-        if field is None:
-            out.setdefault("_unknown", []).append(number)
-            continue
-
-        name, kind, repeated, message, expected = field
-        if wire == 0 and expected == 0:
-            # uint32/uint64/enum/int32/int64 below 2**31 are the varint itself
-            item = (
-                value
-                if value < 0x80000000 and kind != BOOL and kind != SINT32 and kind != SINT64
-                else (_scalar(kind, value))
-            )
-        elif wire == 2 and expected == 2:
-            if kind == MESSAGE:
-                item = decode(
-                    buf, message, schemas, p, pos, depth + 1, only[number] if only is not None else None
-                )
-            elif kind == STRING:
-                item = bytes(buf[p:pos]).decode("utf-8", "surrogateescape")
+        if field[5] and key & 7 == 0:
+            if pos < end and (value := buf[pos]) < 0x80:
+                pos += 1
             else:
-                item = bytes(buf[p:pos])
-        elif wire == 2:
-            # packed repeated scalars
-            if not repeated:
-                raise ProtobufError(f"field {name}: length-delimited value for a {kind}", key_at)
-            q = pos
-            items = out.setdefault(name, [])
-            if expected == 0:
-                append = items.append
-                while p < q:
-                    v = buf[p]
-                    if v < 0x80:
-                        p += 1
-                    else:
-                        v, p = read_varint(buf, p, q)
-                    append(v if kind == UINT32 and v <= _M32 else _scalar(kind, v))
+                value, pos = read_varint(buf, pos, end)
+            item = value if value < 0x80000000 else _scalar(field[1], value)
+            if field[2]:
+                out.setdefault(field[0], []).append(item)
             else:
-                size = 8 if expected == 1 else 4
-                if (q - p) % size:
-                    raise ProtobufError(f"field {name}: packed length not a multiple of {size}", key_at)
-                for i in range(p, q, size):
-                    items.append(_fixed(kind, buf[i : i + size]))
+                out[field[0]] = item  # last one wins (proto2 semantics for scalars)
             continue
-        elif wire != expected:
-            raise ProtobufError(f"field {name}: wire type {wire}, expected {expected}", key_at)
-        else:
-            item = _fixed(kind, buf[p:pos])
-        if repeated:
-            out.setdefault(name, []).append(item)
-        else:
-            out[name] = item  # last one wins (proto2 semantics for scalars)
+        pos = _store(buf, key_at, key, pos, end, field, schemas, depth, only, out)
     return out
+
+
+def _frame(buf: bytes | memoryview, key_at: int, key: int, pos: int, end: int) -> tuple[int, int, int]:
+    """The raw value of the field whose key KEY ends at POS: (varint value or length, value
+    start, value end)."""
+    wire = key & 7
+    if wire == 0:
+        if pos < end and (value := buf[pos]) < 0x80:
+            return value, pos, pos + 1
+        value, pos = read_varint(buf, pos, end)
+        return value, pos, pos
+    if wire == 2:
+        if pos < end and (value := buf[pos]) < 0x80:
+            pos += 1
+        else:
+            value, pos = read_varint(buf, pos, end)
+        if value > end - pos:
+            raise ProtobufError(
+                f"field {key >> 3} length {value} runs past the message end ({end - pos} left)", key_at
+            )
+        return value, pos, pos + value
+    if wire == 1 or wire == 5:
+        size = 8 if wire == 1 else 4
+        if pos + size > end:
+            raise ProtobufError(f"truncated {size}-byte field {key >> 3}", key_at)
+        return size, pos, pos + size
+    raise ProtobufError(f"unsupported wire type {wire} for field {key >> 3}", key_at)
+
+
+def _varint_run(key: int) -> re.Pattern:
+    """Compile and keep the regex of a varint and the run of (KEY, varint) after it (repeated:
+    mm_saved_auxv): complete varints of at most 10 bytes, each after the same one-byte key."""
+    run = _VARINT_RUNS[key] = re.compile(
+        rb"[\x80-\xff]{0,9}[\x00-\x7f](?:" + re.escape(bytes([key])) + rb"[\x80-\xff]{0,9}[\x00-\x7f])*"
+    )
+    return run
+
+
+def _pass_over(
+    buf: bytes | memoryview, key_at: int, key: int, pos: int, end: int, known: bool, out: dict
+) -> int:
+    """Frame and skip a field the schema does not know (its number kept in ``_unknown``) or a
+    KNOWN one the filter leaves out (``_skipped``); return the position after it."""
+    if known and key & 7 == 0 and key < 0x80:
+        # a known varint and the run of it that may follow, skipped by a regex.  Not one
+        # complete varint: _frame below reports it.
+        m = (_VARINT_RUNS.get(key) or _varint_run(key)).match(buf, pos, end)
+        if m is not None:
+            out["_skipped"] = True
+            return m.end()
+    _, _, pos = _frame(buf, key_at, key, pos, end)
+    if not known:
+        out.setdefault("_unknown", []).append(key >> 3)
+        return pos
+    out["_skipped"] = True
+    if key & 7 == 2 and key < 0x80:
+        # the rest of a run of this repeated field (sigactions, VMAs) in a tight loop;
+        # anything unusual is left to the main loop, which reports it
+        while pos + 1 < end and buf[pos] == key and (value := buf[pos + 1]) < 0x80:
+            if value > end - pos - 2:
+                break
+            pos += 2 + value
+    return pos
+
+
+def _store(
+    buf: bytes | memoryview,
+    key_at: int,
+    key: int,
+    pos: int,
+    end: int,
+    field: tuple,
+    schemas: dict[str, Schema],
+    depth: int,
+    only: dict | None,
+    out: dict,
+) -> int:
+    """Decode a known field that is not a plain varint into OUT; return the position after it."""
+    number, wire = key >> 3, key & 7
+    name, kind, repeated, message, expected, _ = field
+    value, p, pos = _frame(buf, key_at, key, pos, end)
+    if wire == 2 and expected != 2:
+        _packed(buf, p, pos, field, key_at, out)
+        return pos
+    if wire != expected:
+        raise ProtobufError(f"field {name}: wire type {wire}, expected {expected}", key_at)
+    if wire == 0:
+        item = _scalar(kind, value)
+    elif kind == MESSAGE:
+        item = _decode(buf, message, schemas, p, pos, depth + 1, only[number] if only is not None else None)
+    elif kind == STRING:
+        item = bytes(buf[p:pos]).decode("utf-8", "surrogateescape")
+    elif kind == BYTES:
+        item = bytes(buf[p:pos])
+    else:
+        item = _fixed(kind, buf[p:pos])
+    if repeated:
+        out.setdefault(name, []).append(item)
+    else:
+        out[name] = item  # last one wins (proto2 semantics for scalars)
+    return pos
+
+
+def _packed(buf: bytes | memoryview, p: int, q: int, field: tuple, key_at: int, out: dict) -> None:
+    """Packed repeated scalars BUF[P:Q] of FIELD, appended to its list in OUT."""
+    name, kind, repeated, _, expected, _ = field
+    if not repeated:
+        raise ProtobufError(f"field {name}: length-delimited value for a {kind}", key_at)
+    items = out.setdefault(name, [])
+    if expected == 0:
+        append = items.append
+        while p < q:
+            v = buf[p]
+            if v < 0x80:
+                p += 1
+            else:
+                v, p = read_varint(buf, p, q)
+            append(v if kind == UINT32 and v <= _M32 else _scalar(kind, v))
+        return
+    size = 8 if expected == 1 else 4
+    if (q - p) % size:
+        raise ProtobufError(f"field {name}: packed length not a multiple of {size}", key_at)
+    for i in range(p, q, size):
+        items.append(_fixed(kind, buf[i : i + size]))
