@@ -144,7 +144,18 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
 
 
 def run(opts: argparse.Namespace, debug: bool = False) -> int:
-    """Run the parsed command OPTS.func(opts); its errors and problems become the exit code."""
+    """Run the parsed command OPTS.func(opts); its errors and problems become the exit code.
+    The hosts it opened are closed when it ends (descriptors, spool files: a library caller
+    running many commands in one process keeps nothing)."""
+    from pensieve.commands.common import close_opened
+
+    try:
+        return _run(opts, debug)
+    finally:
+        close_opened()
+
+
+def _run(opts: argparse.Namespace, debug: bool) -> int:
     from pensieve.errors import EvidenceError, LookupFailed, NotADataRoot, NotFound
 
     try:

@@ -449,3 +449,16 @@ def test_verify_export_layer_goes_through_the_sink(arx, tmp_path):
     code, _, err = run_cli("verify", src, "--export-layer", chain, "--to", arx / "layer.tar")
     assert code == 2 and "evidence" in err
     assert sorted(p.name for p in arx.iterdir()) == before
+
+
+def test_a_command_gives_its_spool_back_when_it_ends(arx):
+    """The hosts a command opens are closed when it ends: a compressed archive's spool files
+    leave the budget's count (a script running many commands in one process keeps nothing)."""
+    from conftest import run_cli
+
+    from pensieve.evidence import spool
+
+    before = spool.in_use()
+    code, out, err = run_cli("fs", arx / "oci-zstd.tar", "-", "ls", "/", "--json")
+    assert code == 0, err
+    assert spool.in_use() == before

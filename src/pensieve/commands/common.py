@@ -148,6 +148,16 @@ def short(value: str | None, n: int = 12) -> str:
     return short_id(value, n)
 
 
+#: the hosts the running command opened (cli.run closes them when the command ends)
+OPENED: list = []
+
+
+def close_opened() -> None:
+    """Close every host open_host gave out (their descriptors and spool files), newest first."""
+    while OPENED:
+        OPENED.pop().close()
+
+
 def open_host(source: str):
     """The host behind SOURCE: every engine root (Docker data roots, containerd roots) of a
     directory (host root, data root, containerd root) or a disk image (raw, split raw, E01,
@@ -158,13 +168,16 @@ def open_host(source: str):
     if source_kind(source) == "archive":
         from pensieve.images.archive import open_archive  # imported only for archives (~10 ms)
 
-        return open_archive(source)
+        host = open_archive(source)
+        OPENED.append(host)
+        return host
     from pensieve.engines.discover import open_engines
     from pensieve.evidence import open_evidence
 
     evidence = open_evidence(source)
     host = open_engines(evidence)  # Docker alone: the DockerHost; containerd roots too: all of them
     host.problems.extend(evidence.problems)  # skipped partitions and the like
+    OPENED.append(host)
     return host
 
 

@@ -1,4 +1,4 @@
-"""The Host interface: what every engine (Docker now; containerd and Podman next) answers.
+"""The Host interface: what every engine (Docker, containerd; Podman next) answers.
 
 A host is one piece of evidence seen through one engine's storage. Analyses -- layered views,
 diff, whence, verify, compare, memory-source lookup, recovery attribution -- call only this
@@ -31,6 +31,7 @@ Callers may rely on:
   (whiteouts, opaque directories, redirects, copy-up and native-diff rules): the only place
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
+* ``close()`` (and ``with host:``) -- gives back descriptors and spool files;
 * ``boundaries()`` -- the host paths that are evidence (the evidence's own, and each data root
   where the evidence is a directory here), which no output may touch.
 """
@@ -224,3 +225,14 @@ class Host(ABC):
     def boundaries(self) -> list[str]:
         """Host paths that are evidence: the evidence's own, and every data root on it."""
         return self.evidence.boundaries()
+
+    def close(self) -> None:
+        """Give back what the host holds open (the evidence's descriptors, spool files); calling
+        it twice is harmless.  Hosts are context managers: ``with open_host(src) as host: ...``."""
+        self.evidence.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -170,6 +170,11 @@ class MultiHost(Host):
         self.hosts = hosts
         self._own: list[Problem] = list(problems or [])
 
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+        super().close()
+
     @property
     def problems(self) -> list[Problem]:
         seen: set[int] = set()

@@ -61,6 +61,10 @@ class ContainerdHost(Host):
         self.problems: list[Problem] = self.meta.problems
         self.store = ContentStore(evidence, root, self.problems)
 
+    def close(self) -> None:
+        self.meta.close()
+        super().close()
+
     # ---- snapshots ------------------------------------------------------------------------
     @cached_property
     def _snapshots(self) -> dict[tuple[str, str], list[Snapshot]]:
