@@ -189,16 +189,9 @@ def is_archive(host) -> bool:
 
 
 def refuse_inside_evidence(host, dest: str) -> None:
-    """UsageError when DEST is the evidence (an image file, the archive) or lies inside its tree."""
-    real = os.path.realpath(dest)
-    for image_file in getattr(host.evidence, "image_files", None) or []:
-        if real == os.path.realpath(image_file):
-            raise UsageError(f"refusing to write over the evidence: {dest}")
-    archive = getattr(host, "source", None)  # an image archive: the file, or the layout directory
-    root = getattr(host.evidence, "root", None) or (archive if archive and os.path.isdir(archive) else None)
-    if archive is not None and real == archive:
-        raise UsageError(f"refusing to write over the evidence: {dest}")
-    if root is None:
-        return
-    if real == root or real.startswith(root.rstrip("/") + "/"):
-        raise UsageError(f"refusing to write inside the evidence: {dest}")
+    """UsageError when DEST is the evidence (an image file, the archive), lies inside it or holds
+    it: the output sink's one check (:func:`pensieve.output.sink.refuse_evidence`) against the
+    host's boundaries, made before a command starts its work."""
+    from pensieve.output.sink import refuse_evidence
+
+    refuse_evidence(dest, host.boundaries())

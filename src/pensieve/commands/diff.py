@@ -83,9 +83,8 @@ def cmd_whence(o):
 
     host = open_host(o.source)
     path = o.hostpath
-    from_host = getattr(host.evidence, "from_host_path", None)
-    if from_host is not None and os.path.isabs(path) and os.path.exists(path):
-        mapped = from_host(path)
+    if os.path.isabs(path) and os.path.exists(path):
+        mapped = host.evidence.from_host_path(path)
         if mapped is not None:
             path = mapped
     emit_one(api.whence(host, path), o.fmt)
