@@ -33,7 +33,7 @@ from pensieve.engines.podman.storage import (
 )
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
-from pensieve.formats.untrusted_json import UntrustedJSONError, load
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Container, Image, Layer, Problem, Volume
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
@@ -75,7 +75,9 @@ class PodmanOverlay(Overlay2):
         out = []
         for short in parse_lower(text):
             try:
-                out.append(posixpath.basename(posixpath.dirname(evidence.readlink(posixpath.join(base, "l", short)))))
+                out.append(
+                    posixpath.basename(posixpath.dirname(evidence.readlink(posixpath.join(base, "l", short))))
+                )
             except (EvidenceError, OSError):
                 out.append(f"?l/{short}")
         return out
@@ -139,8 +141,13 @@ class PodmanHost(Host):
         return out
 
     def _image(self, root: _Graphroot, si: StorageImage, by_top: dict[str, str]) -> Image:
-        chain = layer_chain(root.layers, si.top_layer, posixpath.join(root.path, "overlay-images",
-                                                                     "images.json"), self.problems, si.id)
+        chain = layer_chain(
+            root.layers,
+            si.top_layer,
+            posixpath.join(root.path, "overlay-images", "images.json"),
+            self.problems,
+            si.id,
+        )
         image = Image(id=si.id, engine="podman", tags=list(si.names), created=si.created, data_root=root.path)
         repos = sorted({n.rsplit(":", 1)[0] if ":" in n.rsplit("/", 1)[-1] else n for n in si.names})
         image.digests = [f"{r}@{d}" for r in repos for d in dict.fromkeys(si.digests)]
@@ -166,10 +173,14 @@ class PodmanHost(Host):
             setattr(image, key, value)
         image.diff_ids = config.obj("rootfs").list_of_str("diff_ids") or []
         image.chain_ids = chain_ids(image.diff_ids)
-        infos = {c: _LayerInfo(layer.id, layer.diff_size) for c, layer in zip(image.chain_ids, chain, strict=False)}
+        infos = {
+            c: _LayerInfo(layer.id, layer.diff_size) for c, layer in zip(image.chain_ids, chain, strict=False)
+        }
         image.history = _history(config, image.diff_ids, image.chain_ids, infos)
         if [layer.diff_digest for layer in chain] != image.diff_ids:
-            self.problems.append(Problem(path, "image config diff_ids do not match the layers.json chain", si.id))
+            self.problems.append(
+                Problem(path, "image config diff_ids do not match the layers.json chain", si.id)
+            )
         return image
 
     def images(self) -> list[Image]:
@@ -201,15 +212,21 @@ class PodmanHost(Host):
             out[-1].history_index = image.history.index(step) if step else None
         return out
 
-    def _layer(self, root: _Graphroot, sl: StorageLayer | None, cache_id: str | None, role: str,
-               subject: str) -> Layer:
+    def _layer(
+        self, root: _Graphroot, sl: StorageLayer | None, cache_id: str | None, role: str, subject: str
+    ) -> Layer:
         path = PODMAN_OVERLAY.layer_path(self.evidence, root.path, cache_id or "") if cache_id else None
         if path and not self.evidence.is_dir(path):
             self.problems.append(Problem(path, f"{role} layer {cache_id} contents missing", subject))
             path = None
         return Layer(
-            role=role, cache_id=cache_id, path=path, diff_id=sl.diff_digest if sl else None,
-            size=sl.diff_size if sl else None, driver=LAYER_RULES, parent=sl.parent if sl else None,
+            role=role,
+            cache_id=cache_id,
+            path=path,
+            diff_id=sl.diff_digest if sl else None,
+            size=sl.diff_size if sl else None,
+            driver=LAYER_RULES,
+            parent=sl.parent if sl else None,
         )
 
     # ---- containers -----------------------------------------------------------------
@@ -220,10 +237,33 @@ class PodmanHost(Host):
             storage = {s.id: s for s in read_containers(self.evidence, root.path, self.problems)}
             libpod = root.state.containers
             for cid in list(libpod) + [s for s in storage if s not in libpod]:
-                c = parse_container(libpod.get(cid), storage.get(cid), root.path, root.state.path)
+                runtime_spec = self._runtime_spec(root, cid) if cid in storage else None
+                c = parse_container(
+                    libpod.get(cid), storage.get(cid), root.path, root.state.path, runtime_spec
+                )
                 self._fill_layers(root, c, storage.get(cid) is not None)
                 out.append(c)
         return out
+
+    def _runtime_spec(self, root: _Graphroot, cid: str) -> Doc | None:
+        """The OCI spec libpod handed the runtime at start (``userdata/config.json``: what podman
+        inspect shows, with HOME and HOSTNAME added); None when never started or unreadable."""
+        path = posixpath.join(root.path, "overlay-containers", cid, "userdata", "config.json")
+        if not self.evidence.is_file(path):
+            return None
+        try:
+            return load(
+                self.evidence.read_bytes(path, (16 << 20) + 1),
+                path,
+                self.problems,
+                subject=cid,
+                max_bytes=16 << 20,
+            )
+        except (EvidenceError, OSError, UntrustedJSONError) as exc:
+            self.problems.append(
+                Problem(path, f"runtime spec unreadable: {exc}".replace(f"{path}: ", ""), cid)
+            )
+            return None
 
     def _fill_layers(self, root: _Graphroot, c: Container, in_storage: bool) -> None:
         src = posixpath.join(root.path, "overlay-containers", "containers.json")
@@ -275,8 +315,12 @@ class PodmanHost(Host):
             for pod in root.state.pods.values():
                 out.append(
                     PodmanPod(
-                        id=pod.id, name=pod.name, graphroot=root.path, labels=pod.config.dict_of_str("labels"),
-                        created=pod.config.time("created"), infra_id=pod.state.str("InfraContainerID") or None,
+                        id=pod.id,
+                        name=pod.name,
+                        graphroot=root.path,
+                        labels=pod.config.dict_of_str("labels"),
+                        created=pod.config.time("created"),
+                        infra_id=pod.state.str("InfraContainerID") or None,
                         containers=sorted(pod.containers),
                     )
                 )
@@ -302,13 +346,19 @@ class PodmanHost(Host):
         for root in self.roots:
             for vol in root.state.volumes.values():
                 cfg = vol.config
-                path = posixpath.join(root.path, "volumes", vol.name, "_data") if "/" not in vol.name else None
+                path = (
+                    posixpath.join(root.path, "volumes", vol.name, "_data") if "/" not in vol.name else None
+                )
                 out.append(
                     Volume(
-                        name=vol.name, engine="podman", driver=cfg.str("volumeDriver") or None,
+                        name=vol.name,
+                        engine="podman",
+                        driver=cfg.str("volumeDriver") or None,
                         path=path if path and self.evidence.is_dir(path) else None,
-                        created=cfg.time("createdAt"), labels=cfg.dict_of_str("labels"),
-                        options=cfg.dict_of_str("options"), anonymous=cfg.bool("isAnon"),
+                        created=cfg.time("createdAt"),
+                        labels=cfg.dict_of_str("labels"),
+                        options=cfg.dict_of_str("options"),
+                        anonymous=cfg.bool("isAnon"),
                         used_by=sorted(vol.users),
                     )
                 )

@@ -48,7 +48,9 @@ def _mounts(config: Doc, spec: Doc, graphroot: str) -> list[Mount]:
                 driver="local",
                 rw="ro" not in options,
                 propagation=next((o for o in options if o.endswith(("private", "shared", "slave"))), None),
-                host_path=posixpath.join(graphroot, "volumes", name, "_data") if name and "/" not in name else None,
+                host_path=posixpath.join(graphroot, "volumes", name, "_data")
+                if name and "/" not in name
+                else None,
             )
         )
     user_binds = set(config.list_of_str("mounts") or [])
@@ -70,6 +72,13 @@ def _mounts(config: Doc, spec: Doc, graphroot: str) -> list[Mount]:
     return out
 
 
+def _env_hostname(env: list[str]) -> str | None:
+    """HOSTNAME from the environment libpod set: the hostname of a container sharing another's
+    UTS namespace (a pod member), whose own spec names none; libpod's Hostname() falls back to
+    the first 12 characters of the id."""
+    return next((e.split("=", 1)[1] or None for e in env if e.startswith("HOSTNAME=")), None)
+
+
 def _network_mode(config: Doc) -> str | None:
     ns_ctr = config.str("netNsCtr")
     if ns_ctr:
@@ -78,10 +87,15 @@ def _network_mode(config: Doc) -> str | None:
 
 
 def parse_container(
-    lp: LibpodContainer | None, sc: StorageContainer | None, graphroot: str, state_path: str | None
+    lp: LibpodContainer | None,
+    sc: StorageContainer | None,
+    graphroot: str,
+    state_path: str | None,
+    runtime_spec: Doc | None = None,
 ) -> Container:
     """One Container from libpod's record LP and/or the storage entry SC (either may be missing:
-    a buildah working container has no libpod record, a half-removed one no storage entry)."""
+    a buildah working container has no libpod record, a half-removed one no storage entry).
+    RUNTIME_SPEC, the spec the container was started with, wins over the creation-time one."""
     cid = lp.id if lp is not None else sc.id  # type: ignore[union-attr]
     if lp is None:
         name = sc.names[0] if sc and sc.names else None
@@ -98,7 +112,7 @@ def parse_container(
             data_root=graphroot,
         )
     config, state = lp.config, lp.state
-    spec = config.obj("spec")
+    spec = runtime_spec if runtime_spec else config.obj("spec")
     process = spec.obj("process")
     exit_code = state.int("exitCode")
     if exit_code is None:  # omitted when 0 (omitempty); the exit-code bucket keeps it too
@@ -124,7 +138,7 @@ def parse_container(
         labels=config.dict_of_str("labels"),
         user=config.str("user") or None,
         working_dir=process.str("cwd") or None,
-        hostname=spec.str("hostname") or None,
+        hostname=spec.str("hostname") or _env_hostname(process.list_of_str("env") or []) or cid[:12],
         network_mode=_network_mode(config),
         privileged=config.bool("privileged"),
         log_driver=config.str("logDriver") or None,

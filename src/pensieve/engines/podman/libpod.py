@@ -197,8 +197,11 @@ def _rows(db: sqlite3.Connection, sql: str, path: str, problems: list[Problem]) 
 
 
 def _s(value: object) -> str | None:
-    return value if isinstance(value, str) else (value.decode("utf-8", "replace") if isinstance(value, bytes)
-                                                 else None)
+    return (
+        value
+        if isinstance(value, str)
+        else (value.decode("utf-8", "replace") if isinstance(value, bytes) else None)
+    )
 
 
 def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems: list[Problem]) -> None:
@@ -220,15 +223,19 @@ def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems
             continue
         members = [c.id for c in out.containers.values() if c.pod_id == pid]
         out.pods[pid] = LibpodPod(
-            pid, _s(name), _doc(_s(config), path, problems, pid, "config"),
-            _doc(_s(pod_states.get(pid)), path, problems, pid, "state"), members,
+            pid,
+            _s(name),
+            _doc(_s(config), path, problems, pid, "config"),
+            _doc(_s(pod_states.get(pid)), path, problems, pid, "state"),
+            members,
         )
     vol_states = {_s(i): j for i, j in _rows(db, "SELECT Name, JSON FROM VolumeState", path, problems)}
     for name, config in _rows(db, "SELECT Name, JSON FROM VolumeConfig", path, problems):
         name = _s(name)
         if name:
             out.volumes[name] = LibpodVolume(
-                name, _doc(_s(config), path, problems, name, "config"),
+                name,
+                _doc(_s(config), path, problems, name, "config"),
                 _doc(_s(vol_states.get(name)), path, problems, name, "state"),
             )
 

@@ -225,7 +225,12 @@ def read_containers(ev: Evidence, graphroot: str, problems: list[Problem], drive
 
 
 def read_big_data(
-    ev: Evidence, graphroot: str, image: StorageImage, key: str, problems: list[Problem], driver: str = "overlay"
+    ev: Evidence,
+    graphroot: str,
+    image: StorageImage,
+    key: str,
+    problems: list[Problem],
+    driver: str = "overlay",
 ) -> tuple[bytes | None, str]:
     """(bytes or None, evidence path) of one big-data item of IMAGE (a problem when it is listed
     but missing or unreadable)."""
@@ -237,8 +242,13 @@ def read_big_data(
         return None, path
 
 
-def layer_chain(layers: dict[str, StorageLayer], top: str | None, source: str, problems: list[Problem],
-                subject: str | None = None) -> list[StorageLayer]:
+def layer_chain(
+    layers: dict[str, StorageLayer],
+    top: str | None,
+    source: str,
+    problems: list[Problem],
+    subject: str | None = None,
+) -> list[StorageLayer]:
     """The layers from TOP down its ``parent`` links, returned bottom first; a missing parent or
     a loop is a problem naming SOURCE (the chain above it is kept)."""
     chain: list[StorageLayer] = []
