@@ -1,0 +1,291 @@
+"""libpod's state: what Podman knows beyond containers/storage (github.com/containers/podman,
+libpod/boltdb_state.go, boltdb_state_internal.go, sqlite_state.go; libpod/define/containerstate.go).
+
+Podman 4.x keeps it in ``<graphroot>/libpod/bolt_state.db`` (bbolt), Podman 5.x in
+``<graphroot>/libpod/db.sql`` (SQLite) by default.
+
+bolt: bucket ``ctr`` has one sub-bucket per container id with ``config`` (the ContainerConfig
+JSON: spec, name, pod, labels, namedVolumes, command, entrypoint, createdTime, logPath ...),
+``state`` (ContainerState JSON: state number, pid, exitCode, startedTime, finishedTime,
+oomKilled ...), ``pod-id``; ``pod`` has ``config``/``state`` per pod; ``vol`` ``config``/``state``
+per volume; ``exit-code`` maps container id -> exit code text; ``runtime-config`` the paths.
+
+SQLite (5.x): tables ``ContainerConfig(ID, Name, PodID, JSON)``, ``ContainerState(ID, JSON)``,
+``PodConfig(ID, Name, JSON)``, ``PodState(ID, JSON)``, ``VolumeConfig(Name, ..., JSON)``,
+``VolumeState(Name, JSON)``; the JSON documents are the same as bolt's.  The database is copied
+into memory through the evidence (no -wal/-shm is ever created next to it).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import sqlite3
+from dataclasses import dataclass, field
+
+from pensieve.evidence import Evidence, EvidenceError
+from pensieve.evidence.base import NotFound
+from pensieve.formats.bolt import BoltDB, BoltError
+from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
+from pensieve.records import Problem
+
+#: libpod ContainerStatus numbers -> their String() names (define/containerstate.go)
+LIBPOD_STATES = {
+    0: "unknown",
+    1: "created",  # ContainerStateConfigured
+    2: "initialized",  # ContainerStateCreated: the runtime created it, never started
+    3: "running",
+    4: "stopped",
+    5: "paused",
+    6: "exited",
+    7: "removing",
+    8: "stopping",
+}
+#: libpod's state names in pensieve's record vocabulary (records/host.py Container.state)
+RECORD_STATES = {"initialized": "created", "stopped": "exited"}
+
+#: the largest state database read whole (bolt is read by offset from the file)
+MAX_SQLITE_BYTES = 512 << 20
+MAX_DOC_BYTES = 16 << 20
+
+
+@dataclass
+class LibpodContainer:
+    id: str
+    config: Doc
+    state: Doc
+    pod_id: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class LibpodPod:
+    id: str
+    name: str | None
+    config: Doc
+    state: Doc
+    containers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LibpodVolume:
+    name: str
+    config: Doc
+    state: Doc
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LibpodState:
+    """Everything read from one libpod database."""
+
+    path: str | None = None
+    backend: str | None = None  # "boltdb" | "sqlite"
+    containers: dict[str, LibpodContainer] = field(default_factory=dict)
+    pods: dict[str, LibpodPod] = field(default_factory=dict)
+    volumes: dict[str, LibpodVolume] = field(default_factory=dict)
+    runtime: dict[str, str] = field(default_factory=dict)
+
+
+def _doc(raw: bytes | str | None, source: str, problems: list[Problem], subject: str, what: str) -> Doc:
+    """One JSON document of the state (an empty Doc and a problem when it is not one)."""
+    empty = Doc({}, source, problems, f"{what}.", subject)
+    if raw is None:
+        problems.append(Problem(source, f"{what} of {subject} missing", subject))
+        return empty
+    try:
+        doc = load(raw, source, problems, subject=subject, max_bytes=MAX_DOC_BYTES)
+    except UntrustedJSONError as exc:
+        problems.append(Problem(source, f"{what} of {subject}: {exc}".replace(f"{source}: ", ""), subject))
+        return empty
+    doc.prefix = f"{what}."
+    return doc
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw else None
+
+
+def state_name(state: Doc) -> str:
+    """The record state of a libpod ContainerState (``state`` number; unknown numbers: unknown)."""
+    number = state.int("state")
+    name = LIBPOD_STATES.get(number if number is not None else 0, "unknown")
+    return RECORD_STATES.get(name, name)
+
+
+# ---- bolt (Podman 4.x) ------------------------------------------------------------------------
+
+
+def _bolt_containers(db: BoltDB, path: str, out: LibpodState, problems: list[Problem]) -> None:
+    exit_codes = db.bucket("exit-code")
+    bucket = db.bucket("ctr")
+    if bucket is None:
+        return
+    for key, ctr in bucket.buckets():
+        cid = key.decode("utf-8", "replace")
+        c = LibpodContainer(
+            id=cid,
+            config=_doc(ctr.get("config"), path, problems, cid, "config"),
+            state=_doc(ctr.get("state"), path, problems, cid, "state"),
+            pod_id=_text(ctr.get("pod-id")),
+        )
+        code = exit_codes.get(key) if exit_codes is not None else None
+        if code is not None and code.strip().lstrip(b"-").isdigit() and len(code) < 12:
+            c.exit_code = int(code)
+        out.containers[cid] = c
+
+
+def _bolt_pods(db: BoltDB, path: str, out: LibpodState, problems: list[Problem]) -> None:
+    bucket = db.bucket("pod")
+    if bucket is None:
+        return
+    for key, pod in bucket.buckets():
+        pid = key.decode("utf-8", "replace")
+        config = _doc(pod.get("config"), path, problems, pid, "config")
+        members = pod.bucket("containers")
+        out.pods[pid] = LibpodPod(
+            id=pid,
+            name=config.str("name"),
+            config=config,
+            state=_doc(pod.get("state"), path, problems, pid, "state"),
+            containers=[k.decode("utf-8", "replace") for k, _ in members.items()] if members else [],
+        )
+
+
+def _bolt_volumes(db: BoltDB, path: str, out: LibpodState, problems: list[Problem]) -> None:
+    bucket = db.bucket("vol")
+    if bucket is None:
+        return
+    for key, vol in bucket.buckets():
+        name = key.decode("utf-8", "replace")
+        users = vol.bucket("vol-dependencies")
+        out.volumes[name] = LibpodVolume(
+            name=name,
+            config=_doc(vol.get("config"), path, problems, name, "config"),
+            state=_doc(vol.get("state"), path, problems, name, "state"),
+            users=[k.decode("utf-8", "replace") for k, _ in users.items()] if users else [],
+        )
+
+
+def read_bolt(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState:
+    """libpod's bolt_state.db at PATH (read by offset through the evidence)."""
+    out = LibpodState(path=path, backend="boltdb")
+    try:
+        with ev.open(path) as fh:
+            db = BoltDB(fh)
+            config = db.bucket("runtime-config")
+            if config is not None:
+                out.runtime = {k.decode("utf-8", "replace"): _text(v) or "" for k, v in config.items()}
+            _bolt_containers(db, path, out, problems)
+            _bolt_pods(db, path, out, problems)
+            _bolt_volumes(db, path, out, problems)
+    except (BoltError, ValueError) as exc:
+        problems.append(Problem(path, f"libpod bolt state unreadable (the rest is what it held): {exc}"))
+    except (EvidenceError, OSError) as exc:
+        problems.append(Problem(path, f"libpod bolt state unreadable: {exc}"))
+    return out
+
+
+# ---- SQLite (Podman 5.x) ----------------------------------------------------------------------
+
+
+def _rows(db: sqlite3.Connection, sql: str, path: str, problems: list[Problem]) -> list[tuple]:
+    try:
+        return db.execute(sql).fetchall()
+    except sqlite3.Error as exc:
+        problems.append(Problem(path, f"libpod sqlite state: {sql.split(' FROM ')[-1].split()[0]}: {exc}"))
+        return []
+
+
+def _s(value: object) -> str | None:
+    return (
+        value
+        if isinstance(value, str)
+        else (value.decode("utf-8", "replace") if isinstance(value, bytes) else None)
+    )
+
+
+def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems: list[Problem]) -> None:
+    states = {_s(i): j for i, j in _rows(db, "SELECT ID, JSON FROM ContainerState", path, problems)}
+    for cid, pod_id, config in _rows(db, "SELECT ID, PodID, JSON FROM ContainerConfig", path, problems):
+        cid = _s(cid)
+        if not cid:
+            continue
+        out.containers[cid] = LibpodContainer(
+            id=cid,
+            config=_doc(_s(config), path, problems, cid, "config"),
+            state=_doc(_s(states.get(cid)), path, problems, cid, "state"),
+            pod_id=_s(pod_id) or None,
+        )
+    pod_states = {_s(i): j for i, j in _rows(db, "SELECT ID, JSON FROM PodState", path, problems)}
+    for pid, name, config in _rows(db, "SELECT ID, Name, JSON FROM PodConfig", path, problems):
+        pid = _s(pid)
+        if not pid:
+            continue
+        members = [c.id for c in out.containers.values() if c.pod_id == pid]
+        out.pods[pid] = LibpodPod(
+            pid,
+            _s(name),
+            _doc(_s(config), path, problems, pid, "config"),
+            _doc(_s(pod_states.get(pid)), path, problems, pid, "state"),
+            members,
+        )
+    vol_states = {_s(i): j for i, j in _rows(db, "SELECT Name, JSON FROM VolumeState", path, problems)}
+    for name, config in _rows(db, "SELECT Name, JSON FROM VolumeConfig", path, problems):
+        name = _s(name)
+        if name:
+            out.volumes[name] = LibpodVolume(
+                name,
+                _doc(_s(config), path, problems, name, "config"),
+                _doc(_s(vol_states.get(name)), path, problems, name, "state"),
+            )
+
+
+def read_sqlite(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState:
+    """libpod's db.sql at PATH: its bytes read through the evidence, deserialized into an
+    in-memory SQLite database (the evidence file is never opened by SQLite itself)."""
+    out = LibpodState(path=path, backend="sqlite")
+    try:
+        raw = ev.read_bytes(path, MAX_SQLITE_BYTES + 1)
+    except (EvidenceError, OSError) as exc:
+        problems.append(Problem(path, f"libpod sqlite state unreadable: {exc}"))
+        return out
+    if len(raw) > MAX_SQLITE_BYTES:
+        problems.append(Problem(path, f"libpod sqlite state larger than {MAX_SQLITE_BYTES} bytes: not read"))
+        return out
+    db = sqlite3.connect(":memory:")
+    try:
+        db.deserialize(raw)
+        db.execute("PRAGMA query_only = 1")
+        _sqlite_tables(db, path, out, problems)
+    except sqlite3.Error as exc:
+        problems.append(Problem(path, f"libpod sqlite state unreadable: {exc}"))
+    finally:
+        db.close()
+    return out
+
+
+def read_state(ev: Evidence, graphroot: str, problems: list[Problem]) -> LibpodState:
+    """The libpod state of a graphroot: db.sql when present (Podman 5 prefers it), else
+    bolt_state.db; an empty state when there is neither (a store used only by buildah/CRI-O)."""
+    sql = posixpath.join(graphroot, "libpod", "db.sql")
+    bolt = posixpath.join(graphroot, "libpod", "bolt_state.db")
+    state = LibpodState()
+    if ev.is_file(sql):
+        state = read_sqlite(ev, sql, problems)
+    if ev.is_file(bolt) and not state.containers:
+        state = read_bolt(ev, bolt, problems)
+    return state
+
+
+__all__ = [
+    "LIBPOD_STATES",
+    "LibpodContainer",
+    "LibpodPod",
+    "LibpodState",
+    "LibpodVolume",
+    "NotFound",
+    "read_bolt",
+    "read_sqlite",
+    "read_state",
+    "state_name",
+]
