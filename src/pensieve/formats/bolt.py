@@ -36,13 +36,13 @@ beyond what the file holds (nor a page span beyond bbolt's own 2 GiB allocation 
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
+
+from pensieve.records.core import record
 
 MAGIC = 0xED0CDAED
 VERSION = 2
@@ -163,7 +163,7 @@ class _Source:
 # ---- records -------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class Meta:
     """One of the two meta pages, parsed; ``error`` says why it is not valid."""
 
@@ -186,7 +186,7 @@ class Meta:
         return self.error is None
 
 
-@dataclass(slots=True)
+@record
 class _Page:
     id: int
     flags: int
@@ -196,7 +196,7 @@ class _Page:
     base: int  # file offset of buf[0]
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class _Elem:
     flags: int  # leaf flags (0 for branch elements)
     key: memoryview
@@ -355,7 +355,7 @@ class BoltDB:
         assert m1 is not None
         if m0.valid and m1.valid and m0.page_size != m1.page_size:
             # both checksummed but disagreeing: trust the one that is at its own offset
-            m0 = dataclasses.replace(m0, error=f"page size {m0.page_size} differs from meta 1's")
+            m0.error = f"page size {m0.page_size} differs from meta 1's"
         return [m0, m1]
 
     @property
