@@ -24,12 +24,17 @@ def _listing(o, host, records, spec, record_type: type | None, title: str | None
     return host.problems
 
 
-@command("roots", "Docker data roots found in SOURCE and how they were found", SOURCE)
+@command("roots", "engine roots (Docker, containerd) found in SOURCE and how they were found", SOURCE)
 def cmd_roots(o):
-    """Docker data roots found in SOURCE, their layout and storage drivers, and how they were found."""
+    """Every engine root found in SOURCE: Docker data roots (layout, storage drivers), containerd
+    roots (meta.db schema version, snapshotters, namespaces), and how each was found."""
+    from pensieve.engines.discover import engine_hosts, root_rows
+
     host = open_host(o.source)
     if is_archive(host):
         rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]
+    elif any(h.engine == "containerd" for h in engine_hosts(host)):
+        return _listing(o, host, root_rows(host), columns.roots(engines=True), None)
     else:
         rows = [
             {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found}

@@ -65,6 +65,8 @@ def cmd_verify(o):
         layers = archive_verify.verify_archive(host, o.image)
         want_images = o.show_images or o.show_findings
         images = archive_verify.verify_archive_images(host, layers, o.image) if want_images else []
+    elif _containerd_hosts(host):
+        layers, images = _verify_engines(host, o.image)
     else:
         layers = integrity.verify_host(host, o.image)
         images = (
@@ -107,6 +109,35 @@ def cmd_verify(o):
         i.status == integrity.TAMPERED for i in images
     )
     return problems + _tampered_exit(tampered)
+
+
+def _containerd_hosts(host) -> list:
+    """The containerd roots among HOST's engines."""
+    from pensieve.engines.containerd.host import ContainerdHost
+
+    return [h for h in getattr(host, "hosts", [host]) if isinstance(h, ContainerdHost)]
+
+
+def _verify_engines(host, image_ref: str | None) -> tuple[list, list]:
+    """Layer and image verdicts of every engine of HOST (containerd roots among them): Docker's
+    data roots rebuilt from their tar-split records, containerd's images from their blobs."""
+    from pensieve.engines.containerd import verify as containerd_verify
+    from pensieve.engines.docker import DockerHost
+    from pensieve.images import verify_layers as integrity
+
+    target = host.image(image_ref) if image_ref else None  # LookupFailed when absent
+    layers: list = []
+    images: list = []
+    for h in getattr(host, "hosts", [host]):
+        if isinstance(h, DockerHost) and (target is None or target.engine == "docker"):
+            got = integrity.verify_host(h, image_ref)
+            layers += got
+            images += integrity.verify_image_ids(h, got, image_ref)
+        elif h in _containerd_hosts(host) and (target is None or target.data_root == h.root):
+            got, imgs = containerd_verify.verify(h, target)
+            layers += got
+            images += imgs
+    return layers, images
 
 
 def _unverifiable(v):

@@ -143,6 +143,57 @@ def open_engines(evidence: Evidence) -> Host:
     return MultiHost(evidence, hosts, problems)
 
 
+def engine_hosts(host: Host) -> list[Host]:
+    """The engines' hosts behind HOST (a MultiHost's, or HOST itself)."""
+    return list(getattr(host, "hosts", [host]))
+
+
+def _snapshotters(host: ContainerdHost) -> list[str]:
+    """The snapshotters with a directory below the root (``io.containerd.snapshotter.v1.<name>``)."""
+    prefix = "io.containerd.snapshotter.v1."
+    try:
+        names = host.evidence.listdir(host.root)
+    except (EvidenceError, OSError):
+        return []
+    return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+
+
+def root_rows(host: Host) -> list[dict]:
+    """Every engine root of HOST: engine, path, layout (Docker: v2 / v1; containerd: meta.db's
+    schema version), storage drivers or snapshotters present, hints (containerd: namespaces, the
+    runtime state directory) and how it was found."""
+    rows: list[dict] = []
+    for h in engine_hosts(host):
+        if isinstance(h, DockerHost):
+            rows += [
+                {
+                    "engine": "docker",
+                    "path": r.path,
+                    "layout": r.layout,
+                    "drivers": r.drivers(),
+                    "hints": [],
+                    "found": r.how_found,
+                }
+                for r in h.roots
+            ]
+        elif isinstance(h, ContainerdHost):
+            version = h.meta.schema_version
+            hints = ["namespaces: " + (", ".join(ns.name for ns in h.meta.namespaces) or "none")]
+            if h.state:
+                hints.append(f"runtime state: {h.state}")
+            rows.append(
+                {
+                    "engine": "containerd",
+                    "path": h.root,
+                    "layout": f"meta.db v{version}" if version is not None else "meta.db (unreadable)",
+                    "drivers": _snapshotters(h),
+                    "hints": hints,
+                    "found": h.how_found,
+                }
+            )
+    return rows
+
+
 class _Problems(list):
     """The union of every engine's problems; what callers add lands in the MultiHost's own list."""
 

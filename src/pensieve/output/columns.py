@@ -76,8 +76,18 @@ def _hex(n: int | None) -> str:
 # ---- inventory -----------------------------------------------------------------------------
 
 
-def roots() -> list[Column]:
-    """``roots``: rows are dicts (path, layout, drivers, found)."""
+def roots(engines: bool = False) -> list[Column]:
+    """``roots``: rows are dicts (path, layout, drivers, found; with ENGINES also engine and hints:
+    a source holding containerd roots)."""
+    if engines:
+        return [
+            Column("ENGINE", lambda r: r["engine"]),
+            Column("ROOT", lambda r: r["path"], PATH),
+            Column("LAYOUT", lambda r: r["layout"]),
+            Column("DRIVERS", lambda r: r["drivers"]),
+            Column("HINTS", lambda r: r["hints"], TEXT, 50),
+            Column("FOUND BY", lambda r: r["found"]),
+        ]
     return [
         Column("DATA ROOT", lambda r: r["path"], PATH),
         Column("LAYOUT", lambda r: r["layout"]),
@@ -116,6 +126,7 @@ def images(full_ids: bool = False, build_steps: frozenset[str] | set[str] = froz
     ident = id_formatter(full_ids)
     return [
         Column("IMAGE ID", lambda i: ident(i.id), ID),
+        Column("NAMESPACE", lambda i: i.namespace),  # containerd; dropped when no image has one
         Column(
             "TAGS", lambda i: i.tags or ("<none> (build step)" if i.id in build_steps else "<none>"), PATH
         ),
