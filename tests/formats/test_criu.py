@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pensieve.formats.criu import Checkpoint, CriuImageError, parse_image
 from pensieve.formats.criu.checkpoint import PE_PARENT, PE_PRESENT
 from pensieve.formats.criu.images import IMG_COMMON, MAGIC_BY_NAME
-from pensieve.formats.criu.protobuf import read_varint
+from pensieve.formats.protobuf_schema import read_varint
 from pensieve.memory import views
 from pensieve.records import to_dict
 

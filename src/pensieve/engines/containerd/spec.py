@@ -9,7 +9,7 @@ and the v1 shim's ``containerd.linux.runc.RuncOptions`` (runtime/linux/runctypes
 
 from __future__ import annotations
 
-from pensieve.formats.criu.protobuf import BOOL, STRING, UINT32, Field, ProtobufError, decode
+from pensieve.formats.protobuf_schema import BOOL, STRING, UINT32, Field, ProtobufError, decode
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records.containerd import OciSpec, SpecNamespace
 from pensieve.records.core import Problem

@@ -20,7 +20,7 @@ naming the bucket and key, and the getter returns None.
 from __future__ import annotations
 
 from pensieve.formats.bolt import BoltError, Bucket
-from pensieve.formats.criu.protobuf import BYTES, STRING, Field, ProtobufError, decode, read_varint
+from pensieve.formats.protobuf_schema import BYTES, STRING, Field, ProtobufError, decode, read_varint
 from pensieve.records.core import Problem
 
 #: seconds from 0001-01-01T00:00:00Z (Go's time zero) to the Unix epoch

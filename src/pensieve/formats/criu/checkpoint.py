@@ -45,8 +45,8 @@ from pensieve.formats.criu.images import (
     parse_image,
     parse_partial,
 )
-from pensieve.formats.criu.protobuf import ProtobufError, decode
 from pensieve.formats.criu.schemas import SCHEMAS
+from pensieve.formats.protobuf_schema import ProtobufError, decode
 from pensieve.records.core import field, record
 
 _U32 = struct.Struct("<I")
@@ -534,7 +534,7 @@ class Checkpoint:
 
     def entry(self, name: str, only: dict | None = None) -> dict | None:
         """The first entry of image NAME (None when absent or empty).  With the field filter ONLY
-        (see :func:`~pensieve.formats.criu.protobuf.decode`; keep it a module constant: it is
+        (see :func:`~pensieve.formats.protobuf_schema.decode`; keep it a module constant: it is
         cached by identity) just those fields are decoded; a full decode already made serves as
         is (it holds them all)."""
         if only is None or name in self._cache:

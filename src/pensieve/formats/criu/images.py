@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import struct
 
-from pensieve.formats.criu.protobuf import ProtobufError, decode
 from pensieve.formats.criu.schemas import SCHEMAS
+from pensieve.formats.protobuf_schema import ProtobufError, decode
 from pensieve.records.core import field, record
 
 IMG_COMMON = 0x54564319
@@ -221,7 +221,7 @@ def parse_image(data: bytes, path: str | None = None) -> Image:
 
 def parse_partial(data: bytes, only: dict, path: str | None = None, first: bool = False) -> list[dict]:
     """The entries of an image of plain entries (no payloads after them), each decoded through
-    the field filter ONLY (see :func:`~pensieve.formats.criu.protobuf.decode`); with FIRST, the
+    the field filter ONLY (see :func:`~pensieve.formats.protobuf_schema.decode`); with FIRST, the
     first entry only (the others are framed, not decoded).
 
     For views that need a few fields of big entries (a task's state out of its core, the exe of

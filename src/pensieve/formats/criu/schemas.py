@@ -6,7 +6,7 @@ are skipped by the decoder.  ``images.py`` maps each image magic to its entry me
 
 from __future__ import annotations
 
-from pensieve.formats.criu.protobuf import (
+from pensieve.formats.protobuf_schema import (
     BOOL,
     BYTES,
     ENUM,

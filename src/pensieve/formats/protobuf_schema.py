@@ -1,4 +1,5 @@
-"""A minimal protobuf (proto2) decoder driven by schemas kept as Python data.
+"""A minimal protobuf (proto2) decoder driven by schemas kept as Python data (CRIU images,
+containerd's runtime options and OCI spec Anys).
 
 The wire format (keys, wire types, varints) is :mod:`pensieve.formats.protobuf`'s; groups (wire
 types 3/4, never used by CRIU) are rejected.  Negative int32/int64 are sign-extended to 64 bits,
