@@ -30,6 +30,7 @@ from pensieve.engines.containerd.host import ContainerdHost
 from pensieve.engines.containerd.metadata import META_DB
 from pensieve.engines.containerd.whence import NotBelowARoot, relative
 from pensieve.engines.docker import DockerHost
+from pensieve.engines.docker.containerd_store import MOBY_NAMESPACES
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
@@ -117,6 +118,18 @@ def only_dockers_tasks(host: ContainerdHost) -> bool:
     return all(ns.name == "moby" and not ns.images and not ns.snapshots for ns in namespaces)
 
 
+def only_dockers_store(host: ContainerdHost, store_roots: list[str]) -> bool:
+    """The containerd a Docker data root uses as its image store (``containerd-snapshotter``):
+    nothing outside dockerd's own namespaces (``moby``, ``moby_history``), which the DockerHost
+    reads as Docker's images and layers; it is left out (its records would be twins)."""
+    if host.root not in store_roots:
+        return False
+    return all(
+        ns.name in MOBY_NAMESPACES or not (ns.images or ns.snapshots or ns.containers)
+        for ns in host.meta.namespaces
+    )
+
+
 def open_engines(evidence: Evidence) -> Host:
     """One Host over every engine root of EVIDENCE (NotADataRoot when there is none)."""
     problems: list[Problem] = []
@@ -133,9 +146,12 @@ def open_engines(evidence: Evidence) -> Host:
             places = ", ".join(p for p, _s, _h in CONTAINERD_PLACES)
             raise NotADataRoot(f"{exc}; nor a containerd root (meta.db) at the top, {places}") from None
     hosts: list[Host] = []
+    store_roots: list[str] = []
     if docker_roots:
-        hosts.append(DockerHost(evidence, docker_roots))
-    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
+        docker = DockerHost(evidence, docker_roots)
+        hosts.append(docker)
+        store_roots = docker.containerd_store_roots()
+    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found if root not in store_roots]
     hosts += [h for h in ctr if not (docker_roots and only_dockers_tasks(h))]
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
@@ -265,7 +281,7 @@ class MultiHost(Host):
     def whence(self, path: str):
         """The attribution of the engine whose root holds PATH (containerd roots first: Docker's
         own containerd lives below its data root)."""
-        from pensieve.filesystem.whence import NotBelowADataRoot, whence
+        from pensieve.filesystem.whence import NotBelowADataRoot
 
         ctr = [h for h in self.hosts if isinstance(h, ContainerdHost)]
         ctr.sort(key=lambda h: -len(h.root))
@@ -276,7 +292,7 @@ class MultiHost(Host):
         for h in self.hosts:
             if isinstance(h, DockerHost):
                 try:
-                    return whence(h, path)
+                    return h.whence(path)
                 except NotBelowADataRoot as exc:
                     last = exc
         raise last or NotBelowARoot(f"not in the evidence: {normalize(path)} is below no engine root")
