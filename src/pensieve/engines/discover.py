@@ -151,8 +151,10 @@ def open_engines(evidence: Evidence) -> Host:
         docker = DockerHost(evidence, docker_roots)
         hosts.append(docker)
         store_roots = docker.containerd_store_roots()
-    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found if root not in store_roots]
-    hosts += [h for h in ctr if not (docker_roots and only_dockers_tasks(h))]
+    ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
+    hosts += [
+        h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
+    ]
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
         return hosts[0]
@@ -214,6 +216,15 @@ class MultiHost(Host):
         """A container of containerd's ``moby`` namespace that is Docker's own container."""
         return c.engine == "containerd" and c.namespace == "moby" and c.id in docker_ids
 
+    def _store_roots(self) -> set[str]:
+        """The containerd roots a DockerHost reads as its image store."""
+        return {r for h in self.hosts if isinstance(h, DockerHost) for r in h.containerd_store_roots()}
+
+    def _is_store_image(self, i: Image, store_roots: set[str]) -> bool:
+        """An image of dockerd's own namespaces in a containerd a DockerHost reads as its image
+        store: Docker's image (listed by the DockerHost) seen through containerd."""
+        return i.engine == "containerd" and i.namespace in MOBY_NAMESPACES and i.data_root in store_roots
+
     def _host_of(self, record: Container | Image) -> Host:
         for h in self.hosts:
             roots = [r.path for r in getattr(h, "roots", [])] or [getattr(h, "root", None)]
@@ -227,7 +238,8 @@ class MultiHost(Host):
         return [c for h in self.hosts for c in h.containers() if not self._is_twin(c, docker_ids)]
 
     def images(self) -> list[Image]:
-        return [i for h in self.hosts for i in h.images()]
+        stores = self._store_roots()
+        return [i for h in self.hosts for i in h.images() if not self._is_store_image(i, stores)]
 
     def _one(self, ref: str, what: str, find) -> Container | Image:
         found: list = []
@@ -240,6 +252,9 @@ class MultiHost(Host):
         if what == "container":
             docker_ids = {c.id for c in found if c.engine == "docker"}
             found = [c for c in found if not self._is_twin(c, docker_ids)]
+        else:
+            stores = self._store_roots()
+            found = [i for i in found if not self._is_store_image(i, stores)]
         if len(found) == 1:
             return found[0]
         if found:

@@ -62,7 +62,8 @@ class ContainerdStore:
         self.root = root
         self.path = root.join(CONTAINERD_STORE)
         self.problems = problems
-        self.ctr = ContainerdHost(root.evidence, self.path, None, f"Docker's containerd ({root.path})", problems)
+        how = f"Docker's containerd ({root.path})"
+        self.ctr = ContainerdHost(root.evidence, self.path, None, how, problems)
 
     @property
     def db_path(self) -> str:
@@ -100,7 +101,8 @@ class ContainerdStore:
         image.namespace = MOBY
         names = sorted(i.name for i in items)
         image.tags = [familiar(n) for n in names if not n.startswith(DANGLING) and "@" not in n]
-        image.digests = sorted({f"{familiar(_repository(n))}@{target}" for n in names if not n.startswith(DANGLING)})
+        named = [n for n in names if not n.startswith(DANGLING)]
+        image.digests = sorted({f"{familiar(_repository(n))}@{target}" for n in named})
         return image
 
     def images(self) -> list[Image]:
@@ -133,7 +135,8 @@ class ContainerdStore:
             elif role == "init":
                 c.init_layer = snap.id
             if snap.path is None:
-                self._problem(c, self.db_path, f"{role} snapshot {snap.key!r} has no directory on the evidence")
+                message = f"{role} snapshot {snap.key!r} has no directory on the evidence"
+                self._problem(c, self.db_path, message)
         if chain and chain[-1].key != c.id:
             self._problem(c, self.db_path, f"no active snapshot {c.id!r}: RW layer unknown")
         c.layers = layers
@@ -148,7 +151,16 @@ class ContainerdStore:
         """containerd's attribution of a path below the store, over Docker's records."""
         from pensieve.engines.containerd.whence import whence
 
-        return whence(_StoreView(self, containers, images), path)
+        a = whence(_StoreView(self, containers, images), path)
+        own = [c for c in containers if c.data_root == self.root.path and c.storage_driver == a.driver]
+        for c in own:
+            if a.layer and a.layer == c.init_layer:
+                a.layer_kind = "init"  # the <id>-init snapshot: committed, but the container's own
+                if c.image_id and c.image_id not in a.images:
+                    a.images.append(c.image_id)
+        tags = {i.id: i.tags for i in images}
+        a.image_tags = list(dict.fromkeys(t for i in a.images for t in tags.get(i, [])))
+        return a
 
 
 class _StoreView:
