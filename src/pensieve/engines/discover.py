@@ -30,6 +30,7 @@ from pensieve.engines.containerd.host import ContainerdHost
 from pensieve.engines.containerd.metadata import META_DB
 from pensieve.engines.containerd.whence import NotBelowARoot, relative
 from pensieve.engines.docker import DockerHost
+from pensieve.engines.docker.containerd_store import MOBY_NAMESPACES
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
@@ -117,6 +118,18 @@ def only_dockers_tasks(host: ContainerdHost) -> bool:
     return all(ns.name == "moby" and not ns.images and not ns.snapshots for ns in namespaces)
 
 
+def only_dockers_store(host: ContainerdHost, store_roots: list[str]) -> bool:
+    """The containerd a Docker data root uses as its image store (``containerd-snapshotter``):
+    nothing outside dockerd's own namespaces (``moby``, ``moby_history``), which the DockerHost
+    reads as Docker's images and layers; it is left out (its records would be twins)."""
+    if host.root not in store_roots:
+        return False
+    return all(
+        ns.name in MOBY_NAMESPACES or not (ns.images or ns.snapshots or ns.containers)
+        for ns in host.meta.namespaces
+    )
+
+
 def open_engines(evidence: Evidence) -> Host:
     """One Host over every engine root of EVIDENCE (NotADataRoot when there is none)."""
     problems: list[Problem] = []
@@ -133,10 +146,15 @@ def open_engines(evidence: Evidence) -> Host:
             places = ", ".join(p for p, _s, _h in CONTAINERD_PLACES)
             raise NotADataRoot(f"{exc}; nor a containerd root (meta.db) at the top, {places}") from None
     hosts: list[Host] = []
+    store_roots: list[str] = []
     if docker_roots:
-        hosts.append(DockerHost(evidence, docker_roots))
+        docker = DockerHost(evidence, docker_roots)
+        hosts.append(docker)
+        store_roots = docker.containerd_store_roots()
     ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
-    hosts += [h for h in ctr if not (docker_roots and only_dockers_tasks(h))]
+    hosts += [
+        h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
+    ]
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
         return hosts[0]
@@ -249,6 +267,15 @@ class MultiHost(Host):
         """A container of containerd's ``moby`` namespace that is Docker's own container."""
         return c.engine == "containerd" and c.namespace == "moby" and c.id in docker_ids
 
+    def _store_roots(self) -> set[str]:
+        """The containerd roots a DockerHost reads as its image store."""
+        return {r for h in self.hosts if isinstance(h, DockerHost) for r in h.containerd_store_roots()}
+
+    def _is_store_image(self, i: Image, store_roots: set[str]) -> bool:
+        """An image of dockerd's own namespaces in a containerd a DockerHost reads as its image
+        store: Docker's image (listed by the DockerHost) seen through containerd."""
+        return i.engine == "containerd" and i.namespace in MOBY_NAMESPACES and i.data_root in store_roots
+
     def _host_of(self, record: Container | Image) -> Host:
         for h in self.hosts:
             roots = [r.path for r in getattr(h, "roots", [])] or [getattr(h, "root", None)]
@@ -262,7 +289,8 @@ class MultiHost(Host):
         return [c for h in self.hosts for c in h.containers() if not self._is_twin(c, docker_ids)]
 
     def images(self) -> list[Image]:
-        return [i for h in self.hosts for i in h.images()]
+        stores = self._store_roots()
+        return [i for h in self.hosts for i in h.images() if not self._is_store_image(i, stores)]
 
     def _one(self, ref: str, what: str, find) -> Container | Image:
         found: list = []
@@ -275,6 +303,9 @@ class MultiHost(Host):
         if what == "container":
             docker_ids = {c.id for c in found if c.engine == "docker"}
             found = [c for c in found if not self._is_twin(c, docker_ids)]
+        else:
+            stores = self._store_roots()
+            found = [i for i in found if not self._is_store_image(i, stores)]
         if len(found) == 1:
             return found[0]
         if found:
@@ -316,7 +347,7 @@ class MultiHost(Host):
     def whence(self, path: str):
         """The attribution of the engine whose root holds PATH (containerd roots first: Docker's
         own containerd lives below its data root)."""
-        from pensieve.filesystem.whence import NotBelowADataRoot, whence
+        from pensieve.filesystem.whence import NotBelowADataRoot
 
         ctr = [h for h in self.hosts if isinstance(h, ContainerdHost)]
         ctr.sort(key=lambda h: -len(h.root))
@@ -327,7 +358,7 @@ class MultiHost(Host):
         for h in self.hosts:
             if isinstance(h, DockerHost):
                 try:
-                    return whence(h, path)
+                    return h.whence(path)
                 except NotBelowADataRoot as exc:
                     last = exc
         raise last or NotBelowARoot(f"not in the evidence: {normalize(path)} is below no engine root")

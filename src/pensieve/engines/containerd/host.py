@@ -49,7 +49,12 @@ class ContainerdHost(Host):
     engine = "containerd"
 
     def __init__(
-        self, evidence: Evidence, root: str, state: str | None = None, how_found: str = "given"
+        self,
+        evidence: Evidence,
+        root: str,
+        state: str | None = None,
+        how_found: str = "given",
+        problems: list[Problem] | None = None,
     ) -> None:
         self.evidence = evidence
         self.root = root
@@ -58,7 +63,9 @@ class ContainerdHost(Host):
         self.how_found = how_found
         self.meta = ContainerdMetadata(evidence, root)
         self.meta.close()  # every value is read by now
-        self.problems: list[Problem] = self.meta.problems
+        if problems is not None:  # a caller's channel (Docker's containerd store) gets them all
+            problems.extend(self.meta.problems)
+        self.problems: list[Problem] = self.meta.problems if problems is None else problems
         self.store = ContentStore(evidence, root, self.problems)
 
     def close(self) -> None:
@@ -102,8 +109,12 @@ class ContainerdHost(Host):
 
     def _image_layers(self, namespace: str, image_id: str) -> list[Layer]:
         image = next((i for i in self._images if i.id == image_id and i.namespace == namespace), None)
-        if image is None:
-            return []
+        return [] if image is None else self.chain_layers(image)
+
+    def chain_layers(self, image: Image) -> list[Layer]:
+        """The committed snapshots of IMAGE's chain ids in its namespace, bottom to top (a problem
+        for each one not unpacked); IMAGE need not be one of this host's own records."""
+        namespace = image.namespace or ""
         steps = [s for s in image.history if not s.empty_layer]
         layers: list[Layer] = []
         for i, chain in enumerate(image.chain_ids):
@@ -218,41 +229,56 @@ class ContainerdHost(Host):
         if not src.snapshot_key:
             self._problem(c, c.config_path or c.id, "no snapshot key: no filesystem")
             return []
-        chain: list[Snapshot] = []
-        key: str | None = src.snapshot_key
-        while key is not None and len(chain) < MAX_CHAIN:
-            snap = self.snapshot(src.namespace, key, src.snapshotter)
-            if snap is None:
-                self._problem(c, self.meta.db_path, f"snapshot {key!r} ({src.snapshotter}) is not on record")
-                break
-            if snap in chain:
-                self._problem(c, self.meta.db_path, f"snapshot parents loop at {key!r}")
-                break
-            chain.append(snap)
-            key = snap.parent
+        chain, broken = self.snapshot_chain(src.namespace, src.snapshot_key, src.snapshotter)
+        for message in broken:
+            self._problem(c, self.meta.db_path, message)
         by_chain = {}
         if image is not None:
             by_chain = {layer.chain_id: layer for layer in self._image_layers(src.namespace, image.id)}
         layers = []
-        for snap in reversed(chain):
-            known = by_chain.get(snap.key)
-            layers.append(
-                Layer(
-                    role="rw" if snap.key == src.snapshot_key else "image",
-                    cache_id=snap.id,
-                    path=snap.path,
-                    diff_id=known.diff_id if known else None,
-                    chain_id=known.chain_id if known else None,
-                    size=snap.size,
-                    driver=snap.snapshotter,
-                    created_by=known.created_by if known else None,
-                    history_index=known.history_index if known else None,
-                    parent=snap.parent,
-                )
-            )
+        for snap in chain:
+            role = "rw" if snap.key == src.snapshot_key else "image"
+            layers.append(self.snapshot_layer(snap, role, by_chain.get(snap.key)))
             if snap.path is None:
                 self._problem(c, self.meta.db_path, f"snapshot {snap.key!r} has no directory on the evidence")
         return layers
+
+    def snapshot_chain(
+        self, namespace: str, key: str, snapshotter: str | None
+    ) -> tuple[list[Snapshot], list[str]]:
+        """(the snapshots from KEY down its parents, bottom first; what broke the walk: a key not
+        on record, a loop).  Snapshots, containerd snapshots/snapshotter.go ``Prepare(key, parent)``."""
+        chain: list[Snapshot] = []
+        broken: list[str] = []
+        at: str | None = key
+        while at is not None and len(chain) < MAX_CHAIN:
+            snap = self.snapshot(namespace, at, snapshotter)
+            if snap is None:
+                broken.append(f"snapshot {at!r} ({snapshotter}) is not on record")
+                break
+            if snap in chain:
+                broken.append(f"snapshot parents loop at {at!r}")
+                break
+            chain.append(snap)
+            at = snap.parent
+        return chain[::-1], broken
+
+    @staticmethod
+    def snapshot_layer(snap: Snapshot, role: str, known: Layer | None = None) -> Layer:
+        """The Layer of snapshot SNAP; KNOWN (the image's layer of the same chain id) lends its
+        diff id, chain id and history step."""
+        return Layer(
+            role=role,
+            cache_id=snap.id,
+            path=snap.path,
+            diff_id=known.diff_id if known else None,
+            chain_id=known.chain_id if known else None,
+            size=snap.size,
+            driver=snap.snapshotter,
+            created_by=known.created_by if known else None,
+            history_index=known.history_index if known else None,
+            parent=snap.parent,
+        )
 
     # ---- lookups --------------------------------------------------------------------------
     def _one(self, ref: str, items: list, what: str, match) -> object:

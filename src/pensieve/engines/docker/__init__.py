@@ -3,6 +3,8 @@
 ``DockerHost(evidence)`` finds every data root in the evidence and answers inventory questions
 (containers, images, volumes, layer chains); analyses (layered views, diff, attribution) take
 the ``Layer`` lists it builds.  Everything is offline: no daemon, no mount, no root needed.
+A data root using the containerd image store (layout ``containerd``) has its images and layers
+read from the containerd below it (:mod:`pensieve.engines.docker.containerd_store`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pensieve.engines.docker.drivers import (
     is_supported,
 )
 from pensieve.engines.docker.images import list_images, resolve_image
-from pensieve.engines.docker.root import DockerRoot, NotADataRoot, open_data_roots
+from pensieve.engines.docker.root import CONTAINERD_STORE, DockerRoot, NotADataRoot, open_data_roots
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.records import Container, Image, Layer, Problem, Volume
@@ -49,6 +51,8 @@ class DockerHost(Host):
                 from pensieve.engines.docker.legacy import list_images_v1
 
                 out += [(root, i) for i in list_images_v1(root, self.problems)]
+            elif root.layout == "containerd":
+                out += [(root, i) for i in self._store(root).images()]
             else:
                 out += [(root, i) for i in list_images(root, self.problems)]
         return out
@@ -61,6 +65,20 @@ class DockerHost(Host):
         if img is None:
             raise LookupFailed(f"no image {ref!r} in {self.evidence.description}")
         return img
+
+    @cached_property
+    def _stores(self) -> dict:
+        """data root path -> its ContainerdStore, for the roots using the containerd image store."""
+        from pensieve.engines.docker.containerd_store import ContainerdStore
+
+        return {r.path: ContainerdStore(r, self.problems) for r in self.roots if r.layout == "containerd"}
+
+    def _store(self, root: DockerRoot):
+        return self._stores[root.path]
+
+    def containerd_store_roots(self) -> list[str]:
+        """The containerd roots this host reads as Docker's image store (DATA_ROOT/containerd/daemon)."""
+        return [root.join(CONTAINERD_STORE) for root in self.roots if root.layout == "containerd"]
 
     def _root_of(self, data_root: str | None) -> DockerRoot:
         for r in self.roots:
@@ -81,6 +99,8 @@ class DockerHost(Host):
 
     def _image_layers(self, image: Image, driver: str | None) -> list[Layer]:
         root = self._root_of(image.data_root)
+        if root.layout == "containerd":
+            return self._store(root).image_layers(image)
         if driver is None:
             driver = default_driver(root.drivers())
         layers: list[Layer] = []
@@ -140,6 +160,13 @@ class DockerHost(Host):
         root = self._root_of(c.data_root)
         if root.layout == "v1":
             return  # legacy parser fills layers itself
+        if root.layout == "containerd":
+            image = by_id.get(c.image_id or "")
+            if image is None and c.image_id:
+                msg = f"image {c.image_id} not in the image store (containerd namespace moby)"
+                c.problems.append(Problem(c.config_path or c.id, msg, c.id))
+            self._store(root).container_layers(c, image)
+            return
         if c.storage_driver in UNSUPPORTED_DRIVERS:
             msg = (
                 f"unsupported storage driver {c.storage_driver}: metadata listed, layer contents not readable"
@@ -198,10 +225,25 @@ class DockerHost(Host):
 
     # ---- storage drivers ------------------------------------------------------------------
     def storage_drivers(self) -> list[StorageDriver]:
-        return data_root_drivers()
+        if not self._stores:
+            return data_root_drivers()
+        from pensieve.engines.containerd.snapshotters import SNAPSHOTTERS
+
+        return data_root_drivers() + list(SNAPSHOTTERS.values())
 
     def data_root_dirs(self) -> tuple[str, ...]:
-        return DATA_ROOT_DIRS
+        return DATA_ROOT_DIRS + (("containerd",) if self._stores else ())
+
+    def whence(self, path: str):
+        """The attribution of PATH: containerd's, over Docker's records, below a containerd
+        image store; else Docker's (:func:`pensieve.filesystem.whence.whence`)."""
+        from pensieve.engines.containerd.whence import relative
+        from pensieve.filesystem.whence import whence
+
+        for root in self.roots:
+            if root.layout == "containerd" and relative(root.join(CONTAINERD_STORE), path) is not None:
+                return self._store(root).whence(path, self.containers(), self.images())
+        return whence(self, path)
 
     # ---- checkpoints and boundaries -------------------------------------------------------
     def checkpoints(self, container: Container) -> dict[str, str]:

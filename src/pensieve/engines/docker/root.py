@@ -11,6 +11,10 @@ Layout facts (moby/moby, daemon/ and layer/ packages):
   ``containers/<id>/config.json``; layer ids are image ids.
 * storage drivers keep layer contents under ``<driver>/``; where, and what the entries mean,
   is each driver's class in :mod:`pensieve.engines.docker.drivers`.
+* containerd image store (``"features": {"containerd-snapshotter": true}``, the default from
+  Docker Engine 29): ``containers/`` as in v2, no ``image/``; images and layers are in the
+  containerd dockerd runs, rooted at ``containerd/daemon`` (namespace ``moby``), read by
+  :mod:`pensieve.engines.docker.containerd_store`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from pensieve.records import Problem
 from pensieve.records.core import record
 
 __all__ = ["KNOWN_DRIVERS", "SUPPORTED_DRIVERS", "UNSUPPORTED_DRIVERS", "DockerRoot", "NotADataRoot"]
+
+
+#: where dockerd roots the containerd it runs, below the data root (moby libcontainerd/supervisor)
+CONTAINERD_STORE = "containerd/daemon"
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -120,6 +128,8 @@ class DockerRoot:
             return "v2"
         if self.evidence.is_dir(self.join("graph")):
             return "v1"
+        if self.evidence.is_dir(self.join(CONTAINERD_STORE)):
+            return "containerd"
         return "unknown"
 
     def drivers(self) -> list[str]:
@@ -243,7 +253,9 @@ def looks_like_data_root(ev: Evidence, path: str) -> bool:
         return True
     if ev.is_dir(j(path, "graph")) and ev.is_dir(j(path, "containers")):
         return True
-    return ev.is_dir(j(path, "containers")) and any(ev.is_dir(j(path, d)) for d in KNOWN_DRIVERS)
+    if not ev.is_dir(j(path, "containers")):
+        return False
+    return ev.is_dir(j(path, CONTAINERD_STORE)) or any(ev.is_dir(j(path, d)) for d in KNOWN_DRIVERS)
 
 
 def _daemon_json(ev: Evidence, path: str, problems: list[Problem]) -> dict:
