@@ -65,6 +65,7 @@ def _populate(top: Path) -> None:
     unpack(FIXTURES / "overlay2-root.tar.gz", top / "docker")
     unpack(FIXTURE_ROOT / "integrity" / "integrity-roots.tar.xz", top / "integrity")
     unpack(FIXTURE_ROOT / "archives" / "archives.tar.xz", top / "archives")
+    unpack(FIXTURE_ROOT / "containerd2" / "containerd-2.1-root.tar.xz", top / "containerd2")
     with tarfile.open(FIXTURE_ROOT / "criu" / "criu-dumps.tar.gz") as tf:
         tf.extractall(top / "criu", filter="data")
     for name, src in (("disk.img", "disk/disk.img.xz"), ("deleted.img", "deleted/deleted.img.xz")):
@@ -158,6 +159,8 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("volumes", ["volumes", "{m}/docker", "--json"], None),
     ("logs-json-file", ["logs", "{m}/docker", "c-modified", "--json"], None),
     ("logs-local", ["logs", "{m}/docker", "c-local-log", "--json"], None),
+    ("pods", ["pods", "{m}/containerd2", "--json"], None),
+    ("logs-cri", ["logs", "{m}/containerd2", "app", "--json"], None),
     ("fs-ls", ["fs", "{m}/docker", "c-modified", "ls", "/etc", "--json"], None),
     ("fs-stat", ["fs", "{m}/docker", "c-modified", "stat", "/etc/passwd", "--json"], None),
     ("fs-cat", ["fs", "{m}/docker", "c-modified", "cat", "/etc/passwd"], None),

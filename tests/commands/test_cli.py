@@ -44,7 +44,7 @@ def test_every_command_module_is_registered_once_in_order():
         assert callable(importlib.import_module(f"pensieve.commands.{name}").add_parser)
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == [
-        "roots", "containers", "images", "history", "volumes", "logs", "diff", "whence",
+        "roots", "containers", "images", "history", "volumes", "logs", "pods", "diff", "whence",
         "verify", "compare", "mem", "recover", "carve", "fs",
     ]  # fmt: skip
 

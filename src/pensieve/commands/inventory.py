@@ -87,13 +87,14 @@ def cmd_volumes(o):
 
 @command(
     "logs",
-    "a container's log (json-file and local drivers, rotated and compressed files included)",
+    "a container's log (json-file, local, CRI; rotated and compressed files included)",
     SOURCE,
     arg("container", metavar="CONTAINER"),
     arg("--stream", choices=["stdout", "stderr"], help="only this stream"),
 )
 def cmd_logs(o):
-    """A container's log: json-file and local drivers, rotated and compressed files, oldest first."""
+    """A container's log: Docker's json-file and local drivers, a CRI container's log
+    (/var/log/pods, partial lines joined), rotated and compressed files, oldest first."""
     import posixpath
 
     from pensieve.engines.docker.logs import log_files, read_logs
@@ -102,11 +103,19 @@ def cmd_logs(o):
     host = open_host(o.source)
     c = host.container(o.container)
     problems = list(host.problems)
-    cdir = posixpath.dirname(c.config_path or "")
-    files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
-    if not files:
-        err(f"no log files for {short(c.id)} (driver {c.log_driver or 'unknown'})", "33")
-    lines = read_logs(host.evidence, c.id, files, problems)
+    if c.engine == "containerd" and (c.log_driver == "cri" or c.pod_name):
+        from pensieve.engines.containerd.cri import cri_log_files, read_cri_logs
+
+        files = cri_log_files(host.evidence, c)
+        if not files:
+            err(f"no CRI log files for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
+        lines = read_cri_logs(host.evidence, c.id, files, problems)
+    else:
+        cdir = posixpath.dirname(c.config_path or "")
+        files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
+        if not files:
+            err(f"no log files for {short(c.id)} (driver {c.log_driver or 'unknown'})", "33")
+        lines = read_logs(host.evidence, c.id, files, problems)
     if o.stream:
         lines = (line for line in lines if line.stream == o.stream)
     if o.fmt == "table":

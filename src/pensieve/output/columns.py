@@ -163,6 +163,29 @@ def volumes(full_ids: bool = False) -> list[Column]:
     ]
 
 
+def _pod_container(c, ident: Callable[[str | None], str]) -> str:
+    state = f"exited ({c.exit_code})" if c.state == "exited" and c.exit_code is not None else c.state
+    attempt = c.attempt if c.attempt is not None else "?"
+    return f"{c.name or '?'}#{attempt} {ident(c.id)} {state}"
+
+
+def pods(full_ids: bool = False) -> list[Column]:
+    """``pods``: pensieve.records.kubernetes.Pod, one line per container of the pod."""
+    ident = id_formatter(full_ids)
+
+    def members(p) -> list[str]:
+        return [_pod_container(c, ident) for c in p.containers]
+
+    return [
+        Column("POD", lambda p: f"{p.namespace or '?'}/{p.name or '?'}", PATH),
+        Column("UID", lambda p: p.uid, ID),
+        Column("STATE", lambda p: p.state),
+        Column("CREATED", lambda p: clock(p.created), TIME),
+        Column("SANDBOX", lambda p: ident(p.sandbox_id), ID),
+        Column("CONTAINERS (NAME#ATTEMPT ID STATE)", members),
+    ]
+
+
 # ---- filesystems ---------------------------------------------------------------------------
 
 

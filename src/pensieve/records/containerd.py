@@ -72,6 +72,7 @@ class ContainerdContainer:
     extensions: dict[str, str] = field(default_factory=dict)  # name -> the Any's type_url
     source: str | None = None  # "<meta.db path>:/v1/<ns>/containers/<id>"
     problems: list[Problem] = field(default_factory=list)
+    extension_values: dict[str, bytes] = field(default_factory=dict)  # name -> the Any's value
 
 
 @record

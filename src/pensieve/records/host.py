@@ -132,6 +132,14 @@ class Container:
     problems: list[Problem] = field(default_factory=list)  # the same records as in host.problems
     namespace: str | None = None  # containerd: the namespace the container lives in
     updated: Timestamp | None = None  # containerd: last change of the container's metadata
+    # Kubernetes (CRI): the pod of a container made through the CRI, None elsewhere
+    pod_name: str | None = None  # io.kubernetes.pod.name
+    pod_namespace: str | None = None  # io.kubernetes.pod.namespace
+    pod_uid: str | None = None  # io.kubernetes.pod.uid
+    k8s_container: str | None = None  # io.kubernetes.container.name (None for a sandbox)
+    attempt: int | None = None  # the CRI metadata's restart attempt (0 for the first run)
+    sandbox_id: str | None = None  # the pod sandbox a container runs in (a sandbox: its own id)
+    is_sandbox: bool | None = None  # the pod's sandbox ("pause") container, not an application one
 
 
 @record

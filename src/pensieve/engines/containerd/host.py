@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.containerd.cri import CriMetadata, apply_cri, apply_status, build_pods, cri_metadata
 from pensieve.engines.containerd.images import ContentStore, build_images, pick_snapshot
 from pensieve.engines.containerd.metadata import META_DB, ContainerdMetadata
 from pensieve.engines.containerd.snapshotters import PREFERRED, SNAPSHOTTERS
@@ -27,6 +28,7 @@ from pensieve.formats.untrusted_json import Doc
 from pensieve.records.containerd import ContainerdContainer, Snapshot
 from pensieve.records.core import Problem
 from pensieve.records.host import Container, Image, Layer
+from pensieve.records.kubernetes import Pod
 
 TASK_DIRS = ("io.containerd.runtime.v2.task", "io.containerd.runtime.v1.linux")
 #: the capabilities containerd (oci/spec.go defaultUnixCaps) and Docker give by default
@@ -67,6 +69,7 @@ class ContainerdHost(Host):
             problems.extend(self.meta.problems)
         self.problems: list[Problem] = self.meta.problems if problems is None else problems
         self.store = ContentStore(evidence, root, self.problems)
+        self._cri: dict[str, CriMetadata] = {}  # container id -> its CRI metadata
 
     def close(self) -> None:
         self.meta.close()
@@ -177,9 +180,26 @@ class ContainerdHost(Host):
         image = self._image_named(src.namespace, src.image)
         c.image_id = image.id if image else None
         self._task_state(c)
+        self._cri_fields(c, src)
         c.layers = self._container_layers(c, src, image)
         c.rw_layer = c.layers[-1].cache_id if c.layers and c.layers[-1].role == "rw" else None
         return c
+
+    def _cri_fields(self, c: Container, src: ContainerdContainer) -> None:
+        """Pod fields, and state from the CRI plugin's status file (engines/containerd/cri)."""
+        found: list[Problem] = []
+        meta = cri_metadata(src, found)
+        if meta is not None:
+            self._cri[c.id] = meta
+        apply_cri(c, src, meta, found)
+        if c.pod_name is not None or c.is_sandbox is not None:
+            apply_status(c, self.evidence, self.root, found)
+        c.problems += found
+        self.problems += found
+
+    def pods(self) -> list[Pod]:
+        """The Kubernetes pods of the CRI containers, their containers grouped."""
+        return build_pods(self._containers, self._cri, self.problems, self.state is not None)
 
     def _problem(self, c: Container, source: str, message: str) -> None:
         p = Problem(source, message, c.id)

@@ -158,6 +158,7 @@ class ContainerdMetadata:
             got = ext.any(key)
             if got is not None:
                 c.extensions[name_text(key)] = got[0]
+                c.extension_values[name_text(key)] = got[1]
         self._collect(start, c)
         return c
 
