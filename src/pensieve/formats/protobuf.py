@@ -6,8 +6,8 @@ fields, each ``key = varint(field_number << 3 | wire_type)`` then a value: wire 
 messages, packed repeated scalars), 5 four little-endian bytes; 3/4 are the deprecated groups.
 Varints are little-endian base-128, at most 10 bytes, and hold 64 bits.
 
-Used by the CRIU image decoder (:mod:`pensieve.formats.protobuf_schema`, schema driven, for CRIU and containerd) and the
-Docker ``local`` log driver reader (:mod:`pensieve.engines.docker.logs`, via
+Used by the schema-driven decoder (:mod:`pensieve.formats.protobuf_schema`: CRIU images,
+containerd's Anys) and the Docker ``local`` log driver reader (:mod:`pensieve.engines.docker.logs`, via
 :func:`iter_fields`).  Every length is checked against the buffer before use; a corrupt message
 raises :class:`ProtobufError`, never allocates more than its input.
 """
