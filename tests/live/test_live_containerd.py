@@ -216,9 +216,11 @@ def check_diffs(source: Path, rec: Recorded) -> None:
 
 def run_every_command(source: Path, tmp: Path) -> None:
     src = str(source)
-    # not `roots` nor `verify`: at main 84198af both reach for the Docker data roots (host.roots) and
-    # fail with an internal error on a containerd-only source (reported to the lead)
     for args in (
+        ["roots", src],
+        ["verify", src],
+        ["verify", src, f"default/{IMAGE}", "--json"],
+        ["pods", src],
         ["containers", src],
         ["images", src, "--csv"],
         ["history", src, f"k8s.io/{IMAGE}"],
