@@ -33,7 +33,7 @@ from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
-from pensieve.records import Container, Image, Layer, Problem, Volume
+from pensieve.records import Change, Container, Image, Layer, Problem, Volume
 
 #: (root, state directory, how it was found) of containerd as installed by each distribution
 CONTAINERD_PLACES = (
@@ -248,6 +248,9 @@ class MultiHost(Host):
 
     def checkpoints(self, container: Container) -> dict[str, str]:
         return self._host_of(container).checkpoints(container)
+
+    def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
+        return self._host_of(container).diff_filter(container, changes)
 
     # ---- storage and boundaries ------------------------------------------------------------
     def storage_drivers(self) -> list[StorageDriver]:
