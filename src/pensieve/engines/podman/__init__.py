@@ -32,10 +32,12 @@ from pensieve.engines.podman.storage import (
     read_images,
     read_layers,
 )
+from pensieve.engines.podman.whence import relative_to
+from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.records import Change, Container, Image, Layer, Problem, Volume
+from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
@@ -369,6 +371,15 @@ class PodmanHost(Host):
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules."""
         return mark_podman_silent(changes)
+
+    # ---- whence ---------------------------------------------------------------------
+    def holds(self, path: str) -> bool:
+        """PATH (an evidence path) is below one of the graphroots."""
+        return any(relative_to(root, path) is not None for root in self.root_paths)
+
+    def whence(self, path: str) -> Attribution:
+        """Which layer, images and containers PATH belongs to (whence.py)."""
+        return podman_whence(self, path)
 
     # ---- drivers and boundaries ------------------------------------------------------
     def driver(self, layer: Layer) -> StorageDriver:
