@@ -72,7 +72,7 @@ def test_containers_and_diff_are_podmans(capture, where):
     assert code == 0 and "not listed by `podman diff`" in out
 
 
-def test_images_history_fs_whence(capture):
+def test_images_history_volumes_fs_whence(capture):
     graphroot, host, (_tarball, expected) = capture
     images = {i["id"]: i for i in cli_json("images", host)}
     assert sorted(images) == sorted(i["Id"] for i in expected["images"])
@@ -80,6 +80,8 @@ def test_images_history_fs_whence(capture):
         assert image["engine"] == "podman"
         steps = cli_json("history", host, image_id)
         assert steps and all(s["created_by"] for s in steps)
+    volumes = cli_json("volumes", host)
+    assert sorted(v["name"] for v in volumes) == sorted(expected.get("volumes", {}))
     running = next(p for p in expected["ps"] if p["State"] == "running" and p["Image"])
     code, out, err = run_cli("fs", host, running["Id"], "ls", "/etc")
     assert code == 0 and "passwd" in out, err
