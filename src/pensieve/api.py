@@ -86,4 +86,6 @@ def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
         raise LookupFailed(
             f"container {c.id[:12]} has no readable RW layer: {'; '.join(p.message for p in c.problems)}"
         )
-    return container_diff(host.evidence, c.layers, hash_files)
+    result = container_diff(host.evidence, c.layers, hash_files)
+    result.changes = host.diff_filter(c, result.changes)
+    return result

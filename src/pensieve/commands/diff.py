@@ -21,6 +21,11 @@ add_parser = COMMANDS.add_parser
 _ENGINE_OPS = {"added": "A", "modified": "C", "deleted": "D"}
 
 
+def _diff_command(container) -> str:
+    """The engine command whose listing ``engine_reports`` follows (podman's for Podman)."""
+    return "podman" if container.engine == "podman" else "docker"
+
+
 @command(
     "diff",
     "what a container changed against its image: added, modified, deleted",
@@ -57,7 +62,7 @@ def cmd_diff(o):
             changes,
             o.fmt,
             columns.changes(full_ids(o)),
-            title="* = not listed by `docker diff`",
+            title=f"* = not listed by `{_diff_command(host.container(o.container))} diff`",
             record_type=Change,
         )
     not_recovered = []

@@ -31,6 +31,7 @@ Callers may rely on:
   (whiteouts, opaque directories, redirects, copy-up and native-diff rules): the only place
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
+* ``diff_filter(container, changes)`` -- the changes marked as the engine's own diff lists them;
 * ``close()`` (and ``with host:``) -- gives back descriptors and spool files;
 * ``boundaries()`` -- the host paths that are evidence (the evidence's own, and each data root
   where the evidence is a directory here), which no output may touch.
@@ -41,7 +42,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from pensieve.evidence.base import DirEntry, Evidence
-from pensieve.records import Container, Image, Layer, Problem, Volume
+from pensieve.records import Change, Container, Image, Layer, Problem, Volume
 
 
 class LayerDir:
@@ -221,6 +222,11 @@ class Host(ABC):
     def checkpoints(self, container: Container) -> dict[str, str]:
         """The container's checkpoints: name -> evidence path of the CRIU image directory."""
         return {}
+
+    def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
+        """CHANGES of CONTAINER with ``engine_reports`` set as the engine's own diff command
+        reports them (the default: as computed, Docker's rules)."""
+        return changes
 
     def boundaries(self) -> list[str]:
         """Host paths that are evidence: the evidence's own, and every data root on it."""

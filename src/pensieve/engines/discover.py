@@ -32,9 +32,10 @@ from pensieve.engines.containerd.whence import NotBelowARoot, relative
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.containerd_store import MOBY_NAMESPACES
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
+from pensieve.engines.podman import PodmanHost, find_podman_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
-from pensieve.records import Container, Image, Layer, Problem, Volume
+from pensieve.records import Change, Container, Image, Layer, Problem, Volume
 
 #: (root, state directory, how it was found) of containerd as installed by each distribution
 CONTAINERD_PLACES = (
@@ -135,7 +136,8 @@ def open_engines(evidence: Evidence) -> Host:
     problems: list[Problem] = []
     docker_roots = find_data_roots(evidence, problems)
     found = find_containerd_roots(evidence, [r.path for r in docker_roots], problems)
-    if not found:
+    podman = find_podman_roots(evidence)  # containers/storage graphroots (engines/podman/roots.py)
+    if not found and not podman:
         if docker_roots:
             host = DockerHost(evidence, docker_roots)
             host.problems[:0] = problems
@@ -155,6 +157,7 @@ def open_engines(evidence: Evidence) -> Host:
     hosts += [
         h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
     ]
+    hosts += [PodmanHost(evidence, podman)] if podman else []
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
         return hosts[0]
@@ -331,6 +334,9 @@ class MultiHost(Host):
     def checkpoints(self, container: Container) -> dict[str, str]:
         return self._host_of(container).checkpoints(container)
 
+    def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
+        return self._host_of(container).diff_filter(container, changes)
+
     # ---- storage and boundaries ------------------------------------------------------------
     def storage_drivers(self) -> list[StorageDriver]:
         out: list[StorageDriver] = []
@@ -353,6 +359,9 @@ class MultiHost(Host):
         ctr.sort(key=lambda h: -len(h.root))
         for h in ctr:
             if relative(h.root, path) is not None:
+                return h.whence(path)
+        for h in self.hosts:
+            if isinstance(h, PodmanHost) and h.holds(path):
                 return h.whence(path)
         last: Exception | None = None
         for h in self.hosts:

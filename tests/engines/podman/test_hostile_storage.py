@@ -29,7 +29,8 @@ STORE_FILES = {
     },
     "overlay-images/images.json": {
         "id": "str", "digest": "str", "digests": "list", "names": "list", "layer": "str", "metadata": "str",
-        "big-data-names": "list", "big-data-digests": "obj", "created": "str",
+        "big-data-names": "list", "big-data-digests": "obj", "big-data-sizes": "obj",
+        "created": "str",
     },
     "overlay-layers/layers.json": {
         "id": "str", "parent": "str", "names": "list", "created": "str", "compressed-diff-digest": "str",

@@ -122,6 +122,7 @@ def test_images(host):
         assert [layer.diff_id for layer in layers] == want["RootFS"]["Layers"]
         upper = want["GraphDriver"]["Data"]["UpperDir"]
         assert upper.endswith(f"/{layers[-1].cache_id}/diff")
+        assert img.size == want["Size"]
         assert host.image(want["RepoTags"][0]) is img
 
 

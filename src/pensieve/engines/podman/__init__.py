@@ -20,6 +20,7 @@ from pensieve.engines.docker.drivers.overlay import Overlay2, parse_lower
 from pensieve.engines.docker.images import _history, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
+from pensieve.engines.podman.diff import mark_podman_silent
 from pensieve.engines.podman.libpod import LibpodState, read_state
 from pensieve.engines.podman.roots import find_podman_roots, is_graphroot
 from pensieve.engines.podman.storage import (
@@ -31,10 +32,12 @@ from pensieve.engines.podman.storage import (
     read_images,
     read_layers,
 )
+from pensieve.engines.podman.whence import relative_to
+from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.records import Container, Image, Layer, Problem, Volume
+from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
@@ -154,8 +157,9 @@ class PodmanHost(Host):
         parent_layer = chain[-1].parent if chain else None
         image.parent = by_top.get(parent_layer) if parent_layer else None
         image.cache_ids = [layer.id for layer in chain]
+        # containers/storage ImageSize: the layers' diff sizes and every big-data item's size
         sizes = [layer.diff_size for layer in chain if layer.diff_size is not None]
-        image.size = sum(sizes) if sizes else None
+        image.size = sum(sizes) + sum(si.big_data_sizes.values()) if sizes else None
         raw, path = read_big_data(self.evidence, root.path, si, "sha256:" + si.id, self.problems)
         image.config_path = path
         if raw is None:
@@ -363,6 +367,19 @@ class PodmanHost(Host):
                     )
                 )
         return out
+
+    def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
+        """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules."""
+        return mark_podman_silent(changes)
+
+    # ---- whence ---------------------------------------------------------------------
+    def holds(self, path: str) -> bool:
+        """PATH (an evidence path) is below one of the graphroots."""
+        return any(relative_to(root, path) is not None for root in self.root_paths)
+
+    def whence(self, path: str) -> Attribution:
+        """Which layer, images and containers PATH belongs to (whence.py)."""
+        return podman_whence(self, path)
 
     # ---- drivers and boundaries ------------------------------------------------------
     def driver(self, layer: Layer) -> StorageDriver:

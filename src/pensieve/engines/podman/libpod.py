@@ -2,7 +2,8 @@
 libpod/boltdb_state.go, boltdb_state_internal.go, sqlite_state.go; libpod/define/containerstate.go).
 
 Podman 4.x keeps it in ``<graphroot>/libpod/bolt_state.db`` (bbolt), Podman 5.x in
-``<graphroot>/libpod/db.sql`` (SQLite) by default.
+``<graphroot>/db.sql`` (SQLite, sqlite_state.go: the graphroot's top; ``libpod/db.sql`` is read
+too, where a 4.x host set ``database_backend = "sqlite"`` by hand) by default.
 
 bolt: bucket ``ctr`` has one sub-bucket per container id with ``config`` (the ContainerConfig
 JSON: spec, name, pod, labels, namedVolumes, command, entrypoint, createdTime, logPath ...),
@@ -10,8 +11,11 @@ JSON: spec, name, pod, labels, namedVolumes, command, entrypoint, createdTime, l
 oomKilled ...), ``pod-id``; ``pod`` has ``config``/``state`` per pod; ``vol`` ``config``/``state``
 per volume; ``exit-code`` maps container id -> exit code text; ``runtime-config`` the paths.
 
-SQLite (5.x): tables ``ContainerConfig(ID, Name, PodID, JSON)``, ``ContainerState(ID, JSON)``,
-``PodConfig(ID, Name, JSON)``, ``PodState(ID, JSON)``, ``VolumeConfig(Name, ..., JSON)``,
+SQLite (5.x, sqlite_state_internal.go sqliteInitSchema): tables ``ContainerConfig(ID, Name,
+PodID, JSON)``, ``ContainerState(ID, State, ExitCode, JSON)`` (the columns are not kept current:
+the JSON is the state), ``ContainerExitCode(ID, Timestamp, ExitCode)`` (bolt's exit-code bucket),
+``ContainerVolume(ContainerID, VolumeName)``, ``PodConfig(ID, Name, JSON)``,
+``PodState(ID, InfraContainerID, JSON)``, ``VolumeConfig(Name, StorageID, JSON)``,
 ``VolumeState(Name, JSON)``; the JSON documents are the same as bolt's.  The database is copied
 into memory through the evidence (no -wal/-shm is ever created next to it).
 """
@@ -46,6 +50,8 @@ RECORD_STATES = {"initialized": "created", "stopped": "exited"}
 #: the largest state database read whole (bolt is read by offset from the file)
 MAX_SQLITE_BYTES = 512 << 20
 MAX_DOC_BYTES = 16 << 20
+#: where a graphroot may hold libpod's SQLite state (first found with anything in it wins)
+SQLITE_PLACES = ("db.sql", "libpod/db.sql")
 
 
 @dataclass
@@ -204,8 +210,21 @@ def _s(value: object) -> str | None:
     )
 
 
-def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems: list[Problem]) -> None:
+def _optional_rows(db: sqlite3.Connection, table: str, sql: str, path: str, problems: list[Problem]) -> list:
+    """Rows of a table a hand-made or older database may lack (no problem when it is absent)."""
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return _rows(db, sql, path, problems) if found else []
+
+
+def _sqlite_containers(db: sqlite3.Connection, path: str, out: LibpodState, problems: list[Problem]) -> None:
     states = {_s(i): j for i, j in _rows(db, "SELECT ID, JSON FROM ContainerState", path, problems)}
+    codes = {
+        _s(i): code
+        for i, code in _optional_rows(
+            db, "ContainerExitCode", "SELECT ID, ExitCode FROM ContainerExitCode", path, problems
+        )
+        if isinstance(code, int) and -1 <= code <= 255
+    }
     for cid, pod_id, config in _rows(db, "SELECT ID, PodID, JSON FROM ContainerConfig", path, problems):
         cid = _s(cid)
         if not cid:
@@ -215,7 +234,12 @@ def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems
             config=_doc(_s(config), path, problems, cid, "config"),
             state=_doc(_s(states.get(cid)), path, problems, cid, "state"),
             pod_id=_s(pod_id) or None,
+            exit_code=codes.get(cid),
         )
+
+
+def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems: list[Problem]) -> None:
+    _sqlite_containers(db, path, out, problems)
     pod_states = {_s(i): j for i, j in _rows(db, "SELECT ID, JSON FROM PodState", path, problems)}
     for pid, name, config in _rows(db, "SELECT ID, Name, JSON FROM PodConfig", path, problems):
         pid = _s(pid)
@@ -229,6 +253,12 @@ def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems
             _doc(_s(pod_states.get(pid)), path, problems, pid, "state"),
             members,
         )
+    users: dict[str | None, list[str]] = {}
+    for cid, vname in _optional_rows(
+        db, "ContainerVolume", "SELECT ContainerID, VolumeName FROM ContainerVolume", path, problems
+    ):
+        if _s(cid):
+            users.setdefault(_s(vname), []).append(_s(cid) or "")
     vol_states = {_s(i): j for i, j in _rows(db, "SELECT Name, JSON FROM VolumeState", path, problems)}
     for name, config in _rows(db, "SELECT Name, JSON FROM VolumeConfig", path, problems):
         name = _s(name)
@@ -237,6 +267,7 @@ def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems
                 name,
                 _doc(_s(config), path, problems, name, "config"),
                 _doc(_s(vol_states.get(name)), path, problems, name, "state"),
+                sorted(users.get(name, [])),
             )
 
 
@@ -265,13 +296,17 @@ def read_sqlite(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState
 
 
 def read_state(ev: Evidence, graphroot: str, problems: list[Problem]) -> LibpodState:
-    """The libpod state of a graphroot: db.sql when present (Podman 5 prefers it), else
-    bolt_state.db; an empty state when there is neither (a store used only by buildah/CRI-O)."""
-    sql = posixpath.join(graphroot, "libpod", "db.sql")
+    """The libpod state of a graphroot: db.sql when present (Podman 5 prefers it: at the
+    graphroot's top, or under libpod/), else bolt_state.db; an empty state when there is none
+    (a store used only by buildah/CRI-O)."""
     bolt = posixpath.join(graphroot, "libpod", "bolt_state.db")
     state = LibpodState()
-    if ev.is_file(sql):
-        state = read_sqlite(ev, sql, problems)
+    for sql in SQLITE_PLACES:
+        path = posixpath.join(graphroot, sql)
+        if ev.is_file(path):
+            state = read_sqlite(ev, path, problems)
+            if state.containers or state.pods or state.volumes:
+                break
     if ev.is_file(bolt) and not state.containers:
         state = read_bolt(ev, bolt, problems)
     return state

@@ -68,6 +68,7 @@ class StorageImage:
     metadata: dict[str, object] = field(default_factory=dict)
     big_data_names: list[str] = field(default_factory=list)
     big_data_digests: dict[str, str] = field(default_factory=dict)
+    big_data_sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,8 +196,19 @@ def read_images(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
                 metadata=_metadata(doc),
                 big_data_names=doc.list_of_str("big-data-names") or [],
                 big_data_digests=doc.dict_of_str("big-data-digests"),
+                big_data_sizes=_sizes(doc.obj("big-data-sizes")),
             )
         )
+    return out
+
+
+def _sizes(sizes: Doc) -> dict[str, int]:
+    """``big-data-sizes``: key -> byte count (what is not a count is a problem, left out)."""
+    out, names = {}, sizes.keys()  # a Doc is not iterable
+    for key in names:
+        size = sizes.int(key)
+        if size is not None and size >= 0:
+            out[key] = size
     return out
 
 
