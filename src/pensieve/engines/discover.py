@@ -24,18 +24,20 @@ root, and a :class:`MultiHost` over several.
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
 
 from pensieve.engines.base import Host, StorageDriver
-from pensieve.engines.containerd.host import ContainerdHost
-from pensieve.engines.containerd.metadata import META_DB
+from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
 from pensieve.engines.containerd.whence import NotBelowARoot, relative
 from pensieve.engines.docker import DockerHost
-from pensieve.engines.docker.containerd_store import MOBY_NAMESPACES
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.engines.podman import PodmanHost, find_podman_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
 from pensieve.records import Change, Container, Image, Layer, Problem, Volume
+
+if TYPE_CHECKING:  # the containerd readers are imported only where a containerd root is found
+    from pensieve.engines.containerd.host import ContainerdHost
 
 #: (root, state directory, how it was found) of containerd as installed by each distribution
 CONTAINERD_PLACES = (
@@ -111,6 +113,34 @@ def find_containerd_roots(
     return found
 
 
+def holds_only_docker_tasks(evidence: Evidence, root_path: str) -> bool:
+    """Whether the meta.db below ROOT_PATH holds nothing but the ``moby`` namespace's task records
+    (no image, no snapshot): the containerd a classic Docker runs, which adds nothing to the
+    DockerHost.  Read from the bucket structure alone (no record decoded), so that discovery on
+    a Docker host with thousands of containers costs one page walk; False where the file cannot
+    be read (the full reader then says why)."""
+    from pensieve.formats.bolt import BoltDB, BoltError
+
+    try:
+        with evidence.open(join(root_path, META_DB)) as fh:
+            db = BoltDB(fh)
+            top = db.bucket(b"v1")
+            if top is None:
+                return False
+            for name, ns in top.buckets():
+                if name != b"moby":
+                    return False
+                images, snapshots = ns.bucket(b"images"), ns.bucket(b"snapshots")
+                if images is not None and next(images.buckets(), None) is not None:
+                    return False
+                for _sn, per_snapshotter in snapshots.buckets() if snapshots is not None else ():
+                    if next(per_snapshotter.buckets(), None) is not None:
+                        return False
+            return True
+    except (BoltError, EvidenceError, OSError):
+        return False
+
+
 def only_dockers_tasks(host: ContainerdHost) -> bool:
     """The containerd a classic Docker runs (its own ``DATA_ROOT/containerd/daemon`` or the
     system's): nothing but the ``moby`` namespace's task records of Docker's containers, no
@@ -153,6 +183,10 @@ def open_engines(evidence: Evidence) -> Host:
         docker = DockerHost(evidence, docker_roots)
         hosts.append(docker)
         store_roots = docker.containerd_store_roots()
+    if docker_roots:  # a classic Docker's own containerd (task records only) is not opened at all
+        found = [f for f in found if not holds_only_docker_tasks(evidence, f[0])]
+    if found:
+        from pensieve.engines.containerd.host import ContainerdHost
     ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
     hosts += [
         h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
@@ -197,7 +231,7 @@ def root_rows(host: Host) -> list[dict]:
                 }
                 for r in h.roots
             ]
-        elif isinstance(h, ContainerdHost):
+        elif h.engine == "containerd":
             version = h.meta.schema_version
             hints = ["namespaces: " + (", ".join(ns.name for ns in h.meta.namespaces) or "none")]
             if h.state:
@@ -355,7 +389,7 @@ class MultiHost(Host):
         own containerd lives below its data root)."""
         from pensieve.filesystem.whence import NotBelowADataRoot
 
-        ctr = [h for h in self.hosts if isinstance(h, ContainerdHost)]
+        ctr = [h for h in self.hosts if h.engine == "containerd"]
         ctr.sort(key=lambda h: -len(h.root))
         for h in ctr:
             if relative(h.root, path) is not None:

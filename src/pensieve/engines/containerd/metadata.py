@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 
+from pensieve.engines.containerd.layout import CONTENT_DIR, META_DB, SNAPSHOTTER_DIR
 from pensieve.engines.containerd.spec import ProtobufError, parse_spec, runtime_options
 from pensieve.engines.containerd.values import SNAPSHOT_KINDS, BucketView, name_text
 from pensieve.evidence.base import Evidence, EvidenceError, join
@@ -42,9 +43,6 @@ from pensieve.records.containerd import (
 )
 from pensieve.records.core import Problem
 
-META_DB = "io.containerd.metadata.v1.bolt/meta.db"
-CONTENT_DIR = "io.containerd.content.v1.content"
-SNAPSHOTTER_DIR = "io.containerd.snapshotter.v1."
 #: OCI digest grammar (image-spec descriptor.md): algorithm ":" encoded
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _SNAPSHOTTER_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -292,3 +290,4 @@ class ContainerdMetadata:
             snap.path = path
         else:
             view.problem(f"snapshot directory missing: {path}")
+

@@ -8,7 +8,7 @@ chain id (containerd rootfs/apply.go), which the namespace's images hold in ``ch
 
 from __future__ import annotations
 
-from pensieve.engines.containerd.metadata import CONTENT_DIR, META_DB
+from pensieve.engines.containerd.layout import CONTENT_DIR, META_DB
 from pensieve.errors import NotFound
 from pensieve.evidence import normalize
 from pensieve.records import Attribution

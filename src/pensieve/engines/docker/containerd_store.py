@@ -31,7 +31,6 @@ from pensieve.records.containerd import ContainerdImage, Snapshot
 #: the containerd namespace dockerd keeps its images, snapshots and tasks in
 MOBY = "moby"
 #: the namespaces dockerd itself writes (``moby_history``: BuildKit's build history)
-MOBY_NAMESPACES = ("moby", "moby_history")
 #: the name prefix of an image whose last tag was removed (moby daemon/containerd/image_delete.go)
 DANGLING = "moby-dangling@"
 
