@@ -25,13 +25,11 @@ node under ``/var/log/pods/<namespace>_<pod>_<uid>/<container>/<attempt>.log``; 
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import posixpath
-import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
+from pensieve.engines.logfiles import each_file
 from pensieve.evidence.base import Evidence, EvidenceError, join
 from pensieve.formats.cri_log import join_partials, read_records, rotation_order
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
@@ -288,31 +286,13 @@ def cri_log_files(evidence: Evidence, c: Container) -> list[str]:
     return []
 
 
-@contextlib.contextmanager
-def _open(evidence: Evidence, path: str) -> Iterator[BinaryIO]:
-    with evidence.open(path) as fh:
-        if path.endswith(".gz"):
-            with gzip.open(fh, "rb") as gz:
-                yield gz  # type: ignore[misc]
-        else:
-            yield fh
-
-
 def read_cri_logs(
     evidence: Evidence, container_id: str, files: list[str], problems: list[Problem]
 ) -> Iterator[LogLine]:
     """The lines of FILES (oldest first), P records joined across file ends too."""
 
-    def records():
-        for path in files:
-            count = 0
-            try:
-                with _open(evidence, path) as stream:
-                    for rec in read_records(stream, path, problems, container_id):
-                        count += 1
-                        yield rec
-            except (EvidenceError, OSError, EOFError, zlib.error) as exc:
-                where = f" after {count} lines" if count else ""
-                problems.append(Problem(path, f"cannot read log file {path}{where}: {exc}", container_id))
+    def read(stream: BinaryIO, path: str) -> Iterator:
+        return read_records(stream, path, problems, container_id)
 
-    return join_partials(records(), container_id, problems)
+    records = each_file(evidence, files, read, problems, container_id)
+    return join_partials(records, container_id, problems)

@@ -18,14 +18,12 @@ Everything is streamed: a file is never loaded whole, gzip is decompressed on th
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import posixpath
 import re
-import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from pensieve.engines.logfiles import each_file, open_log
 from pensieve.evidence.base import Evidence, EvidenceError
 from pensieve.formats.protobuf import ProtobufError, iter_fields
 from pensieve.formats.untrusted_json import loads_line
@@ -145,18 +143,8 @@ def _kind(path: str) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _open_stream(evidence: Evidence, path: str) -> Iterator[BinaryIO]:
-    with evidence.open(path) as fh:
-        if path.endswith(".gz"):
-            with gzip.open(fh, "rb") as gz:
-                yield gz  # type: ignore[misc]  # GzipFile is a binary file object
-        else:
-            yield fh
-
-
 def _sniff(evidence: Evidence, path: str) -> str:
-    with _open_stream(evidence, path) as stream:
+    with open_log(evidence, path) as stream:
         first = stream.read(1)
     return "json" if first in (b"{", b" ", b"\n", b"\t", b"\r") else "local"
 
@@ -169,19 +157,12 @@ def read_logs(
     Unreadable files, corrupt lines and broken records are appended to *problems*; reading
     always goes on with what follows.
     """
-    for path in files:
-        count = 0
-        try:
-            kind = _kind(path) or _sniff(evidence, path)
-            with _open_stream(evidence, path) as stream:
-                reader = _read_json if kind == "json" else _read_local
-                for line in reader(stream, path, container_id, problems):
-                    count += 1
-                    yield line
-        except (EvidenceError, OSError, EOFError, zlib.error) as exc:
-            # OSError covers gzip.BadGzipFile; EOFError is a truncated gzip stream
-            where = f" after {count} entries" if count else ""
-            problems.append(Problem(path, f"cannot read log file {path}{where}: {exc}", container_id))
+
+    def read(stream: BinaryIO, path: str) -> Iterator[LogLine]:
+        reader = _read_json if (_kind(path) or _sniff(evidence, path)) == "json" else _read_local
+        return reader(stream, path, container_id, problems)
+
+    return each_file(evidence, files, read, problems, container_id, unit="entries")
 
 
 def _read_json(stream: BinaryIO, path: str, container_id: str, problems: list[Problem]) -> Iterator[LogLine]:
