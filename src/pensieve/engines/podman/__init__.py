@@ -11,12 +11,11 @@ their entries mean what overlay2's mean, so each Layer names the ``overlay2`` ru
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from pensieve.engines.base import Host, LayerPlace, StorageDriver
-from pensieve.engines.docker.drivers.overlay import Overlay2, parse_lower
+from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.docker.drivers.overlay import Overlay2
 from pensieve.engines.docker.images import _history, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
@@ -49,41 +48,7 @@ class PodmanOverlay(Overlay2):
     """containers/storage's overlay driver (drivers/overlay): overlay2's layout under ``overlay/``."""
 
     name = "overlay"
-    store_dirs = ("overlay",)
-
-    _CONTENTS = re.compile(r"^overlay/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$")
-    _META = re.compile(r"^overlay/(?P<id>[^/]+)(?:/(?:link|lower|work)(?:/.*)?)?$")
-
-    def layer_path(self, evidence: Evidence, data_root: str, cache_id: str, role: str = "image") -> str:
-        return posixpath.join(data_root, "overlay", cache_id, "diff")
-
-    def layer_store(self, data_root: str) -> str | None:
-        return posixpath.join(data_root, "overlay")
-
-    def place(self, rel: str) -> LayerPlace | None:
-        m = self._CONTENTS.match(rel)
-        if m:
-            return LayerPlace(m.group("id"), m.group("rest") or "/")
-        m = self._META.match(rel)
-        if m:
-            return LayerPlace(m.group("id"), None, bookkeeping=rel.count("/") > 1)
-        return None
-
-    def lowers(self, evidence: Evidence, data_root: str, cache_id: str) -> list[str] | None:
-        base = posixpath.join(data_root, "overlay")
-        try:
-            text = evidence.read_text(posixpath.join(base, cache_id, "lower"), 1 << 20)
-        except (EvidenceError, OSError):
-            return None if not evidence.exists(posixpath.join(base, cache_id)) else []
-        out = []
-        for short in parse_lower(text):
-            try:
-                out.append(
-                    posixpath.basename(posixpath.dirname(evidence.readlink(posixpath.join(base, "l", short))))
-                )
-            except (EvidenceError, OSError):
-                out.append(f"?l/{short}")
-        return out
+    store = "overlay"
 
 
 PODMAN_OVERLAY = PodmanOverlay()
