@@ -11,7 +11,6 @@ their entries mean what overlay2's mean, so each Layer names the ``overlay2`` ru
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver
@@ -37,6 +36,7 @@ from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
+from pensieve.records.core import field, record
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
@@ -54,7 +54,7 @@ class PodmanOverlay(Overlay2):
 PODMAN_OVERLAY = PodmanOverlay()
 
 
-@dataclass
+@record
 class PodmanPod:
     """A libpod pod: its containers share namespaces with the infra container."""
 
@@ -67,7 +67,7 @@ class PodmanPod:
     containers: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class _Graphroot:
     path: str
     layers: dict[str, StorageLayer]
@@ -365,7 +365,7 @@ class PodmanHost(Host):
         return out
 
 
-@dataclass
+@record
 class _LayerInfo:
     """What docker.images._history wants of a layer: its cache id and size."""
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import posixpath
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound
 from pensieve.formats.bolt import BoltDB, BoltError, Bucket
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Problem
+from pensieve.records.core import field, record
 
 #: libpod ContainerStatus numbers -> their String() names (define/containerstate.go)
 LIBPOD_STATES = {
@@ -55,7 +55,7 @@ MAX_DOC_BYTES = 16 << 20
 SQLITE_PLACES = ("db.sql", "libpod/db.sql")
 
 
-@dataclass
+@record
 class LibpodContainer:
     id: str
     config: Doc
@@ -64,7 +64,7 @@ class LibpodContainer:
     exit_code: int | None = None
 
 
-@dataclass
+@record
 class LibpodPod:
     id: str
     name: str | None
@@ -73,7 +73,7 @@ class LibpodPod:
     containers: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class LibpodVolume:
     name: str
     config: Doc
@@ -81,7 +81,7 @@ class LibpodVolume:
     users: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class LibpodState:
     """Everything read from one libpod database."""
 

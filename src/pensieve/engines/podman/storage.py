@@ -27,12 +27,12 @@ from __future__ import annotations
 import base64
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load, parse
 from pensieve.records import Problem
+from pensieve.records.core import field, record
 
 #: the largest store file read (a host with thousands of containers stays far below it)
 MAX_STORE_BYTES = 256 << 20
@@ -40,7 +40,7 @@ MAX_STORE_BYTES = 256 << 20
 MAX_BIG_DATA = 64 << 20
 
 
-@dataclass
+@record
 class StorageLayer:
     """One entry of layers.json."""
 
@@ -56,7 +56,7 @@ class StorageLayer:
     tar_split: str | None = None  # evidence path of <id>.tar-split.gz, when present
 
 
-@dataclass
+@record
 class StorageImage:
     """One entry of images.json."""
 
@@ -72,7 +72,7 @@ class StorageImage:
     big_data_sizes: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class StorageContainer:
     """One entry of containers.json."""
 
