@@ -20,7 +20,7 @@ from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
 from pensieve.engines.podman.libpod import LibpodState, read_state
-from pensieve.engines.podman.roots import find_podman_roots, is_graphroot
+from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
     StorageImage,
     StorageLayer,
@@ -52,6 +52,8 @@ class PodmanOverlay(Overlay2):
 
 
 PODMAN_OVERLAY = PodmanOverlay()
+#: libpod's state backends (libpod.py LibpodState.backend) as ``roots`` names them
+_BACKENDS = {"boltdb": "bolt", "sqlite": "sqlite"}
 
 
 @record
@@ -94,6 +96,31 @@ class PodmanHost(Host):
             images = read_images(ev, path, self.problems)
             out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
         return out
+
+    @cached_property
+    def how_found(self) -> dict[str, str]:
+        """graphroot -> how it was found (roots.py: ``given``, storage.conf, the default path, a
+        rootless user); a root handed to the host that the search does not find is ``given``."""
+        found = dict(podman_roots(self.evidence))
+        return {path: found.get(path, "given") for path in self.root_paths}
+
+    def root_rows(self) -> list[dict]:
+        """One ``roots`` row per graphroot: layout (the kind of libpod state database), the
+        storage drivers with a store, the state's path and how the root was found."""
+        rows = []
+        for root in self.roots:
+            backend = _BACKENDS.get(root.state.backend or "")
+            rows.append(
+                {
+                    "engine": "podman",
+                    "path": root.path,
+                    "layout": f"libpod {backend}" if backend else "no libpod state",
+                    "drivers": store_drivers(self.evidence, root.path),
+                    "hints": [f"libpod state: {root.state.path}"] if root.state.path else [],
+                    "found": self.how_found[root.path],
+                }
+            )
+        return rows
 
     def _root(self, path: str | None) -> _Graphroot:
         return next((r for r in self.roots if r.path == path), self.roots[0])
