@@ -24,16 +24,17 @@ def _listing(o, host, records, spec, record_type: type | None, title: str | None
     return host.problems
 
 
-@command("roots", "engine roots (Docker, containerd) found in SOURCE and how they were found", SOURCE)
+@command("roots", "engine roots (Docker, containerd, Podman) found in SOURCE and how they were found", SOURCE)
 def cmd_roots(o):
     """Every engine root found in SOURCE: Docker data roots (layout, storage drivers), containerd
-    roots (meta.db schema version, snapshotters, namespaces), and how each was found."""
+    roots (meta.db schema version, snapshotters, namespaces), Podman graphroots (libpod state kind,
+    storage drivers), and how each was found."""
     from pensieve.engines.discover import engine_hosts, root_rows
 
     host = open_host(o.source)
     if is_archive(host):
         rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]
-    elif any(h.engine == "containerd" for h in engine_hosts(host)):
+    elif any(h.engine in ("containerd", "podman") for h in engine_hosts(host)):
         return _listing(o, host, root_rows(host), columns.roots(engines=True), None)
     else:
         rows = [

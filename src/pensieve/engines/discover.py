@@ -215,8 +215,9 @@ def _snapshotters(host: ContainerdHost) -> list[str]:
 
 def root_rows(host: Host) -> list[dict]:
     """Every engine root of HOST: engine, path, layout (Docker: v2 / v1; containerd: meta.db's
-    schema version), storage drivers or snapshotters present, hints (containerd: namespaces, the
-    runtime state directory) and how it was found."""
+    schema version; Podman: the libpod state database's kind), storage drivers or snapshotters
+    present, hints (containerd: namespaces, the runtime state directory; Podman: the libpod
+    state's path) and how it was found."""
     rows: list[dict] = []
     for h in engine_hosts(host):
         if isinstance(h, DockerHost):
@@ -246,6 +247,8 @@ def root_rows(host: Host) -> list[dict]:
                     "found": h.how_found,
                 }
             )
+        elif isinstance(h, PodmanHost):
+            rows += h.root_rows()
     return rows
 
 

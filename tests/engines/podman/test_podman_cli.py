@@ -116,3 +116,41 @@ def test_docker_and_podman_side_by_side(capture, tmp_path):
     rw = next(c for c in listed if c["engine"] == "podman" and c["id"] == podman[0])["rw_layer"]
     attribution = cli_json("whence", host, f"{GRAPHROOT}/overlay/{rw}/diff")
     assert attribution["layer"] == rw and attribution["containers"] == [podman[0]]
+
+
+def test_roots_lists_the_graphroot(capture):
+    graphroot, host, (tarball, _expected) = capture
+    backend = "sqlite" if "podman-5" in tarball.name else "bolt"
+    state = "db.sql" if backend == "sqlite" else "libpod/bolt_state.db"
+    for source, path, how in ((graphroot, "/", "given"), (host, GRAPHROOT, "default path")):
+        rows = cli_json("roots", source)
+        assert rows == [
+            {
+                "engine": "podman",
+                "path": path,
+                "layout": f"libpod {backend}",
+                "drivers": ["overlay"],
+                "hints": [f"libpod state: {posixpath.join(path, state)}"],
+                "found": how,
+            }
+        ]
+    code, out, err = run_cli("roots", host)
+    assert code == 0 and "podman" in out and f"libpod {backend}" in out, err
+
+
+def test_roots_beside_docker_and_rootless(capture, tmp_path):
+    _graphroot, _host, (tarball, _expected) = capture
+    host = tmp_path / "host"
+    unpack(FIXTURES / "overlay2-root.tar.gz", host / "var/lib/docker")
+    unpack(tarball, host / "home/alice/.local/share/containers")
+    rows = cli_json("roots", host)
+    assert [(r["engine"], r["path"], r["found"]) for r in rows] == [
+        ("docker", "/var/lib/docker", rows[0]["found"]),
+        ("podman", "/home/alice/.local/share/containers/storage", "rootless user alice"),
+    ]
+    conf = host / "etc/containers/storage.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('[storage]\ngraphroot = "/home/alice/.local/share/containers/storage"\n')
+    found = {r["path"]: r["found"] for r in cli_json("roots", host) if r["engine"] == "podman"}
+    rootless = "/home/alice/.local/share/containers/storage"
+    assert found == {rootless: "graphroot in /etc/containers/storage.conf"}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from pensieve.engines.containerd.host import ContainerdHost
 from pensieve.engines.containerd.images import INDEX_TYPES, MAX_BLOB_JSON, MAX_INDEX_DEPTH
@@ -46,6 +45,7 @@ from pensieve.formats.tarsplit import (
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.images.verify_layers import _LOOKUP_ERRORS, _LayerChecker, image_status
 from pensieve.records.containerd import ContainerdImage, Snapshot
+from pensieve.records.core import field, record
 from pensieve.records.host import Image
 from pensieve.records.integrity import (
     OK,
@@ -212,7 +212,7 @@ class _SnapshotChecker(_LayerChecker):
 # ---- one layer --------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class _Layer:
     """What one layer is checked against: its descriptor, diff id and snapshot."""
 
@@ -341,7 +341,7 @@ def _stream(
 # ---- images -----------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class _ImageRun:
     """One image being verified: its verdict and its layers."""
 

@@ -11,18 +11,16 @@ their entries mean what overlay2's mean, so each Layer names the ``overlay2`` ru
 from __future__ import annotations
 
 import posixpath
-import re
-from dataclasses import dataclass, field
 from functools import cached_property
 
-from pensieve.engines.base import Host, LayerPlace, StorageDriver
-from pensieve.engines.docker.drivers.overlay import Overlay2, parse_lower
+from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.docker.drivers.overlay import Overlay2
 from pensieve.engines.docker.images import _history, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
 from pensieve.engines.podman.libpod import LibpodState, read_state
-from pensieve.engines.podman.roots import find_podman_roots, is_graphroot
+from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
     StorageImage,
     StorageLayer,
@@ -38,6 +36,7 @@ from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
+from pensieve.records.core import field, record
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
@@ -49,47 +48,15 @@ class PodmanOverlay(Overlay2):
     """containers/storage's overlay driver (drivers/overlay): overlay2's layout under ``overlay/``."""
 
     name = "overlay"
-    store_dirs = ("overlay",)
-
-    _CONTENTS = re.compile(r"^overlay/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$")
-    _META = re.compile(r"^overlay/(?P<id>[^/]+)(?:/(?:link|lower|work)(?:/.*)?)?$")
-
-    def layer_path(self, evidence: Evidence, data_root: str, cache_id: str, role: str = "image") -> str:
-        return posixpath.join(data_root, "overlay", cache_id, "diff")
-
-    def layer_store(self, data_root: str) -> str | None:
-        return posixpath.join(data_root, "overlay")
-
-    def place(self, rel: str) -> LayerPlace | None:
-        m = self._CONTENTS.match(rel)
-        if m:
-            return LayerPlace(m.group("id"), m.group("rest") or "/")
-        m = self._META.match(rel)
-        if m:
-            return LayerPlace(m.group("id"), None, bookkeeping=rel.count("/") > 1)
-        return None
-
-    def lowers(self, evidence: Evidence, data_root: str, cache_id: str) -> list[str] | None:
-        base = posixpath.join(data_root, "overlay")
-        try:
-            text = evidence.read_text(posixpath.join(base, cache_id, "lower"), 1 << 20)
-        except (EvidenceError, OSError):
-            return None if not evidence.exists(posixpath.join(base, cache_id)) else []
-        out = []
-        for short in parse_lower(text):
-            try:
-                out.append(
-                    posixpath.basename(posixpath.dirname(evidence.readlink(posixpath.join(base, "l", short))))
-                )
-            except (EvidenceError, OSError):
-                out.append(f"?l/{short}")
-        return out
+    store = "overlay"
 
 
 PODMAN_OVERLAY = PodmanOverlay()
+#: libpod's state backends (libpod.py LibpodState.backend) as ``roots`` names them
+_BACKENDS = {"boltdb": "bolt", "sqlite": "sqlite"}
 
 
-@dataclass
+@record
 class PodmanPod:
     """A libpod pod: its containers share namespaces with the infra container."""
 
@@ -102,7 +69,7 @@ class PodmanPod:
     containers: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class _Graphroot:
     path: str
     layers: dict[str, StorageLayer]
@@ -129,6 +96,31 @@ class PodmanHost(Host):
             images = read_images(ev, path, self.problems)
             out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
         return out
+
+    @cached_property
+    def how_found(self) -> dict[str, str]:
+        """graphroot -> how it was found (roots.py: ``given``, storage.conf, the default path, a
+        rootless user); a root handed to the host that the search does not find is ``given``."""
+        found = dict(podman_roots(self.evidence))
+        return {path: found.get(path, "given") for path in self.root_paths}
+
+    def root_rows(self) -> list[dict]:
+        """One ``roots`` row per graphroot: layout (the kind of libpod state database), the
+        storage drivers with a store, the state's path and how the root was found."""
+        rows = []
+        for root in self.roots:
+            backend = _BACKENDS.get(root.state.backend or "")
+            rows.append(
+                {
+                    "engine": "podman",
+                    "path": root.path,
+                    "layout": f"libpod {backend}" if backend else "no libpod state",
+                    "drivers": store_drivers(self.evidence, root.path),
+                    "hints": [f"libpod state: {root.state.path}"] if root.state.path else [],
+                    "found": self.how_found[root.path],
+                }
+            )
+        return rows
 
     def _root(self, path: str | None) -> _Graphroot:
         return next((r for r in self.roots if r.path == path), self.roots[0])
@@ -400,7 +392,7 @@ class PodmanHost(Host):
         return out
 
 
-@dataclass
+@record
 class _LayerInfo:
     """What docker.images._history wants of a layer: its cache id and size."""
 

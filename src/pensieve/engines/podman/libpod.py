@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import posixpath
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound
-from pensieve.formats.bolt import BoltDB, BoltError
+from pensieve.formats.bolt import BoltDB, BoltError, Bucket
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Problem
+from pensieve.records.core import field, record
 
 #: libpod ContainerStatus numbers -> their String() names (define/containerstate.go)
 LIBPOD_STATES = {
@@ -54,7 +55,7 @@ MAX_DOC_BYTES = 16 << 20
 SQLITE_PLACES = ("db.sql", "libpod/db.sql")
 
 
-@dataclass
+@record
 class LibpodContainer:
     id: str
     config: Doc
@@ -63,7 +64,7 @@ class LibpodContainer:
     exit_code: int | None = None
 
 
-@dataclass
+@record
 class LibpodPod:
     id: str
     name: str | None
@@ -72,7 +73,7 @@ class LibpodPod:
     containers: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class LibpodVolume:
     name: str
     config: Doc
@@ -80,7 +81,7 @@ class LibpodVolume:
     users: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class LibpodState:
     """Everything read from one libpod database."""
 
@@ -140,35 +141,39 @@ def _bolt_containers(db: BoltDB, path: str, out: LibpodState, problems: list[Pro
         out.containers[cid] = c
 
 
+def _bolt_items(db: BoltDB, name: str) -> Iterator[tuple[str, Bucket]]:
+    """(key text, sub-bucket) of every sub-bucket of the top-level bucket NAME (none when absent)."""
+    bucket = db.bucket(name)
+    if bucket is not None:
+        for key, sub in bucket.buckets():
+            yield key.decode("utf-8", "replace"), sub
+
+
+def _bolt_keys(bucket: Bucket, name: str) -> list[str]:
+    """The keys of BUCKET's sub-bucket NAME as text ([] when it has none)."""
+    sub = bucket.bucket(name)
+    return [k.decode("utf-8", "replace") for k, _ in sub.items()] if sub else []
+
+
 def _bolt_pods(db: BoltDB, path: str, out: LibpodState, problems: list[Problem]) -> None:
-    bucket = db.bucket("pod")
-    if bucket is None:
-        return
-    for key, pod in bucket.buckets():
-        pid = key.decode("utf-8", "replace")
+    for pid, pod in _bolt_items(db, "pod"):
         config = _doc(pod.get("config"), path, problems, pid, "config")
-        members = pod.bucket("containers")
         out.pods[pid] = LibpodPod(
             id=pid,
             name=config.str("name"),
             config=config,
             state=_doc(pod.get("state"), path, problems, pid, "state"),
-            containers=[k.decode("utf-8", "replace") for k, _ in members.items()] if members else [],
+            containers=_bolt_keys(pod, "containers"),
         )
 
 
 def _bolt_volumes(db: BoltDB, path: str, out: LibpodState, problems: list[Problem]) -> None:
-    bucket = db.bucket("vol")
-    if bucket is None:
-        return
-    for key, vol in bucket.buckets():
-        name = key.decode("utf-8", "replace")
-        users = vol.bucket("vol-dependencies")
+    for name, vol in _bolt_items(db, "vol"):
         out.volumes[name] = LibpodVolume(
             name=name,
             config=_doc(vol.get("config"), path, problems, name, "config"),
             state=_doc(vol.get("state"), path, problems, name, "state"),
-            users=[k.decode("utf-8", "replace") for k, _ in users.items()] if users else [],
+            users=_bolt_keys(vol, "vol-dependencies"),
         )
 
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import base64
 import posixpath
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load, parse
 from pensieve.records import Problem
+from pensieve.records.core import field, record
 
 #: the largest store file read (a host with thousands of containers stays far below it)
 MAX_STORE_BYTES = 256 << 20
@@ -39,7 +40,7 @@ MAX_STORE_BYTES = 256 << 20
 MAX_BIG_DATA = 64 << 20
 
 
-@dataclass
+@record
 class StorageLayer:
     """One entry of layers.json."""
 
@@ -55,7 +56,7 @@ class StorageLayer:
     tar_split: str | None = None  # evidence path of <id>.tar-split.gz, when present
 
 
-@dataclass
+@record
 class StorageImage:
     """One entry of images.json."""
 
@@ -71,7 +72,7 @@ class StorageImage:
     big_data_sizes: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class StorageContainer:
     """One entry of containers.json."""
 
@@ -132,6 +133,18 @@ def _id(doc: Doc, path: str, problems: list[Problem], index: int) -> str | None:
     return ident
 
 
+def _entries(
+    ev: Evidence, graphroot: str, store: str, problems: list[Problem]
+) -> Iterator[tuple[str, Doc, str]]:
+    """(id, entry, file) of every usable entry of the store file STORE (``overlay-layers/layers.json``
+    ...) below GRAPHROOT; an entry without a usable id is a problem and is skipped."""
+    path = posixpath.join(graphroot, store)
+    for i, doc in enumerate(read_list(ev, path, problems)):
+        ident = _id(doc, path, problems, i)
+        if ident is not None:
+            yield ident, doc, path
+
+
 def _metadata(doc: Doc) -> dict[str, object]:
     """The ``metadata`` string of an entry, itself JSON (libpod's, or the image's signature sizes)."""
     text = doc.str("metadata")
@@ -153,12 +166,8 @@ def _digest(doc: Doc, key: str) -> str | None:
 def read_layers(ev: Evidence, graphroot: str, problems: list[Problem], driver: str = "overlay") -> dict:
     """layer id -> StorageLayer, from ``<driver>-layers/layers.json``."""
     store = posixpath.join(graphroot, f"{driver}-layers")
-    path = posixpath.join(store, "layers.json")
     out: dict[str, StorageLayer] = {}
-    for i, doc in enumerate(read_list(ev, path, problems)):
-        ident = _id(doc, path, problems, i)
-        if ident is None:
-            continue
+    for ident, doc, _path in _entries(ev, store, "layers.json", problems):
         tar_split = posixpath.join(store, f"{ident}.tar-split.gz")
         out[ident] = StorageLayer(
             id=ident,
@@ -177,12 +186,8 @@ def read_layers(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
 
 def read_images(ev: Evidence, graphroot: str, problems: list[Problem], driver: str = "overlay") -> list:
     """Every StorageImage of ``<driver>-images/images.json``."""
-    path = posixpath.join(graphroot, f"{driver}-images", "images.json")
     out: list[StorageImage] = []
-    for i, doc in enumerate(read_list(ev, path, problems)):
-        ident = _id(doc, path, problems, i)
-        if ident is None:
-            continue
+    for ident, doc, _path in _entries(ev, graphroot, f"{driver}-images/images.json", problems):
         digest = _digest(doc, "digest")
         digests = doc.list_of_str("digests") or ([digest] if digest else [])
         out.append(
@@ -214,12 +219,8 @@ def _sizes(sizes: Doc) -> dict[str, int]:
 
 def read_containers(ev: Evidence, graphroot: str, problems: list[Problem], driver: str = "overlay") -> list:
     """Every StorageContainer of ``<driver>-containers/containers.json``."""
-    path = posixpath.join(graphroot, f"{driver}-containers", "containers.json")
     out: list[StorageContainer] = []
-    for i, doc in enumerate(read_list(ev, path, problems)):
-        ident = _id(doc, path, problems, i)
-        if ident is None:
-            continue
+    for ident, doc, _path in _entries(ev, graphroot, f"{driver}-containers/containers.json", problems):
         flags = doc.obj("flags")
         out.append(
             StorageContainer(

@@ -84,18 +84,33 @@ class OverlayDiff(UnionDiff):
 
 
 class Overlay2(OverlayDiff):
+    """overlay2's layout below ``<root>/<store>/``; a subclass for another store directory (Podman's
+    ``overlay``) sets ``store`` only: ``store_dirs`` and the path patterns are built from it."""
+
     name = "overlay2"
     records_lowers = True
-    store_dirs = ("overlay2",)
+    #: the directory below the data root that holds the layers
+    store = "overlay2"
+    store_dirs: tuple[str, ...] = ("overlay2",)
+    _CONTENTS: re.Pattern[str]
+    _META: re.Pattern[str]
 
-    _CONTENTS = re.compile(r"^overlay2/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$")
-    _META = re.compile(r"^overlay2/(?P<id>[^/]+)(?:/(?:link|lower|work)(?:/.*)?)?$")
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._build_patterns()
+
+    @classmethod
+    def _build_patterns(cls) -> None:
+        store = re.escape(cls.store)
+        cls.store_dirs = (cls.store,)
+        cls._CONTENTS = re.compile(rf"^{store}/(?P<id>[^/]+)/(?:diff|merged)(?P<rest>/.*)?$")
+        cls._META = re.compile(rf"^{store}/(?P<id>[^/]+)(?:/(?:link|lower|work)(?:/.*)?)?$")
 
     def layer_path(self, evidence: Evidence, data_root: str, cache_id: str, role: str = "image") -> str:
-        return posixpath.join(data_root, "overlay2", cache_id, "diff")
+        return posixpath.join(data_root, self.store, cache_id, "diff")
 
     def layer_store(self, data_root: str) -> str | None:
-        return posixpath.join(data_root, "overlay2")
+        return posixpath.join(data_root, self.store)
 
     def place(self, rel: str) -> LayerPlace | None:
         m = self._CONTENTS.match(rel)
@@ -109,18 +124,22 @@ class Overlay2(OverlayDiff):
     def lowers(self, evidence: Evidence, data_root: str, cache_id: str) -> list[str] | None:
         """Cache ids of the layer's lowers, top first, from its ``lower`` file ([] when it has
         none, None when the layer directory itself is gone; ``?l/<short>`` for a dangling link)."""
-        text = _read_small(evidence, posixpath.join(data_root, "overlay2", cache_id, "lower"))
+        base = posixpath.join(data_root, self.store)
+        text = _read_small(evidence, posixpath.join(base, cache_id, "lower"))
         if text is None:
-            return None if not evidence.exists(posixpath.join(data_root, "overlay2", cache_id)) else []
+            return None if not evidence.exists(posixpath.join(base, cache_id)) else []
         out = []
         for short in parse_lower(text):
             try:
-                target = evidence.readlink(posixpath.join(data_root, "overlay2", "l", short))
+                target = evidence.readlink(posixpath.join(base, "l", short))
             except (EvidenceError, OSError):
                 out.append(f"?l/{short}")
                 continue
             out.append(posixpath.basename(posixpath.dirname(target)))
         return out
+
+
+Overlay2._build_patterns()
 
 
 def parse_lower(text: str) -> list[str]:
