@@ -31,12 +31,12 @@ from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
 from pensieve.engines.containerd.whence import NotBelowARoot, relative
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
-from pensieve.engines.podman import PodmanHost, find_podman_roots
+from pensieve.engines.podman.roots import find_podman_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
 from pensieve.records import Change, Container, Image, Layer, Problem, Volume
 
-if TYPE_CHECKING:  # the containerd readers are imported only where a containerd root is found
+if TYPE_CHECKING:  # the engines' readers are imported only where their roots are found
     from pensieve.engines.containerd.host import ContainerdHost
 
 #: (root, state directory, how it was found) of containerd as installed by each distribution
@@ -187,6 +187,8 @@ def open_engines(evidence: Evidence) -> Host:
         found = [f for f in found if not holds_only_docker_tasks(evidence, f[0])]
     if found:
         from pensieve.engines.containerd.host import ContainerdHost
+    if podman:
+        from pensieve.engines.podman.host import PodmanHost
     ctr = [ContainerdHost(evidence, root, state, how) for root, state, how in found]
     hosts += [
         h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
@@ -247,7 +249,7 @@ def root_rows(host: Host) -> list[dict]:
                     "found": h.how_found,
                 }
             )
-        elif isinstance(h, PodmanHost):
+        elif h.engine == "podman":
             rows += h.root_rows()
     return rows
 
@@ -398,7 +400,7 @@ class MultiHost(Host):
             if relative(h.root, path) is not None:
                 return h.whence(path)
         for h in self.hosts:
-            if isinstance(h, PodmanHost) and h.holds(path):
+            if h.engine == "podman" and h.holds(path):
                 return h.whence(path)
         last: Exception | None = None
         for h in self.hosts:
