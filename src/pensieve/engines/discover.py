@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 
 from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
-from pensieve.engines.containerd.whence import NotBelowARoot, relative
+from pensieve.engines.containerd.whence import NotBelowARoot
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.engines.podman.roots import find_podman_roots
 from pensieve.errors import LookupFailed, NotADataRoot
-from pensieve.evidence.base import Evidence, EvidenceError, join, normalize
+from pensieve.evidence.base import Evidence, EvidenceError, join, normalize, relative_to
 from pensieve.records import Change, Container, Image, Layer, Problem, Volume
 
 if TYPE_CHECKING:  # the engines' readers are imported only where their roots are found
@@ -397,7 +397,7 @@ class MultiHost(Host):
         ctr = [h for h in self.hosts if h.engine == "containerd"]
         ctr.sort(key=lambda h: -len(h.root))
         for h in ctr:
-            if relative(h.root, path) is not None:
+            if relative_to(h.root, path) is not None:
                 return h.whence(path)
         for h in self.hosts:
             if h.engine == "podman" and h.holds(path):

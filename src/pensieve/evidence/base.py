@@ -95,6 +95,17 @@ def normalize(path: str) -> str:
     return "/" if path in ("/", "//") else path
 
 
+def relative_to(root: str, path: str) -> str | None:
+    """PATH relative to ROOT ("" for ROOT itself), None when PATH is not below ROOT (both
+    evidence paths, normalised first)."""
+    root, path = normalize(root), normalize(path)
+    if root == "/":
+        return path.lstrip("/")
+    if path == root:
+        return ""
+    return path[len(root) + 1 :] if path.startswith(root + "/") else None
+
+
 #: symlinks one lookup may follow (the kernel's MAXSYMLINKS, include/linux/namei.h; ELOOP beyond)
 MAX_SYMLINKS = 40
 

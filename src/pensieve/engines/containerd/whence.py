@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pensieve.engines.containerd.layout import CONTENT_DIR, META_DB
 from pensieve.errors import NotFound
-from pensieve.evidence import normalize
+from pensieve.evidence.base import normalize, relative_to
 from pensieve.records import Attribution
 
 
@@ -18,20 +18,9 @@ class NotBelowARoot(NotFound):
     """The path lies below no containerd root of the evidence (exit 4)."""
 
 
-def relative(root: str, path: str) -> str | None:
-    """PATH relative to ROOT (None when outside it)."""
-    root = normalize(root)
-    path = normalize(path)
-    if root == "/":
-        return path.lstrip("/")
-    if path == root:
-        return ""
-    return path[len(root) + 1 :] if path.startswith(root + "/") else None
-
-
 def whence(host, path: str) -> Attribution:
     """The Attribution of an evidence path below HOST's root (a ContainerdHost)."""
-    rel = relative(host.root, path)
+    rel = relative_to(host.root, path)
     if rel is None:
         raise NotBelowARoot(f"not in the evidence: {normalize(path)} is below no containerd root")
     a = Attribution(host_path=normalize(path), data_root=host.root)

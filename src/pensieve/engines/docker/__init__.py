@@ -237,11 +237,11 @@ class DockerHost(Host):
     def whence(self, path: str):
         """The attribution of PATH: containerd's, over Docker's records, below a containerd
         image store; else Docker's (:func:`pensieve.filesystem.whence.whence`)."""
-        from pensieve.engines.containerd.whence import relative
+        from pensieve.evidence.base import relative_to
         from pensieve.filesystem.whence import whence
 
         for root in self.roots:
-            if root.layout == "containerd" and relative(root.join(CONTAINERD_STORE), path) is not None:
+            if root.layout == "containerd" and relative_to(root.join(CONTAINERD_STORE), path) is not None:
                 return self._store(root).whence(path, self.containers(), self.images())
         return whence(self, path)
 

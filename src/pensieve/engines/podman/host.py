@@ -30,10 +30,10 @@ from pensieve.engines.podman.storage import (
     read_images,
     read_layers,
 )
-from pensieve.engines.podman.whence import relative_to
 from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
+from pensieve.evidence.base import relative_to
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 from pensieve.records.core import field, record

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from pensieve.evidence.base import normalize
+from pensieve.evidence.base import normalize, relative_to
 from pensieve.filesystem.whence import NotBelowADataRoot, _attribute_volume
 from pensieve.records import Attribution, Container, Image
 
@@ -29,16 +29,6 @@ _METADATA = {
     "libpod": "libpod's state",
     "db.sql": "libpod's SQLite state (Podman 5)",
 }
-
-
-def relative_to(graphroot: str, path: str) -> str | None:
-    """PATH relative to GRAPHROOT ("" for the graphroot itself), None when not below it."""
-    path, root = normalize(path), normalize(graphroot)
-    if root == "/":
-        return path.lstrip("/")
-    if path == root:
-        return ""
-    return path[len(root) + 1 :] if path.startswith(root + "/") else None
 
 
 def whence(host, path: str) -> Attribution:
