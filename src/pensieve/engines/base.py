@@ -1,4 +1,4 @@
-"""The Host interface: what every engine (Docker, containerd; Podman next) answers.
+"""The Host interface: what every engine (Docker, containerd, Podman) answers.
 
 A host is one piece of evidence seen through one engine's storage. Analyses -- layered views,
 diff, whence, verify, compare, memory-source lookup, recovery attribution -- call only this
