@@ -10,7 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,20 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         sys.stdout, sys.stderr = saved
     out.flush()
     return code, out.buffer.getvalue().decode("utf-8", "replace"), err.getvalue()
+
+
+@contextmanager
+def time_bound(seconds: float = 20, what: str = "the block") -> Iterator[None]:
+    """Fail with TimeoutError, instead of hanging, when the block runs longer than SECONDS: the
+    per-input bound of every fuzz and hostile-input test (SIGALRM, so pytest's main thread)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"{what}: no answer within {seconds} s (a hang)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

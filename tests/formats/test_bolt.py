@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_ROOT, FIXTURES, load_json
+from conftest import FIXTURE_ROOT, FIXTURES, load_json, time_bound
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_criu import time_bound
 
 from pensieve import api
 from pensieve.engines.docker.root import DockerRoot

@@ -11,15 +11,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_ROOT
+from conftest import FIXTURE_ROOT, time_bound
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,21 +47,6 @@ def crit(tmp_path_factory) -> Path:
     return root / "crit"
 
 
-@contextmanager
-def time_bound(seconds: float) -> Iterator[None]:
-    """Fail with TimeoutError, instead of hanging, when the block runs longer than SECONDS: the
-    per-input bound of the fuzz and hostile-input tests (SIGALRM: pytest's main thread)."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def expected(name: str) -> dict:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import time_bound
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_criu import time_bound
 
 from pensieve.formats.protobuf import ProtobufError, iter_fields, read_varint
 

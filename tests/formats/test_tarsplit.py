@@ -9,9 +9,9 @@ import io
 import json
 import tarfile
 
+from conftest import time_bound
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_criu import time_bound
 
 from pensieve.formats import tarsplit
 

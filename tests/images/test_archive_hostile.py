@@ -11,14 +11,12 @@ not touch is still listed.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_ROOT, run_cli
+from conftest import FIXTURE_ROOT, run_cli, time_bound
 from hostile_archives import APP, BASE, MUTATIONS, Case, cases, mutate, oci_tar, read_members, write_tar
 
 import pensieve.cli
@@ -66,20 +64,6 @@ def one_parser():
     pensieve.cli.build_parser = saved
 
 
-@contextmanager
-def time_bound(seconds: int, what: str):
-    """Fail (instead of hanging) when the block runs longer than SECONDS."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"{what}: more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def build(case: Case, bases: dict[str, list], tmp: Path) -> Path:

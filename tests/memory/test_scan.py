@@ -27,7 +27,8 @@ import pytest
 from conftest import FIXTURE_ROOT, run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "formats"))  # the CRIU tests' helpers
-from test_criu import make_chain, time_bound  # noqa: E402
+from conftest import time_bound  # noqa: E402
+from test_criu import make_chain  # noqa: E402
 
 from pensieve.formats.criu import Checkpoint
 from pensieve.formats.criu.checkpoint import PE_LAZY, PE_PARENT, PE_PRESENT

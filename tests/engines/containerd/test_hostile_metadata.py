@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import signal
 import struct
 import tarfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_ROOT
+from conftest import FIXTURE_ROOT, time_bound
 
 from pensieve.engines.containerd import ContainerdMetadata
 from pensieve.engines.containerd.metadata import META_DB
@@ -38,20 +36,6 @@ PER_KEY = 3  # elements mutated per distinct key name (all of them would take mi
 MAX_ELEMENTS = 80  # per file, spread evenly over the sampled ones (the bolt fixture has 200 namespaces)
 
 
-@contextmanager
-def time_bound(seconds: float) -> Iterator[None]:
-    """TimeoutError instead of a hang when the block runs longer than SECONDS (SIGALRM)."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def captured_files() -> dict[str, bytes]:

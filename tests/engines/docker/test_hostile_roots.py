@@ -13,14 +13,13 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, time_bound
 
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.logs import log_files, read_logs
@@ -82,18 +81,6 @@ def baseline(root: Path) -> dict:
     }
 
 
-@contextmanager
-def time_bound(seconds: int = 20) -> Iterator[None]:
-    def fail(*_):
-        raise TimeoutError(f"case took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @contextmanager

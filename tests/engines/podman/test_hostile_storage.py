@@ -10,13 +10,11 @@ problem naming the file.
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_ROOT, unpack
+from conftest import FIXTURE_ROOT, time_bound, unpack
 
 from pensieve.engines.podman import PodmanHost
 from pensieve.evidence import DirectoryEvidence
@@ -46,18 +44,6 @@ WRONG = [
 BOMB = b"[" * 200_000 + b"]" * 200_000
 
 
-@contextmanager
-def time_bound(seconds: float) -> Iterator[None]:
-    def expired(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import io
 import json
 import lzma
 import random
-import signal
 import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+
+from conftest import time_bound
 
 from pensieve.disk.carve.base import COMPLETE, HEADER_ONLY, MAX_LENGTH, PARTIAL, BufferImage, Context, Source
 from pensieve.disk.carve.validators import VALIDATORS
@@ -53,20 +53,6 @@ def validate(type_: str, data: bytes, grid: int = 4096, range_end: int | None = 
         return VALIDATORS[type_](ctx, 0)
 
 
-@contextmanager
-def time_bound(seconds: float) -> Iterator[None]:
-    """Fail with TimeoutError when the block runs longer than SECONDS (SIGALRM)."""
-
-    def expired(_signum, _frame):
-        raise TimeoutError(f"validation ran longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def mutations(data: bytes, seed: int, count: int = 120) -> Iterator[tuple[str, bytes]]:
