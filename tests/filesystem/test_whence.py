@@ -63,3 +63,11 @@ def test_path_below_a_data_root_in_no_layer_still_attributes(overlay2_root):
     code, out, err = run_cli("whence", overlay2_root, str(overlay2_root / "containers"), "--json")
     assert code == 0, err
     assert "in no layer, volume or container directory" in json.loads(out)["notes"][0]
+
+
+def test_a_file_of_a_containers_directory_names_the_container(host):
+    (root,) = host.roots  # the captured root is one data root
+    for c in host.containers():
+        a = api.whence(host, f"{root.path.rstrip('/')}/containers/{c.id}/config.v2.json")
+        assert a.layer_kind == "container-metadata"
+        assert a.containers == [c.id] and a.container_names == [c.name or ""]

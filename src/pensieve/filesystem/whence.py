@@ -95,11 +95,11 @@ def whence(host: DockerHost, path: str) -> Attribution:
         or _attribute_engine_metadata(rel, a)
     ):
         a.notes.append("below a data root but in no layer, volume or container directory")
-    a.image_tags = _image_tags(a.images, images)
+    a.image_tags = image_tags(a.images, images)
     return a
 
 
-def _image_tags(image_ids: list[str], images: list[Image]) -> list[str]:
+def image_tags(image_ids: list[str], images: list[Image]) -> list[str]:
     """Every tag of the images IMAGE_IDS, in their order (an untagged image adds none)."""
     tags_by_id = {img.id: img.tags for img in images}
     tags: list[str] = []
@@ -129,17 +129,36 @@ def _attribute_volume(rel: str, a: Attribution, containers: list[Container]) -> 
     return True
 
 
+def claim_container_dir(a: Attribution, cid: str, containers: list[Container], unknown_note: str) -> None:
+    """A is a file of the engine's own directory for container CID (its config, logs,
+    checkpoints): named when the engine has a record of it, UNKNOWN_NOTE when not."""
+    a.layer_kind = "container-metadata"
+    a.containers.append(cid)
+    names = {c.id: c.name or "" for c in containers}
+    if cid in names:
+        a.container_names = [names[cid]]
+    else:
+        a.notes.append(unknown_note)
+
+
+def set_place(a: Attribution, driver: StorageDriver, place: LayerPlace, bookkeeping_note: str) -> None:
+    """A lies where PLACE says in DRIVER's store: its layer, and its path in the container
+    (or BOOKKEEPING_NOTE where it is the driver's own file, not container contents)."""
+    a.driver = driver.name
+    a.layer = place.layer_id
+    if place.bookkeeping:
+        a.notes.append(bookkeeping_note)
+    elif place.container_path is not None:
+        a.container_path = place.container_path
+
+
 def _attribute_container_dir(rel: str, a: Attribution, containers: list[Container]) -> bool:
     """``containers/<id>/...``: the engine's files about a container (config, logs, checkpoints)."""
     m = _CONTAINER.match(rel)
     if not m:
         return False
-    a.layer_kind = "container-metadata"
-    cid = m.group("id")
-    a.containers.append(cid)
-    rest = m.group("rest") or "/"
-    if cid not in {c.id for c in containers}:
-        a.notes.append("container directory of a container with no readable config")
+    cid, rest = m.group("id"), m.group("rest") or "/"
+    claim_container_dir(a, cid, containers, "container directory of a container with no readable config")
     if rest.startswith("/checkpoints/"):
         a.notes.append("CRIU checkpoint of the container")
     elif rest.endswith("-json.log") or "/local-logs/" in rest:
@@ -160,12 +179,7 @@ def _attribute_layer_path(
     if found is None:
         return False
     driver, place = found
-    a.driver = driver.name
-    a.layer = place.layer_id
-    if place.bookkeeping:
-        a.notes.append("storage driver bookkeeping of the layer, not container contents")
-    elif place.container_path is not None:
-        a.container_path = place.container_path
+    set_place(a, driver, place, "storage driver bookkeeping of the layer, not container contents")
     _attribute_layer(root, driver.name, place.layer_id, a, containers, images)
     return True
 

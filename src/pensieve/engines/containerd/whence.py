@@ -11,6 +11,7 @@ from __future__ import annotations
 from pensieve.engines.containerd.layout import CONTENT_DIR, META_DB
 from pensieve.errors import NotFound
 from pensieve.evidence.base import normalize, relative_to
+from pensieve.filesystem.whence import image_tags, set_place
 from pensieve.records import Attribution
 
 
@@ -30,9 +31,7 @@ def whence(host, path: str) -> Attribution:
             a.notes.append("containerd's metadata store (meta.db)")
         else:
             a.notes.append("below a containerd root but in no snapshot or content blob")
-    for img in host.images():
-        if img.id in a.images:
-            a.image_tags += [t for t in img.tags if t not in a.image_tags]
+    a.image_tags = image_tags(a.images, host.images())
     return a
 
 
@@ -43,12 +42,7 @@ def _snapshot_path(host, rel: str, a: Attribution) -> bool:
             break
     else:
         return False
-    a.driver = driver.name
-    a.layer = place.layer_id
-    if place.bookkeeping:
-        a.notes.append("overlayfs work directory of the snapshot, not container contents")
-    elif place.container_path is not None:
-        a.container_path = place.container_path
+    set_place(a, driver, place, "overlayfs work directory of the snapshot, not container contents")
     snaps = [
         s
         for ns in host.meta.namespaces

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from pensieve.evidence.base import normalize, relative_to
-from pensieve.filesystem.whence import NotBelowADataRoot, _attribute_volume
+from pensieve.filesystem.whence import NotBelowADataRoot, _attribute_volume, claim_container_dir, image_tags
 from pensieve.records import Attribution, Container, Image
 
 _CONTAINER_DIR = re.compile(r"^overlay-containers/(?P<id>[0-9a-f]{64})(?P<rest>/.*)?$")
@@ -47,9 +47,7 @@ def whence(host, path: str) -> Attribution:
         or _metadata(rel, a)
     ):
         a.notes.append("below a Podman graphroot but in no layer, volume or container directory")
-    for image_id in a.images:
-        img = next((i for i in images if i.id == image_id), None)
-        a.image_tags += [t for t in (img.tags if img else []) if t not in a.image_tags]
+    a.image_tags = image_tags(a.images, images)
     return a
 
 
@@ -58,14 +56,8 @@ def _container_dir(rel: str, a: Attribution, containers: list[Container]) -> boo
     m = _CONTAINER_DIR.match(rel)
     if not m:
         return False
-    a.layer_kind = "container-metadata"
     cid, rest = m.group("id"), m.group("rest") or "/"
-    a.containers.append(cid)
-    names = {c.id: c.name or "" for c in containers}
-    if cid in names:
-        a.container_names = [names[cid]]
-    else:
-        a.notes.append("container directory of a container podman has no record of")
+    claim_container_dir(a, cid, containers, "container directory of a container podman has no record of")
     if rest.startswith("/rootfs/"):
         a.notes.append("the container's own rootfs overlay (an infra container's catatonit)")
     elif rest.endswith("/ctr.log"):
