@@ -88,14 +88,15 @@ def cmd_volumes(o):
 
 @command(
     "logs",
-    "a container's log (json-file, local, CRI; rotated and compressed files included)",
+    "a container's log (json-file, local, CRI, Podman k8s-file; rotated and compressed files included)",
     SOURCE,
     arg("container", metavar="CONTAINER"),
     arg("--stream", choices=["stdout", "stderr"], help="only this stream"),
 )
 def cmd_logs(o):
     """A container's log: Docker's json-file and local drivers, a CRI container's log
-    (/var/log/pods, partial lines joined), rotated and compressed files, oldest first."""
+    (/var/log/pods, partial lines joined), a Podman container's k8s-file log; rotated and
+    compressed files, oldest first."""
     import posixpath
 
     from pensieve.engines.docker.logs import log_files, read_logs
@@ -111,6 +112,14 @@ def cmd_logs(o):
         if not files:
             err(f"no CRI log files for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
         lines = read_cri_logs(host.evidence, c.id, files, problems)
+    elif c.engine == "podman":
+        from pensieve.engines.podman.logs import podman_log_files, read_podman_logs
+
+        before = len(problems)
+        files = podman_log_files(host.evidence, c, problems)
+        if not files and len(problems) == before:
+            err(f"no k8s-file log for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
+        lines = read_podman_logs(host.evidence, c, files, problems)
     else:
         cdir = posixpath.dirname(c.config_path or "")
         files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
