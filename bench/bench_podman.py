@@ -11,7 +11,8 @@ never /var/lib/containers or the system's configuration; the flags of
 fixtures/capture/podman_capture.sh) and reused: an image imported from busybox-static, N - 3
 containers only created (`podman create`, labels, env on 1 in 2) and 3 that are started for
 each run (`podman start`) and stopped after it (`podman stop`, then any process still naming
-our private paths is killed by its pid, and our mounts below the cache dir are unmounted).
+our private paths is killed by its pid, our mounts below the cache dir are unmounted and the
+private cgroup parent removed).
 
 podman is daemonless: every `ps -a` opens libpod's bolt_state.db and c/storage itself, and
 asks the runtime about each running container; that start-up is part of what it costs a
@@ -128,8 +129,23 @@ class PrivatePodman:
         ]
         for target in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", target], check=False)
+        deadline = time.monotonic() + 10  # conmon and the killed inits take a moment to go
+        while self.ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
         problems = [f"pid {p} still alive" for p in self.ours()]
-        return problems
+        return problems + remove_cgroups(CGROUP_PARENT)
+
+
+def remove_cgroups(name: str) -> list[str]:
+    """Remove our private cgroup NAME and its children in every hierarchy (empty ones: rmdir)."""
+    left = []
+    for top in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError as err:
+                left.append(f"cgroup {dirpath}: {err.strerror}")
+    return left
 
 
 def busybox_tar(dest: Path) -> None:
