@@ -37,6 +37,7 @@ from pensieve.evidence.base import relative_to
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 from pensieve.records.core import field, record
+from pensieve.records.kubernetes import Pod, PodContainer
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
@@ -325,6 +326,47 @@ class PodmanHost(Host):
     def pods(self) -> list[PodmanPod]:
         """Every pod libpod records."""
         return self._pods
+
+    def pod_records(self) -> list[Pod]:
+        """Every libpod pod as the ``pods`` command's Pod record (records/kubernetes.py): no
+        Kubernetes namespace or uid; the sandbox is the infra container, whose state is the pod's
+        (libpod pod.go: the pod's namespaces live as long as its infra container); the members,
+        infra included, by name, each with its state and image."""
+        by_key = {(c.data_root, c.id): c for c in self.containers()}
+        return [self._pod_record(pod, by_key) for pod in self._pods]
+
+    def _pod_record(self, pod: PodmanPod, by_key: dict[tuple, Container]) -> Pod:
+        record = Pod(
+            name=pod.name,
+            namespace=None,
+            uid=None,
+            sandbox_id=pod.infra_id or pod.id,
+            engine="podman",
+            created=pod.created,
+            labels=dict(pod.labels),
+        )
+        for cid in pod.containers:
+            c = by_key.get((pod.graphroot, cid))
+            if c is None:
+                record.problems.append(
+                    Problem(pod.graphroot, f"pod {pod.id}: member container {cid} not in the libpod state")
+                )
+                record.containers.append(PodContainer(id=cid, name=None))
+                continue
+            record.containers.append(
+                PodContainer(
+                    id=c.id,
+                    name=c.name,
+                    state=c.state,
+                    exit_code=c.exit_code,
+                    image=c.image,
+                    created=c.created,
+                )
+            )
+            if cid == pod.infra_id:
+                record.state = c.state
+        record.containers.sort(key=lambda m: (m.name or "", m.id))
+        return record
 
     def pod_of(self, container: Container) -> PodmanPod | None:
         """The pod CONTAINER belongs to (its libpod config's ``pod``), None when it has none."""
