@@ -165,8 +165,15 @@ def volumes(full_ids: bool = False) -> list[Column]:
 
 def _pod_container(c, ident: Callable[[str | None], str]) -> str:
     state = f"exited ({c.exit_code})" if c.state == "exited" and c.exit_code is not None else c.state
-    attempt = c.attempt if c.attempt is not None else "?"
-    return f"{c.name or '?'}#{attempt} {ident(c.id)} {state}"
+    attempt = f"#{c.attempt}" if c.attempt is not None else ""  # CRI restart count; Podman has none
+    return f"{c.name or '?'}{attempt} {ident(c.id)} {state}"
+
+
+def _pod_name(p) -> str:
+    """A Kubernetes pod as NAMESPACE/NAME; a Podman pod (no Kubernetes namespace) by its name."""
+    if p.engine == "podman" and not p.namespace:
+        return p.name or "?"
+    return f"{p.namespace or '?'}/{p.name or '?'}"
 
 
 def pods(full_ids: bool = False) -> list[Column]:
@@ -177,7 +184,8 @@ def pods(full_ids: bool = False) -> list[Column]:
         return [_pod_container(c, ident) for c in p.containers]
 
     return [
-        Column("POD", lambda p: f"{p.namespace or '?'}/{p.name or '?'}", PATH),
+        Column("ENGINE", lambda p: p.engine),
+        Column("POD", _pod_name, PATH),
         Column("UID", lambda p: p.uid, ID),
         Column("STATE", lambda p: p.state),
         Column("CREATED", lambda p: clock(p.created), TIME),
