@@ -33,7 +33,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_containers import CACHE, HERE, field_stats, find_script, run_alternating  # noqa: E402
+from bench_containers import (  # noqa: E402
+    CACHE,
+    HERE,
+    field_stats,
+    find_script,
+    growth_line,
+    listing_table,
+    run_alternating,
+)
 
 sys.path[:0] = [str(HERE.parent / "tests" / "live"), str(HERE.parent / "tests")]
 from private_containerd import (  # noqa: E402
@@ -138,31 +146,8 @@ def bench_one(n: int, repeats: int) -> dict:
 
 
 def report(rows: list[dict], repeats: int, out: Path) -> str:
-    head = (
-        "| containers in k8s.io | tool | median s | min s | listed | fields/container "
-        "| scalar values/container | ratio (ctr median / pensieve median) |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
-    )
-    body = ""
-    for r in rows:
-        ratio = r["ctr"]["median"] / r["pensieve"]["median"]
-        for name in ("pensieve", "ctr"):
-            t = r[name]
-            body += (
-                f"| {r['n']} | {name} | {t['median']:.3f} | {t['min']:.3f} | {t['count']} "
-                f"| {t['fields']:.1f} "
-                f"| {t['values']:.1f} | {f'**{ratio:.1f}x**' if name == 'pensieve' else ''} |\n"
-            )
-    growth = ""
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        p_growth = b["pensieve"]["median"] / a["pensieve"]["median"]
-        c_growth = b["ctr"]["median"] / a["ctr"]["median"]
-        growth = (
-            f"- growth {a['n']} -> {b['n']} containers ({b['n'] / a['n']:.0f}x): pensieve "
-            f"{p_growth:.2f}x, ctr {c_growth:.2f}x "
-            "(median wall time, start-up included)"
-        )
+    table = listing_table(rows, "ctr", "containers in k8s.io")
+    growth = growth_line(rows, "ctr")
     commit = subprocess.run(
         ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -177,7 +162,7 @@ def report(rows: list[dict], repeats: int, out: Path) -> str:
         f"- roots: `{CACHE}/containerd-N` (a private containerd's --root and --state; N - 3 containers "
         f"created, 3 with a running task, all in `{NS}`); the daemon runs during the timing",
         "",
-        head + body,
+        table,
         f"- {repeats} timed runs per tool after one warm-up each, alternating; wall time of `subprocess.run` "
         "(interpreter or shell start-up included) by `time.perf_counter`.",
         "- pensieve: `pensieve containers SOURCE --json` (SOURCE = root/ beside state/, every namespace; "

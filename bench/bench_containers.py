@@ -119,6 +119,39 @@ def run_alternating(cmds: dict[str, list[str]], repeats: int, ok_codes: dict[str
     return times, last
 
 
+def listing_table(rows: list[dict], other: str, n_label: str = "containers") -> str:
+    """The markdown table of a listing bench: per size N, pensieve and OTHER (median, min, how
+    many listed, fields and scalar values per container) and the ratio OTHER / pensieve."""
+    head = (
+        f"| {n_label} | tool | median s | min s | listed | fields/container "
+        f"| scalar values/container | ratio ({other} median / pensieve median) |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    body = ""
+    for r in rows:
+        ratio = r[other]["median"] / r["pensieve"]["median"]
+        for name in ("pensieve", other):
+            t = r[name]
+            body += (
+                f"| {r['n']} | {name} | {t['median']:.3f} | {t['min']:.3f} | {t['count']} "
+                f"| {t['fields']:.1f} | {t['values']:.1f} "
+                f"| {f'**{ratio:.1f}x**' if name == 'pensieve' else ''} |\n"
+            )
+    return head + body
+
+
+def growth_line(rows: list[dict], other: str) -> str:
+    """How both tools' median times grew from the smallest to the largest N ("" for one N)."""
+    if len(rows) < 2:
+        return ""
+    a, b = rows[0], rows[-1]
+    return (
+        f"- growth {a['n']} -> {b['n']} containers ({b['n'] / a['n']:.0f}x): pensieve "
+        f"{b['pensieve']['median'] / a['pensieve']['median']:.2f}x, {other} "
+        f"{b[other]['median'] / a[other]['median']:.2f}x (median wall time, start-up included)"
+    )
+
+
 def write_report(out: Path, title: str, root: Path, table: str, notes: list[str]) -> None:
     """Print TABLE and NOTES, and write them under TITLE and the machine facts to OUT."""
     print(table)

@@ -37,7 +37,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_containers import CACHE, HERE, field_stats, find_script, run_alternating  # noqa: E402
+from bench_containers import (  # noqa: E402
+    CACHE,
+    HERE,
+    field_stats,
+    find_script,
+    growth_line,
+    listing_table,
+    run_alternating,
+)
 
 IMAGE = "localhost/pensieve/bench-busybox:1.0"
 STARTED = 3
@@ -223,29 +231,8 @@ def bench_one(n: int, repeats: int) -> dict:
 
 
 def report(rows: list[dict], repeats: int, out: Path) -> str:
-    head = (
-        "| containers | tool | median s | min s | listed | fields/container "
-        "| scalar values/container | ratio (podman median / pensieve median) |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
-    )
-    body = ""
-    for r in rows:
-        ratio = r["podman"]["median"] / r["pensieve"]["median"]
-        for name in ("pensieve", "podman"):
-            t = r[name]
-            body += (
-                f"| {r['n']} | {name} | {t['median']:.3f} | {t['min']:.3f} | {t['count']} "
-                f"| {t['fields']:.1f} | {t['values']:.1f} "
-                f"| {f'**{ratio:.1f}x**' if name == 'pensieve' else ''} |\n"
-            )
-    growth = ""
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        growth = (
-            f"- growth {a['n']} -> {b['n']} containers ({b['n'] / a['n']:.0f}x): pensieve "
-            f"{b['pensieve']['median'] / a['pensieve']['median']:.2f}x, podman "
-            f"{b['podman']['median'] / a['podman']['median']:.2f}x (median wall time, start-up included)"
-        )
+    table = listing_table(rows, "podman")
+    growth = growth_line(rows, "podman")
     commit = subprocess.run(
         ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -261,7 +248,7 @@ def report(rows: list[dict], repeats: int, out: Path) -> str:
         f"--runroot, --tmpdir and configuration; N - {STARTED} containers created, {STARTED} running "
         "during the timing)",
         "",
-        head + body,
+        table,
         f"- {repeats} timed runs per tool after one warm-up each, alternating; wall time of `subprocess.run` "
         "(interpreter or podman start-up included) by `time.perf_counter`.",
         "- pensieve: `pensieve containers GRAPHROOT --json`. podman: `podman --root GRAPHROOT --runroot "
