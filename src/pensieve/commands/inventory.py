@@ -105,7 +105,7 @@ def cmd_logs(o):
     host = open_host(o.source)
     c = host.container(o.container)
     problems = list(host.problems)
-    if c.engine == "containerd" and (c.log_driver == "cri" or c.pod_name):
+    if c.engine in ("containerd", "cri-o") and (c.log_driver == "cri" or c.pod_name):
         from pensieve.engines.containerd.cri import cri_log_files, read_cri_logs
 
         files = cri_log_files(host.evidence, c)

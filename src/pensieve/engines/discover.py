@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
 from pensieve.engines.containerd.whence import NotBelowARoot
+from pensieve.engines.crio.roots import crio_roots, podman_uses
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import find_data_roots, open_data_roots
 from pensieve.engines.podman.roots import find_podman_roots
@@ -167,7 +168,9 @@ def open_engines(evidence: Evidence) -> Host:
     docker_roots = find_data_roots(evidence, problems)
     found = find_containerd_roots(evidence, [r.path for r in docker_roots], problems)
     podman = find_podman_roots(evidence)  # containers/storage graphroots (engines/podman/roots.py)
-    if not found and not podman:
+    crio = crio_roots(evidence, podman, problems)  # the CRI-O ones (engines/crio/roots.py)
+    podman = [p for p in podman if p not in {c[0] for c in crio} or podman_uses(evidence, p)]
+    if not found and not podman and not crio:
         if docker_roots:
             host = DockerHost(evidence, docker_roots)
             host.problems[:0] = problems
@@ -194,6 +197,10 @@ def open_engines(evidence: Evidence) -> Host:
         h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
     ]
     hosts += [PodmanHost(evidence, podman)] if podman else []
+    if crio:
+        from pensieve.engines.crio.host import CrioHost
+
+        hosts.append(CrioHost(evidence, crio, shared=set(podman) & {c[0] for c in crio}))
     if len(hosts) == 1:
         hosts[0].problems[:0] = problems
         return hosts[0]
@@ -249,7 +256,7 @@ def root_rows(host: Host) -> list[dict]:
                     "found": h.how_found,
                 }
             )
-        elif h.engine == "podman":
+        elif h.engine in ("podman", "cri-o"):
             rows += h.root_rows()
     return rows
 
@@ -399,8 +406,8 @@ class MultiHost(Host):
         for h in ctr:
             if relative_to(h.root, path) is not None:
                 return h.whence(path)
-        for h in self.hosts:
-            if h.engine == "podman" and h.holds(path):
+        for h in sorted(self.hosts, key=lambda h: h.engine != "cri-o"):  # CRI-O's part of a shared store
+            if h.engine in ("cri-o", "podman") and h.holds(path):
                 return h.whence(path)
         last: Exception | None = None
         for h in self.hosts:

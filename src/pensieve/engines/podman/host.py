@@ -14,6 +14,7 @@ import posixpath
 from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.crio.layout import is_crio_metadata, is_crio_spec
 from pensieve.engines.docker.drivers.overlay import Overlay2
 from pensieve.engines.docker.images import _history, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
@@ -144,7 +145,9 @@ class PodmanHost(Host):
             self.problems,
             si.id,
         )
-        image = Image(id=si.id, engine="podman", tags=list(si.names), created=si.created, data_root=root.path)
+        image = Image(
+            id=si.id, engine=self.engine, tags=list(si.names), created=si.created, data_root=root.path
+        )
         repos = sorted({n.rsplit(":", 1)[0] if ":" in n.rsplit("/", 1)[-1] else n for n in si.names})
         image.digests = [f"{r}@{d}" for r in repos for d in dict.fromkeys(si.digests)]
         parent_layer = chain[-1].parent if chain else None
@@ -234,7 +237,11 @@ class PodmanHost(Host):
             storage = {s.id: s for s in read_containers(self.evidence, root.path, self.problems)}
             libpod = root.state.containers
             for cid in list(libpod) + [s for s in storage if s not in libpod]:
+                if cid not in libpod and is_crio_metadata(storage[cid].metadata):
+                    continue  # CRI-O's (engines/crio): its CrioHost lists it
                 runtime_spec = self._runtime_spec(root, cid) if cid in storage else None
+                if cid not in libpod and is_crio_spec(runtime_spec):
+                    continue
                 c = parse_container(
                     libpod.get(cid), storage.get(cid), root.path, root.state.path, runtime_spec
                 )
@@ -267,7 +274,7 @@ class PodmanHost(Host):
         if not in_storage:
             self._add(c, src, "container not in containers.json: its layer is unknown")
             return
-        image = next((i for i in self.images() if i.id == c.image_id and i.data_root == root.path), None)
+        image = next((i for i in self._images if i.id == c.image_id and i.data_root == root.path), None)
         chain = list(self.image_layers(image)) if image is not None else []
         if image is None and c.image_id:
             self._add(c, src, f"image {c.image_id} not in images.json")
