@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from conftest import FIXTURE_ROOT, load_json, unpack
 
 CRIO = FIXTURE_ROOT / "crio"
@@ -25,8 +24,3 @@ def build_node(dest: Path) -> Path:
     shutil.move(capture / "run", node / "run/containers/storage")
     shutil.rmtree(capture)
     return unpack(CRIO / "crio-node.tar.xz", node)
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Path:
-    return build_node(tmp_path_factory.mktemp("crio"))
