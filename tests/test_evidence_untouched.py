@@ -201,6 +201,23 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("mem-diff", ["mem", "diff", "{m}/criu/before", "{m}/criu/after", "--json"], None),
     ("recover", ["recover", "{m}/deleted.img", "--out", "{o}/recovered", "--json"], None),
     ("carve", ["carve", "{m}/disk.img", "--out", "{o}/carved", "--json", "--no-progress"], None),
+    (
+        "triage",
+        [
+            "triage",
+            "{m}/docker",
+            "{m}/containerd2",
+            "{m}/disk.img",
+            "{m}/criu/after",
+            "{m}/archives/save.tar",
+            "--case",
+            "{o}/case.duckdb",
+        ],
+        None,
+    ),
+    ("query", ["query", "{case}", "SELECT name, state FROM containers", "--json"], None),
+    ("case-tables", ["case", "tables", "--json"], None),
+    ("case-export", ["case", "export", "{case}", "--parquet", "{o}/pq"], None),
 ]
 
 
@@ -227,7 +244,10 @@ def values(mnt, tmp_path_factory) -> dict[str, str]:
         for p in sorted(snap)
         if p.startswith("criu/after/core-") and p.endswith(".img")
     )
-    return {"whence": str(mnt / whence), "chain": "sha256:" + chain, "pid": pid}
+    case = tmp_path_factory.mktemp("case") / "case.duckdb"
+    code, _out, err = run_cli("triage", "-q", mnt / "docker", "--case", case)
+    assert code in (0, 5), err
+    return {"whence": str(mnt / whence), "chain": "sha256:" + chain, "pid": pid, "case": str(case)}
 
 
 @pytest.mark.parametrize("argv", list(_params()))

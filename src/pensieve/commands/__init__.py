@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES = ("inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs")
+COMMAND_MODULES = ("inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case")
 
 
 def add_all(subparsers) -> None:

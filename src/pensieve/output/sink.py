@@ -17,6 +17,8 @@ Every file pensieve writes (``recover --out``, ``carve --out``, ``mem dump``, ``
   symlink planted inside it between two calls is refused, ``ELOOP``), files are created
   ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600 by default): an existing name raises
   ``FileExistsError`` and is left alone;
+* a database pensieve keeps adding to (the case of ``triage``) is checked and its directories made
+  by :func:`prepare_database`; the database engine writes it;
 * every file written is hashed as it is written, and :meth:`OutputSink.close` writes a manifest
   (``pensieve-manifest.json``: path, size, sha256 of every file; for a single-file destination
   ``DEST.manifest.json`` beside it).
@@ -65,6 +67,45 @@ def refuse_evidence(dest: str, boundaries: Iterable[str]) -> str:
                 )
     return real
 
+
+
+def make_dirs(path: str, created: list[str]) -> int:
+    """An fd of the directory PATH, creating what is missing of it one component at a time
+    (``mkdirat``, mode 0700, each opened ``O_NOFOLLOW``); the directories made go to CREATED."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(os.path.basename(path))
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise UsageError(f"not a directory: {path}")
+    fd = _open_dir_at(path, None, path)
+    try:
+        for name in reversed(missing):
+            path = os.path.join(path, name)
+            os.mkdir(name, 0o700, dir_fd=fd)
+            created.append(path)
+            nxt = _open_dir_at(name, fd, path)
+            os.close(fd)
+            fd = nxt
+    except OSError as exc:
+        os.close(fd)
+        raise UsageError(f"cannot create the output directory {path}: {exc.strerror}") from exc
+    return fd
+
+
+def prepare_database(dest: str, boundaries: Iterable[str]) -> str:
+    """DEST checked as a database pensieve keeps adding to (a case): outside the evidence
+    (:func:`refuse_evidence`), a regular file or nothing yet, never a symlink; its missing parent
+    directories created as the sink creates them.  Returns the resolved path.  The database
+    engine writes the file (and its journal beside it) itself: it is the one file pensieve updates
+    in place, so it has no manifest."""
+    if os.path.islink(dest):
+        raise UsageError(f"refusing a database path that is a symlink: {dest}")
+    if os.path.exists(dest) and not os.path.isfile(dest):
+        raise UsageError(f"not a regular file: {dest}")
+    real = refuse_evidence(dest, boundaries)
+    os.close(make_dirs(os.path.dirname(real), []))
+    return real
 
 class WrittenFile:
     """A file being written through the sink: hashes what is written; ``close`` records it."""
@@ -158,25 +199,7 @@ class OutputSink:
 
     def _makedirs(self, path: str) -> int:
         """An fd of the directory PATH, creating what is missing of it one component at a time."""
-        missing = []
-        while not os.path.lexists(path):
-            missing.append(os.path.basename(path))
-            path = os.path.dirname(path)
-        if not os.path.isdir(path):
-            raise UsageError(f"not a directory: {path}")
-        fd = _open_dir_at(path, None, path)
-        try:
-            for name in reversed(missing):
-                path = os.path.join(path, name)
-                os.mkdir(name, 0o700, dir_fd=fd)
-                self.created_parents.append(path)
-                nxt = _open_dir_at(name, fd, path)
-                os.close(fd)
-                fd = nxt
-        except OSError as exc:
-            os.close(fd)
-            raise UsageError(f"cannot create the output directory {path}: {exc.strerror}") from exc
-        return fd
+        return make_dirs(path, self.created_parents)
 
     # ---- writing ----------------------------------------------------------------------
     def _dir_fd(self, rel_dir: str, create: bool) -> int:

@@ -1,0 +1,162 @@
+"""``triage`` (every analysis of every source into a case), ``query`` (SQL over a case) and
+``case`` (``tables``: what a case holds; ``export``: the case as Parquet files).
+"""
+
+from __future__ import annotations
+
+from pensieve.commands.common import EPILOG, Commands, UsageError, add_output, arg, err
+
+COMMANDS = Commands()
+command = COMMANDS.command
+
+CASE = arg("case", metavar="CASE", help="the case file (DuckDB)")
+
+
+def _progress_line(event: dict) -> None:
+    """One line on stderr per finished task: ``[3/12] host1 diff web: done, 42 rows, 0.3 s``."""
+    status = event["status"]
+    rows = "" if event.get("rows") is None else f", {event['rows']} rows"
+    secs = f", {event['seconds']:.1f} s" if event.get("seconds") else ""
+    why = f": {event['error']}" if event.get("error") else ""
+    code = {"done": "32", "reused": "36", "failed": "31"}.get(status, "33")
+    err(
+        f"[{event['index']}/{event['total']}] {event['source']} {event['task']}: {status}{rows}{secs}{why}",
+        code,
+    )
+
+
+@command(
+    "triage",
+    "run every analysis over every source and engine into a case (DuckDB), reusing what is done",
+    arg(
+        "sources",
+        metavar="SOURCE",
+        nargs="+",
+        help="host roots, data roots, disk images, archives, checkpoints",
+    ),
+    arg(
+        "--case",
+        required=True,
+        metavar="CASE",
+        help="the case file to create or add to (outside the evidence)",
+    ),
+    arg("-q", "--quiet", action="store_true", help="no progress lines on stderr"),
+    output=False,
+)
+def cmd_triage(o):
+    """For every SOURCE and every engine on it, run each analysis as a task of its own -- the
+    inventory (containers, images, layers, volumes), a diff of every container with hashes, the
+    processes, sockets and changes of checkpoints ... -- and store the records in CASE, each
+    keyed by source, host, engine, container, pod, image and layer. A task that fails is a
+    record of the case (``tasks``, ``problems``); the others complete. Running triage again on
+    the same sources reuses the tasks already done. Query the case with ``pensieve query``."""
+    from pensieve.case.triage import triage
+    from pensieve.records import Problem
+
+    summary = triage(o.sources, o.case, report=(lambda e: None) if o.quiet else _progress_line)
+    err(
+        f"case {o.case}: {summary.done} tasks done, {summary.reused} reused, {summary.failed} failed",
+        "32" if not summary.failed else "33",
+    )
+    if summary.problems:
+        n = len(summary.problems)
+        return [
+            Problem(o.case, f"{n} problems met, kept in the case: pensieve query {o.case} 'FROM problems'")
+        ]
+    return []
+
+
+@command(
+    "query",
+    "run SQL over a case (read-only): a table, JSON, JSONL or CSV",
+    CASE,
+    arg("sql", metavar="SQL", help='a DuckDB SQL statement, e.g. "SELECT name, state FROM containers"'),
+)
+def cmd_query(o):
+    """Run one SQL statement over CASE, opened read-only (the case cannot change), and print the
+    rows. Tables and columns: ``pensieve case tables``."""
+    from pensieve.case.store import CaseStore
+
+    store = CaseStore(o.case, read_only=True)
+    try:
+        names, rows, times = _run_sql(store, o.sql)
+    finally:
+        store.close()
+    _emit_rows(names, rows, times, o.fmt)
+    return []
+
+
+def _run_sql(store, sql: str) -> tuple[list[str], list[tuple], set[str]]:
+    import duckdb
+
+    try:
+        return store.select(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _emit_rows(names: list[str], rows: list[tuple], times: set[str], fmt: str) -> None:
+    """ROWS as records of NAMES: times RFC 3339 UTC with nanoseconds, JSON columns parsed."""
+    from pensieve.output.columns import Column
+    from pensieve.output.render import emit
+    from pensieve.times import iso_ns
+
+    convert = [(lambda v: iso_ns(v) if isinstance(v, int) else v) if n in times else _plain for n in names]
+    dicts = [{n: f(v) for n, f, v in zip(names, convert, row, strict=True)} for row in rows]
+    cols = [Column(n, (lambda r, n=n: r[n]), "text") for n in names]
+    emit(dicts, fmt, cols)
+
+
+def _plain(value):
+    """A DuckDB value as a JSON-ready builtin (JSON columns parsed)."""
+    import json
+
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def cmd_tables(o):
+    """Every table of a case and its columns (key columns first)."""
+    from pensieve.case.schema import describe
+    from pensieve.output.columns import Column
+    from pensieve.output.render import emit
+
+    rows = [{"table": t["table"], "doc": t["doc"], "columns": t["columns"]} for t in describe()]
+    if o.fmt == "table":
+        cols = [Column("TABLE", lambda r: r["table"], "id"), Column("HOLDS", lambda r: r["doc"], "long")]
+        emit(rows, o.fmt, cols)
+    else:
+        emit(rows, o.fmt)
+    return []
+
+
+def cmd_export(o):
+    """Write every table of CASE as a Parquet file into DIR (through the sink: never into the
+    evidence, never over an earlier export, a manifest with each file's sha256)."""
+    from pensieve.case.export import export_parquet
+
+    written = export_parquet(o.case, o.parquet)
+    err(f"wrote {len(written)} tables into {o.parquet}", "32")
+    return []
+
+
+def add_parser(subparsers) -> None:
+    """``triage`` and ``query``, then ``case`` with its sub-commands."""
+    COMMANDS.add_parser(subparsers)
+    case = subparsers.add_parser("case", help="what a case holds, and the case as Parquet", epilog=EPILOG)
+    subs = case.add_subparsers(dest="case_command", metavar="COMMAND", required=True)
+    p = subs.add_parser("tables", help=cmd_tables.__doc__.splitlines()[0], epilog=EPILOG)
+    add_output(p)
+    p.set_defaults(func=cmd_tables)
+    p = subs.add_parser(
+        "export", help="write every table as Parquet into DIR", description=cmd_export.__doc__
+    )
+    p.add_argument("case", metavar="CASE")
+    p.add_argument(
+        "--parquet", required=True, metavar="DIR", help="destination directory (outside the evidence)"
+    )
+    p.set_defaults(func=cmd_export)
