@@ -166,7 +166,7 @@ TABLES: tuple[Table, ...] = (
         "what the analyses conclude: severity, a one-line rationale, the records it rests on",
         extra=(
             ("finding_id", "VARCHAR"),
-            ("analysis", "VARCHAR"),
+            ("producer", "VARCHAR"),
             ("severity", "VARCHAR"),
             ("title", "VARCHAR"),
             ("rationale", "VARCHAR"),
@@ -182,6 +182,7 @@ TABLES: tuple[Table, ...] = (
         "the super-timeline: one row per timestamped fact (lifecycle, build steps, file times ...)",
         extra=(
             ("time", "TIMESTAMP_NS"),
+            ("producer", "VARCHAR"),
             ("kind", "VARCHAR"),
             ("timestamp_desc", "VARCHAR"),
             ("message", "VARCHAR"),
@@ -194,6 +195,7 @@ TABLES: tuple[Table, ...] = (
         "links",
         "what ties records together across containers and hosts (a hash, an IP, a shared layer ...)",
         extra=(
+            ("producer", "VARCHAR"),
             ("kind", "VARCHAR"),
             ("value", "VARCHAR"),
             ("a_table", "VARCHAR"),

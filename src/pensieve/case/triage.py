@@ -271,8 +271,9 @@ class TriageSummary(NamedTuple):
 
     done: int
     reused: int
-    failed: int
+    failed: int  # tasks and case analyses that failed
     problems: list[Problem]
+    analysed: int = 0  # case analyses run (findings, timeline, links), after every source
 
 
 def _run_task(store: CaseStore, ctx: Context, task: Task) -> tuple[str, int, str | None]:
@@ -360,6 +361,10 @@ def triage(paths: list[str], case: str, report: Callable[[dict], None] = lambda 
                 total = _add(total, triage_source(store, source, report))
             finally:
                 source.close()
+        from pensieve.case.analyses import run_analyses
+
+        done, failed = run_analyses(store, report)
+        total = _add(total, TriageSummary(0, 0, failed, [], done))
     finally:
         store.close()
     return total
@@ -385,4 +390,10 @@ def _record_unopenable(
 
 
 def _add(a: TriageSummary, b: TriageSummary) -> TriageSummary:
-    return TriageSummary(a.done + b.done, a.reused + b.reused, a.failed + b.failed, a.problems + b.problems)
+    return TriageSummary(
+        a.done + b.done,
+        a.reused + b.reused,
+        a.failed + b.failed,
+        a.problems + b.problems,
+        a.analysed + b.analysed,
+    )
