@@ -119,9 +119,11 @@ TABLES: tuple[Table, ...] = (
     Table("volumes", "named and anonymous volumes and who mounts them", Volume),
     Table(
         "changes",
-        "what each container changed against its image (added | modified | deleted), with sha256",
+        "what each container changed against its image (added | modified | deleted), with sha256, "
+        "the kind of file (elf, script ... from its first bytes) and content-rule matches",
         Change,
         renames=(("layer", "layer_id"),),
+        extra=(("file_kind", "VARCHAR"), ("matches", "JSON")),
     ),
     Table(
         "integrity",

@@ -69,6 +69,7 @@ class Context:
         self.source = source
         self.source_id = source_id
         self.problems: list[Problem] = []
+        self.matchers: list = []  # content-rule matcher factories (ContentScanner)
 
     def keys(self, **more: Any) -> dict[str, Any]:
         """The key columns of a row about this source (plus MORE: engine, container_id ...)."""
@@ -200,19 +201,29 @@ def inventory(ctx: Context) -> Rows:
 
 
 def container_diff(ctx: Context, container) -> Rows:
-    """What CONTAINER changed against its image, every added or modified file hashed."""
+    """What CONTAINER changed against its image, every added or modified file read once for its
+    sha256, its kind and its content-rule matches (:class:`~pensieve.case.content.ContentScanner`)."""
+    from pensieve.case.content import ContentScanner
     from pensieve.filesystem.diff import container_diff as diff
 
     host = ctx.source.opened
     if not container.layers:
-        ctx.problems.append(
-            Problem(container.config_path or container.id, "no layers: no diff", container.id)
-        )
+        where = container.config_path or container.id
+        ctx.problems.append(Problem(where, "no layers: no diff", container.id))
         return
-    result = diff(host.evidence, container.layers, hash_files=True)
+    scanner = ContentScanner(ctx.matchers)
+    result = diff(host.evidence, container.layers, hash_files=True, digest=scanner)
     changes = host.diff_filter(container, result.changes)
     ctx.problems.extend(result.problems)
-    yield "changes", ctx.rows("changes", changes, **_container_keys(container))
+    table, keys = BY_NAME["changes"], ctx.keys(**_container_keys(container))
+    rows = []
+    for ch in changes:
+        extra = {
+            "file_kind": scanner.kinds.get(ch.host_path or ""),
+            "matches": scanner.matches.get(ch.host_path or ""),
+        }
+        rows.append(record_row(table, ch, keys, extra))
+    yield "changes", rows
 
 
 def checkpoint(ctx: Context) -> Rows:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from pensieve.evidence import Evidence, EvidenceError, FileStat
 from pensieve.filesystem.layered import LayeredView, PathNotInView, Resolved
@@ -28,6 +29,10 @@ from pensieve.times import iso_ns
 from pensieve.util import sha256_stream
 
 _CAP = "security.capability"
+
+
+#: (an open evidence file, its evidence path) -> the sha256 of its content, hex
+Digest = Callable[[BinaryIO, str], str]
 
 
 class DiffResult:
@@ -55,12 +60,15 @@ def _meta(st: FileStat) -> dict:
 class ContainerDiff:
     """Compute the changes of the top layer of ``layers`` against the ones below it."""
 
-    def __init__(self, evidence: Evidence, layers: list[Layer], hash_files: bool = True) -> None:
+    def __init__(
+        self, evidence: Evidence, layers: list[Layer], hash_files: bool = True, digest: Digest | None = None
+    ) -> None:
         if not layers or layers[-1].role != "rw":
             raise ValueError("the top layer must be the container's RW layer")
         self.evidence = evidence
         self.layers = layers
         self.hash_files = hash_files
+        self.digest = digest or (lambda fh, _host: sha256_stream(fh))
         self.full = LayeredView(evidence, layers)
         self.lower = LayeredView(evidence, layers[:-1]) if len(layers) > 1 else None
         self.top = len(layers) - 1
@@ -88,7 +96,7 @@ class ContainerDiff:
             return None
         try:
             with self.evidence.open(host) as fh:
-                return sha256_stream(fh)
+                return self.digest(fh, host)
         except (EvidenceError, OSError) as exc:
             self.problems.append(Problem(host, f"cannot hash: {exc}"))
             return None
@@ -292,8 +300,13 @@ class ContainerDiff:
                 yield self._deleted(child, why)
 
 
-def container_diff(evidence: Evidence, layers: list[Layer], hash_files: bool = True) -> DiffResult:
-    d = ContainerDiff(evidence, layers, hash_files)
+def container_diff(
+    evidence: Evidence, layers: list[Layer], hash_files: bool = True, digest: Digest | None = None
+) -> DiffResult:
+    """The changes of a container's RW layer (the top of LAYERS) against the layers below it.
+    DIGEST(file object, evidence path) -> sha256 hex replaces the plain hashing of each file:
+    triage reads each file once for its hash, its kind and its YARA matches."""
+    d = ContainerDiff(evidence, layers, hash_files, digest)
     changes = sorted(d.changes(), key=lambda c: c.path)
     return DiffResult(changes, d.problems)
 
