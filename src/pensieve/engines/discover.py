@@ -273,7 +273,7 @@ def root_rows(host: Host) -> list[dict]:
                 {
                     "engine": "docker",
                     "path": r.path,
-                    "layout": r.layout,
+                    "layout": r.layout + (" + containerd image store" if h.mixed_store(r) else ""),
                     "drivers": r.drivers(),
                     "hints": [],
                     "found": r.how_found,
