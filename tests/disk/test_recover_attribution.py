@@ -51,6 +51,11 @@ class FakeHost:
     def data_root_dirs(self) -> tuple[str, ...]:
         return DATA_ROOT_DIRS
 
+    def whence(self, path: str) -> Attribution:
+        from pensieve.filesystem import whence  # the stand-in the whence_calls fixture puts there
+
+        return whence.whence(self, path)
+
 
 def _rec(path: str) -> RecoveredFile:
     return RecoveredFile(

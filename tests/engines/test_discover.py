@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shutil
 
 import pytest
 from conftest import FIXTURE_ROOT, FIXTURES, run_cli, unpack
@@ -12,7 +13,13 @@ from conftest import FIXTURE_ROOT, FIXTURES, run_cli, unpack
 from pensieve.engines.base import Host
 from pensieve.engines.containerd.host import ContainerdHost
 from pensieve.engines.containerd.metadata import META_DB
-from pensieve.engines.discover import CONTAINERD_PLACES, MultiHost, find_containerd_roots, open_engines
+from pensieve.engines.discover import (
+    CONTAINERD_PLACES,
+    MultiHost,
+    find_containerd_roots,
+    open_engines,
+    root_rows,
+)
 from pensieve.engines.docker import DockerHost
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence import DirectoryEvidence
@@ -171,3 +178,30 @@ def test_lone_containerd_root_is_a_containerd_host(tmp_path_factory):
     host = open_engines(DirectoryEvidence(str(base)))
     assert isinstance(host, ContainerdHost)
     assert (host.root, host.state) == ("/root", "/state")
+
+
+def test_mixed_docker_root_lists_both_stores(tmp_path):
+    """A v2 data root switched to the containerd snapshotter: the classic store (image/overlay2,
+    20.10 capture) and the containerd store (containerd/daemon, Docker 28 capture) side by side.
+    Both stores' images and containers are listed by the one DockerHost, each image's namespace
+    saying which store (moby: containerd's), and every container's layers resolve in its own."""
+    from conftest import FIXTURE_ROOT
+
+    root = unpack(FIXTURES / "overlay2-root.tar.gz", tmp_path / "root")
+    d28 = unpack(FIXTURE_ROOT / "docker-ctrd-store" / "docker-28-data.tar.xz", tmp_path / "d28") / "data"
+    shutil.rmtree(root / "containerd")  # the 20.10 daemon's own containerd: task records only
+    (d28 / "containerd").rename(root / "containerd")
+    for c in (d28 / "containers").iterdir():
+        c.rename(root / "containers" / c.name)
+    host = open_engines(DirectoryEvidence(str(root)))
+    assert isinstance(host, DockerHost)  # the store's containerd is not a second engine
+    rows = root_rows(host)
+    assert [r["layout"] for r in rows] == ["v2 + containerd image store"]
+    by_store = {(i.namespace, t) for i in host.images() for t in i.tags}
+    assert {(None, "pensieve/app:2"), ("moby", "pensieve/app:1.0"), ("moby", "pensieve/base:1.0")} <= by_store
+    web, job = host.container("web"), host.container("job")
+    assert web.namespace == "moby" and [x.role for x in web.layers][-1] == "rw"
+    assert all(x.path for x in web.layers + job.layers)
+    classic = host.container("c-modified")
+    assert classic.namespace is None and classic.layers[-1].path.startswith("/overlay2/")
+    assert not [p for p in host.problems if "mount-id missing" in p.message]

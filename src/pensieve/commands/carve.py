@@ -12,7 +12,8 @@ to end), partial (truncated, overwritten or fragmented: the part that validated)
 A carved file equal (sha256) to an allocated file of the filesystem is reported with
 ``duplicate_of`` (the allocated path) and not written a second time; ``--skip-duplicates`` hides
 it.  A carved file whose first block the ext4 journal remembers
-is attributed to that inode and path (and, below a Docker data root, its layer and container);
+is attributed to that inode and path (and, below a Docker data root, a containerd root or a
+Podman graphroot, its layer or snapshot and container);
 otherwise it is unattributed.
 
 ``--out DIR`` writes the carved files (OFFSET.EXT, OFFSET.partial.EXT ...) and a manifest

@@ -7,8 +7,8 @@ blocks give names and inode numbers, old inode-table blocks give size, times and
 is read from those extents where the block bitmap shows the blocks free (not reused) today.
 Every result has its full path, inode, size, times (with the deletion time), how many bytes came
 back and how sure that is (complete, partial, metadata-only), sha256, and, below a Docker data
-root, the container (also a removed one, from remnants in the journal), layer, images and the
-path inside the container.
+root, a containerd root or a Podman graphroot, the container (also a removed Docker one, from
+remnants in the journal), layer (containerd: snapshot), images and the path inside the container.
 
 ``--out DIR`` writes each recovered file under DIR with its path mirrored (missing blocks as
 zeros) and a manifest (``pensieve-manifest.json``: size and sha256 of every file written); DIR
@@ -31,7 +31,7 @@ from pensieve.output import columns
 def cmd_recover(o):
     """Deleted files of an ext2/3/4 disk image, from the jbd2 journal and the orphan list:
     path, inode, size, times (deletion time too), bytes recovered, confidence, sha256, method,
-    and the container, layer and image below a Docker data root."""
+    and the container, layer and image below a Docker, containerd or Podman root."""
     from pensieve.disk.recover import recover
     from pensieve.evidence import open_evidence
     from pensieve.output.progress import progress

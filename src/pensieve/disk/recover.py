@@ -21,8 +21,10 @@ log wraps over them.  This module
    them; a block counts as recovered when the block bitmap shows it free today (or it still
    belongs to the same inode), otherwise it was reused and reads as zeros.  ``complete``: every
    byte recovered; ``partial``: some; ``metadata-only``: none (or no mapping survived);
-6. attributes every path below a Docker data root with :func:`pensieve.filesystem.whence.whence`,
-   and for a layer no container references any more (``docker rm``), looks for the container in
+6. attributes every path below an engine's root -- a Docker data root, a containerd root (a
+   snapshot's ``fs/``: snapshot, namespace, containers, images), a Podman graphroot (a layer's
+   ``diff/``) -- with the host's ``whence`` (each engine's layout rules are its own), and for a
+   Docker layer no container references any more (``docker rm``), looks for the container in
    what was recovered too: the engine's own deleted bookkeeping files naming the layer's
    container, its config, or the layers below it
    (:mod:`pensieve.engines.docker.drivers.remnants` knows where they live and what they say).
@@ -56,7 +58,7 @@ from pensieve.engines.docker.drivers.remnants import (
     removed_layer_kind,
 )
 from pensieve.errors import UsageError
-from pensieve.evidence.base import EvidenceError
+from pensieve.evidence.base import EvidenceError, NotFound
 from pensieve.evidence.disk import DiskImageEvidence
 from pensieve.formats import jbd2
 from pensieve.formats.ext4 import (
@@ -1074,21 +1076,22 @@ def _create(out: OutputSink, rel: str, rec: RecoveredFile) -> WrittenFile | None
 
 
 def attribute(files: list[RecoveredFile], host, remnants: dict[str, bytes]) -> list[str]:
-    """Fill container, layer, images and container path of every file below a data root, through
-    ``whence``; for layers no container references (``docker rm``), recovered remnants name it."""
-    from pensieve.filesystem.whence import whence
-
+    """Fill container, layer, images and container path of every file below an engine's root
+    (Docker data root, containerd root, Podman graphroot), through the host's ``whence``; for
+    Docker layers no container references (``docker rm``), recovered remnants name it."""
     problems: list[str] = []
     if host is None:
         return problems
     removed = RemovedContainers(remnants)
-    lowers = _LowerLayers(host, whence)
+    lowers = _LowerLayers(host)
     below_root = re.compile("/(?:{})/".format("|".join(re.escape(n) for n in host.data_root_dirs())))
     for rec in files:
         if not below_root.search(rec.path):
             continue
         try:
-            a = whence(host, rec.path)
+            a = host.whence(rec.path)
+        except NotFound:
+            continue  # a name like a root's directory, below no root of any engine
         except (EvidenceError, OSError, ValueError) as exc:
             problems.append(f"{rec.path}: attribution failed: {exc}")
             continue
@@ -1154,23 +1157,22 @@ class _LowerLayers:
     """The live layers a recovered lower chain points at: short link names read once from the
     host's data roots, each layer attributed once."""
 
-    def __init__(self, host, whence) -> None:
+    def __init__(self, host) -> None:
         self.host = host
-        self.whence = whence
         self._links: dict[str, str] | None = None
         self._seen: dict[str, object] = {}
 
     def layer_of_link(self, short: str) -> str | None:
         if self._links is None:
             self._links = {}
-            for root in self.host.roots:
+            for root in getattr(self.host, "roots", []):  # Docker's data roots
                 self._links.update(link_names(self.host.evidence, root.path))
         return self._links.get(short)
 
     def attribution(self, data_root: str | None, layer: str):
         if layer not in self._seen:
             contents = overlay2_contents(data_root or DEFAULT_DATA_ROOT, layer)
-            self._seen[layer] = self.whence(self.host, contents)
+            self._seen[layer] = self.host.whence(contents)
         return self._seen[layer]
 
 
@@ -1187,8 +1189,9 @@ def recover(
     """Recover the deleted files of EVIDENCE (a DiskImageEvidence on ext2/3/4).
 
     OUT_DIR: write each recovered file there (its path mirrored; missing blocks as zeros).
-    INCLUDE_ALL: also nameless inodes with nothing to read.  HOST: a DockerHost over the same
-    evidence for attribution (made here when None; no attribution when it holds no data root)."""
+    INCLUDE_ALL: also nameless inodes with nothing to read.  HOST: a Host over the same evidence
+    for attribution (every engine root found there when None: :func:`engines_host`; no
+    attribution when it holds none)."""
     r = Recovery(evidence, progress)
     sink = OutputSink(out_dir, evidence.boundaries()) if out_dir else None
     try:
@@ -1198,22 +1201,28 @@ def recover(
             sink.close({"evidence": evidence.description, "command": "recover"})
     problems = [Problem(evidence.description, p) for p in r.problems]
     if host is None:
-        try:
-            from pensieve.engines.docker import DockerHost, NotADataRoot
-
-            host = DockerHost(evidence)
-            if not host.roots:
-                host = None
-        except (NotADataRoot, EvidenceError):
-            host = None
-        except Exception as exc:  # noqa: BLE001 - attribution must not cost the recovery
-            problems.append(Problem(evidence.description, f"no attribution: {type(exc).__name__}: {exc}"))
-            host = None
+        host, why = engines_host(evidence)
+        if why is not None:
+            problems.append(Problem(evidence.description, why))
     if host is not None:
         problems.extend(Problem(evidence.description, p) for p in attribute(files, host, r.remnants))
     journal = dict(r.journal_info)
     journal["orphan_list"] = r._orphans
     return RecoverReport(files=files, journal=journal, problems=problems)
+
+
+def engines_host(evidence):
+    """(a Host over every engine root of EVIDENCE, None) -- Docker, containerd and Podman roots
+    (:func:`pensieve.engines.discover.open_engines`); (None, None) when it holds none; (None,
+    why) when opening them failed (attribution must not cost the recovery or the carving)."""
+    from pensieve.engines.discover import open_engines
+
+    try:
+        return open_engines(evidence), None
+    except EvidenceError:  # NotADataRoot among them: no engine root, nothing to attribute to
+        return None, None
+    except Exception as exc:  # noqa: BLE001 - a reader's failure: said, and the rest goes on
+        return None, f"no attribution: {type(exc).__name__}: {exc}"
 
 
 def block_owners(evidence) -> Callable[[int], tuple[int, str] | None] | None:

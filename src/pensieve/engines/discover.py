@@ -31,7 +31,7 @@ from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
 from pensieve.engines.containerd.whence import NotBelowARoot
 from pensieve.engines.crio.roots import crio_roots, podman_uses
 from pensieve.engines.docker import DockerHost
-from pensieve.engines.docker.root import find_data_roots, open_data_roots
+from pensieve.engines.docker.root import DockerRoot, find_data_roots
 from pensieve.engines.podman.roots import find_podman_roots
 from pensieve.errors import LookupFailed, NotADataRoot
 from pensieve.evidence.base import Evidence, EvidenceError, join, normalize, relative_to
@@ -168,6 +168,7 @@ def open_engines(evidence: Evidence) -> Host:
     docker_roots = find_data_roots(evidence, problems)
     found = find_containerd_roots(evidence, [r.path for r in docker_roots], problems)
     podman = find_podman_roots(evidence)  # containers/storage graphroots (engines/podman/roots.py)
+    podman_how = add_structure_roots(evidence, docker_roots, found, podman)
     crio = crio_roots(evidence, podman, problems)  # the CRI-O ones (engines/crio/roots.py)
     podman = [p for p in podman if p not in {c[0] for c in crio} or podman_uses(evidence, p)]
     if not found and not podman and not crio:
@@ -175,11 +176,7 @@ def open_engines(evidence: Evidence) -> Host:
             host = DockerHost(evidence, docker_roots)
             host.problems[:0] = problems
             return host
-        try:
-            open_data_roots(evidence)
-        except NotADataRoot as exc:
-            places = ", ".join(p for p, _s, _h in CONTAINERD_PLACES)
-            raise NotADataRoot(f"{exc}; nor a containerd root (meta.db) at the top, {places}") from None
+        raise NotADataRoot(no_root_message(evidence))
     hosts: list[Host] = []
     store_roots: list[str] = []
     if docker_roots:
@@ -196,7 +193,7 @@ def open_engines(evidence: Evidence) -> Host:
     hosts += [
         h for h in ctr if not (docker_roots and (only_dockers_tasks(h) or only_dockers_store(h, store_roots)))
     ]
-    hosts += [PodmanHost(evidence, podman)] if podman else []
+    hosts += [PodmanHost(evidence, podman, podman_how)] if podman else []
     if crio:
         from pensieve.engines.crio.host import CrioHost
 
@@ -205,6 +202,55 @@ def open_engines(evidence: Evidence) -> Host:
         hosts[0].problems[:0] = problems
         return hosts[0]
     return MultiHost(evidence, hosts, problems)
+
+
+def add_structure_roots(
+    evidence: Evidence,
+    docker_roots: list[DockerRoot],
+    found: list[tuple[str, str | None, str]],
+    podman: list[str],
+) -> dict[str, str]:
+    """Add the roots the bounded structure search (:mod:`.structure`) finds to the three engines'
+    lists (DOCKER_ROOTS, FOUND, PODMAN: changed in place) when the source is no root itself: a
+    host root or a disk, where a data-root volume may be mounted anywhere.  Returns how each
+    added graphroot was found (graphroot -> ``found by structure at depth N``)."""
+    from pensieve.engines import structure
+
+    known = [r.path for r in docker_roots] + [f[0] for f in found] + podman
+    if "/" in known:
+        return {}
+    podman_how: dict[str, str] = {}
+    for root in structure.search(evidence, known).roots:
+        if root.engine == "docker":
+            docker_roots.append(DockerRoot(evidence, root.path, how_found=root.how_found))
+        elif root.engine == "containerd":
+            found.append((root.path, _beside(evidence, root.path), root.how_found))
+        else:
+            podman.append(root.path)
+            podman_how[root.path] = root.how_found
+    return podman_how
+
+
+def no_root_message(evidence: Evidence) -> str:
+    """What NotADataRoot says: one sentence naming each engine's marks, then where they were
+    looked for."""
+    from pensieve.engines import structure
+    from pensieve.engines.podman.roots import DEFAULT_GRAPHROOT, ROOTLESS_GRAPHROOT, STORAGE_CONFS
+
+    containerd_places = ", ".join(p for p, _s, _h in CONTAINERD_PLACES)
+    return (
+        f"no Docker data root, containerd root or containers-storage graphroot (Podman, CRI-O) found "
+        f"in {evidence.description}: looked for image/ or graph/ beside containers/ (Docker), "
+        f"{META_DB} (containerd) and overlay-layers/layers.json, overlay-images/images.json, "
+        "overlay-containers/containers.json or libpod's state (containers-storage) "
+        "at the top of the source, "
+        f"in every directory down to depth {structure.DEPTH} (at most {structure.MAX_DIRS} listed), "
+        "and, as a host root, at: /var/lib/docker, daemon.json's data-root, the snap location, "
+        "~/.local/share/docker of each user (Docker); "
+        f"{CONFIG_TOML}'s root, {containerd_places}, Docker's {DOCKER_CONTAINERD} (containerd); "
+        f"{DEFAULT_GRAPHROOT}, the graphroot of {' or '.join(STORAGE_CONFS)}, "
+        f"~/{ROOTLESS_GRAPHROOT} of each user (Podman, CRI-O)"
+    )
 
 
 def engine_hosts(host: Host) -> list[Host]:
@@ -234,7 +280,7 @@ def root_rows(host: Host) -> list[dict]:
                 {
                     "engine": "docker",
                     "path": r.path,
-                    "layout": r.layout,
+                    "layout": r.layout + (" + containerd image store" if h.mixed_store(r) else ""),
                     "drivers": r.drivers(),
                     "hints": [],
                     "found": r.how_found,

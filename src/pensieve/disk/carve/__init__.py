@@ -58,7 +58,8 @@ only those of the same size are hashed.
 Attribution: carving knows no owner.  A *block owner* lookup (``owners``: a mapping or a function
 from a filesystem block number to ``(inode, path)``, e.g. from the ext4 journal's copies of old
 inodes and directory blocks) attributes a carved file whose first block it knows; its path then
-goes through :func:`pensieve.filesystem.whence.whence` for the layer and container.  Without
+goes through the ``whence`` of every engine root on the filesystem (Docker, containerd, Podman)
+for the layer and container.  Without
 one every carved file is ``unattributed``.
 
 The package: :mod:`~pensieve.disk.carve.base` (types, bounds, the verdict and the windowed reader),

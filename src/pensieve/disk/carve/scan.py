@@ -509,23 +509,15 @@ class Carver:
             return
         host = self._hosts.get(rec.fs_offset, False)
         if host is False:
-            host = None
-            try:
-                from pensieve.engines.docker import DockerHost
+            from pensieve.disk.recover import engines_host
 
-                host = DockerHost(ev)
-                if not host.roots:
-                    host = None
-            except Exception:  # noqa: BLE001 - no data root on this filesystem: no layers
-                host = None
+            host = engines_host(ev)[0]  # every engine's roots; none on this filesystem: no layers
             self._hosts[rec.fs_offset] = host
         if host is None:
             return
         try:
-            from pensieve.filesystem.whence import whence
-
-            a = whence(host, rec.path)
-        except Exception:  # noqa: BLE001 - a path outside any data root
+            a = host.whence(rec.path)
+        except Exception:  # noqa: BLE001 - a path outside any engine root
             return
         rec.layer = a.layer
         rec.container = a.containers[0] if a.containers else None

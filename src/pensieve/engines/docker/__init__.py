@@ -22,7 +22,13 @@ from pensieve.engines.docker.drivers import (
     is_supported,
 )
 from pensieve.engines.docker.images import list_images, resolve_image
-from pensieve.engines.docker.root import CONTAINERD_STORE, DockerRoot, NotADataRoot, open_data_roots
+from pensieve.engines.docker.root import (
+    CONTAINERD_STORE,
+    DockerRoot,
+    NotADataRoot,
+    holds_docker_store,
+    open_data_roots,
+)
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.records import Container, Image, Layer, Problem, Volume
@@ -55,6 +61,8 @@ class DockerHost(Host):
                 out += [(root, i) for i in self._store(root).images()]
             else:
                 out += [(root, i) for i in list_images(root, self.problems)]
+                if root.path in self._mixed:  # and the containerd store's, namespace moby
+                    out += [(root, i) for i in self._store(root).images()]
         return out
 
     def images(self) -> list[Image]:
@@ -71,14 +79,35 @@ class DockerHost(Host):
         """data root path -> its ContainerdStore, for the roots using the containerd image store."""
         from pensieve.engines.docker.containerd_store import ContainerdStore
 
-        return {r.path: ContainerdStore(r, self.problems) for r in self.roots if r.layout == "containerd"}
+        return {r.path: ContainerdStore(r, self.problems) for r in self.roots if self._uses_store(r)}
+
+    @cached_property
+    def _mixed(self) -> set[str]:
+        """The v2 roots that hold a containerd image store too (switched to the containerd
+        snapshotter: dockerd then shows only the new store's images; both are listed here, each
+        image's namespace saying which: ``moby`` for the containerd store, none for the classic)."""
+        return {r.path for r in self.roots if r.layout == "v2" and holds_docker_store(self.evidence, r.path)}
+
+    def mixed_store(self, root: DockerRoot) -> bool:
+        """ROOT is a v2 root with a containerd image store beside its classic one."""
+        return root.path in self._mixed
+
+    def _uses_store(self, root: DockerRoot) -> bool:
+        """ROOT keeps images in a containerd image store (alone or beside the classic one)."""
+        return root.layout == "containerd" or root.path in self._mixed
+
+    def _in_store(self, root: DockerRoot, c: Container) -> bool:
+        """Container C of ROOT has its layers in the containerd store (no classic mount record)."""
+        if root.layout == "containerd":
+            return True
+        return root.path in self._mixed and c.id not in root.mounts(c.storage_driver or "")
 
     def _store(self, root: DockerRoot):
         return self._stores[root.path]
 
     def containerd_store_roots(self) -> list[str]:
         """The containerd roots this host reads as Docker's image store (DATA_ROOT/containerd/daemon)."""
-        return [root.join(CONTAINERD_STORE) for root in self.roots if root.layout == "containerd"]
+        return [root.join(CONTAINERD_STORE) for root in self.roots if self._uses_store(root)]
 
     def _root_of(self, data_root: str | None) -> DockerRoot:
         for r in self.roots:
@@ -99,7 +128,7 @@ class DockerHost(Host):
 
     def _image_layers(self, image: Image, driver: str | None) -> list[Layer]:
         root = self._root_of(image.data_root)
-        if root.layout == "containerd":
+        if root.layout == "containerd" or (root.path in self._mixed and image.namespace == "moby"):
             return self._store(root).image_layers(image)
         if driver is None:
             driver = default_driver(root.drivers())
@@ -160,7 +189,7 @@ class DockerHost(Host):
         root = self._root_of(c.data_root)
         if root.layout == "v1":
             return  # legacy parser fills layers itself
-        if root.layout == "containerd":
+        if self._in_store(root, c):
             image = by_id.get(c.image_id or "")
             if image is None and c.image_id:
                 msg = f"image {c.image_id} not in the image store (containerd namespace moby)"
@@ -241,7 +270,7 @@ class DockerHost(Host):
         from pensieve.filesystem.whence import whence
 
         for root in self.roots:
-            if root.layout == "containerd" and relative_to(root.join(CONTAINERD_STORE), path) is not None:
+            if self._uses_store(root) and relative_to(root.join(CONTAINERD_STORE), path) is not None:
                 return self._store(root).whence(path, self.containers(), self.images())
         return whence(self, path)
 

@@ -258,6 +258,33 @@ def looks_like_data_root(ev: Evidence, path: str) -> bool:
     return ev.is_dir(j(path, CONTAINERD_STORE)) or any(ev.is_dir(j(path, d)) for d in KNOWN_DRIVERS)
 
 
+def holds_docker_store(ev: Evidence, path: str) -> bool:
+    """Whether the data root PATH's own containerd (``containerd/daemon``) is an image store too:
+    its ``moby`` namespace holds an image or a snapshot (a classic Docker's holds only task
+    records).  So a v2 root switched to the containerd snapshotter keeps both stores: the classic
+    one (image/<driver>, hidden by dockerd since) and the containerd one.  Read from the bolt
+    buckets alone; False where meta.db is missing or unreadable."""
+    from pensieve.formats.bolt import BoltDB, BoltError
+
+    db_path = posixpath.join(path, CONTAINERD_STORE, "io.containerd.metadata.v1.bolt/meta.db")
+    if not ev.is_file(db_path):
+        return False
+    try:
+        with ev.open(db_path) as fh:
+            top = BoltDB(fh).bucket(b"v1")
+            moby = top.bucket(b"moby") if top is not None else None
+            if moby is None:
+                return False
+            images, snapshots = moby.bucket(b"images"), moby.bucket(b"snapshots")
+            if images is not None and next(images.buckets(), None) is not None:
+                return True
+            return any(
+                next(sn.buckets(), None) is not None for _n, sn in (snapshots.buckets() if snapshots else ())
+            )
+    except (BoltError, EvidenceError, OSError):
+        return False
+
+
 def _daemon_json(ev: Evidence, path: str, problems: list[Problem]) -> dict:
     """daemon.json as a dict of its string-valued settings that matter here (absent: {})."""
     if not ev.exists(path):

@@ -84,8 +84,11 @@ class PodmanHost(Host):
 
     engine = "podman"
 
-    def __init__(self, evidence: Evidence, roots: list[str] | None = None) -> None:
+    def __init__(
+        self, evidence: Evidence, roots: list[str] | None = None, how_found: dict[str, str] | None = None
+    ) -> None:
         self.evidence = evidence
+        self._how_given = how_found or {}  # graphroot -> how a caller found it (a structure search)
         self.problems: list[Problem] = []
         self.root_paths = roots if roots is not None else find_podman_roots(evidence)
         self._layer_cache: dict[tuple[str, str], list[Layer]] = {}
@@ -103,7 +106,7 @@ class PodmanHost(Host):
     def how_found(self) -> dict[str, str]:
         """graphroot -> how it was found (roots.py: ``given``, storage.conf, the default path, a
         rootless user); a root handed to the host that the search does not find is ``given``."""
-        found = dict(podman_roots(self.evidence))
+        found = dict(podman_roots(self.evidence)) | self._how_given
         return {path: found.get(path, "given") for path in self.root_paths}
 
     def root_rows(self) -> list[dict]:
