@@ -38,7 +38,7 @@ from pensieve.records import (
 )
 from pensieve.records.disk import CarvedFile, RecoveredFile
 from pensieve.records.integrity import LayerVerdict
-from pensieve.records.memory import CheckpointInfo, Process, Socket
+from pensieve.records.memory import CheckpointInfo, OpenFile, Process, Socket
 
 #: bumped whenever a table or column changes; a case of another version is migrated or refused
 SCHEMA_VERSION = 1
@@ -145,6 +145,13 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "sockets", "the sockets of checkpointed processes", Socket, extra=(("checkpoint_name", "VARCHAR"),)
+    ),
+    Table(
+        "files",
+        "the open files of checkpointed processes (like /proc/PID/fd; saved contents left out)",
+        OpenFile,
+        omit=("content", "queued"),
+        extra=(("checkpoint_name", "VARCHAR"),),
     ),
     Table(
         "logs",

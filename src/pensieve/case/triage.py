@@ -246,6 +246,7 @@ def checkpoint(ctx: Context) -> Rows:
         [record_row(BY_NAME["processes"], p, ctx.keys(**keys), extra) for p in views.processes(ckpt)],
     )
     yield "sockets", [record_row(BY_NAME["sockets"], s, ctx.keys(**keys), extra) for s in views.sockets(ckpt)]
+    yield "files", [record_row(BY_NAME["files"], f, ctx.keys(**keys), extra) for f in views.files(ckpt)]
     yield "changes", ctx.rows("changes", src.changes(), **keys)
     ctx.problems += [Problem(ctx.source.path, p, info.container_id) for p in src.problems]
 
