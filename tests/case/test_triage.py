@@ -138,3 +138,37 @@ def test_a_checkpoint_source(tmp_path):
     assert sorted(r[0] for r in _query(case, "SELECT pid FROM processes")) == sorted(p.pid for p in procs)
     assert _query(case, "SELECT count(*) FROM sockets") == [(len(socks),)]
     assert _query(case, "SELECT count(*) FROM checkpoints") == [(1,)]
+
+
+@pytest.fixture(scope="module")
+def deleted_img(tmp_path_factory) -> Path:
+    import lzma
+    import shutil
+
+    raw = tmp_path_factory.mktemp("disk") / "deleted.img"
+    with (
+        lzma.open(Path(__file__).parents[1] / "fixtures" / "deleted" / "deleted.img.xz") as src,
+        open(raw, "wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    return raw
+
+
+def test_a_disk_image_is_inventoried_recovered_and_carved(deleted_img, tmp_path):
+    from pensieve.disk.recover import recover
+    from pensieve.evidence import open_evidence
+
+    case = tmp_path / "c.duckdb"
+    summary = triage([str(deleted_img)], str(case))
+    assert summary.failed == 0
+    tasks = {t for (t,) in _query(case, "SELECT task FROM tasks WHERE source_id = 1")}
+    assert {"inventory", "recover", "carve"} <= tasks
+    assert _query(case, "SELECT kind FROM sources") == [("disk",)]
+    with open_evidence(str(deleted_img)) as ev:
+        want = sorted((f.path, f.inode, f.sha256 or "", f.container or "") for f in recover(ev).files)
+    got = _query(case, "SELECT path, inode, coalesce(sha256, ''), coalesce(container_id, '') FROM recovered")
+    assert sorted(got) == want and want
+    assert _query(case, "SELECT count(*) FROM carved")[0][0] > 0
+    # the journal-recovered files of a live container's RW layer are findings
+    titles = {t for (t,) in _query(case, "SELECT title FROM findings WHERE producer = 'findings.deleted'")}
+    assert "file deleted from a container: /tmp/dropper.bin" in titles

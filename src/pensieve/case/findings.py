@@ -477,17 +477,24 @@ def integrity(store: CaseStore) -> Rows:
 
 @analysis("findings.deleted", ("findings",), order=10)
 def deleted(store: CaseStore) -> Rows:
-    """Files deleted from a container's RW layer that the disk still remembers (recovered)."""
-    rows = _dicts(store, "SELECT * FROM recovered WHERE layer_kind = 'rw'")
+    """Files deleted from a container's RW layer that the disk still remembers (recovered): medium
+    for a container that still exists, low for one removed with its layer."""
+    rows = _dicts(
+        store,
+        "SELECT * FROM recovered WHERE type = 'file' AND layer_kind LIKE 'rw%'"
+        " AND container_path IS NOT NULL AND container_path <> '/'",
+    )
     out = []
     for r in rows:
         ref = {"table": "recovered", "source_id": r["source_id"], "inode": r["inode"], "path": r["path"]}
-        shown = r.get("container_path") or r["path"]
+        shown = r["container_path"]
+        removed = "removed" in r["layer_kind"]
         out.append(
             finding(
-                "medium",
-                f"file deleted from a container: {shown}",
-                "a file written in the container and deleted again: an intruder cleaning up leaves this",
+                "low" if removed else "medium",
+                f"file deleted from a {'removed ' if removed else ''}container: {shown}",
+                "a file written in the container and deleted again: an intruder cleaning up leaves this"
+                + (" (the whole container was removed since)" if removed else ""),
                 [ref],
                 ("T1070.004",),
                 _keys(r),

@@ -71,6 +71,12 @@ class Context:
         self.problems: list[Problem] = []
         self.matchers: list = []  # content-rule matcher factories (ContentScanner)
 
+    @property
+    def host(self):
+        """The Host the engine tasks read: the source's own, or the engines' on a disk image."""
+        opened = self.source.opened
+        return opened.host if isinstance(opened, DiskSource) else opened
+
     def keys(self, **more: Any) -> dict[str, Any]:
         """The key columns of a row about this source (plus MORE: engine, container_id ...)."""
         out = {"source_id": self.source_id, "host": self.source.host_name or self.source.path}
@@ -131,16 +137,45 @@ def open_triage_source(path: str) -> OpenedSource:
     if source_kind(real) == "archive":
         return _open_archive(real, label, fp)
     from pensieve.engines.discover import open_engines
+    from pensieve.errors import NotADataRoot
     from pensieve.evidence import open_evidence
+    from pensieve.evidence.disk import DiskImageEvidence
 
     evidence = open_evidence(real)
+    disk = isinstance(evidence, DiskImageEvidence)
     try:
         host = open_engines(evidence)
+    except NotADataRoot:
+        if not disk:
+            evidence.close()
+            raise
+        host = None  # a disk without engine roots: still recovered and carved
     except EvidenceError:
         evidence.close()
         raise
-    host.problems.extend(evidence.problems)
+    if host is not None:
+        host.problems.extend(evidence.problems)
+    if disk:
+        return OpenedSource(real, "disk", label, _hostname(evidence), fp, DiskSource(evidence, host))
     return OpenedSource(real, "host", label, _hostname(evidence), fp, host)
+
+
+class DiskSource:
+    """A disk image as triage reads it: its evidence, and the Host of the engine roots on it
+    (None when it holds none)."""
+
+    def __init__(self, evidence, host) -> None:
+        self.evidence = evidence
+        self.host = host
+        self.problems = list(host.problems if host is not None else evidence.problems)
+
+    def boundaries(self) -> list[str]:
+        return list(self.evidence.boundaries())
+
+    def close(self) -> None:
+        if self.host is not None:
+            self.host.close()
+        self.evidence.close()
 
 
 def _open_archive(path: str, label: str, fp: str) -> OpenedSource:
@@ -173,7 +208,7 @@ def _container_keys(c) -> dict[str, Any]:
 
 def inventory(ctx: Context) -> Rows:
     """Containers, images, their layers, and volumes of every engine of the source."""
-    host = ctx.source.opened
+    host = ctx.host
     containers = host.containers()
     images = host.images()
     yield (
@@ -206,7 +241,7 @@ def container_diff(ctx: Context, container) -> Rows:
     from pensieve.case.content import ContentScanner
     from pensieve.filesystem.diff import container_diff as diff
 
-    host = ctx.source.opened
+    host = ctx.host
     if not container.layers:
         where = container.config_path or container.id
         ctx.problems.append(Problem(where, "no layers: no diff", container.id))
@@ -251,11 +286,55 @@ def checkpoint(ctx: Context) -> Rows:
     ctx.problems += [Problem(ctx.source.path, p, info.container_id) for p in src.problems]
 
 
+def recovered(ctx: Context) -> Rows:
+    """Deleted files of the disk's ext2/3/4 filesystem (journal and orphans), attributed to the
+    container, layer and image they belonged to; nothing is written out."""
+    from pensieve.disk.recover import recover
+
+    disk = ctx.source.opened
+    report = recover(disk.evidence, host=disk.host)
+    ctx.problems.extend(report.problems)
+    rows = []
+    for f in report.files:
+        engine = None if f.container is None and f.layer is None else _engine_of(disk.host, f.data_root)
+        rows.append(record_row(BY_NAME["recovered"], f, ctx.keys(engine=engine)))
+    yield "recovered", rows
+
+
+def carved(ctx: Context) -> Rows:
+    """Files carved from the disk's unallocated space (nothing is written out)."""
+    from pensieve.disk import carve as carving
+
+    img, filesystems = carving.open_for_carving(ctx.source.path)
+    try:
+        carver = carving.Carver(img, filesystems=filesystems)
+        files = list(carver.run())
+        ctx.problems.extend(
+            p if isinstance(p, Problem) else Problem(ctx.source.path, str(p)) for p in carver.summary.problems
+        )
+    finally:
+        img.close()
+    yield "carved", ctx.rows("carved", files)
+
+
+def _engine_of(host, data_root: str | None) -> str | None:
+    """The engine whose root is DATA_ROOT on HOST (None when unknown)."""
+    if host is None or data_root is None:
+        return None
+    from pensieve.engines.discover import engine_hosts
+
+    for h in engine_hosts(host):
+        roots = [getattr(r, "path", r) for r in getattr(h, "roots", None) or []]
+        if data_root in roots or data_root == getattr(h, "root", None):
+            return h.engine
+    return None
+
+
 # ---- planning --------------------------------------------------------------------------------
 
 
 def _host_tasks(ctx: Context) -> list[Task]:
-    host = ctx.source.opened
+    host = ctx.host
     tasks = [Task("inventory", None, "inventory", lambda: inventory(ctx))]
     for c in host.containers():
         label = f"diff {c.name or c.id[:12]}"
@@ -267,11 +346,23 @@ def _checkpoint_tasks(ctx: Context) -> list[Task]:
     return [Task("checkpoint", None, "checkpoint", lambda: checkpoint(ctx))]
 
 
+def _disk_tasks(ctx: Context) -> list[Task]:
+    disk = ctx.source.opened
+    tasks: list[Task] = []
+    if disk.host is not None:
+        tasks = _host_tasks(ctx)
+    if disk.evidence.fs_type.startswith("ext"):
+        tasks.append(Task("recover", None, "recover", lambda: recovered(ctx)))
+    tasks.append(Task("carve", None, "carve", lambda: carved(ctx)))
+    return tasks
+
+
 #: source kind -> the planner naming the tasks that apply to it
 PLANNERS: dict[str, Callable[[Context], list[Task]]] = {
     "host": _host_tasks,
     "archive": lambda ctx: [Task("inventory", None, "inventory", lambda: inventory(ctx))],
     "checkpoint": _checkpoint_tasks,
+    "disk": _disk_tasks,
 }
 
 
