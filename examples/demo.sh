@@ -24,3 +24,7 @@ step pensieve fs "$root" c-modified ls -l /root
 implant=$(pensieve fs "$root" c-modified stat /root/implant.sh --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["host_path"])')
 step pensieve whence "$root" "$implant"
 step pensieve logs "$root" c-running
+# the whole host into one case, then the findings and the dropped files by SQL
+step pensieve triage "$root" --case "$work/case.duckdb" || [ $? = 5 ]
+step pensieve query "$work/case.duckdb" "SELECT severity, title, techniques FROM findings ORDER BY severity, title"
+step pensieve query "$work/case.duckdb" "SELECT c.name, ch.path, ch.file_kind, ch.sha256 FROM changes ch JOIN containers c USING (container_id) WHERE ch.change = 'added' AND ch.type = 'file'"
