@@ -508,8 +508,6 @@ def cmd_checkpoints(o):
     from pensieve.records import Problem
     from pensieve.records.memory import CheckpointInfo
 
-    if not os.path.isdir(o.source):
-        raise UsageError(f"checkpoints: HOST_ROOT must be a directory: {o.source}")
     rows = kubelet_checkpoints(o.source)
     try:
         docker = docker_checkpoints(o.source)
@@ -604,7 +602,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(cmd_checkpoints.__doc__ or "").strip(),
         epilog=EPILOG,
     )
-    p.add_argument("source", metavar="HOST_ROOT", help="a host root (a mounted or copied node filesystem)")
+    p.add_argument(
+        "source",
+        metavar="HOST_ROOT",
+        help="a host root: a mounted or copied node filesystem, or a disk image",
+    )
     add_output(p)
     p.set_defaults(func=cmd_checkpoints)
     return mem
