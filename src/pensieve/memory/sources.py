@@ -692,11 +692,12 @@ def _archive_changes(src: Source) -> list[Change]:
             src.info.problems.append(f"rootfs-diff.tar unreadable: {exc}")
             diff = None
         if diff is not None:
-            src.info.problems += [f"rootfs-diff.tar: {p}" for p in diff.problems]
-            for name, m in sorted(diff.members.items()):
-                if name == "." or (m.offset == 0 and m.type == "dir" and m.mtime == 0.0):
-                    continue  # a parent synthesised by the index, not in the tar
-                out.append(_diff_change(diff, name, m))
+            with diff:  # a compressed rootfs-diff.tar holds a spool: given back here
+                src.info.problems += [f"rootfs-diff.tar: {p}" for p in diff.problems]
+                for name, m in sorted(diff.members.items()):
+                    if name == "." or (m.offset == 0 and m.type == "dir" and m.mtime == 0.0):
+                        continue  # a parent synthesised by the index, not in the tar
+                    out.append(_diff_change(diff, name, m))
     deleted = _json_member(archive, "deleted.files", src.info)
     if isinstance(deleted, list):
         seen = {c.path for c in out if c.change == "deleted"}
