@@ -73,6 +73,10 @@ def _populate(top: Path) -> None:
             shutil.copyfileobj(fin, fout, 1 << 20)
     for name in ("disk.E01", "disk.qcow2"):  # read by libewf and pensieve's qcow2 reader
         shutil.copyfile(FIXTURE_ROOT / "disk" / name, top / name)
+    kubelet = top / "node" / "var" / "lib" / "kubelet" / "checkpoints"  # a kubelet forensic checkpoint
+    kubelet.mkdir(parents=True)
+    for archive in (FIXTURE_ROOT / "kubelet-checkpoint").glob("checkpoint-*.tar"):
+        shutil.copyfile(archive, kubelet / archive.name)
 
 
 # ---- looking without touching ------------------------------------------------------------------
@@ -199,6 +203,8 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ),
     ("mem-dump", ["mem", "dump", "{m}/criu/after", "-p", "{pid}", "-o", "{o}/dump"], None),
     ("mem-diff", ["mem", "diff", "{m}/criu/before", "{m}/criu/after", "--json"], None),
+    ("mem-checkpoints", ["mem", "checkpoints", "{m}/node", "--json"], None),
+    ("mem-changes-kubelet", ["mem", "changes", "{m}/node", "--json"], None),
     ("recover", ["recover", "{m}/deleted.img", "--out", "{o}/recovered", "--json"], None),
     ("carve", ["carve", "{m}/disk.img", "--out", "{o}/carved", "--json", "--no-progress"], None),
     (

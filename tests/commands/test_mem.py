@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from pensieve.commands import mem
 FIX = FIXTURE_ROOT
 CX = FIX / "criu-containers"
 PODMAN_AFTER = str(CX / "podman-after.tar.zst")
+KC = FIX / "kubelet-checkpoint"
+KC_EXPECTED = json.loads((KC / "expected.json").read_text())
+KUBELET_ARCHIVE = KC / KC_EXPECTED["archive"]
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +241,7 @@ def test_help_lists_every_view(capsys):
         "diff",
         "info",
         "changes",
+        "checkpoints",
     ):
         assert v in out
 
@@ -267,3 +272,86 @@ def test_search_json_is_what_emit_writes(capsys, dumps):
             assert mem._emit_hits_json(iter(batch), fmt, ours) == len(batch)
             emit(iter(batch), fmt, out=theirs)
             assert ours.getvalue() == theirs.getvalue(), fmt
+
+
+# ---- the kubelet's forensic checkpoints ----------------------------------------------------------
+
+
+def _tree(root: Path) -> dict:
+    return {
+        str(p.relative_to(root)): (p.lstat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def node(tmp_path) -> Path:
+    """A host root with the fixture archive in the kubelet's checkpoint directory."""
+    d = tmp_path / "node" / "var" / "lib" / "kubelet" / "checkpoints"
+    d.mkdir(parents=True)
+    shutil.copy2(KUBELET_ARCHIVE, d / KUBELET_ARCHIVE.name)
+    return tmp_path / "node"
+
+
+def test_kubelet_archive_views(capsys):
+    status = KC_EXPECTED["cri"]["container_status"][KC_EXPECTED["container_id"]]["status"]
+    _, info = run_json(capsys, "info", str(KUBELET_ARCHIVE))
+    assert (info["pod"], info["namespace"], info["k8s_container"], info["pod_uid"]) == (
+        "counters",
+        "default",
+        status["metadata"]["name"],
+        status["labels"]["io.kubernetes.pod.uid"],
+    )
+    assert info["image"] == status["image"]["image"] and info["checkpointed"].startswith(
+        "2026-12-03T14:40:17"
+    )
+    _, ps = run_json(capsys, "ps", str(KUBELET_ARCHIVE))
+    assert [(p["pid"], p["ppid"], p["comm"]) for p in ps] == [
+        (e["pid"], e["ppid"], c)
+        for e, c in zip(
+            KC_EXPECTED["crit_images"]["pstree"]["entries"],
+            [line.split()[-1] for line in KC_EXPECTED["crit"]["ps"][1:]],
+            strict=True,
+        )
+    ]
+    _, socks = run_json(capsys, "sockets", str(KUBELET_ARCHIVE))
+    assert [(s["proto"], s["state"], s["src"], s["src_port"]) for s in socks] == [
+        ("tcp", "LISTEN", "127.0.0.1", KC_EXPECTED["listen_port"])
+    ]
+    _, changes = run_json(capsys, "changes", str(KUBELET_ARCHIVE))
+    assert ("deleted", "/etc/motd") in {(c["change"], c["path"]) for c in changes}
+    assert ("added", "/root/evidence.txt") in {(c["change"], c["path"]) for c in changes}
+    _, out = run(capsys, "ps", str(KUBELET_ARCHIVE))
+    assert "pod default/counters" in out
+
+
+def test_kubelet_checkpoints_of_a_host_root(main, capsys, node):
+    before = _tree(node)
+    _, rows = run_json(capsys, "checkpoints", str(node))
+    assert [(r["name"], r["namespace"], r["pod"], r["k8s_container"], r["tasks"]) for r in rows] == [
+        (KUBELET_ARCHIVE.name, "default", "counters", "counter", 2)
+    ]
+    _, ps = run_json(capsys, "ps", str(node))  # the only archive: no --checkpoint needed
+    assert len(ps) == 2
+    _, socks = run_json(capsys, "sockets", str(node), "-k", KUBELET_ARCHIVE.name)
+    assert socks[0]["src_port"] == KC_EXPECTED["listen_port"]
+    assert main(["mem", "dump", str(node), "-p", "7", "-o", str(node / "out")]) == 2  # inside the evidence
+    assert _tree(node) == before
+    # a cut archive beside it: a problem naming it (exit 5), the good one still listed
+    cut = node / "var" / "lib" / "kubelet" / "checkpoints" / "checkpoint-x_y-z-2026-12-03T15:00:00Z.tar"
+    cut.write_bytes(KUBELET_ARCHIVE.read_bytes()[:20000])
+    before = _tree(node)
+    capsys.readouterr()
+    assert main(["mem", "checkpoints", str(node), "--json"]) == 5
+    captured = capsys.readouterr()
+    assert cut.name in captured.err
+    assert {r["name"]: r["tasks"] for r in json.loads(captured.out)} == {
+        KUBELET_ARCHIVE.name: 2,
+        cut.name: None,
+    }
+    assert main(["mem", "ps", str(node)]) == 3  # two archives: name one
+    assert "--checkpoint " + cut.name in capsys.readouterr().err
+    assert main(["mem", "ps", str(node), "-k", "checkpoint-none"]) == 4
+    assert main(["mem", "ps", str(node), "-k", cut.name]) == 3
+    assert main(["mem", "checkpoints", str(cut)]) == 3  # a file: not a host root
+    assert _tree(node) == before

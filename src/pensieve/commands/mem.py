@@ -7,11 +7,15 @@ SOURCE is one of
   checkpoints, containerd CRI checkpoints (tar, plain / gzip / zstd), read in place;
 * a Docker data root (or a host root holding one) with ``--container C --checkpoint NAME``:
   ``docker checkpoint create C NAME`` keeps the images in ``containers/<id>/checkpoints/NAME``
-  (``--checkpoint`` may be left out when the container has only one).
+  (``--checkpoint`` may be left out when the container has only one);
+* a host root holding the kubelet's checkpoint directory (``/var/lib/kubelet/checkpoints/*.tar``,
+  or the kubelet's ``--root-dir``) with ``--checkpoint FILE`` naming one archive (left out when
+  there is only one).
 
 Views: ``info`` (the source and its container: engine, image, runtime, Kubernetes pod and
 namespace), ``ps``, ``files``, ``sockets``, ``maps``, ``env``, ``cmdline``, ``changes`` (an
-archive's rootfs-diff.tar and deleted.files), ``dump``, ``search``, ``yara`` and ``diff A B``.
+archive's rootfs-diff.tar and deleted.files), ``dump``, ``search``, ``yara``, ``diff A B`` and
+``checkpoints HOST_ROOT`` (every kubelet checkpoint archive and Docker checkpoint of a host root).
 
 Exit codes: 3 when the source is not a usable checkpoint (missing, not a checkpoint, corrupt
 images), 4 when the named container, checkpoint, pid or mapping is not there, 2 for bad patterns
@@ -30,7 +34,8 @@ from pensieve.output import columns
 
 SOURCE_HELP = (
     "a CRIU image directory, a checkpoint archive (Podman/CRI-O/containerd, tar[.gz|.zst]), "
-    "or a Docker data root / host root with --container and --checkpoint"
+    "a Docker data root / host root with --container and --checkpoint, or a host root with the "
+    "kubelet's checkpoints (--checkpoint FILE)"
 )
 
 
@@ -472,6 +477,58 @@ def cmd_diff(o):
         return _problems(a) + _problems(b)
 
 
+def _checkpoint_columns() -> list:
+    """mem checkpoints: one row per checkpoint of a host root."""
+    from pensieve.output.columns import ID, NUM, PATH, TIME, Column, clock, short_id
+
+    return [
+        Column("KIND", lambda i: i.kind),
+        Column("NAME", lambda i: i.name, PATH),
+        Column("NAMESPACE", lambda i: i.namespace),
+        Column("POD", lambda i: i.pod),
+        Column("CONTAINER", lambda i: i.k8s_container or i.container_name),
+        Column("ID", lambda i: short_id(i.container_id), ID),
+        Column("IMAGE", lambda i: i.image),
+        Column("CHECKPOINTED", lambda i: clock(i.checkpointed), TIME),
+        Column("TASKS", lambda i: i.tasks, NUM),
+        Column("PROBLEMS", lambda i: len(i.problems) or "", NUM),
+    ]
+
+
+@_guard
+def cmd_checkpoints(o):
+    """Every checkpoint of a host root: the kubelet's forensic checkpoint archives
+    (<kubelet root>/checkpoints/*.tar: /var/lib/kubelet, older k3s, k0s, MicroK8s, and any --root-dir a
+    kubelet flags file names), each attributed to its pod, namespace and container from its file
+    name and dumps, and Docker's checkpoints (containers/<id>/checkpoints/NAME).  An archive that
+    cannot be read is listed with its problem; the others are still read."""
+    from pensieve.evidence.base import EvidenceError
+    from pensieve.memory.sources import docker_checkpoints, kubelet_checkpoints
+    from pensieve.output.render import emit
+    from pensieve.records import Problem
+    from pensieve.records.memory import CheckpointInfo
+
+    rows = kubelet_checkpoints(o.source)
+    try:
+        docker = docker_checkpoints(o.source)
+    except (EvidenceError, OSError):
+        docker = []
+    for d in docker:
+        rows.append(
+            CheckpointInfo(
+                kind="docker",
+                source=o.source,
+                checkpoint=d["path"],
+                name=d["name"],
+                engine="Docker",
+                container_id=d["container_id"],
+                container_name=d["container_name"],
+            )
+        )
+    emit(rows, o.fmt, _checkpoint_columns(), title=f"checkpoints in {o.source}")
+    return [Problem(r.checkpoint.removesuffix(":checkpoint"), p) for r in rows for p in r.problems]
+
+
 # ---- the parser ----------------------------------------------------------------------------------
 
 
@@ -539,6 +596,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     view(
         "diff", cmd_diff, "what changed between two checkpoints: processes, sockets, files, memory", nargs="+"
     )
+    p = views.add_parser(
+        "checkpoints",
+        help="every checkpoint of a host root: the kubelet's checkpoint archives, Docker's checkpoints",
+        description=(cmd_checkpoints.__doc__ or "").strip(),
+        epilog=EPILOG,
+    )
+    p.add_argument(
+        "source",
+        metavar="HOST_ROOT",
+        help="a host root: a mounted or copied node filesystem, or a disk image",
+    )
+    add_output(p)
+    p.set_defaults(func=cmd_checkpoints)
     return mem
 
 

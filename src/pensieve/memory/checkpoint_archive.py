@@ -21,7 +21,7 @@ import mmap
 import posixpath
 from typing import BinaryIO
 
-from pensieve.evidence.base import EvidenceError
+from pensieve.evidence.base import Evidence, EvidenceError
 from pensieve.evidence.tar import TarEvidence, TarMember
 from pensieve.formats.criu.checkpoint import CheckpointStore
 from pensieve.formats.criu.images import MAX_IMAGE_SIZE, CriuImageError
@@ -72,11 +72,14 @@ def _member(m: TarMember) -> Member:
 class CheckpointArchive:
     """A checkpoint archive's members and bounded reads of them (CriuImageError on failure)."""
 
-    def __init__(self, path: str, _tar: TarEvidence | None = None) -> None:
+    def __init__(self, path: str, _tar: TarEvidence | None = None, _owned: BinaryIO | None = None) -> None:
         self.path = path
+        self._owned = _owned  # the evidence file object the tar reads, closed with the archive
         try:
             self.tar = _tar if _tar is not None else TarEvidence(path, partial=True)
         except EvidenceError as exc:
+            if _owned is not None:
+                _owned.close()
             raise CriuImageError(str(exc), path) from None
         self.compression = self.tar.compression
         prefix = f"{self.tar.name}:"
@@ -90,6 +93,24 @@ class CheckpointArchive:
         root = self.tar.entry("/")
         if not root.synthetic:
             self.members["."] = _member(root)
+
+    @classmethod
+    def in_evidence(cls, evidence: Evidence, path: str, label: str) -> CheckpointArchive:
+        """The archive at evidence path PATH (a host root's ``/var/lib/kubelet/checkpoints/*.tar``),
+        read through the evidence's read-only file object; LABEL names it in problems."""
+        try:
+            fh = evidence.open(path)
+        except (EvidenceError, OSError) as exc:
+            raise CriuImageError(f"cannot open: {exc}", label) from None
+        try:
+            tar = TarEvidence(fh, name=label, partial=True)
+        except EvidenceError as exc:
+            fh.close()
+            raise CriuImageError(str(exc), label) from None
+        except BaseException:
+            fh.close()
+            raise
+        return cls(label, _tar=tar, _owned=fh)
 
     def where(self, name: str) -> str:
         return f"{self.path}:{name}"
@@ -152,6 +173,9 @@ class CheckpointArchive:
 
     def close(self) -> None:
         self.tar.close()
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
 
     def __enter__(self) -> CheckpointArchive:
         return self
