@@ -72,8 +72,12 @@ __all__ = [
     "ImageVerdict",
     "LayerProblem",
     "LayerVerdict",
+    "LayerChecker",
     "findings",
+    "hash_config",
+    "config_diff_ids",
     "image_status",
+    "rebuild_from_record",
     "rebuild_layer",
     "verify_host",
     "verify_image_ids",
@@ -240,6 +244,19 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
         v.reason = str(exc)
         return v
     v.layer_path = path
+    return rebuild_from_record(ev, v, fmt, _ids_offset(root), sink)
+
+
+def rebuild_from_record(
+    ev: Evidence, v: LayerVerdict, fmt: str, offset: tuple[int, int] = (0, 0), sink: Sink | None = None
+) -> LayerVerdict:
+    """Rebuild the tar stream of the layer V describes from its directory (``v.layer_path``, of
+    layout FMT: overlay | overlay-upper | aufs | snapshot) and its tar-split record
+    (``v.tar_split``), hash it against ``v.diff_id`` and compare every entry; file owners on the
+    host are the record's shifted by OFFSET (uid, gid).  Any engine keeping a vbatts/tar-split
+    record per layer (Docker's layerdb, containers/storage's ``<id>.tar-split.gz``) goes through
+    here; V comes back with its status, reason and problems."""
+    path = v.layer_path or ""
     try:
         if not ev.lstat(path).is_dir:
             v.reason = f"layer contents are not a directory: {path}"
@@ -248,18 +265,18 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
         v.reason = f"layer directory missing: {path}"
         return v
     try:
-        record = ev.open(v.tar_split)
+        record = ev.open(v.tar_split or "")
     except (EvidenceError, OSError) as exc:
         v.reason = f"no readable tar-split record: {exc}"
         return v
-    checker = _LayerChecker(ev, path, fmt, _ids_offset(root), v.problems)
+    checker = LayerChecker(ev, path, fmt, offset, v.problems)
     try:
         return _rebuild(v, record, checker, sink)
     finally:
         checker.close()
 
 
-def _rebuild(v: LayerVerdict, record, checker: _LayerChecker, sink: Sink | None) -> LayerVerdict:
+def _rebuild(v: LayerVerdict, record, checker: LayerChecker, sink: Sink | None) -> LayerVerdict:
     out = _Stream(sink)
     parser = HeaderParser()
     write = out.write
@@ -481,10 +498,10 @@ class _Stream:
 _readv = os.readv
 _crc = crc64_iso
 _MAX_DIR_FDS = 64  # directory handles a checker keeps open (tar order visits a directory at a time)
-_LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
+LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
 
 
-class _LayerChecker:
+class LayerChecker:
     """Compares the record's file entries with the layer directory, and walks it afterwards.
 
     Everything goes through the Evidence contract.  Directories of the layer are reached with
@@ -510,7 +527,7 @@ class _LayerChecker:
         self.top_dir: DirHandle | None
         try:
             self.top_dir = ev.opendir(top)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             self.top_dir = None  # lookups by path report what is wrong
         self.above_top = DirHandle(ev, posixpath.dirname(top))  # for the layer root's own entry
 
@@ -555,7 +572,7 @@ class _LayerChecker:
             return None
         try:
             handle = above.opendir(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             return None
         self.dirs[rel] = handle
         return handle
@@ -604,7 +621,7 @@ class _LayerChecker:
         host = self._host(rel)
         try:
             st = where.lstat(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             self._problem(
                 rel, "missing", f"{hdr.kind} in the record, absent from the layer directory", host=host
             )
@@ -650,7 +667,7 @@ class _LayerChecker:
     def _symlink(self, rel: str, hdr: TarHeader, where: DirHandle, name: str, host: str) -> None:
         try:
             target = where.readlink(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             target = None
         want = hdr.linkname.decode("utf-8", "surrogateescape")
         if target != want:
@@ -693,7 +710,7 @@ class _LayerChecker:
             with where.open(name) as fh:
                 got, value = out.read(size, readinto=fh.readinto)
                 xattrs = where.file_xattrs(fh, name)
-        except _LOOKUP_ERRORS as exc:
+        except LOOKUP_ERRORS as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
             return out.size - before, xattrs
         self._payload_result(rel, size, crc, got, value)
@@ -768,7 +785,7 @@ class _LayerChecker:
                 continue
             try:
                 listing = sorted(where.names())
-            except _LOOKUP_ERRORS:
+            except LOOKUP_ERRORS:
                 continue
             prefix = rel_dir + "/" if rel_dir else ""
             subdirs = []
@@ -785,7 +802,7 @@ class _LayerChecker:
                     continue
                 try:
                     st = where.lstat(name)
-                except _LOOKUP_ERRORS:
+                except LOOKUP_ERRORS:
                     continue  # vanished while listing (live host)
                 self._added(rel, st.mode, st.size, st.uid, st.gid, st.rdev, top + "/" + rel)
             stack.extend(reversed(subdirs))
@@ -813,7 +830,7 @@ class _LayerChecker:
 # ---- images ---------------------------------------------------------------------------------
 
 
-def _hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
+def hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
     """(sha256 of the image config at PATH, its first 64 MiB): the id it must equal."""
     h = hashlib.sha256()
     chunks: list[bytes] = []
@@ -825,7 +842,7 @@ def _hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
     return "sha256:" + h.hexdigest(), b"".join(chunks)
 
 
-def _config_diff_ids(data: bytes, path: str) -> list[str]:
+def config_diff_ids(data: bytes, path: str) -> list[str]:
     """The rootfs diff ids of an image config (OCI image-spec config.md); ValueError when it is
     not JSON, nested too deep, or holds them in a field of the wrong type."""
     typed: list = []
@@ -865,8 +882,8 @@ def verify_image_ids(
                 iv.config_path, iv.data_root, iv.driver = path, root.path, driver
                 out.append(iv)
                 try:
-                    iv.computed_id, data = _hash_config(root.evidence, path)
-                    diff_ids = _config_diff_ids(data, path)
+                    iv.computed_id, data = hash_config(root.evidence, path)
+                    diff_ids = config_diff_ids(data, path)
                 except (EvidenceError, OSError, ValueError) as exc:
                     iv.problems.append(ImageProblem("unreadable", f"image config unreadable: {exc}"))
                     continue

@@ -35,15 +35,15 @@ from pensieve.formats.compression import DecompressError, decompress_stream, sni
 from pensieve.formats.tarsplit import (
     TarHeader,
     TarSplitError,
-    _apply_pax,
-    _block_header,
-    _checksum_ok,
-    _cstr,
-    _number,
-    _pax_records,
+    apply_pax,
+    block_header,
+    checksum_ok,
+    cstr,
+    number,
+    pax_records,
 )
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.images.verify_layers import _LOOKUP_ERRORS, _LayerChecker, image_status
+from pensieve.images.verify_layers import LOOKUP_ERRORS, LayerChecker, image_status
 from pensieve.records.containerd import ContainerdImage, Snapshot
 from pensieve.records.core import field, record
 from pensieve.records.host import Image
@@ -127,10 +127,10 @@ class TarMembers:
         if not data.strip(b"\0"):
             self.end = True
             return
-        if not _checksum_ok(data):
+        if not checksum_ok(data):
             raise TarSplitError(f"bad tar header checksum after {self.entries} entries")
         flag = data[156:157]
-        size = _number(data[124:136])
+        size = number(data[124:136])
         if flag in (b"x", b"g", b"L", b"K"):
             if size > MAX_EXTENDED:
                 raise TarSplitError(f"extended tar header of {size} bytes")
@@ -139,9 +139,9 @@ class TarMembers:
             if not self.need:
                 self._extended(b"")
             return
-        hdr = _block_header(data, self.fmt, self.long_name, self.long_link)
+        hdr = block_header(data, self.fmt, self.long_name, self.long_link)
         if self.pax:
-            _apply_pax(hdr, self.pax)
+            apply_pax(hdr, self.pax)
         self.pax, self.long_name, self.long_link, self.fmt = {}, None, None, None
         self.hdr = hdr
         self.sha = hashlib.sha256()
@@ -156,12 +156,12 @@ class TarMembers:
     def _extended(self, data: bytes) -> None:
         flag = self.ext_flag
         if flag == b"x":
-            self.pax.update(_pax_records(data))
+            self.pax.update(pax_records(data))
             self.fmt = "pax"
         elif flag == b"L":
-            self.long_name, self.fmt = _cstr(data), "gnu"
+            self.long_name, self.fmt = cstr(data), "gnu"
         elif flag == b"K":
-            self.long_link, self.fmt = _cstr(data), "gnu"
+            self.long_link, self.fmt = cstr(data), "gnu"
         self.state, self.need = "header", _BLOCK
 
     def _member_done(self) -> None:
@@ -175,7 +175,7 @@ class TarMembers:
             self.state, self.need = "header", _BLOCK
 
 
-class _SnapshotChecker(_LayerChecker):
+class _SnapshotChecker(LayerChecker):
     """Docker's layer checker with the tar's own payload as the reference: a file's content is
     compared by sha256 with the tar member's (CRC is what a tar-split record holds; here the
     whole member is at hand)."""
@@ -197,7 +197,7 @@ class _SnapshotChecker(_LayerChecker):
                     sha.update(view[:n])
                     got += n
                 xattrs = where.file_xattrs(fh, name)
-        except _LOOKUP_ERRORS as exc:
+        except LOOKUP_ERRORS as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
             return got, xattrs
         if got != size:
