@@ -51,7 +51,7 @@ from pensieve.formats.tarsplit import (
     crc64_iso,
     iter_entries,
 )
-from pensieve.records import Finding
+from pensieve.records import Finding, Image
 from pensieve.records.integrity import (
     FILE_KINDS,
     OK,
@@ -79,6 +79,7 @@ __all__ = [
     "image_status",
     "rebuild_from_record",
     "rebuild_layer",
+    "verify_docker",
     "verify_host",
     "verify_image_ids",
     "verify_layer",
@@ -122,18 +123,44 @@ def _usage(host: DockerHost) -> tuple[dict[tuple, list[str]], dict[tuple, list[s
     return images, containers
 
 
+def verify_docker(
+    host: DockerHost, image: Image | None = None, images: bool = True
+) -> tuple[list[LayerVerdict], list[ImageVerdict]]:
+    """DockerHost.verify_layers: the layers of the graph-driver data roots rebuilt from their
+    tar-split records (image verdicts only when IMAGES), then the images of the data roots using
+    the containerd image store, verified in their containerd (engines/containerd/verify.py: blobs
+    against their digests, snapshots against their layer tars)."""
+    layers = verify_host(host, image)
+    verdicts = verify_image_ids(host, layers, image) if images else []
+    stores = [s for s in host.containerd_stores() if image is None or image.data_root == s.root.path]
+    if stores:
+        usage = _usage(host)
+        tags = {(i.data_root, i.config_path): i.tags for i in host.images()}
+        for store in stores:
+            got, imgs = store.verify(image)
+            for v in got:
+                v.images = usage[0].get((v.data_root, v.chain_id), [])
+                v.containers = usage[1].get((v.data_root, v.chain_id), [])
+            for iv in imgs:
+                iv.tags = tags.get((iv.data_root, iv.config_path), iv.tags)
+            layers += got
+            verdicts += imgs
+    return layers, verdicts
+
+
 def verify_host(
     host: DockerHost,
-    image_ref: str | None = None,
+    image_ref: str | Image | None = None,
     sink_for: Callable[[str], Sink | None] | None = None,
 ) -> list[LayerVerdict]:
-    """Verify every image layer of every data root in HOST (or only IMAGE_REF's layers).
+    """Verify every image layer of every graph-driver data root in HOST (or only the layers of
+    IMAGE_REF, a reference or one of HOST's images).
 
     SINK_FOR(chain_id) may return a callable that receives the rebuilt tar stream of that layer
     chunk by chunk (memoryviews valid only during the call), e.g. to export or compare it."""
     wanted: set[tuple[str | None, str]] | None = None
     if image_ref is not None:
-        img = host.image(image_ref)  # LookupFailed when absent
+        img = host.image(image_ref) if isinstance(image_ref, str) else image_ref  # LookupFailed when absent
         wanted = {(img.data_root, c) for c in img.chain_ids}
     images, containers = _usage(host)
     out: list[LayerVerdict] = []
@@ -183,12 +210,19 @@ def verify_host(
 
 
 def rebuild_layer(host: DockerHost, chain_id: str, write: Sink) -> LayerVerdict:
-    """Rebuild one layer's tar stream into WRITE (e.g. a file's write) and verify it."""
+    """Rebuild one layer's tar stream into WRITE (e.g. a file's write) and verify it (a data
+    root using the containerd image store: its layer blob, uncompressed, see
+    engines/containerd/verify.export_layer)."""
     chain_id = chain_id if chain_id.startswith("sha256:") else "sha256:" + chain_id
     for root in host.roots:
         for driver in _layerdb_drivers(root) if root.layout == "v2" else []:
             if root.evidence.is_dir(root.join("image", driver, "layerdb", "sha256", chain_id[7:])):
                 return verify_layer(root, driver, chain_id, write)
+    for store in host.containerd_stores():
+        try:
+            return store.export_layer(chain_id, write)
+        except LookupError:
+            continue
     raise LookupError(f"no layer {chain_id} in {host.evidence.description}")
 
 
@@ -853,13 +887,16 @@ def config_diff_ids(data: bytes, path: str) -> list[str]:
 
 
 def verify_image_ids(
-    host: DockerHost, layers: Iterable[LayerVerdict] | None = None, image_ref: str | None = None
+    host: DockerHost, layers: Iterable[LayerVerdict] | None = None, image_ref: str | Image | None = None
 ) -> list[ImageVerdict]:
     """Recompute every image id (sha256 of its config blob) and check its layer chain.
 
     With LAYERS (verify_host's verdicts) an image using a tampered layer is tampered, one using
     an unverifiable layer is unverifiable."""
-    only = host.image(image_ref).id if image_ref else None
+    if isinstance(image_ref, str):
+        only = host.image(image_ref).id
+    else:
+        only = image_ref.id if image_ref is not None else None
     by_layer = {(v.data_root, v.chain_id): v for v in layers or []}
     tags = {(i.data_root, i.id): i.tags for i in host.images()}
     out: list[ImageVerdict] = []
