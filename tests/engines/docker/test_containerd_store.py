@@ -223,3 +223,13 @@ def test_export_layer_from_the_store(data_root, tmp_path):
     code, _out, err = run_cli("verify", data_root, "--export-layer", layer["chain_id"], "--to", dest)
     assert code == 0, err
     assert "sha256:" + hashlib.sha256(dest.read_bytes()).hexdigest() == layer["diff_id"]
+
+
+def test_logs_are_dockers_json_file(data_root):
+    """The json-file log of a container of the store root (web printed nothing, job wrote a
+    file): read from containers/<id>/, no problem."""
+    for c in EXPECTED["containers"]:
+        code, out, err = run_cli("logs", data_root, c["Id"], "--json")
+        assert code == 0, err
+        assert json.loads(out) == []
+        assert c["HostConfig"]["LogConfig"]["Type"] == "json-file"
