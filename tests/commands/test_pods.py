@@ -123,3 +123,11 @@ def test_rotated_and_gzipped_cri_logs(source, tmp_path):
 def test_ambiguous_attempts_need_an_id(source):
     code, _out, err = run_cli("logs", str(source), "migrate")
     assert code == 4 and "ambiguous" in err
+
+
+def test_logs_of_a_container_outside_cri(source):
+    """A ctr container (default namespace): containerd keeps no log of it; no lines, and the note
+    says where its output went (exit 5), instead of a search of containerd's root."""
+    code, out, err = run_cli("logs", str(source), "default/web", "--json")
+    assert code == 5 and json.loads(out) == []
+    assert "containerd keeps none for a container started outside CRI" in err

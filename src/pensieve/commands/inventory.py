@@ -7,7 +7,7 @@ import sys
 from pensieve.commands.common import SOURCE, Commands, arg, err, full_ids, is_archive, open_host, short
 from pensieve.output import columns
 from pensieve.output.text import printable
-from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
+from pensieve.records import Container, HistoryStep, Image, LogLine, Problem, Volume
 from pensieve.times import iso_ns
 
 COMMANDS = Commands()
@@ -112,6 +112,14 @@ def cmd_logs(o):
         if not files:
             err(f"no CRI log files for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
         lines = read_cri_logs(host.evidence, c.id, files, problems)
+    elif c.engine == "containerd":
+        # outside CRI containerd writes no log: the task's stdio is the client's (ctr's terminal,
+        # its fifos, or the --log-uri binary or file it named), none of it in containerd's root
+        where = c.config_path or c.id
+        note = f"the logs of {c.id} are not in files: containerd keeps none for a container started "
+        note += "outside CRI (its output went to the client that started it: ctr's terminal or --log-uri)"
+        problems.append(Problem(where, note, c.id))
+        lines = iter(())
     elif c.engine == "podman":
         from pensieve.engines.podman.logs import podman_log_files, read_podman_logs
 

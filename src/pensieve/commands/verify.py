@@ -4,6 +4,8 @@ archive: its blob).  Exit 6 when something is tampered.
 
 from __future__ import annotations
 
+import functools
+
 from pensieve.commands.common import (
     SOURCE,
     Commands,
@@ -33,13 +35,22 @@ add_parser = COMMANDS.add_parser
     arg("-v", "--verbose", action="store_true", help="one row per differing path"),
     arg("--images", dest="show_images", action="store_true", help="image verdicts instead of layers"),
     arg("--findings", dest="show_findings", action="store_true", help="findings (for reports and hunting)"),
-    arg("--export-layer", metavar="CHAIN_ID", help="write this layer's rebuilt tar stream to --to"),
+    arg(
+        "--export-layer",
+        metavar="CHAIN_ID",
+        help="write this layer's tar stream to --to (Docker, Podman: rebuilt from the layer directory "
+        "and its tar-split record, as docker/podman save would; containerd and Docker's containerd "
+        "store, which keep no tar-split: the layer blob uncompressed, the tar the diff id names, "
+        "while its snapshot is compared with it; archive: its blob uncompressed)",
+    ),
     arg("--to", metavar="FILE", help="destination of --export-layer (outside the evidence)"),
 )
 def cmd_verify(o):
-    """Rebuild each layer's tar stream from the layer directory and its tar-split record, hash it
-    and compare with the diff id; recompute chain ids and image ids. Tampered layers name each
-    differing path and how it differs (content, size, mode, owner, missing, added ...).
+    """Rebuild each layer's tar stream from the layer directory and its tar-split record (Docker,
+    Podman), hash it and compare with the diff id; recompute chain ids and image ids. containerd
+    (and Docker's containerd image store): each blob against its digest, the uncompressed layer
+    against the diff id, the snapshot against the layer tar. Tampered layers name each differing
+    path and how it differs (content, size, mode, owner, missing, added ...).
     On an image archive: each layer blob's sha256 against its descriptor and its uncompressed
     sha256 against the config's diff id, streamed; config digests. Exit 6 when something is
     tampered."""
@@ -61,17 +72,13 @@ def cmd_verify(o):
             raise LookupFailed(str(exc)) from None
         err(f"layer {chain[7:19]}: {v.status}; {v.stream_size or 0} bytes written to {o.to}", "32")
         return host.problems + _tampered_exit(v.status == integrity.TAMPERED)
+    want_images = o.show_images or o.show_findings
     if archive:
         layers = archive_verify.verify_archive(host, o.image)
-        want_images = o.show_images or o.show_findings
         images = archive_verify.verify_archive_images(host, layers, o.image) if want_images else []
-    elif _containerd_hosts(host):
-        layers, images = _verify_engines(host, o.image)
     else:
-        layers = integrity.verify_host(host, o.image)
-        images = (
-            integrity.verify_image_ids(host, layers, o.image) if (o.show_images or o.show_findings) else []
-        )
+        target = host.image(o.image) if o.image else None  # LookupFailed when absent
+        layers, images = host.verify_layers(target, want_images)
     if o.show_findings:
         emit(
             integrity.findings(layers, images),
@@ -111,35 +118,6 @@ def cmd_verify(o):
     return problems + _tampered_exit(tampered)
 
 
-def _containerd_hosts(host) -> list:
-    """The containerd roots among HOST's engines."""
-    from pensieve.engines.containerd.host import ContainerdHost
-
-    return [h for h in getattr(host, "hosts", [host]) if isinstance(h, ContainerdHost)]
-
-
-def _verify_engines(host, image_ref: str | None) -> tuple[list, list]:
-    """Layer and image verdicts of every engine of HOST (containerd roots among them): Docker's
-    data roots rebuilt from their tar-split records, containerd's images from their blobs."""
-    from pensieve.engines.containerd import verify as containerd_verify
-    from pensieve.engines.docker import DockerHost
-    from pensieve.images import verify_layers as integrity
-
-    target = host.image(image_ref) if image_ref else None  # LookupFailed when absent
-    layers: list = []
-    images: list = []
-    for h in getattr(host, "hosts", [host]):
-        if isinstance(h, DockerHost) and (target is None or target.engine == "docker"):
-            got = integrity.verify_host(h, image_ref)
-            layers += got
-            images += integrity.verify_image_ids(h, got, image_ref)
-        elif h in _containerd_hosts(host) and (target is None or target.data_root == h.root):
-            got, imgs = containerd_verify.verify(h, target)
-            layers += got
-            images += imgs
-    return layers, images
-
-
 def _unverifiable(v):
     from pensieve.records import Problem
 
@@ -152,19 +130,20 @@ def _export_layer(host, chain: str, dest: str):
     """Write layer CHAIN's tar stream (host: rebuilt from its directory and tar-split; archive:
     its blob, uncompressed) to the new file DEST through an OutputSink (never into the evidence,
     never over a file; DEST.manifest.json holds its size and sha256); returns the layer verdict."""
-    from pensieve.images import verify_layers as integrity
     from pensieve.output.sink import OutputSink
 
     refuse_inside_evidence(host, dest)
     if is_archive(host):
-        from pensieve.images.verify_archive import export_layer as write_layer
+        from pensieve.images.verify_archive import export_layer
+
+        write_layer = functools.partial(export_layer, host)
     else:
-        write_layer = integrity.rebuild_layer
+        write_layer = host.export_layer
     sink = OutputSink(dest, host.boundaries(), kind="file")
     verdict = None
     try:
         with sink.create() as out:
-            verdict = write_layer(host, chain, out.write)
+            verdict = write_layer(chain, out.write)
     finally:
         status = {"status": verdict.status} if verdict is not None else {"status": "not written"}
         sink.close({"chain_id": chain, **status})

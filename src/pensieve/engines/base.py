@@ -32,6 +32,12 @@ Callers may rely on:
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
 * ``diff_filter(container, changes)`` -- the changes marked as the engine's own diff lists them;
+* ``verify_layers(image, images)`` -- (layer verdicts, image verdicts) of every image layer (or
+  IMAGE's), each rebuilt or re-read from what the engine keeps and checked against the digests
+  it recorded (:mod:`pensieve.records.integrity`); IMAGES False lets an engine skip the image
+  verdicts it only computes for them;
+* ``export_layer(chain_id, write)`` -- the layer's tar stream handed to WRITE piece by piece, and
+  its verdict (LookupError when the host has no such layer);
 * ``close()`` (and ``with host:``) -- gives back descriptors and spool files;
 * ``boundaries()`` -- the host paths that are evidence (the evidence's own, and each data root
   where the evidence is a directory here), which no output may touch.
@@ -40,9 +46,15 @@ Callers may rely on:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 from pensieve.evidence.base import DirEntry, Evidence
 from pensieve.records import Change, Container, Image, Layer, Problem, Volume
+from pensieve.records.integrity import ImageVerdict, LayerVerdict
+
+#: what receives a layer's tar stream piece by piece (a memoryview valid only during the call)
+StreamSink = Callable[[bytes | memoryview], Any]
 
 
 class LayerDir:
@@ -227,6 +239,19 @@ class Host(ABC):
         """CHANGES of CONTAINER with ``engine_reports`` set as the engine's own diff command
         reports them (the default: as computed, Docker's rules)."""
         return changes
+
+    def verify_layers(
+        self, image: Image | None = None, images: bool = True
+    ) -> tuple[list[LayerVerdict], list[ImageVerdict]]:
+        """Verdicts of every image layer of the host (or of IMAGE's, one of the host's images)
+        and, unless IMAGES is False (an engine may then return none), of every image; an engine
+        that keeps nothing to verify against returns none."""
+        return [], []
+
+    def export_layer(self, chain_id: str, write: StreamSink) -> LayerVerdict:
+        """Hand the tar stream of the layer CHAIN_ID to WRITE and return its verdict; LookupError
+        when the host holds no such layer."""
+        raise LookupError(f"no layer {chain_id} in {self.evidence.description}")
 
     def boundaries(self) -> list[str]:
         """Host paths that are evidence: the evidence's own, and every data root on it."""

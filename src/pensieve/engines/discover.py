@@ -429,6 +429,32 @@ class MultiHost(Host):
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         return self._host_of(container).diff_filter(container, changes)
 
+    # ---- verify ----------------------------------------------------------------------------
+    def _verify_kwargs(self, h: Host, stores: set[str]) -> dict:
+        """A containerd that is also a DockerHost's image store: dockerd's namespaces left to it."""
+        return {"exclude": MOBY_NAMESPACES} if h.engine == "containerd" and h.root in stores else {}
+
+    def verify_layers(self, image: Image | None = None, images: bool = True):
+        if image is not None:
+            return self._host_of(image).verify_layers(image, images)
+        layers: list = []
+        verdicts: list = []
+        stores = self._store_roots()
+        for h in self.hosts:
+            got, imgs = h.verify_layers(None, images, **self._verify_kwargs(h, stores))
+            layers += got
+            verdicts += imgs
+        return layers, verdicts
+
+    def export_layer(self, chain_id: str, write):
+        stores = self._store_roots()
+        for h in self.hosts:
+            try:
+                return h.export_layer(chain_id, write, **self._verify_kwargs(h, stores))
+            except LookupError:
+                continue
+        raise LookupError(f"no layer {chain_id} in {self.evidence.description}")
+
     # ---- storage and boundaries ------------------------------------------------------------
     def storage_drivers(self) -> list[StorageDriver]:
         out: list[StorageDriver] = []

@@ -368,11 +368,11 @@ _KIND = {
 }
 
 
-def _cstr(raw: bytes) -> bytes:
+def cstr(raw: bytes) -> bytes:
     return raw.partition(b"\0")[0]
 
 
-def _number(raw: bytes) -> int:
+def number(raw: bytes) -> int:
     """Octal (space/NUL padded) or GNU base-256 numeric field."""
     # the usual field: octal digits, then NULs and spaces (or nothing at all); a NUL before
     # the digits end, a base-256 field or anything odd fails here and gets the full rules
@@ -391,7 +391,7 @@ def _number_full(raw: bytes) -> int:
         if raw[0] & 0x40:  # negative base-256
             value -= 1 << (8 * len(raw) - 1)
         return value
-    text = _cstr(raw).strip(b" \0")
+    text = cstr(raw).strip(b" \0")
     if not text:
         return 0
     try:
@@ -400,15 +400,15 @@ def _number_full(raw: bytes) -> int:
         raise TarSplitError(f"bad numeric header field {raw!r}") from None
 
 
-def _checksum_ok(block: bytes) -> bool:
-    want = _number(block[148:156])
+def checksum_ok(block: bytes) -> bool:
+    want = number(block[148:156])
     # the unsigned byte sum, with the checksum field counted as spaces: adler32's low half is
     # 1 + the byte sum mod 65521, exact for 256 bytes (at most 65280)
     unsigned = (_adler32(block[:256]) & 0xFFFF) + (_adler32(block[256:]) & 0xFFFF) - 2
     return want == unsigned - sum(block[148:156]) + 8 * 32
 
 
-def _pax_records(data: bytes) -> dict[bytes, bytes]:
+def pax_records(data: bytes) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     pos = 0
     while pos < len(data):
@@ -437,7 +437,7 @@ _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
 _EXTENDED = b"xgLK"  # typeflags of blocks that only carry data for the next header
 
 
-def _block_header(
+def block_header(
     block: bytes, fmt: str | None, long_name: bytes | None, long_link: bytes | None
 ) -> TarHeader:
     """The TarHeader of a member's header BLOCK; FMT, LONG_NAME and LONG_LINK come from the
@@ -445,32 +445,32 @@ def _block_header(
     magic = block[257:265]
     if fmt is None:
         fmt = "gnu" if magic == b"ustar  \0" else "ustar" if magic[:5] == b"ustar" else "v7"
-    name = _cstr(block[0:100])
+    name = cstr(block[0:100])
     if magic[:6] == b"ustar\0":
-        prefix = _cstr(block[345:500])
+        prefix = cstr(block[345:500])
         if prefix:
             name = prefix + b"/" + name
     if long_name is not None:
         name = long_name
-    linkname = long_link if long_link is not None else _cstr(block[157:257])
+    linkname = long_link if long_link is not None else cstr(block[157:257])
     return TarHeader(
         name=name,
         typeflag=block[156:157],
-        mode=_number(block[100:108]),
-        uid=_number(block[108:116]),
-        gid=_number(block[116:124]),
-        size=_number(block[124:136]),
-        mtime=_number(block[136:148]) * _NS,
+        mode=number(block[100:108]),
+        uid=number(block[108:116]),
+        gid=number(block[116:124]),
+        size=number(block[124:136]),
+        mtime=number(block[136:148]) * _NS,
         linkname=linkname,
-        uname=_cstr(block[265:297]).decode("utf-8", "replace"),
-        gname=_cstr(block[297:329]).decode("utf-8", "replace"),
-        devmajor=_number(block[329:337]) if fmt != "v7" else 0,
-        devminor=_number(block[337:345]) if fmt != "v7" else 0,
+        uname=cstr(block[265:297]).decode("utf-8", "replace"),
+        gname=cstr(block[297:329]).decode("utf-8", "replace"),
+        devmajor=number(block[329:337]) if fmt != "v7" else 0,
+        devminor=number(block[337:345]) if fmt != "v7" else 0,
         format=fmt,
     )
 
 
-def _apply_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
+def apply_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
     """PAX records override the header block's fields (POSIX pax: path, linkpath, size, uid,
     gid, mtime); SCHILY.xattr.* are extended attributes.  Every record is kept in ``pax``."""
     hdr.pax = {k.decode("utf-8", "replace"): v for k, v in pax.items()}
@@ -535,9 +535,9 @@ class HeaderParser:
                 f"{len(buf) - pos} unexpected bytes after the header of file entry {entry.position}"
             )
         del buf[:]
-        hdr = _block_header(block, fmt, long_name, long_link)
+        hdr = block_header(block, fmt, long_name, long_link)
         if pax:
-            _apply_pax(hdr, pax)
+            apply_pax(hdr, pax)
         self._check_entry(hdr, entry)
         return hdr
 
@@ -559,10 +559,10 @@ class HeaderParser:
                 raise TarSplitError(f"no tar header before file entry {entry.position}")
             if block == _ZERO_BLOCK:
                 raise TarSplitError(f"end-of-archive block before file entry {entry.position}")
-            if not _checksum_ok(block):
+            if not checksum_ok(block):
                 raise TarSplitError(f"bad header checksum before file entry {entry.position}")
             flag = block[156:157]
-            size = _number(block[124:136])
+            size = number(block[124:136])
             pos += BLOCK
             if flag not in (b"x", b"g", b"L", b"K"):
                 return block, pos, pax, long_name, long_link, fmt
@@ -571,19 +571,19 @@ class HeaderParser:
                 raise TarSplitError(f"extended header data cut short before entry {entry.position}")
             pos += size + (-size % BLOCK)
             if flag == b"x":
-                pax.update(_pax_records(data))
+                pax.update(pax_records(data))
                 fmt = "pax"
             elif flag == b"L":
-                long_name = _cstr(data)
+                long_name = cstr(data)
                 fmt = "gnu"
             elif flag == b"K":
-                long_link = _cstr(data)
+                long_link = cstr(data)
                 fmt = "gnu"
             elif pos == len(buf):
                 # Go's reader hands a global PAX header to its caller as a member of its own
                 # (size 0): tar-split records it as a file entry with nothing on disk
                 del buf[:]
-                return TarHeader(_cstr(block[0:100]), flag, 0, 0, 0, 0, 0.0, format="pax")
+                return TarHeader(cstr(block[0:100]), flag, 0, 0, 0, 0, 0.0, format="pax")
 
     def _check_entry(self, hdr: TarHeader, entry: Entry) -> None:
         """The header must say what the file entry says (size, name); then the file's padding is
@@ -621,7 +621,7 @@ class HeaderParser:
             minor,
             prefix,
         ) = _FIELDS.unpack_from(block)
-        try:  # what _number makes of a plain field
+        try:  # what number makes of a plain field
             want = int(chksum.rstrip(b" \0") or b"0", 8)
             size = int(size.rstrip(b" \0") or b"0", 8)
             mode = int(mode.rstrip(b" \0") or b"0", 8)

@@ -51,7 +51,7 @@ from pensieve.formats.tarsplit import (
     crc64_iso,
     iter_entries,
 )
-from pensieve.records import Finding
+from pensieve.records import Finding, Image
 from pensieve.records.integrity import (
     FILE_KINDS,
     OK,
@@ -72,9 +72,14 @@ __all__ = [
     "ImageVerdict",
     "LayerProblem",
     "LayerVerdict",
+    "LayerChecker",
     "findings",
+    "hash_config",
+    "config_diff_ids",
     "image_status",
+    "rebuild_from_record",
     "rebuild_layer",
+    "verify_docker",
     "verify_host",
     "verify_image_ids",
     "verify_layer",
@@ -118,18 +123,44 @@ def _usage(host: DockerHost) -> tuple[dict[tuple, list[str]], dict[tuple, list[s
     return images, containers
 
 
+def verify_docker(
+    host: DockerHost, image: Image | None = None, images: bool = True
+) -> tuple[list[LayerVerdict], list[ImageVerdict]]:
+    """DockerHost.verify_layers: the layers of the graph-driver data roots rebuilt from their
+    tar-split records (image verdicts only when IMAGES), then the images of the data roots using
+    the containerd image store, verified in their containerd (engines/containerd/verify.py: blobs
+    against their digests, snapshots against their layer tars)."""
+    layers = verify_host(host, image)
+    verdicts = verify_image_ids(host, layers, image) if images else []
+    stores = [s for s in host.containerd_stores() if image is None or image.data_root == s.root.path]
+    if stores:
+        usage = _usage(host)
+        tags = {(i.data_root, i.config_path): i.tags for i in host.images()}
+        for store in stores:
+            got, imgs = store.verify(image)
+            for v in got:
+                v.images = usage[0].get((v.data_root, v.chain_id), [])
+                v.containers = usage[1].get((v.data_root, v.chain_id), [])
+            for iv in imgs:
+                iv.tags = tags.get((iv.data_root, iv.config_path), iv.tags)
+            layers += got
+            verdicts += imgs
+    return layers, verdicts
+
+
 def verify_host(
     host: DockerHost,
-    image_ref: str | None = None,
+    image_ref: str | Image | None = None,
     sink_for: Callable[[str], Sink | None] | None = None,
 ) -> list[LayerVerdict]:
-    """Verify every image layer of every data root in HOST (or only IMAGE_REF's layers).
+    """Verify every image layer of every graph-driver data root in HOST (or only the layers of
+    IMAGE_REF, a reference or one of HOST's images).
 
     SINK_FOR(chain_id) may return a callable that receives the rebuilt tar stream of that layer
     chunk by chunk (memoryviews valid only during the call), e.g. to export or compare it."""
     wanted: set[tuple[str | None, str]] | None = None
     if image_ref is not None:
-        img = host.image(image_ref)  # LookupFailed when absent
+        img = host.image(image_ref) if isinstance(image_ref, str) else image_ref  # LookupFailed when absent
         wanted = {(img.data_root, c) for c in img.chain_ids}
     images, containers = _usage(host)
     out: list[LayerVerdict] = []
@@ -179,12 +210,19 @@ def verify_host(
 
 
 def rebuild_layer(host: DockerHost, chain_id: str, write: Sink) -> LayerVerdict:
-    """Rebuild one layer's tar stream into WRITE (e.g. a file's write) and verify it."""
+    """Rebuild one layer's tar stream into WRITE (e.g. a file's write) and verify it (a data
+    root using the containerd image store: its layer blob, uncompressed, see
+    engines/containerd/verify.export_layer)."""
     chain_id = chain_id if chain_id.startswith("sha256:") else "sha256:" + chain_id
     for root in host.roots:
         for driver in _layerdb_drivers(root) if root.layout == "v2" else []:
             if root.evidence.is_dir(root.join("image", driver, "layerdb", "sha256", chain_id[7:])):
                 return verify_layer(root, driver, chain_id, write)
+    for store in host.containerd_stores():
+        try:
+            return store.export_layer(chain_id, write)
+        except LookupError:
+            continue
     raise LookupError(f"no layer {chain_id} in {host.evidence.description}")
 
 
@@ -240,6 +278,19 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
         v.reason = str(exc)
         return v
     v.layer_path = path
+    return rebuild_from_record(ev, v, fmt, _ids_offset(root), sink)
+
+
+def rebuild_from_record(
+    ev: Evidence, v: LayerVerdict, fmt: str, offset: tuple[int, int] = (0, 0), sink: Sink | None = None
+) -> LayerVerdict:
+    """Rebuild the tar stream of the layer V describes from its directory (``v.layer_path``, of
+    layout FMT: overlay | overlay-upper | aufs | snapshot) and its tar-split record
+    (``v.tar_split``), hash it against ``v.diff_id`` and compare every entry; file owners on the
+    host are the record's shifted by OFFSET (uid, gid).  Any engine keeping a vbatts/tar-split
+    record per layer (Docker's layerdb, containers/storage's ``<id>.tar-split.gz``) goes through
+    here; V comes back with its status, reason and problems."""
+    path = v.layer_path or ""
     try:
         if not ev.lstat(path).is_dir:
             v.reason = f"layer contents are not a directory: {path}"
@@ -248,18 +299,18 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
         v.reason = f"layer directory missing: {path}"
         return v
     try:
-        record = ev.open(v.tar_split)
+        record = ev.open(v.tar_split or "")
     except (EvidenceError, OSError) as exc:
         v.reason = f"no readable tar-split record: {exc}"
         return v
-    checker = _LayerChecker(ev, path, fmt, _ids_offset(root), v.problems)
+    checker = LayerChecker(ev, path, fmt, offset, v.problems)
     try:
         return _rebuild(v, record, checker, sink)
     finally:
         checker.close()
 
 
-def _rebuild(v: LayerVerdict, record, checker: _LayerChecker, sink: Sink | None) -> LayerVerdict:
+def _rebuild(v: LayerVerdict, record, checker: LayerChecker, sink: Sink | None) -> LayerVerdict:
     out = _Stream(sink)
     parser = HeaderParser()
     write = out.write
@@ -481,10 +532,10 @@ class _Stream:
 _readv = os.readv
 _crc = crc64_iso
 _MAX_DIR_FDS = 64  # directory handles a checker keeps open (tar order visits a directory at a time)
-_LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
+LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
 
 
-class _LayerChecker:
+class LayerChecker:
     """Compares the record's file entries with the layer directory, and walks it afterwards.
 
     Everything goes through the Evidence contract.  Directories of the layer are reached with
@@ -510,7 +561,7 @@ class _LayerChecker:
         self.top_dir: DirHandle | None
         try:
             self.top_dir = ev.opendir(top)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             self.top_dir = None  # lookups by path report what is wrong
         self.above_top = DirHandle(ev, posixpath.dirname(top))  # for the layer root's own entry
 
@@ -555,7 +606,7 @@ class _LayerChecker:
             return None
         try:
             handle = above.opendir(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             return None
         self.dirs[rel] = handle
         return handle
@@ -604,7 +655,7 @@ class _LayerChecker:
         host = self._host(rel)
         try:
             st = where.lstat(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             self._problem(
                 rel, "missing", f"{hdr.kind} in the record, absent from the layer directory", host=host
             )
@@ -650,7 +701,7 @@ class _LayerChecker:
     def _symlink(self, rel: str, hdr: TarHeader, where: DirHandle, name: str, host: str) -> None:
         try:
             target = where.readlink(name)
-        except _LOOKUP_ERRORS:
+        except LOOKUP_ERRORS:
             target = None
         want = hdr.linkname.decode("utf-8", "surrogateescape")
         if target != want:
@@ -693,7 +744,7 @@ class _LayerChecker:
             with where.open(name) as fh:
                 got, value = out.read(size, readinto=fh.readinto)
                 xattrs = where.file_xattrs(fh, name)
-        except _LOOKUP_ERRORS as exc:
+        except LOOKUP_ERRORS as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
             return out.size - before, xattrs
         self._payload_result(rel, size, crc, got, value)
@@ -768,7 +819,7 @@ class _LayerChecker:
                 continue
             try:
                 listing = sorted(where.names())
-            except _LOOKUP_ERRORS:
+            except LOOKUP_ERRORS:
                 continue
             prefix = rel_dir + "/" if rel_dir else ""
             subdirs = []
@@ -785,7 +836,7 @@ class _LayerChecker:
                     continue
                 try:
                     st = where.lstat(name)
-                except _LOOKUP_ERRORS:
+                except LOOKUP_ERRORS:
                     continue  # vanished while listing (live host)
                 self._added(rel, st.mode, st.size, st.uid, st.gid, st.rdev, top + "/" + rel)
             stack.extend(reversed(subdirs))
@@ -813,7 +864,7 @@ class _LayerChecker:
 # ---- images ---------------------------------------------------------------------------------
 
 
-def _hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
+def hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
     """(sha256 of the image config at PATH, its first 64 MiB): the id it must equal."""
     h = hashlib.sha256()
     chunks: list[bytes] = []
@@ -825,7 +876,7 @@ def _hash_config(ev: Evidence, path: str) -> tuple[str, bytes]:
     return "sha256:" + h.hexdigest(), b"".join(chunks)
 
 
-def _config_diff_ids(data: bytes, path: str) -> list[str]:
+def config_diff_ids(data: bytes, path: str) -> list[str]:
     """The rootfs diff ids of an image config (OCI image-spec config.md); ValueError when it is
     not JSON, nested too deep, or holds them in a field of the wrong type."""
     typed: list = []
@@ -836,13 +887,16 @@ def _config_diff_ids(data: bytes, path: str) -> list[str]:
 
 
 def verify_image_ids(
-    host: DockerHost, layers: Iterable[LayerVerdict] | None = None, image_ref: str | None = None
+    host: DockerHost, layers: Iterable[LayerVerdict] | None = None, image_ref: str | Image | None = None
 ) -> list[ImageVerdict]:
     """Recompute every image id (sha256 of its config blob) and check its layer chain.
 
     With LAYERS (verify_host's verdicts) an image using a tampered layer is tampered, one using
     an unverifiable layer is unverifiable."""
-    only = host.image(image_ref).id if image_ref else None
+    if isinstance(image_ref, str):
+        only = host.image(image_ref).id
+    else:
+        only = image_ref.id if image_ref is not None else None
     by_layer = {(v.data_root, v.chain_id): v for v in layers or []}
     tags = {(i.data_root, i.id): i.tags for i in host.images()}
     out: list[ImageVerdict] = []
@@ -865,8 +919,8 @@ def verify_image_ids(
                 iv.config_path, iv.data_root, iv.driver = path, root.path, driver
                 out.append(iv)
                 try:
-                    iv.computed_id, data = _hash_config(root.evidence, path)
-                    diff_ids = _config_diff_ids(data, path)
+                    iv.computed_id, data = hash_config(root.evidence, path)
+                    diff_ids = config_diff_ids(data, path)
                 except (EvidenceError, OSError, ValueError) as exc:
                     iv.problems.append(ImageProblem("unreadable", f"image config unreadable: {exc}"))
                     continue

@@ -161,6 +161,31 @@ def test_missing_blob_is_unverifiable(capture, tmp_path):
     assert all(v["status"] == "ok" for v in got if v["chain_id"] != bottom["chain_id"])
 
 
+def test_export_layer_writes_the_uncompressed_blob(capture, tmp_path):
+    """--export-layer on containerd: the layer blob uncompressed (the tar the diff id names, no
+    tar-split to rebuild from), its snapshot compared while it is written; a snapshot changed
+    since makes the verdict tampered, the stream is still the layer as pulled."""
+    source, _expected = capture
+    _code, layers = verify_json(source)
+    layer = _image_snapshot(layers, top=True)
+    dest = tmp_path / "layer.tar"
+    code, _out, err = run_cli("verify", str(source), "--export-layer", layer["chain_id"], "--to", str(dest))
+    assert code == 0, err
+    assert "sha256:" + hashlib.sha256(dest.read_bytes()).hexdigest() == layer["diff_id"]
+    with tarfile.open(dest) as tar:
+        assert tar.getmembers()
+    assert json.loads((tmp_path / "layer.tar.manifest.json").read_text())["status"] == "ok"
+    root = copy_of(source, tmp_path)
+    fs = root / layer["layer_path"].lstrip("/")
+    (fs / "implant").write_text("x")
+    again = tmp_path / "again.tar"
+    code, _out, err = run_cli("verify", str(root), "--export-layer", layer["chain_id"], "--to", str(again))
+    assert code == 6, err
+    assert again.read_bytes() == dest.read_bytes()
+    code, _out, err = run_cli("verify", str(source), "--export-layer", "0" * 64, "--to", str(tmp_path / "x"))
+    assert code == 4, err
+
+
 # ---- the streaming tar reader --------------------------------------------------------------------
 
 

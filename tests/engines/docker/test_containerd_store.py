@@ -5,8 +5,10 @@ containers, images, diff and whence against what docker answered at capture time
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import subprocess
 import time
 
 import pytest
@@ -173,3 +175,61 @@ def test_familiar_names():
     assert familiar("docker.io/pensieve/app:1.0") == "pensieve/app:1.0"
     assert familiar("docker.io/library/a/b:1") == "library/a/b:1"
     assert familiar("registry.example:5000/x/y:2") == "registry.example:5000/x/y:2"
+
+
+# ---- verify: the images of the store checked in Docker's containerd ---------------------------
+
+SNAPSHOTS = "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots"
+
+
+def test_verify_checks_the_store_images(data_root):
+    """Every layer of the moby namespace's images: blob, uncompressed stream (diff id) and
+    snapshot; the verdicts name Docker's data root, images and containers (no containerd twin)."""
+    layers = cli_json("verify", data_root)
+    want = {c for i in EXPECTED["images"] for c in i["RootFS"]["Layers"]}
+    assert {v["diff_id"] for v in layers} == want and len(layers) == len(want)
+    assert {v["status"] for v in layers} == {"ok"}
+    assert all(v["data_root"] == "/" and v["driver"] == "overlayfs" for v in layers)
+    assert all(v["layer_path"].startswith("/" + SNAPSHOTS) for v in layers)
+    base = [v for v in layers if v["parent"] is None]
+    assert base[0]["images"] == ["pensieve/app:1.0", "pensieve/base:1.0"]
+    assert base[0]["containers"] == ["job", "web"]
+    images = cli_json("verify", data_root, "--images")
+    assert sorted(t for i in images for t in i["tags"]) == ["pensieve/app:1.0", "pensieve/base:1.0"]
+    assert {i["status"] for i in images} == {"ok"}
+    only = cli_json("verify", data_root, "pensieve/base:1.0")
+    assert [v["chain_id"] for v in only] == [base[0]["chain_id"]]
+
+
+def test_verify_names_a_tampered_snapshot(data_root, tmp_path):
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", data_root, str(copy)], check=True)
+    layers = cli_json("verify", copy)
+    top = next(v for v in layers if v["images"] == ["pensieve/app:1.0"] and v["entries"] > 2)
+    fs = copy / top["layer_path"].lstrip("/")
+    victim = next(p for p in sorted(fs.rglob("*")) if p.is_file() and not p.is_symlink() and p.stat().st_size)
+    victim.write_bytes(victim.read_bytes() + b"!")
+    (fs / "implant").write_text("x")
+    got = {v["chain_id"]: v for v in cli_json("verify", copy, code=6)}
+    problems = {(p["path"], p["kind"]) for p in got[top["chain_id"]]["problems"]}
+    assert {(str(victim.relative_to(fs)), "size"), ("implant", "added")} <= problems
+    assert [v["status"] for c, v in got.items() if c != top["chain_id"]] == ["ok"] * (len(got) - 1)
+
+
+def test_export_layer_from_the_store(data_root, tmp_path):
+    """The layer blob uncompressed: the tar its diff id names."""
+    layer = cli_json("verify", data_root)[0]
+    dest = tmp_path / "layer.tar"
+    code, _out, err = run_cli("verify", data_root, "--export-layer", layer["chain_id"], "--to", dest)
+    assert code == 0, err
+    assert "sha256:" + hashlib.sha256(dest.read_bytes()).hexdigest() == layer["diff_id"]
+
+
+def test_logs_are_dockers_json_file(data_root):
+    """The json-file log of a container of the store root (web printed nothing, job wrote a
+    file): read from containers/<id>/, no problem."""
+    for c in EXPECTED["containers"]:
+        code, out, err = run_cli("logs", data_root, c["Id"], "--json")
+        assert code == 0, err
+        assert json.loads(out) == []
+        assert c["HostConfig"]["LogConfig"]["Type"] == "json-file"

@@ -336,6 +336,19 @@ class ContainerdHost(Host):
                 out.append(host)
         return out
 
+    def verify_layers(self, image: Image | None = None, images: bool = True, exclude: tuple[str, ...] = ()):
+        """Every image's blobs and snapshots against their digests (verify.py), the namespaces
+        EXCLUDE names left out (the image verdicts come with the layers: IMAGES is not needed)."""
+        from pensieve.engines.containerd.verify import verify
+
+        return verify(self, image, exclude)
+
+    def export_layer(self, chain_id: str, write, exclude: tuple[str, ...] = ()):
+        """The layer's blob, uncompressed, into WRITE, its snapshot checked (verify.export_layer)."""
+        from pensieve.engines.containerd.verify import export_layer
+
+        return export_layer(self, chain_id, write, exclude)
+
     def whence(self, path: str):
         """Attribute an evidence path below this root (see :mod:`.whence`)."""
         from pensieve.engines.containerd.whence import whence

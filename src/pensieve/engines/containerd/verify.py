@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from pensieve.engines.containerd.host import ContainerdHost
 from pensieve.engines.containerd.images import INDEX_TYPES, MAX_BLOB_JSON, MAX_INDEX_DEPTH
@@ -35,15 +36,15 @@ from pensieve.formats.compression import DecompressError, decompress_stream, sni
 from pensieve.formats.tarsplit import (
     TarHeader,
     TarSplitError,
-    _apply_pax,
-    _block_header,
-    _checksum_ok,
-    _cstr,
-    _number,
-    _pax_records,
+    apply_pax,
+    block_header,
+    checksum_ok,
+    cstr,
+    number,
+    pax_records,
 )
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
-from pensieve.images.verify_layers import _LOOKUP_ERRORS, _LayerChecker, image_status
+from pensieve.images.verify_layers import LOOKUP_ERRORS, LayerChecker, image_status
 from pensieve.records.containerd import ContainerdImage, Snapshot
 from pensieve.records.core import field, record
 from pensieve.records.host import Image
@@ -63,6 +64,8 @@ _BLOCK = 512
 MAX_EXTENDED = 1 << 20
 #: how each snapshotter lays out a committed snapshot, in the Docker verifier's terms
 _LAYOUTS = {"overlayfs": "overlay", "native": "snapshot"}
+#: what receives a layer's uncompressed stream, piece by piece (export)
+Sink = Callable[[bytes | memoryview], Any]
 _GONE = "not in the content store (garbage-collected after unpacking, or never pulled for this platform)"
 
 
@@ -127,10 +130,10 @@ class TarMembers:
         if not data.strip(b"\0"):
             self.end = True
             return
-        if not _checksum_ok(data):
+        if not checksum_ok(data):
             raise TarSplitError(f"bad tar header checksum after {self.entries} entries")
         flag = data[156:157]
-        size = _number(data[124:136])
+        size = number(data[124:136])
         if flag in (b"x", b"g", b"L", b"K"):
             if size > MAX_EXTENDED:
                 raise TarSplitError(f"extended tar header of {size} bytes")
@@ -139,9 +142,9 @@ class TarMembers:
             if not self.need:
                 self._extended(b"")
             return
-        hdr = _block_header(data, self.fmt, self.long_name, self.long_link)
+        hdr = block_header(data, self.fmt, self.long_name, self.long_link)
         if self.pax:
-            _apply_pax(hdr, self.pax)
+            apply_pax(hdr, self.pax)
         self.pax, self.long_name, self.long_link, self.fmt = {}, None, None, None
         self.hdr = hdr
         self.sha = hashlib.sha256()
@@ -156,12 +159,12 @@ class TarMembers:
     def _extended(self, data: bytes) -> None:
         flag = self.ext_flag
         if flag == b"x":
-            self.pax.update(_pax_records(data))
+            self.pax.update(pax_records(data))
             self.fmt = "pax"
         elif flag == b"L":
-            self.long_name, self.fmt = _cstr(data), "gnu"
+            self.long_name, self.fmt = cstr(data), "gnu"
         elif flag == b"K":
-            self.long_link, self.fmt = _cstr(data), "gnu"
+            self.long_link, self.fmt = cstr(data), "gnu"
         self.state, self.need = "header", _BLOCK
 
     def _member_done(self) -> None:
@@ -175,7 +178,7 @@ class TarMembers:
             self.state, self.need = "header", _BLOCK
 
 
-class _SnapshotChecker(_LayerChecker):
+class _SnapshotChecker(LayerChecker):
     """Docker's layer checker with the tar's own payload as the reference: a file's content is
     compared by sha256 with the tar member's (CRC is what a tar-split record holds; here the
     whole member is at hand)."""
@@ -197,7 +200,7 @@ class _SnapshotChecker(_LayerChecker):
                     sha.update(view[:n])
                     got += n
                 xattrs = where.file_xattrs(fh, name)
-        except _LOOKUP_ERRORS as exc:
+        except LOOKUP_ERRORS as exc:
             self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
             return got, xattrs
         if got != size:
@@ -237,8 +240,9 @@ def _new_verdict(host: ContainerdHost, layer: _Layer) -> LayerVerdict:
     return v
 
 
-def verify_layer(host: ContainerdHost, layer: _Layer) -> LayerVerdict:
-    """Hash LAYER's blob, its uncompressed stream, and compare its snapshot with the tar."""
+def verify_layer(host: ContainerdHost, layer: _Layer, sink: Sink | None = None) -> LayerVerdict:
+    """Hash LAYER's blob, its uncompressed stream, and compare its snapshot with the tar; SINK,
+    when given, receives the uncompressed stream (the layer tar the diff id names) as it is read."""
     v = _new_verdict(host, layer)
     blob = v.tar_split
     if blob is None:
@@ -246,7 +250,7 @@ def verify_layer(host: ContainerdHost, layer: _Layer) -> LayerVerdict:
         return v
     checker = _snapshot_checker(host, layer, v)
     try:
-        outer, inner, error, blob_size = _stream(host, blob, checker, v)
+        outer, inner, error, blob_size = _stream(host, blob, checker, v, sink)
     except (EvidenceError, OSError) as exc:
         v.reason = f"cannot read the layer blob {blob}: {exc}"
         return v
@@ -292,10 +296,14 @@ def _snapshot_checker(host: ContainerdHost, layer: _Layer, v: LayerVerdict) -> _
 
 
 def _stream(
-    host: ContainerdHost, blob: str, checker: _SnapshotChecker | None, v: LayerVerdict
+    host: ContainerdHost,
+    blob: str,
+    checker: _SnapshotChecker | None,
+    v: LayerVerdict,
+    sink: Sink | None = None,
 ) -> tuple[str, str, str | None, int]:
     """One pass over BLOB: (its sha256, its uncompressed stream's sha256, why unpacking stopped,
-    its size)."""
+    its size); SINK gets the uncompressed stream."""
     outer = hashlib.sha256()
     inner = hashlib.sha256()
     size = 0
@@ -318,6 +326,8 @@ def _stream(
             blocks = decompress_stream(read, kind) if kind else iter(lambda: read(_CHUNK), b"")
             for block in blocks:
                 inner.update(block)
+                if sink is not None:
+                    sink(block)
                 stream_size += len(block)
                 if members is not None:
                     members.feed(block)
@@ -427,15 +437,30 @@ def _image_run(host: ContainerdHost, namespace: str, target: str, names: list[st
     return run
 
 
-def _targets(host: ContainerdHost, image: Image | None) -> list[tuple[str, str, list[str]]]:
-    """(namespace, target digest, names) of every image name (or of IMAGE's)."""
+def _selects(image: Image | None) -> Callable[[str, ContainerdImage], bool]:
+    """Whether a name (namespace, image record) is one of IMAGE's: every name when IMAGE is None;
+    for Docker's view of its containerd image store (engines/docker/containerd_store.py) the
+    names whose target is Docker's image id; else the names IMAGE carries as tags."""
+    if image is None:
+        return lambda _ns, _item: True
+    if image.engine == "docker":
+        return lambda ns, item: ns == image.namespace and item.target_digest == image.id
+    return lambda ns, item: ns == image.namespace and item.name in image.tags
+
+
+def _targets(
+    host: ContainerdHost, image: Image | None, exclude: tuple[str, ...] = ()
+) -> list[tuple[str, str, list[str]]]:
+    """(namespace, target digest, names) of every image name (or of IMAGE's), the namespaces
+    EXCLUDE names left out."""
+    selects = _selects(image)
     out: dict[tuple[str, str], list[str]] = {}
     for ns in host.meta.namespaces:
-        if image is not None and ns.name != image.namespace:
+        if ns.name in exclude:
             continue
         item: ContainerdImage
         for item in ns.images:
-            if not item.target_digest or (image is not None and item.name not in image.tags):
+            if not item.target_digest or not selects(ns.name, item):
                 continue
             out.setdefault((ns.name, item.target_digest), []).append(item.name)
     return [(ns, target, sorted(names)) for (ns, target), names in sorted(out.items())]
@@ -450,18 +475,31 @@ def _users(host: ContainerdHost) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def verify(host: ContainerdHost, image: Image | None = None) -> tuple[list[LayerVerdict], list[ImageVerdict]]:
-    """Verdicts of every layer (each namespace's chain id once) and every image of HOST (or of
-    IMAGE alone, one of HOST's images)."""
-    containers = _users(host)
+def _runs(host: ContainerdHost, image: Image | None, exclude: tuple[str, ...]) -> dict[tuple, _ImageRun]:
+    """(namespace, image id) -> the image's run, each config once (an index and its manifest
+    naming one config share it, their names merged)."""
     runs: dict[tuple[str, str], _ImageRun] = {}
-    for namespace, target, names in _targets(host, image):
+    for namespace, target, names in _targets(host, image, exclude):
         run = _image_run(host, namespace, target, names)
         known = runs.get((namespace, run.verdict.id))
         if known is not None:  # several targets (an index and its manifest) for one config
             known.verdict.tags = sorted(set(known.verdict.tags) | set(run.verdict.tags))
             continue
         runs[(namespace, run.verdict.id)] = run
+    return runs
+
+
+def verify(
+    host: ContainerdHost,
+    image: Image | None = None,
+    exclude: tuple[str, ...] = (),
+    users: dict[tuple[str, str], list[str]] | None = None,
+) -> tuple[list[LayerVerdict], list[ImageVerdict]]:
+    """Verdicts of every layer (each namespace's chain id once) and every image of HOST (or of
+    IMAGE alone, one of HOST's images), the namespaces EXCLUDE names left out; USERS ((namespace,
+    image id) -> container names) replaces HOST's own containers (Docker's store names its own)."""
+    containers = _users(host) if users is None else users
+    runs = _runs(host, image, exclude)
     layers: dict[tuple[str, str], LayerVerdict] = {}
     for (namespace, image_id), run in runs.items():
         for layer in run.layers:
@@ -482,3 +520,20 @@ def verify(host: ContainerdHost, image: Image | None = None) -> tuple[list[Layer
         iv.status = image_status(iv.problems)
         images.append(iv)
     return list(layers.values()), images
+
+
+def export_layer(
+    host: ContainerdHost, chain_id: str, write: Sink, exclude: tuple[str, ...] = ()
+) -> LayerVerdict:
+    """Write the uncompressed blob of the layer CHAIN_ID (the first namespace whose images hold
+    it) to WRITE while its snapshot is compared with it; LookupError when no image has it.
+
+    containerd keeps no tar-split record, so a layer tar cannot be rebuilt from the snapshot in
+    its original byte layout: what is written is the layer as pulled (its sha256 is the diff id,
+    checked), and the verdict says whether the snapshot still holds what it unpacked to.  A blob
+    garbage-collected after unpacking leaves nothing to write (the verdict is unverifiable)."""
+    for run in _runs(host, None, exclude).values():
+        for layer in run.layers:
+            if layer.chain_id == chain_id:
+                return verify_layer(host, layer, write)
+    raise LookupError(f"no layer {chain_id} in the images of {host.root}")

@@ -105,6 +105,23 @@ class DockerHost(Host):
     def _store(self, root: DockerRoot):
         return self._stores[root.path]
 
+    def containerd_stores(self) -> list:
+        """The ContainerdStore of every data root using the containerd image store."""
+        return list(self._stores.values())
+
+    def verify_layers(self, image: Image | None = None, images: bool = True):
+        """Layer and image verdicts (images/verify_layers.py verify_docker)."""
+        from pensieve.images.verify_layers import verify_docker
+
+        return verify_docker(self, image, images)
+
+    def export_layer(self, chain_id: str, write):
+        """The layer's tar stream rebuilt from its directory and tar-split record (a containerd
+        store root: its blob, uncompressed) into WRITE; its verdict."""
+        from pensieve.images.verify_layers import rebuild_layer
+
+        return rebuild_layer(self, chain_id, write)
+
     def containerd_store_roots(self) -> list[str]:
         """The containerd roots this host reads as Docker's image store (DATA_ROOT/containerd/daemon)."""
         return [root.join(CONTAINERD_STORE) for root in self.roots if self._uses_store(root)]

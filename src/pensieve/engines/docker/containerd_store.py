@@ -111,6 +111,31 @@ class ContainerdStore:
         """The image's committed snapshots, bottom to top (a problem for each one not unpacked)."""
         return self.ctr.chain_layers(image)
 
+    # ---- integrity --------------------------------------------------------------------------
+    def _other_namespaces(self) -> tuple[str, ...]:
+        return tuple(ns.name for ns in self.ctr.meta.namespaces if ns.name != MOBY)
+
+    def verify(self, image: Image | None = None):
+        """(layer verdicts, image verdicts) of the ``moby`` namespace's images (or of IMAGE, one of
+        this root's Docker images), as engines/containerd/verify.py checks them: every blob against
+        its digest, each layer's uncompressed stream against the config's diff id, each snapshot
+        against its layer tar.  The verdicts name the Docker data root."""
+        from pensieve.engines.containerd import verify as ctr_verify
+
+        layers, images = ctr_verify.verify(self.ctr, image, self._other_namespaces(), users={})
+        for v in [*layers, *images]:
+            v.data_root = self.root.path
+        return layers, images
+
+    def export_layer(self, chain_id: str, write):
+        """The uncompressed blob of the layer CHAIN_ID into WRITE, its snapshot checked
+        (engines/containerd/verify.export_layer); LookupError when no moby image has it."""
+        from pensieve.engines.containerd import verify as ctr_verify
+
+        v = ctr_verify.export_layer(self.ctr, chain_id, write, self._other_namespaces())
+        v.data_root = self.root.path
+        return v
+
     # ---- containers -------------------------------------------------------------------------
     def container_layers(self, c: Container, image: Image | None) -> None:
         """Fill C's layers from its snapshot chain: the image's layers, ``<id>-init`` (init) and the

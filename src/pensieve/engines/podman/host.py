@@ -416,6 +416,18 @@ class PodmanHost(Host):
         """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules."""
         return mark_podman_silent(changes)
 
+    # ---- verify ---------------------------------------------------------------------
+    def verify_layers(self, image: Image | None = None, images: bool = True):
+        """Layers rebuilt from their tar-split records, images' big data hashed (verify.py)."""
+        from pensieve.engines.podman.verify import verify
+
+        return verify(self, image, images)
+
+    def export_layer(self, chain_id: str, write):
+        from pensieve.engines.podman.verify import export_layer
+
+        return export_layer(self, chain_id, write)
+
     # ---- whence ---------------------------------------------------------------------
     def holds(self, path: str) -> bool:
         """PATH (an evidence path) is below one of the graphroots."""
