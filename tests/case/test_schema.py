@@ -51,7 +51,7 @@ def test_record_row_fills_keys_from_renamed_fields():
     t = next(t for t in TABLES if t.name == "containers")
     c = Container(id="abc", engine="podman", name="web", pod_name="p1")
     row = record_row(t, c, {"source_id": 1, "host": "h"})
-    assert row["container_id"] == "abc" and row["pod"] == "p1" and row["engine"] == "podman"
+    assert row["container_id"] == "abc" and row["pod_name"] == "p1" and row["engine"] == "podman"
     assert "id" not in row and "layers" not in row and "problems" not in row
 
 

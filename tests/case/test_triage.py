@@ -61,6 +61,8 @@ def test_a_task_per_container_and_progress_for_each(triaged, overlay2_root):
     tasks = _query(case, "SELECT task, subject, status FROM tasks WHERE source_id > 0")
     assert ("inventory", None, "done") in tasks
     assert {s for t, s, _st in tasks if t == "diff"} == {c.id for c in host.containers()}
+    assert {s for t, s, _st in tasks if t == "logs"} == {c.id for c in host.containers()}
+    assert ("integrity", None, "done") in tasks
     per_source = [e for e in events if e["source"] != "case"]
     assert len(per_source) == len(tasks) == summary.done
     assert all(e["status"] == "done" for e in events)
@@ -96,16 +98,24 @@ def test_a_failing_task_is_kept_and_the_others_complete(overlay2_root, tmp_path,
 
     monkeypatch.setattr(triage_mod, "container_diff", flaky)
     summary = triage([str(overlay2_root)], str(case))
-    assert summary.failed == 1 and summary.done == len(host.containers())  # inventory + the other diffs
+    ((total,),) = _query(case, "SELECT count(*) FROM tasks WHERE source_id > 0")
+    assert summary.failed == 1 and summary.done == total - 1  # every other task completed
     assert _query(case, "SELECT count(*) FROM changes WHERE path = '/half-written'") == [(0,)]
-    (row,) = _query(case, "SELECT status, message FROM tasks WHERE subject = '" + victim + "'")
+    (row,) = _query(
+        case, "SELECT status, message FROM tasks WHERE task = 'diff' AND subject = '" + victim + "'"
+    )
     assert row[0] == "failed" and "disk went away" in row[1]
-    problems = _query(case, "SELECT task, severity, message FROM problems WHERE subject = '" + victim + "'")
+    problems = _query(
+        case,
+        "SELECT task, severity, message FROM problems WHERE task = 'diff' AND subject = '" + victim + "'",
+    )
     assert problems and problems[0][:2] == ("diff", "error")
     monkeypatch.setattr(triage_mod, "container_diff", real)
     again = triage([str(overlay2_root)], str(case))
     assert again.done == 1 and again.failed == 0  # only the failed task ran again
-    assert _query(case, f"SELECT status FROM tasks WHERE subject = '{victim}'") == [("done",)]
+    assert _query(case, f"SELECT status FROM tasks WHERE task = 'diff' AND subject = '{victim}'") == [
+        ("done",)
+    ]
 
 
 def test_an_unusable_source_does_not_stop_the_others(overlay2_root, tmp_path):
@@ -172,3 +182,23 @@ def test_a_disk_image_is_inventoried_recovered_and_carved(deleted_img, tmp_path)
     # the journal-recovered files of a live container's RW layer are findings
     titles = {t for (t,) in _query(case, "SELECT title FROM findings WHERE producer = 'findings.deleted'")}
     assert "file deleted from a container: /tmp/dropper.bin" in titles
+
+
+def test_a_node_with_kubelet_checkpoints_only(tmp_path):
+    """A host root with no engine root left but the kubelet's checkpoint archives still read."""
+    import shutil
+
+    node = tmp_path / "node"
+    ckdir = node / "var" / "lib" / "kubelet" / "checkpoints"
+    ckdir.mkdir(parents=True)
+    (node / "etc").mkdir()
+    (node / "etc" / "hostname").write_text("worker-1\n")
+    archive = next((Path(__file__).parents[1] / "fixtures" / "kubelet-checkpoint").glob("*.tar"))
+    shutil.copy(archive, ckdir / archive.name)
+    case = tmp_path / "c.duckdb"
+    summary = triage([str(node)], str(case))
+    assert summary.failed == 0
+    ((host, engine, pod, name),) = _query(case, "SELECT host, engine, pod, checkpoint_name FROM checkpoints")
+    assert (host, engine, pod, name) == ("worker-1", "containerd", "default/counters", archive.name)
+    assert _query(case, "SELECT count(*) FROM processes")[0][0] > 0
+    assert _query(case, "SELECT kind FROM sources") == [("node",)]

@@ -11,7 +11,7 @@ tables join on them without knowing which analysis wrote them:
 ``engine``
     docker | containerd | podman | cri-o, or null where no engine is involved (a bare checkpoint);
 ``container_id``, ``pod``, ``image_id``, ``layer_id``
-    the container (full id), its pod (``namespace/name`` of a Kubernetes pod, or a Podman pod's
+    the container (full id), its pod (``namespace/name`` of a Kubernetes pod, a Podman pod's
     name), the image (full id) and the layer (the storage driver's id, or the snapshot key) the
     record is about, null where they do not apply.
 
@@ -106,7 +106,7 @@ TABLES: tuple[Table, ...] = (
         "every container of every engine (also dead and removed ones the engine still records)",
         Container,
         omit=("layers", "problems"),
-        renames=(("id", "container_id"), ("pod_name", "pod")),
+        renames=(("id", "container_id"),),
     ),
     Table("images", "every image an engine keeps", Image, renames=(("id", "image_id"),)),
     Table(
@@ -135,7 +135,7 @@ TABLES: tuple[Table, ...] = (
         "every checkpoint (CRIU images) found: Docker/Podman checkpoints, exports, kubelet archives",
         CheckpointInfo,
         extra=(("checkpoint_name", "VARCHAR"),),
-        omit=("name",),
+        omit=("name", "pod", "engine"),  # keys as everywhere: pod is namespace/name, engine lower case
     ),
     Table(
         "processes",

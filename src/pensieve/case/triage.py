@@ -72,6 +72,12 @@ class Context:
         self.matchers: list = []  # content-rule matcher factories (ContentScanner)
 
     @property
+    def evidence(self):
+        """The source's evidence (a checkpoint source has none of its own)."""
+        opened = self.source.opened
+        return opened.evidence if isinstance(opened, DiskSource) else getattr(opened, "evidence", None)
+
+    @property
     def host(self):
         """The Host the engine tasks read: the source's own, or the engines' on a disk image."""
         opened = self.source.opened
@@ -146,23 +152,33 @@ def open_triage_source(path: str) -> OpenedSource:
     try:
         host = open_engines(evidence)
     except NotADataRoot:
-        if not disk:
+        if not disk and not _holds_kubelet_archives(evidence):
             evidence.close()
             raise
-        host = None  # a disk without engine roots: still recovered and carved
+        host = None  # no engine root: a disk is still recovered and carved, checkpoints still read
     except EvidenceError:
         evidence.close()
         raise
     if host is not None:
         host.problems.extend(evidence.problems)
-    if disk:
-        return OpenedSource(real, "disk", label, _hostname(evidence), fp, DiskSource(evidence, host))
+    if disk or host is None:
+        kind = "disk" if disk else "node"
+        return OpenedSource(real, kind, label, _hostname(evidence), fp, DiskSource(evidence, host))
     return OpenedSource(real, "host", label, _hostname(evidence), fp, host)
 
 
+def _holds_kubelet_archives(evidence) -> bool:
+    from pensieve.memory.sources import kubelet_archives
+
+    try:
+        return bool(kubelet_archives(evidence))
+    except (EvidenceError, OSError):
+        return False
+
+
 class DiskSource:
-    """A disk image as triage reads it: its evidence, and the Host of the engine roots on it
-    (None when it holds none)."""
+    """A disk image, or a host root without engine roots, as triage reads it: its evidence, and
+    the Host of the engine roots on it (None when it holds none)."""
 
     def __init__(self, evidence, host) -> None:
         self.evidence = evidence
@@ -247,7 +263,11 @@ def container_diff(ctx: Context, container) -> Rows:
         ctx.problems.append(Problem(where, "no layers: no diff", container.id))
         return
     scanner = ContentScanner(ctx.matchers)
-    result = diff(host.evidence, container.layers, hash_files=True, digest=scanner)
+    try:
+        result = diff(host.evidence, container.layers, hash_files=True, digest=scanner)
+    except EvidenceError as exc:  # a layer gone from the evidence: said, not a failed analysis
+        ctx.problems.append(Problem(container.config_path or container.id, f"no diff: {exc}", container.id))
+        return
     changes = host.diff_filter(container, result.changes)
     ctx.problems.extend(result.problems)
     table, keys = BY_NAME["changes"], ctx.keys(**_container_keys(container))
@@ -261,21 +281,14 @@ def container_diff(ctx: Context, container) -> Rows:
     yield "changes", rows
 
 
-def checkpoint(ctx: Context) -> Rows:
-    """A checkpoint source: what it says of itself, its processes, sockets and carried changes."""
+def _checkpoint_rows(ctx: Context, src, keys: dict[str, Any]) -> Rows:
+    """What checkpoint SRC says of itself, its processes, open files, sockets and carried changes,
+    with KEYS (engine, container, pod, image)."""
     from pensieve.memory import views
 
-    src = ctx.source.opened
-    info = src.info
-    keys = {
-        "engine": (info.engine or "").lower() or None,
-        "container_id": info.container_id,
-        "image_id": info.image_id,
-        "pod": f"{info.namespace}/{info.pod}" if info.pod and info.namespace else info.pod,
-    }
+    info, ckpt = src.info, src.checkpoint
     extra = {"checkpoint_name": info.name}
     yield "checkpoints", [record_row(BY_NAME["checkpoints"], info, ctx.keys(**keys), extra)]
-    ckpt = src.checkpoint
     yield (
         "processes",
         [record_row(BY_NAME["processes"], p, ctx.keys(**keys), extra) for p in views.processes(ckpt)],
@@ -283,7 +296,75 @@ def checkpoint(ctx: Context) -> Rows:
     yield "sockets", [record_row(BY_NAME["sockets"], s, ctx.keys(**keys), extra) for s in views.sockets(ckpt)]
     yield "files", [record_row(BY_NAME["files"], f, ctx.keys(**keys), extra) for f in views.files(ckpt)]
     yield "changes", ctx.rows("changes", src.changes(), **keys)
-    ctx.problems += [Problem(ctx.source.path, p, info.container_id) for p in src.problems]
+    ctx.problems += [Problem(info.checkpoint or ctx.source.path, p, info.container_id) for p in src.problems]
+
+
+def _info_keys(info) -> dict[str, Any]:
+    return {
+        "engine": (info.engine or "").lower() or None,
+        "container_id": info.container_id,
+        "image_id": info.image_id,
+        "pod": f"{info.namespace}/{info.pod}" if info.pod and info.namespace else info.pod,
+    }
+
+
+def checkpoint(ctx: Context) -> Rows:
+    """A checkpoint source (a CRIU directory, a checkpoint archive)."""
+    src = ctx.source.opened
+    yield from _checkpoint_rows(ctx, src, _info_keys(src.info))
+
+
+def container_checkpoint(ctx: Context, container, ev_dir: str) -> Rows:
+    """A checkpoint an engine keeps of CONTAINER (``docker checkpoint create``), read in place."""
+    from pensieve.memory.sources import container_checkpoint as open_checkpoint
+
+    src = open_checkpoint(ctx.host, container, ev_dir, ctx.source.path)  # not closed: the host's evidence
+    yield from _checkpoint_rows(ctx, src, {**_info_keys(src.info), **_container_keys(container)})
+
+
+def kubelet_checkpoint(ctx: Context, ev_path: str) -> Rows:
+    """A kubelet forensic checkpoint archive (``/var/lib/kubelet/checkpoints/*.tar``) of the host,
+    tied to the container it names when the host holds it."""
+    from pensieve.memory.sources import open_kubelet_archive
+
+    with open_kubelet_archive(ctx.evidence, ev_path, ctx.source.path) as src:
+        keys = _info_keys(src.info)
+        c = _find_container(ctx.host, src.info.container_id) if ctx.host is not None else None
+        if c is not None:
+            keys.update(_container_keys(c))
+        yield from _checkpoint_rows(ctx, src, keys)
+
+
+def _find_container(host, cid: str | None):
+    if not cid:
+        return None
+    return next((c for c in host.containers() if c.id == cid), None)
+
+
+def integrity(ctx: Context) -> Rows:
+    """Every image layer of the source checked against its digest (``verify``)."""
+    host = ctx.host
+    if ctx.source.kind == "archive":
+        from pensieve.images.verify_archive import verify_archive
+
+        verdicts = verify_archive(host, None)
+    else:
+        verdicts, _images = host.verify_layers(None, False)
+    rows = []
+    for v in verdicts:
+        keys = ctx.keys(
+            engine=_engine_of(host, v.data_root) or getattr(host, "engine", None), layer_id=v.cache_id
+        )
+        rows.append(record_row(BY_NAME["integrity"], v, keys))
+    yield "integrity", rows
+
+
+def container_logs(ctx: Context, container) -> Rows:
+    """CONTAINER's log lines, whatever its engine keeps them in."""
+    from pensieve.engines.logfiles import container_logs as read
+
+    lines, _missing = read(ctx.host, container, ctx.problems)
+    yield "logs", ctx.rows("logs", lines, **_container_keys(container))
 
 
 def recovered(ctx: Context) -> Rows:
@@ -336,10 +417,50 @@ def _engine_of(host, data_root: str | None) -> str | None:
 def _host_tasks(ctx: Context) -> list[Task]:
     host = ctx.host
     tasks = [Task("inventory", None, "inventory", lambda: inventory(ctx))]
+    tasks.append(Task("integrity", None, "verify layers", lambda: integrity(ctx)))
     for c in host.containers():
-        label = f"diff {c.name or c.id[:12]}"
-        tasks.append(Task("diff", c.id, label, lambda c=c: container_diff(ctx, c)))
+        who = c.name or c.id[:12]
+        tasks.append(Task("diff", c.id, f"diff {who}", lambda c=c: container_diff(ctx, c)))
+        tasks.append(Task("logs", c.id, f"logs {who}", lambda c=c: container_logs(ctx, c)))
+        for name, ev_dir in _checkpoints_of(ctx, c).items():
+            label = f"checkpoint {who}/{name}"
+            tasks.append(
+                Task(
+                    "checkpoint",
+                    f"{c.id}/{name}",
+                    label,
+                    lambda c=c, d=ev_dir: container_checkpoint(ctx, c, d),
+                )
+            )
+    return tasks + _kubelet_tasks(ctx)
+
+
+def _kubelet_tasks(ctx: Context) -> list[Task]:
+    tasks = []
+    for ev_path in _kubelet_archives(ctx):
+        name = ev_path.rsplit("/", 1)[-1]
+        tasks.append(
+            Task("checkpoint", ev_path, f"checkpoint {name}", lambda p=ev_path: kubelet_checkpoint(ctx, p))
+        )
     return tasks
+
+
+def _checkpoints_of(ctx: Context, c) -> dict[str, str]:
+    try:
+        return ctx.host.checkpoints(c)
+    except (EvidenceError, OSError) as exc:
+        ctx.problems.append(Problem(c.config_path or c.id, f"checkpoints unreadable: {exc}", c.id))
+        return {}
+
+
+def _kubelet_archives(ctx: Context) -> list[str]:
+    from pensieve.memory.sources import kubelet_archives
+
+    try:
+        return kubelet_archives(ctx.evidence)
+    except (EvidenceError, OSError) as exc:
+        ctx.problems.append(Problem(ctx.source.path, f"kubelet checkpoints unreadable: {exc}"))
+        return []
 
 
 def _checkpoint_tasks(ctx: Context) -> list[Task]:
@@ -351,6 +472,10 @@ def _disk_tasks(ctx: Context) -> list[Task]:
     tasks: list[Task] = []
     if disk.host is not None:
         tasks = _host_tasks(ctx)
+    elif ctx.source.kind == "node":
+        return _kubelet_tasks(ctx)
+    else:
+        tasks = _kubelet_tasks(ctx)
     if disk.evidence.fs_type.startswith("ext"):
         tasks.append(Task("recover", None, "recover", lambda: recovered(ctx)))
     tasks.append(Task("carve", None, "carve", lambda: carved(ctx)))
@@ -360,9 +485,13 @@ def _disk_tasks(ctx: Context) -> list[Task]:
 #: source kind -> the planner naming the tasks that apply to it
 PLANNERS: dict[str, Callable[[Context], list[Task]]] = {
     "host": _host_tasks,
-    "archive": lambda ctx: [Task("inventory", None, "inventory", lambda: inventory(ctx))],
+    "archive": lambda ctx: [
+        Task("inventory", None, "inventory", lambda: inventory(ctx)),
+        Task("integrity", None, "verify layers", lambda: integrity(ctx)),
+    ],
     "checkpoint": _checkpoint_tasks,
     "disk": _disk_tasks,
+    "node": _disk_tasks,
 }
 
 
@@ -426,6 +555,9 @@ def triage_source(store: CaseStore, source: OpenedSource, report: Callable[[dict
     ctx = Context(source, sid)
     opened_problems = list(getattr(source.opened, "problems", []) or [])
     tasks = PLANNERS[source.kind](ctx)
+    if ctx.problems:  # met while naming the tasks (a checkpoint directory unreadable ...)
+        with store.transaction():
+            store.insert("problems", ctx.rows("problems", ctx.problems, task="plan"))
     done = reused = failed = 0
     for i, task in enumerate(tasks, 1):
         event = {"source": source.label, "task": task.label, "index": i, "total": len(tasks)}

@@ -7,7 +7,7 @@ import sys
 from pensieve.commands.common import SOURCE, Commands, arg, err, full_ids, is_archive, open_host, short
 from pensieve.output import columns
 from pensieve.output.text import printable
-from pensieve.records import Container, HistoryStep, Image, LogLine, Problem, Volume
+from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
 from pensieve.times import iso_ns
 
 COMMANDS = Commands()
@@ -97,43 +97,15 @@ def cmd_logs(o):
     """A container's log: Docker's json-file and local drivers, a CRI container's log
     (/var/log/pods, partial lines joined), a Podman container's k8s-file log; rotated and
     compressed files, oldest first."""
-    import posixpath
-
-    from pensieve.engines.docker.logs import log_files, read_logs
+    from pensieve.engines.logfiles import container_logs
     from pensieve.output.render import emit
 
     host = open_host(o.source)
     c = host.container(o.container)
     problems = list(host.problems)
-    if c.engine in ("containerd", "cri-o") and (c.log_driver == "cri" or c.pod_name):
-        from pensieve.engines.containerd.cri import cri_log_files, read_cri_logs
-
-        files = cri_log_files(host.evidence, c)
-        if not files:
-            err(f"no CRI log files for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
-        lines = read_cri_logs(host.evidence, c.id, files, problems)
-    elif c.engine == "containerd":
-        # outside CRI containerd writes no log: the task's stdio is the client's (ctr's terminal,
-        # its fifos, or the --log-uri binary or file it named), none of it in containerd's root
-        where = c.config_path or c.id
-        note = f"the logs of {c.id} are not in files: containerd keeps none for a container started "
-        note += "outside CRI (its output went to the client that started it: ctr's terminal or --log-uri)"
-        problems.append(Problem(where, note, c.id))
-        lines = iter(())
-    elif c.engine == "podman":
-        from pensieve.engines.podman.logs import podman_log_files, read_podman_logs
-
-        before = len(problems)
-        files = podman_log_files(host.evidence, c, problems)
-        if not files and len(problems) == before:
-            err(f"no k8s-file log for {short(c.id)} (recorded {c.log_path or 'nowhere'})", "33")
-        lines = read_podman_logs(host.evidence, c, files, problems)
-    else:
-        cdir = posixpath.dirname(c.config_path or "")
-        files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
-        if not files:
-            err(f"no log files for {short(c.id)} (driver {c.log_driver or 'unknown'})", "33")
-        lines = read_logs(host.evidence, c.id, files, problems)
+    lines, missing = container_logs(host, c, problems)
+    if missing:
+        err(f"{missing} for {short(c.id)}", "33")
     if o.stream:
         lines = (line for line in lines if line.stream == o.stream)
     if o.fmt == "table":

@@ -49,3 +49,41 @@ def each_file(
         except (EvidenceError, OSError, EOFError, zlib.error) as exc:
             where = f" after {count} {unit}" if count else ""
             problems.append(Problem(path, f"cannot read log file {path}{where}: {exc}", container_id))
+
+
+def container_logs(host, c, problems: list[Problem]) -> tuple[Iterator, str | None]:
+    """(the log lines of container C, oldest first; why there are none, or None) on every engine:
+    Docker's json-file and local drivers, the CRI logs of containerd and CRI-O containers
+    (``/var/log/pods``), Podman's k8s-file.  What cannot be read goes to PROBLEMS.  A containerd
+    container started outside CRI has no log in files: a problem says so (its output went to
+    the client that started it)."""
+    import posixpath
+
+    from pensieve.engines.docker.logs import log_files, read_logs
+
+    if c.engine in ("containerd", "cri-o") and (c.log_driver == "cri" or c.pod_name):
+        from pensieve.engines.containerd.cri import cri_log_files, read_cri_logs
+
+        files = cri_log_files(host.evidence, c)
+        missing = None if files else f"no CRI log files (recorded {c.log_path or 'nowhere'})"
+        return read_cri_logs(host.evidence, c.id, files, problems), missing
+    if c.engine == "containerd":
+        note = f"the logs of {c.id} are not in files: containerd keeps none for a container started "
+        note += "outside CRI (its output went to the client that started it: ctr's terminal or --log-uri)"
+        problems.append(Problem(c.config_path or c.id, note, c.id))
+        return iter(()), None
+    if c.engine == "podman":
+        from pensieve.engines.podman.logs import podman_log_files, read_podman_logs
+
+        before = len(problems)
+        files = podman_log_files(host.evidence, c, problems)
+        missing = (
+            None
+            if files or len(problems) != before
+            else f"no k8s-file log (recorded {c.log_path or 'nowhere'})"
+        )
+        return read_podman_logs(host.evidence, c, files, problems), missing
+    cdir = posixpath.dirname(c.config_path or "")
+    files = log_files(host.evidence, cdir, c.log_path, c.log_driver)
+    missing = None if files else f"no log files (driver {c.log_driver or 'unknown'})"
+    return read_logs(host.evidence, c.id, files, problems), missing

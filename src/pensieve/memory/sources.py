@@ -236,6 +236,13 @@ def _docker(path: str, container: str, name: str | None) -> Source:
     host = _host(path)
     c = host.container(container)  # LookupFailed: exit 4
     ev_dir = _pick_checkpoint(c, host.checkpoints(c), name)
+    return container_checkpoint(host, c, ev_dir, path)
+
+
+def container_checkpoint(host, c: Container, ev_dir: str, path: str) -> Source:
+    """The checkpoint of container C kept at EV_DIR on HOST's evidence (``host.checkpoints(c)``),
+    read through that evidence; PATH names the source in the record.  Closing the Source closes
+    the host's evidence too."""
     name = posixpath.basename(ev_dir)
     host_dir = host.evidence.host_path(ev_dir)
     try:
@@ -552,6 +559,20 @@ def _archives_in(evidence: Evidence) -> list[str]:
             except (EvidenceError, OSError):
                 continue
     return out
+
+
+def kubelet_archives(evidence: Evidence) -> list[str]:
+    """Evidence paths of every kubelet checkpoint archive of a host root (every kubelet root,
+    ``--root-dir`` followed)."""
+    return _archives_in(evidence)
+
+
+def open_kubelet_archive(evidence: Evidence, ev_path: str, source: str) -> Source:
+    """The kubelet checkpoint archive EV_PATH of EVIDENCE as a Source (SourceError when it is
+    unusable); SOURCE names the host root in its record.  Closing it leaves EVIDENCE open."""
+    src = _archive(evidence.host_path(ev_path) or f"{source}:{ev_path}", evidence, ev_path)
+    src.info.source = source
+    return src
 
 
 def _open_host_root(path: str) -> Evidence:
