@@ -183,6 +183,15 @@ class PodmanHost(Host):
     def images(self) -> list[Image]:
         return self._images
 
+    @cached_property
+    def _image_index(self) -> dict[tuple[str | None, str], Image]:
+        """(graphroot, image id) -> Image: each container's image found without a scan (the first
+        of equal keys wins, as the scan it replaces did)."""
+        index: dict[tuple[str | None, str], Image] = {}
+        for image in self._images:
+            index.setdefault((image.data_root, image.id), image)
+        return index
+
     def image(self, ref: str) -> Image:
         img = resolve_image(self.images(), ref)
         if img is None:
@@ -267,7 +276,7 @@ class PodmanHost(Host):
         if not in_storage:
             self._add(c, src, "container not in containers.json: its layer is unknown")
             return
-        image = next((i for i in self.images() if i.id == c.image_id and i.data_root == root.path), None)
+        image = self._image_index.get((root.path, c.image_id or ""))
         chain = list(self.image_layers(image)) if image is not None else []
         if image is None and c.image_id:
             self._add(c, src, f"image {c.image_id} not in images.json")
