@@ -15,7 +15,7 @@ from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.docker.drivers.overlay import Overlay2
-from pensieve.engines.docker.images import _history, resolve_image, runtime_config
+from pensieve.engines.docker.images import history_steps, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
@@ -173,7 +173,7 @@ class PodmanHost(Host):
         infos = {
             c: _LayerInfo(layer.id, layer.diff_size) for c, layer in zip(image.chain_ids, chain, strict=False)
         }
-        image.history = _history(config, image.diff_ids, image.chain_ids, infos)
+        image.history = history_steps(config, image.diff_ids, image.chain_ids, infos)
         if [layer.diff_digest for layer in chain] != image.diff_ids:
             self.problems.append(
                 Problem(path, "image config diff_ids do not match the layers.json chain", si.id)
@@ -445,7 +445,7 @@ class PodmanHost(Host):
 
 @record
 class _LayerInfo:
-    """What docker.images._history wants of a layer: its cache id and size."""
+    """What docker.images.history_steps wants of a layer: its cache id and size."""
 
     cache_id: str
     size: int | None
