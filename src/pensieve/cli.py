@@ -55,13 +55,20 @@ def base_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``pensieve`` parser: every module of pensieve.commands.COMMAND_MODULES, in order."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole ``pensieve`` parser: every module of pensieve.commands.COMMAND_MODULES, in order;
+    with COMMAND, only the modules up to the one adding it (commands.add_all)."""
     from pensieve.commands import add_all
 
     parser = base_parser()
-    add_all(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    add_all(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), command)
     return parser
+
+
+def command_of(args: list[str]) -> str | None:
+    """The command ARGS name (the first word), None when a top-level option comes first (--help,
+    --version: they need the whole parser)."""
+    return args[0] if args and not args[0].startswith("-") else None
 
 
 def split_globals(argv: list[str]) -> tuple[list[str], bool, str | None]:
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except UsageError as exc:
         err(f"pensieve: error: {exc}")
         return EXIT_USAGE
-    parser = parser or build_parser()
+    parser = parser or build_parser(command_of(args))
     try:
         opts = parser.parse_args(args)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)

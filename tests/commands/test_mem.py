@@ -77,8 +77,8 @@ def main(monkeypatch):
     """cli.main with `mem` registered (as the lead's one line in build_parser will do)."""
     real = cli.build_parser
 
-    def build():
-        p = real()
+    def build(command=None):
+        p = real(command)
         sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
         if "mem" not in sub.choices:
             mem.add_parser(sub)

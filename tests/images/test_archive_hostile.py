@@ -59,7 +59,7 @@ def one_parser():
     once for the 700 inputs of this module."""
     parser = pensieve.cli.build_parser()
     saved = pensieve.cli.build_parser
-    pensieve.cli.build_parser = lambda: parser
+    pensieve.cli.build_parser = lambda command=None: parser
     yield
     pensieve.cli.build_parser = saved
 

@@ -12,7 +12,11 @@ import importlib
 COMMAND_MODULES = ("inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case")
 
 
-def add_all(subparsers) -> None:
-    """Add the commands of every module of COMMAND_MODULES to SUBPARSERS, in order."""
+def add_all(subparsers, wanted: str | None = None) -> None:
+    """Add the commands of every module of COMMAND_MODULES to SUBPARSERS, in order; with WANTED
+    (the command on the line), stop at the module that adds it (start-up time: a listing need
+    not build the parsers of ``mem`` or ``carve``)."""
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+        if wanted is not None and wanted in subparsers.choices:
+            return

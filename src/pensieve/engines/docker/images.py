@@ -37,7 +37,11 @@ def _as_doc(value: Doc | dict, source: str = "image config") -> Doc:
     return value if isinstance(value, Doc) else Doc(value if isinstance(value, dict) else {}, source, [])
 
 
-def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb: dict) -> list[HistoryStep]:
+def history_steps(
+    config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb: dict
+) -> list[HistoryStep]:
+    """The image config's ``history`` as HistoryStep records, each non-empty step joined to its
+    layer (DIFF_IDS, CHAINS; LAYERDB: chain id -> an object with ``cache_id`` and ``size``)."""
     config = _as_doc(config)
     steps: list[HistoryStep] = []
     layer_i = 0
@@ -76,6 +80,9 @@ def _history(config: Doc | dict, diff_ids: list[str], chains: list[str], layerdb
         )
         layer_i += 1
     return steps
+
+
+_history = history_steps  # the old name, still imported by images/archive.py and containerd/images.py
 
 
 def runtime_config(cfg: Doc | dict) -> dict:
@@ -120,7 +127,7 @@ def parse_image_config(
         chain_ids=chains,
         cache_ids=cache_ids,
         size=sum(sizes) if sizes else None,
-        history=_history(config, diff_ids, chains, layerdb),
+        history=history_steps(config, diff_ids, chains, layerdb),
         config_path=path,
         data_root=root.path,
     )

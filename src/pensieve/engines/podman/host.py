@@ -16,7 +16,7 @@ from functools import cached_property
 from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.crio.layout import is_crio_metadata, is_crio_spec
 from pensieve.engines.docker.drivers.overlay import Overlay2
-from pensieve.engines.docker.images import _history, resolve_image, runtime_config
+from pensieve.engines.docker.images import history_steps, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
@@ -179,7 +179,7 @@ class PodmanHost(Host):
         infos = {
             c: _LayerInfo(layer.id, layer.diff_size) for c, layer in zip(image.chain_ids, chain, strict=False)
         }
-        image.history = _history(config, image.diff_ids, image.chain_ids, infos)
+        image.history = history_steps(config, image.diff_ids, image.chain_ids, infos)
         if [layer.diff_digest for layer in chain] != image.diff_ids:
             self.problems.append(
                 Problem(path, "image config diff_ids do not match the layers.json chain", si.id)
@@ -188,6 +188,15 @@ class PodmanHost(Host):
 
     def images(self) -> list[Image]:
         return self._images
+
+    @cached_property
+    def _image_index(self) -> dict[tuple[str | None, str], Image]:
+        """(graphroot, image id) -> Image: each container's image found without a scan (the first
+        of equal keys wins, as the scan it replaces did)."""
+        index: dict[tuple[str | None, str], Image] = {}
+        for image in self._images:
+            index.setdefault((image.data_root, image.id), image)
+        return index
 
     def image(self, ref: str) -> Image:
         img = resolve_image(self.images(), ref)
@@ -277,7 +286,7 @@ class PodmanHost(Host):
         if not in_storage:
             self._add(c, src, "container not in containers.json: its layer is unknown")
             return
-        image = next((i for i in self._images if i.id == c.image_id and i.data_root == root.path), None)
+        image = self._image_index.get((root.path, c.image_id or ""))
         chain = list(self.image_layers(image)) if image is not None else []
         if image is None and c.image_id:
             self._add(c, src, f"image {c.image_id} not in images.json")
@@ -458,7 +467,7 @@ class PodmanHost(Host):
 
 @record
 class _LayerInfo:
-    """What docker.images._history wants of a layer: its cache id and size."""
+    """What docker.images.history_steps wants of a layer: its cache id and size."""
 
     cache_id: str
     size: int | None

@@ -23,8 +23,8 @@ into memory through the evidence (no -wal/-shm is ever created next to it).
 from __future__ import annotations
 
 import posixpath
-import sqlite3
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound
@@ -32,6 +32,9 @@ from pensieve.formats.bolt import BoltDB, BoltError, Bucket
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Problem
 from pensieve.records.core import field, record
+
+if TYPE_CHECKING:  # sqlite3 is imported where a db.sql is read (start-up time: 4.x roots are bolt)
+    import sqlite3
 
 #: libpod ContainerStatus numbers -> their String() names (define/containerstate.go)
 LIBPOD_STATES = {
@@ -200,6 +203,8 @@ def read_bolt(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState:
 
 
 def _rows(db: sqlite3.Connection, sql: str, path: str, problems: list[Problem]) -> list[tuple]:
+    import sqlite3  # already loaded by read_sqlite: its module for the except clause
+
     try:
         return db.execute(sql).fetchall()
     except sqlite3.Error as exc:
@@ -288,6 +293,8 @@ def read_sqlite(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState
     if len(raw) > MAX_SQLITE_BYTES:
         problems.append(Problem(path, f"libpod sqlite state larger than {MAX_SQLITE_BYTES} bytes: not read"))
         return out
+    import sqlite3
+
     db = sqlite3.connect(":memory:")
     try:
         db.deserialize(raw)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import posixpath
-import tomllib
 
 from pensieve.evidence import Evidence, EvidenceError
 
@@ -41,6 +40,8 @@ def _storage_conf(ev: Evidence) -> tuple[dict, str | None]:
             raw = ev.read_bytes(conf, 1 << 20)
         except (EvidenceError, OSError):
             continue
+        import tomllib  # only where a storage.conf is found (start-up time)
+
         try:
             data = tomllib.loads(raw.decode("utf-8", "replace"))
         except (tomllib.TOMLDecodeError, ValueError):
