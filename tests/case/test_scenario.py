@@ -87,7 +87,7 @@ def test_every_source_and_task_is_done(triaged):
     case, summary, ids, _before = triaged
     assert summary.failed == 0 and summary.done > 0
     kinds = dict(_query(case, "SELECT source_id, kind FROM sources"))
-    assert {kinds[ids[n]] for n in ("root", "disk")} == {"host"}
+    assert (kinds[ids["root"]], kinds[ids["disk"]]) == ("host", "disk")
     assert {kinds[ids[n]] for n in ("before", "after")} == {"checkpoint"}
     assert _query(case, "SELECT count(*) FROM tasks WHERE status <> 'done'") == [(0,)]
 
@@ -206,35 +206,30 @@ def _mentions(finding: dict, text: str) -> bool:
 HIGH = ("high", "critical")
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_a_high_finding_for_the_executable_dropped_in_a_hidden_tmp_dir(triaged):
     case, _s, _ids, _b = triaged
     found = _findings(case, f"container_id = '{WEB}'")
     assert any(f["severity"] in HIGH and _mentions(f, DROPPER["paths"]["web"]) for f in found)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_a_persistence_finding_for_the_crontab(triaged):
     case, _s, _ids, _b = triaged
     found = _findings(case, f"container_id = '{WEB}'")
     assert any(_mentions(f, EXPECTED["crontab"]["path"]) for f in found)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_a_finding_for_the_new_uid0_account(triaged):
     case, _s, _ids, _b = triaged
     found = _findings(case, f"container_id = '{WEB}'")
     assert any(f["severity"] in HIGH and _mentions(f, EXPECTED["new_user"]["name"]) for f in found)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_a_high_finding_for_the_reverse_shell_in_the_after_checkpoint(triaged):
     case, _s, ids, _b = triaged
     found = _findings(case, f"source_id = {ids['after']}")
     assert any(f["severity"] in HIGH and _mentions(f, str(CB_PORT)) for f in found)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_the_control_container_yields_no_high_finding(triaged):
     case, _s, _ids, _b = triaged
     assert _findings(case, f"container_id = '{WEB}'"), "no findings at all: nothing to compare against"
@@ -285,7 +280,6 @@ def test_the_timeline_has_the_payloads_deletion(triaged):
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: triage does not run recovery yet")
 def test_the_case_holds_the_recovered_payload(triaged):
     case, _s, ids, _b = triaged
     rows = _query(case, f"SELECT container_id, sha256 FROM recovered WHERE source_id = {ids['disk']}")

@@ -7,6 +7,10 @@ consumer sees the same blocks.  Kinds come from magic numbers (ELF ``7f 45 4c 46
 scripts, and the archive and compression magics the carver knows); what the first bytes do not
 say is ``data``.
 
+Small files the findings read line by line (``keep``: account files, crontabs, authorized keys)
+are kept by sha256, so that the lines a container added to them can be told apart from the
+image's.
+
 Consumers: ``matchers`` are objects with ``feed(block)`` / ``finish() -> list`` made fresh for
 each file by the factories given to the scanner (YARA and IOC matching plug in here).
 """
@@ -18,6 +22,8 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
+#: the largest file whose content is kept for the findings (account files, crontabs ...)
+KEEP_LIMIT = 256 << 10
 
 #: leading bytes -> file kind (checked in order)
 MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -50,23 +56,35 @@ def file_kind(head: bytes) -> str:
 class ContentScanner:
     """Hash, kind and matches of every file read through it, by evidence path."""
 
-    def __init__(self, matchers: list[Callable[[str], Any]] | None = None) -> None:
+    def __init__(
+        self, matchers: list[Callable[[str], Any]] | None = None, keep: Callable[[str], bool] | None = None
+    ) -> None:
         self.factories = matchers or []
+        self.keep = keep or (lambda _path: False)
         self.kinds: dict[str, str] = {}
         self.matches: dict[str, list] = {}
+        self.kept: dict[str, bytes] = {}  # sha256 -> content of small files KEEP wants (account files ...)
 
     def __call__(self, fh: BinaryIO, host_path: str) -> str:
         h = hashlib.sha256()
         consumers = [make(host_path) for make in self.factories]
         head = b""
+        kept: list[bytes] | None = [] if self.keep(host_path) else None
+        size = 0
         while block := fh.read(CHUNK):
             if len(head) < 512:
                 head += block[: 512 - len(head)]
             h.update(block)
+            size += len(block)
+            if kept is not None:
+                kept = kept + [block] if size <= KEEP_LIMIT else None
             for c in consumers:
                 c.feed(block)
         self.kinds[host_path] = file_kind(head)
+        digest = h.hexdigest()
+        if kept is not None:
+            self.kept[digest] = b"".join(kept)
         found = [m for c in consumers for m in c.finish()]
         if found:
             self.matches[host_path] = found
-        return h.hexdigest()
+        return digest

@@ -314,34 +314,83 @@ def changes(store: CaseStore) -> Rows:
     yield "findings", [f for r in rows for f in _change_findings(r)]
 
 
-@analysis("findings.persistence", ("findings",), order=10)
-def persistence(store: CaseStore) -> Rows:
-    """Persistence and account files written (changes)."""
-    out: list[dict] = []
-    for test, title, severity, technique, rationale in PERSISTENCE:
-        rows = _dicts(
-            store,
-            f"SELECT {COLS}, change, path, mtime, sha256"
-            f" FROM changes WHERE type = 'file' AND change IN ('added', 'modified') AND ({test})",
-        )
-        out += [
+def _accounts(lines: list[str]) -> list[tuple[str, str]]:
+    """(name, uid) of the passwd(5) lines among LINES."""
+    out = []
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) >= 7 and parts[0] and not line.startswith("#"):
+            out.append((parts[0], parts[2]))
+    return out
+
+
+def _persistence_rows(r: dict, title: str, severity: str, technique: str, rationale: str) -> list[dict]:
+    added = json.loads(r.get("added_lines") or "null") or []
+    details = {"sha256": r.get("sha256"), "change": r["change"], "added_lines": added}
+    accounts = _accounts(added) if r["path"] == "/etc/passwd" else []
+    if accounts:
+        return [
             finding(
-                severity,
-                f"{title}: {r['path']}",
-                rationale,
+                "critical" if uid == "0" else "high",
+                f"account {name} added to /etc/passwd (uid {uid})",
+                f"a new account {name} with uid {uid}" + (": a second root" if uid == "0" else ""),
                 [_change_ref(r)],
                 (technique,),
                 _keys(r),
                 r["path"],
                 r.get("mtime"),
-                {"sha256": r.get("sha256"), "change": r["change"]},
-            )  # fmt: skip
-            for r in rows
+                details,
+            )
+            for name, uid in accounts
         ]
+    shown = f": {added[0][:80]}" if added else ""
+    ref = [_change_ref(r)]
+    return [
+        finding(
+            severity,
+            f"{title}: {r['path']}",
+            rationale + shown,
+            ref,
+            (technique,),
+            _keys(r),
+            r["path"],
+            r.get("mtime"),
+            details,
+        )  # fmt: skip
+    ]
+
+
+@analysis("findings.persistence", ("findings",), order=10)
+def persistence(store: CaseStore) -> Rows:
+    """Persistence and account files written (changes), naming the lines added."""
+    out: list[dict] = []
+    for test, title, severity, technique, rationale in PERSISTENCE:
+        rows = _dicts(
+            store,
+            f"SELECT {COLS}, change, path, mtime, sha256, added_lines"
+            f" FROM changes WHERE type = 'file' AND change IN ('added', 'modified') AND ({test})",
+        )
+        for r in rows:
+            out += _persistence_rows(r, title, severity, technique, rationale)
     yield "findings", out
 
 
 # ---- processes of checkpoints ------------------------------------------------------------------
+
+
+def _peers(store: CaseStore, source_id: int, pid: int) -> list[str]:
+    """``address:port`` of the far end of each inet socket on PID's standard input or output."""
+    rows = _dicts(
+        store,
+        f"SELECT dst, dst_port, fds FROM sockets WHERE source_id = {int(source_id)}"
+        " AND family IN ('inet', 'inet6')",
+    )
+    mine = {f"{pid}:0", f"{pid}:1"}
+    return [
+        f"{r['dst']}:{r['dst_port']}"
+        for r in rows
+        if mine & set(json.loads(r["fds"] or "[]")) and r["dst_port"]
+    ]
 
 
 @analysis("findings.processes", ("findings",), order=10)
@@ -360,6 +409,7 @@ def processes(store: CaseStore) -> Rows:
     )
     out = []
     for r in on_socket:
+        peers = _peers(store, r["source_id"], r["pid"])
         ref = {
             "table": "processes",
             "source_id": r["source_id"],
@@ -369,15 +419,17 @@ def processes(store: CaseStore) -> Rows:
         out.append(
             finding(
                 "critical",
-                f"shell on a network socket (pid {r['pid']})",
-                "a shell whose standard "
-                f"input/output (fd {', '.join(map(str, r['fds']))}) is a TCP socket: a reverse or bind shell",
+                f"shell on a network socket (pid {r['pid']}{', to ' + peers[0] if peers else ''})",
+                "a shell whose standard input/output (fd " + ", ".join(map(str, r["fds"])) + ") is a TCP "
+                "socket"
+                + (f" connected to {', '.join(peers)}" if peers else "")
+                + ": a reverse or bind shell",
                 [ref],
                 ("T1059.004",),
                 _keys(r),
                 f"pid {r['pid']}",
                 None,
-                {"cmdline": r.get("cmdline"), "sockets": r.get("targets")},
+                {"cmdline": r.get("cmdline"), "sockets": r.get("targets"), "peers": peers},
             )  # fmt: skip
         )
     deleted = _dicts(

@@ -120,10 +120,11 @@ TABLES: tuple[Table, ...] = (
     Table(
         "changes",
         "what each container changed against its image (added | modified | deleted), with sha256, "
-        "the kind of file (elf, script ... from its first bytes) and content-rule matches",
+        "the kind of file (elf, script ... from its first bytes), content-rule matches, and for "
+        "account files, crontabs and authorized keys the lines the container added",
         Change,
         renames=(("layer", "layer_id"),),
-        extra=(("file_kind", "VARCHAR"), ("matches", "JSON")),
+        extra=(("file_kind", "VARCHAR"), ("matches", "JSON"), ("added_lines", "JSON")),
     ),
     Table(
         "integrity",

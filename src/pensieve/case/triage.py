@@ -21,6 +21,7 @@ Progress goes to the caller's ``report(event)`` (the CLI prints one line per tas
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -262,7 +263,7 @@ def container_diff(ctx: Context, container) -> Rows:
         where = container.config_path or container.id
         ctx.problems.append(Problem(where, "no layers: no diff", container.id))
         return
-    scanner = ContentScanner(ctx.matchers)
+    scanner = ContentScanner(ctx.matchers, keep=_watched)
     try:
         result = diff(host.evidence, container.layers, hash_files=True, digest=scanner)
     except EvidenceError as exc:  # a layer gone from the evidence: said, not a failed analysis
@@ -276,6 +277,7 @@ def container_diff(ctx: Context, container) -> Rows:
         extra = {
             "file_kind": scanner.kinds.get(ch.host_path or ""),
             "matches": scanner.matches.get(ch.host_path or ""),
+            "added_lines": _added_lines(scanner.kept, ch),
         }
         rows.append(record_row(table, ch, keys, extra))
     yield "changes", rows
@@ -306,6 +308,29 @@ def _info_keys(info) -> dict[str, Any]:
         "image_id": info.image_id,
         "pod": f"{info.namespace}/{info.pod}" if info.pod and info.namespace else info.pod,
     }
+
+
+#: files whose added lines the findings name (the tail of the evidence path)
+WATCHED = re.compile(
+    r"/(etc/(passwd|shadow|group|gshadow|sudoers|crontab|ld\.so\.preload)|etc/sudoers\.d/[^/]+"
+    r"|etc/cron\.[a-z]+/[^/]+|etc/crontabs/[^/]+|var/spool/cron/(crontabs/)?[^/]+|[^/]+/\.ssh/authorized_keys2?)$"
+)
+MAX_LINES = 50
+
+
+def _watched(host_path: str) -> bool:
+    return WATCHED.search(host_path) is not None
+
+
+def _added_lines(kept: dict[str, bytes], ch) -> list[str] | None:
+    """The lines of a watched file that its lower copy lacks (all of them for an added file)."""
+    now = kept.get(ch.sha256 or "")
+    if now is None or ch.change == "deleted":
+        return None
+    before = kept.get((ch.lower or {}).get("sha256") or "", b"")
+    old = set(before.splitlines())
+    added = [line for line in now.splitlines() if line not in old]
+    return [line.decode("utf-8", "backslashreplace") for line in added[:MAX_LINES]]
 
 
 def checkpoint(ctx: Context) -> Rows:
