@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [ln for ln in env_lines(src["root"]) if not ln.startswith("- data root")]
     where = SCENARIO.relative_to(HERE.parent)
     lines.append(f"- sources: the breach scenario ({where}), unpacked in {CACHE}")
-    o.out.write_text("# triage vs the same analyses as separate commands\n\n" + "\n".join(lines) + f"\n\n{table}\n"
-                     + "\n".join(notes) + "\n")  # fmt: skip
+    head = "# triage vs the same analyses as separate commands\n\n" + "\n".join(lines)
+    o.out.write_text(f"{head}\n\n{table}\n" + "\n".join(notes) + "\n")
     return 0
 
 
