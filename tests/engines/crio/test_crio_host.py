@@ -144,3 +144,24 @@ def test_podman_alone_leaves_crio_containers_out(node):
 
     host = PodmanHost(DirectoryEvidence(str(node)), ["/var/lib/containers/storage"])
     assert sorted(c.id for c in host.containers()) == sorted(EXPECTED["podman_containers"])
+
+
+def test_containers_named_as_kubernetes_names_them(node):
+    """``web``, ``shop/web`` or ``default/shop/web`` find a CRI container; of a restarted one the
+    latest attempt, as ``kubectl logs`` shows."""
+    host = crio_host(node)
+    everyone = EXPECTED["containers"].items()
+    worker = {c["attempt"]: cid for cid, c in everyone if c["k8s_container"] == "worker"}
+    assert host.container("worker").id == worker[1]
+    web = next(cid for cid, c in everyone if c["k8s_container"] == "web")
+    assert (
+        host.container("web").id
+        == host.container("shop/web").id
+        == host.container("default/shop/web").id
+        == web
+    )
+    code, out, err = run_cli("logs", node, "shop/web", "--json")  # "web" alone: also a Podman name here
+    assert code == 0, err
+    assert [[line["stream"], line["message"]] for line in json.loads(out)] == EXPECTED["containers"][web][
+        "log_lines"
+    ]

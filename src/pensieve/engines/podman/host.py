@@ -46,6 +46,31 @@ __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_
 LAYER_RULES = "overlay2"
 
 
+def kubernetes_matches(containers: list[Container], ref: str) -> list[Container]:
+    """The CRI containers REF names as Kubernetes does: ``container``, ``pod/container`` or
+    ``namespace/pod/container``; of one container's restarts the latest attempt (as ``kubectl
+    logs`` shows), several containers when the name is ambiguous."""
+    parts = ref.split("/")
+    if len(parts) > 3:
+        return []
+    name, pod, ns = (
+        parts[-1],
+        (parts[-2] if len(parts) > 1 else None),
+        (parts[0] if len(parts) == 3 else None),
+    )
+    found = [
+        c
+        for c in containers
+        if c.k8s_container == name and pod in (None, c.pod_name) and ns in (None, c.pod_namespace)
+    ]
+    latest: dict[tuple, Container] = {}
+    for c in found:
+        key = (c.pod_namespace, c.pod_name, c.pod_uid, c.k8s_container)
+        if key not in latest or (c.attempt or 0) > (latest[key].attempt or 0):
+            latest[key] = c
+    return list(latest.values())
+
+
 class PodmanOverlay(Overlay2):
     """containers/storage's overlay driver (drivers/overlay): overlay2's layout under ``overlay/``."""
 
@@ -317,6 +342,8 @@ class PodmanHost(Host):
         matches = [c for c in cs if c.id == ref or c.name == ref]
         if not matches and len(ref) >= 3:
             matches = [c for c in cs if c.id.startswith(ref)]
+        if not matches:
+            matches = kubernetes_matches(cs, ref)
         if len(matches) == 1:
             return matches[0]
         if matches:
