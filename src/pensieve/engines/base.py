@@ -267,3 +267,28 @@ class Host(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def kubernetes_matches(containers: list[Container], ref: str) -> list[Container]:
+    """The CRI containers REF names as Kubernetes does: ``container``, ``pod/container`` or
+    ``namespace/pod/container``; of one container's restarts the latest attempt (as ``kubectl
+    logs`` shows), several containers when the name is ambiguous."""
+    parts = ref.split("/")
+    if len(parts) > 3:
+        return []
+    name, pod, ns = (
+        parts[-1],
+        (parts[-2] if len(parts) > 1 else None),
+        (parts[0] if len(parts) == 3 else None),
+    )
+    found = [
+        c
+        for c in containers
+        if c.k8s_container == name and pod in (None, c.pod_name) and ns in (None, c.pod_namespace)
+    ]
+    latest: dict[tuple, Container] = {}
+    for c in found:
+        key = (c.pod_namespace, c.pod_name, c.pod_uid, c.k8s_container)
+        if key not in latest or (c.attempt or 0) > (latest[key].attempt or 0):
+            latest[key] = c
+    return list(latest.values())

@@ -125,3 +125,14 @@ def test_hostile_cri_metadata_is_a_problem(raw, ext):
         assert path.startswith("/") and "/../" not in path + "/"
     if raw in (b"", b"not json", b"[]", b"[" * 100000) or b"v9" in raw or b"-1" in raw or b"1e400" in raw:
         assert problems
+
+
+def test_a_cri_container_by_pod_and_name_is_its_latest_attempt(source):
+    from pensieve import api
+
+    host = api.open_host(source)
+    migrate = [c for c in host.containers() if c.k8s_container == "migrate"]
+    assert sorted(c.attempt for c in migrate) == [0, 1]
+    latest = max(migrate, key=lambda c: c.attempt)
+    assert host.container("web/migrate").id == latest.id
+    assert host.container("web/app").k8s_container == "app"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pensieve.engines.base import Host, StorageDriver
+from pensieve.engines.base import Host, StorageDriver, kubernetes_matches
 from pensieve.engines.containerd.cri import CriMetadata, apply_cri, apply_status, build_pods, cri_metadata
 from pensieve.engines.containerd.images import ContentStore, build_images, pick_snapshot
 from pensieve.engines.containerd.metadata import META_DB, ContainerdMetadata
@@ -364,7 +364,7 @@ def _match_container(items: list[Container], ref: str) -> list[Container]:
     found = [c for c in items if ref in (c.id, c.name)]
     if not found and len(ref) >= 3:
         found = [c for c in items if c.id.startswith(ref)]
-    return found
+    return found or kubernetes_matches(items, ref)
 
 
 def _match_image(items: list[Image], ref: str) -> list[Image]:

@@ -290,4 +290,3 @@ class ContainerdMetadata:
             snap.path = path
         else:
             view.problem(f"snapshot directory missing: {path}")
-
