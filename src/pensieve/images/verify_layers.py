@@ -165,7 +165,7 @@ def verify_host(
     images, containers = _usage(host)
     out: list[LayerVerdict] = []
     for root in host.roots:
-        if root.layout != "v2":
+        if getattr(root, "layout", None) != "v2":  # a Podman graphroot has no Docker layerdb
             continue
         for driver in _layerdb_drivers(root):
             base = root.join("image", driver, "layerdb", "sha256")

@@ -1,6 +1,7 @@
-"""ContainerdHost through the CLI on the real containerd 1.6 capture (tests/fixtures/containerd),
-compared with what ctr answered at capture time (containerd-1.6-expected.json) and, for image
-layers, with the layer tars in the content store read by tarfile."""
+"""ContainerdHost through the CLI on the real containerd 1.6 and 1.7 captures of one scenario
+(tests/fixtures/containerd, containerd17), compared with what ctr answered at capture time
+(containerd-X.Y-expected.json) and, for image layers, with the layer tars in the content store
+read by tarfile."""
 
 from __future__ import annotations
 
@@ -14,15 +15,29 @@ from conftest import FIXTURE_ROOT, load_json, run_cli, unpack
 
 from pensieve.times import parse_rfc3339
 
-FIX = FIXTURE_ROOT / "containerd"
-EXPECTED = load_json(FIX / "containerd-1.6-expected.json")
-NAMESPACES = sorted(EXPECTED["namespaces"])
+#: the captures of the same scenario (fixtures/capture/containerd_capture.sh): version -> fixture dir
+CAPTURES = {"1.6": FIXTURE_ROOT / "containerd", "1.7": FIXTURE_ROOT / "containerd17"}
+
+
+@pytest.fixture(scope="module", params=sorted(CAPTURES))
+def version(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> str:
+def expected(version) -> dict:
+    """ctr's answers at capture time (containerd-X.Y-expected.json)."""
+    return load_json(CAPTURES[version] / f"containerd-{version}-expected.json")
+
+
+NAMESPACES = ["default", "k8s.io"]  # both captures
+
+
+@pytest.fixture(scope="module")
+def source(version, tmp_path_factory) -> str:
     """The unpacked capture: root/ (the daemon's --root) beside state/ (its --state)."""
-    return str(unpack(FIX / "containerd-1.6-root.tar.xz", tmp_path_factory.mktemp("ctr-host")))
+    tarball = CAPTURES[version] / f"containerd-{version}-root.tar.xz"
+    return str(unpack(tarball, tmp_path_factory.mktemp(f"ctr-host-{version}")))
 
 
 def cli_json(*args):
@@ -31,14 +46,14 @@ def cli_json(*args):
     return json.loads(out)
 
 
-def running(ns: str) -> list[str]:
-    return [t["TASK"] for t in EXPECTED["namespaces"][ns]["tasks"] if t["STATUS"] == "RUNNING"]
+def running(ns: str, expected) -> list[str]:
+    return [t["TASK"] for t in expected["namespaces"][ns]["tasks"] if t["STATUS"] == "RUNNING"]
 
 
-def test_containers_match_ctr(source):
+def test_containers_match_ctr(source, expected):
     got = {(c["namespace"], c["id"]): c for c in cli_json("containers", source)}
     want = {
-        (ns, cid): info for ns in NAMESPACES for cid, info in EXPECTED["namespaces"][ns]["containers"].items()
+        (ns, cid): info for ns in NAMESPACES for cid, info in expected["namespaces"][ns]["containers"].items()
     }
     assert sorted(got) == sorted(want)
     for (ns, cid), info in want.items():
@@ -56,26 +71,26 @@ def test_containers_match_ctr(source):
         # image id: the config digest the image's manifest names
         manifest = [
             r
-            for r in EXPECTED["namespaces"][ns]["content"]
+            for r in expected["namespaces"][ns]["content"]
             if "containerd.io/gc.ref.content.config" in r["LABELS"]
         ]
         assert c["image_id"] == manifest[0]["LABELS"]["containerd.io/gc.ref.content.config"]
-        check_state(c, ns, cid)
-        check_chain(c, ns, info["SnapshotKey"])
+        check_state(c, ns, cid, expected)
+        check_chain(c, ns, info["SnapshotKey"], expected)
 
 
-def check_state(c: dict, ns: str, cid: str) -> None:
+def check_state(c: dict, ns: str, cid: str, expected) -> None:
     """A task ctr listed has its bundle (pid from init.pid); a container without one has no task."""
-    tasks = {t["TASK"]: t for t in EXPECTED["namespaces"][ns]["tasks"]}
+    tasks = {t["TASK"]: t for t in expected["namespaces"][ns]["tasks"]}
     if cid in tasks:
         assert c["pid"] == int(tasks[cid]["PID"]) and c["state"] == "unknown"
     else:
         assert c["state"] == "created" and c["pid"] is None
 
 
-def check_chain(c: dict, ns: str, key: str) -> None:
+def check_chain(c: dict, ns: str, key: str, expected) -> None:
     """The layers are the snapshot's parent chain as ctr snapshots ls gave it, bottom to top."""
-    parents = {row["KEY"]: row["PARENT"] or None for row in EXPECTED["namespaces"][ns]["snapshots"]}
+    parents = {row["KEY"]: row["PARENT"] or None for row in expected["namespaces"][ns]["snapshots"]}
     chain = []
     while key is not None:
         chain.append(key)
@@ -89,39 +104,39 @@ def check_chain(c: dict, ns: str, key: str) -> None:
     assert c["rw_layer"] == layers[-1]["cache_id"]
 
 
-def test_images_match_ctr(source):
+def test_images_match_ctr(source, expected):
     got = cli_json("images", source)
-    want = {(ns, row["REF"]): row for ns in NAMESPACES for row in EXPECTED["namespaces"][ns]["images"]}
+    want = {(ns, row["REF"]): row for ns in NAMESPACES for row in expected["namespaces"][ns]["images"]}
     assert sorted((i["namespace"], t) for i in got for t in i["tags"]) == sorted(want)
     for img in got:
         row = want[(img["namespace"], img["tags"][0])]
         repo = row["REF"].rsplit(":", 1)[0]
         assert img["digests"] == [f"{repo}@{row['DIGEST']}"]
-        content = {r["DIGEST"]: r for r in EXPECTED["namespaces"][img["namespace"]]["content"]}
+        content = {r["DIGEST"]: r for r in expected["namespaces"][img["namespace"]]["content"]}
         assert img["id"] == content[row["DIGEST"]]["LABELS"]["containerd.io/gc.ref.content.config"]
         # the top chain id is the snapshot containerd's GC label on the config names
         assert img["chain_ids"][-1] == content[img["id"]]["LABELS"]["containerd.io/gc.ref.snapshot.overlayfs"]
         assert None not in img["cache_ids"]
 
 
-def test_history_aligned_to_snapshots(source):
+def test_history_aligned_to_snapshots(source, expected):
     for ns in NAMESPACES:
-        ref = f"{ns}/{EXPECTED['namespaces'][ns]['images'][0]['REF']}"
+        ref = f"{ns}/{expected['namespaces'][ns]['images'][0]['REF']}"
         steps = cli_json("history", source, ref)
         assert [s["empty_layer"] for s in steps] == [False, True, False]
         assert all(s["cache_id"] for s in steps if not s["empty_layer"])
 
 
-def test_bare_image_ref_is_ambiguous_across_namespaces(source):
-    ref = EXPECTED["namespaces"]["default"]["images"][0]["REF"]
+def test_bare_image_ref_is_ambiguous_across_namespaces(source, expected):
+    ref = expected["namespaces"]["default"]["images"][0]["REF"]
     code, _out, err = run_cli("history", source, ref)
     assert code == 4
     assert "ambiguous" in err and all(f"{ns}/" in err for ns in NAMESPACES)
 
 
 @pytest.mark.parametrize("ns", NAMESPACES)
-def test_diff_of_running_container(source, ns):
-    for cid in running(ns):
+def test_diff_of_running_container(source, ns, expected):
+    for cid in running(ns, expected):
         changes = {c["path"]: c for c in cli_json("diff", source, f"{ns}/{cid}")}
         assert changes["/root/evidence.txt"]["change"] == "added"
         assert changes["/etc/motd"]["change"] == "deleted"
@@ -138,10 +153,10 @@ def layer_dir(source: str, ns: str, cid: str) -> str:
     return top.removeprefix("/root/")
 
 
-def layer_tar_members(source: str, ns: str) -> list[dict[str, tarfile.TarInfo]]:
+def layer_tar_members(source: str, ns: str, expected) -> list[dict[str, tarfile.TarInfo]]:
     """Each image layer's tar from the content store (the manifest's order), path -> member."""
     blobs = os.path.join(source, "root", "io.containerd.content.v1.content", "blobs", "sha256")
-    target = EXPECTED["namespaces"][ns]["images"][0]["DIGEST"]
+    target = expected["namespaces"][ns]["images"][0]["DIGEST"]
     with open(os.path.join(blobs, target.split(":")[1])) as fh:
         manifest = json.load(fh)
     out = []
@@ -156,11 +171,11 @@ def layer_tar_members(source: str, ns: str) -> list[dict[str, tarfile.TarInfo]]:
 
 
 @pytest.mark.parametrize("ns", NAMESPACES)
-def test_image_fs_matches_layer_tars(source, ns):
-    ref = f"{ns}/{EXPECTED['namespaces'][ns]['images'][0]['REF']}"
+def test_image_fs_matches_layer_tars(source, ns, expected):
+    ref = f"{ns}/{expected['namespaces'][ns]['images'][0]['REF']}"
     entries = {e["path"]: e for e in cli_json("fs", source, ref, "find")}
     entries.pop("/")
-    tars = layer_tar_members(source, ns)
+    tars = layer_tar_members(source, ns, expected)
     assert sorted(entries) == sorted(set().union(*tars))
     image = next(i for i in cli_json("images", source) if i["namespace"] == ns)
     for path, e in entries.items():
@@ -176,8 +191,8 @@ def test_image_fs_matches_layer_tars(source, ns):
             assert e["type"] == "dir"
 
 
-def test_fs_ls_stat_and_export(source, tmp_path):
-    cid = running("default")[0]
+def test_fs_ls_stat_and_export(source, tmp_path, expected):
+    cid = running("default", expected)[0]
     code, out, err = run_cli("fs", source, f"default/{cid}", "ls", "/root", "--json")
     assert code == 0, err
     assert [e["layer_role"] for e in json.loads(out) if e["path"] == "/root/evidence.txt"] == ["rw"]
@@ -192,8 +207,8 @@ def test_fs_ls_stat_and_export(source, tmp_path):
 
 
 @pytest.mark.parametrize("ns", NAMESPACES)
-def test_whence_names_namespace_container_and_image(source, ns):
-    cid = running(ns)[0]
+def test_whence_names_namespace_container_and_image(source, ns, expected):
+    cid = running(ns, expected)[0]
     c = next(x for x in cli_json("containers", source) if x["namespace"] == ns and x["id"] == cid)
     a = cli_json("whence", source, c["layers"][-1]["path"] + "/root/evidence.txt")
     assert a["layer_kind"] == "rw" and a["container_path"] == "/root/evidence.txt"

@@ -1,5 +1,6 @@
-"""ContainerdMetadata on a real containerd 1.6 root (tests/fixtures/containerd, see its README),
-compared with what ctr itself answered at capture time (containerd-1.6-expected.json)."""
+"""ContainerdMetadata on real containerd 1.6 and 1.7 roots of one scenario (tests/fixtures/containerd,
+containerd17: see their READMEs), compared with what ctr itself answered at capture time
+(containerd-X.Y-expected.json)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,25 @@ from pensieve.engines.containerd import ContainerdMetadata
 from pensieve.evidence import DirectoryEvidence
 from pensieve.times import parse_rfc3339
 
-FIX = FIXTURE_ROOT / "containerd"
-EXPECTED = load_json(FIX / "containerd-1.6-expected.json")
+#: the captures of the same scenario (fixtures/capture/containerd_capture.sh): version -> fixture dir
+CAPTURES = {"1.6": FIXTURE_ROOT / "containerd", "1.7": FIXTURE_ROOT / "containerd17"}
+
+
+@pytest.fixture(scope="module", params=sorted(CAPTURES))
+def version(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def root_dir(tmp_path_factory):
-    return unpack(FIX / "containerd-1.6-root.tar.xz", tmp_path_factory.mktemp("containerd-root"))
+def expected(version) -> dict:
+    """ctr's answers at capture time (containerd-X.Y-expected.json)."""
+    return load_json(CAPTURES[version] / f"containerd-{version}-expected.json")
+
+
+@pytest.fixture(scope="module")
+def root_dir(version, tmp_path_factory):
+    tarball = CAPTURES[version] / f"containerd-{version}-root.tar.xz"
+    return unpack(tarball, tmp_path_factory.mktemp(f"containerd-root-{version}"))
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +42,19 @@ def meta(root_dir) -> ContainerdMetadata:
 
 
 def namespaces():
-    return sorted(EXPECTED["namespaces"])
+    return ["default", "k8s.io"]  # both captures
 
 
-def test_no_problems_and_every_namespace(meta):
+def test_no_problems_and_every_namespace(meta, expected):
     assert meta.problems == []
     assert sorted(ns.name for ns in meta.namespaces) == namespaces()
     for ns in meta.namespaces:
-        assert ns.labels == EXPECTED["namespaces"][ns.name]["namespace_labels"]
+        assert ns.labels == expected["namespaces"][ns.name]["namespace_labels"]
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_containers_match_ctr_info(meta, ns_name):
-    want = EXPECTED["namespaces"][ns_name]["containers"]
+def test_containers_match_ctr_info(meta, ns_name, expected):
+    want = expected["namespaces"][ns_name]["containers"]
     got = {c.id: c for c in meta.namespace(ns_name).containers}
     assert sorted(got) == sorted(want)
     for cid, info in want.items():
@@ -98,8 +111,8 @@ def check_spec(spec, want: dict) -> None:
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_images_match_ctr(meta, ns_name):
-    want = {row["REF"]: row for row in EXPECTED["namespaces"][ns_name]["images"]}
+def test_images_match_ctr(meta, ns_name, expected):
+    want = {row["REF"]: row for row in expected["namespaces"][ns_name]["images"]}
     got = {img.name: img for img in meta.namespace(ns_name).images}
     assert sorted(got) == sorted(want)
     for name, row in want.items():
@@ -112,8 +125,8 @@ def test_images_match_ctr(meta, ns_name):
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_content_matches_ctr(meta, root_dir, ns_name):
-    want = {row["DIGEST"]: row for row in EXPECTED["namespaces"][ns_name]["content"]}
+def test_content_matches_ctr(meta, root_dir, ns_name, expected):
+    want = {row["DIGEST"]: row for row in expected["namespaces"][ns_name]["content"]}
     got = {blob.digest: blob for blob in meta.namespace(ns_name).content}
     assert sorted(got) == sorted(want)
     for digest, row in want.items():
@@ -125,8 +138,8 @@ def test_content_matches_ctr(meta, root_dir, ns_name):
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_snapshots_match_ctr(meta, ns_name):
-    expected_ns = EXPECTED["namespaces"][ns_name]
+def test_snapshots_match_ctr(meta, ns_name, expected):
+    expected_ns = expected["namespaces"][ns_name]
     want = {row["KEY"]: row for row in expected_ns["snapshots"]}
     got = {s.key: s for s in meta.namespace(ns_name).snapshots}
     assert sorted(got) == sorted(want)
@@ -148,8 +161,8 @@ def test_snapshots_match_ctr(meta, ns_name):
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_leases_match_ctr(meta, ns_name):
-    want = {row["ID"]: row for row in EXPECTED["namespaces"][ns_name]["leases"]}
+def test_leases_match_ctr(meta, ns_name, expected):
+    want = {row["ID"]: row for row in expected["namespaces"][ns_name]["leases"]}
     got = {lease.id: lease for lease in meta.namespace(ns_name).leases}
     assert sorted(got) == sorted(want)
     for lid, row in want.items():
@@ -158,10 +171,10 @@ def test_leases_match_ctr(meta, ns_name):
 
 
 @pytest.mark.parametrize("ns_name", namespaces())
-def test_running_container_snapshot_holds_its_changes(meta, root_dir, ns_name):
+def test_running_container_snapshot_holds_its_changes(meta, root_dir, ns_name, expected):
     """The file planted into each RUNNING task's rootfs is in its active snapshot's upper dir,
     and the deleted /etc/motd is a whiteout there (tasks as ctr listed them)."""
-    running = [t["TASK"] for t in EXPECTED["namespaces"][ns_name]["tasks"] if t["STATUS"] == "RUNNING"]
+    running = [t["TASK"] for t in expected["namespaces"][ns_name]["tasks"] if t["STATUS"] == "RUNNING"]
     assert running
     snaps = {s.key: s for s in meta.namespace(ns_name).snapshots}
     containers = {c.id: c for c in meta.namespace(ns_name).containers}

@@ -1,4 +1,4 @@
-"""``pensieve roots`` on containerd roots: the 1.6 and 2.1 captures as copied (root/ beside state/),
+"""``pensieve roots`` on containerd roots: the 1.6, 1.7 and 2.1 captures as copied (root/ beside state/),
 and a host root holding a Docker data root and a containerd root side by side, each row with its
 engine, layout hints and how it was found; and the ``images`` table's NAMESPACE column."""
 
@@ -12,6 +12,7 @@ from conftest import FIXTURE_ROOT, FIXTURES, load_json, run_cli, unpack
 
 CAPTURES = {
     "1.6": (FIXTURE_ROOT / "containerd" / "containerd-1.6-root.tar.xz", "containerd-1.6-expected.json", 3),
+    "1.7": (FIXTURE_ROOT / "containerd17" / "containerd-1.7-root.tar.xz", "containerd-1.7-expected.json", 3),
     "2.1": (FIXTURE_ROOT / "containerd2" / "containerd-2.1-root.tar.xz", "containerd-2.1-expected.json", 4),
 }
 

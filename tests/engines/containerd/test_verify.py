@@ -1,4 +1,4 @@
-"""``pensieve verify`` on the real containerd 1.6 and 2.1 captures: clean roots are ok, with the
+"""``pensieve verify`` on the real containerd 1.6, 1.7 and 2.1 captures: clean roots are ok, with the
 digests ctr listed at capture time (``ctr content ls``); copies tampered the ways an intruder
 would (a snapshot file's bytes, mode, an added file, a content blob) name each path and how;
 a blob gone from the content store leaves its layer unverifiable (exit 5).  The streaming tar
@@ -23,6 +23,7 @@ from pensieve.formats.tarsplit import TarSplitError
 
 CAPTURES = {
     "1.6": (FIXTURE_ROOT / "containerd" / "containerd-1.6-root.tar.xz", "containerd-1.6-expected.json"),
+    "1.7": (FIXTURE_ROOT / "containerd17" / "containerd-1.7-root.tar.xz", "containerd-1.7-expected.json"),
     "2.1": (FIXTURE_ROOT / "containerd2" / "containerd-2.1-root.tar.xz", "containerd-2.1-expected.json"),
 }
 SNAPSHOTS = "root/io.containerd.snapshotter.v1.overlayfs/snapshots"

@@ -20,6 +20,7 @@ from pensieve.engines.docker.images import history_steps, resolve_image, runtime
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
+from pensieve.engines.podman.idmap import rootless_idmap
 from pensieve.engines.podman.libpod import LibpodState, read_state
 from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
@@ -424,7 +425,11 @@ class PodmanHost(Host):
         return out
 
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
-        """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules."""
+        """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules;
+        in a rootless store, owners as the container sees them (idmap.py)."""
+        idmap = rootless_idmap(self.evidence, container.data_root or "")
+        if idmap is not None:
+            idmap.map_changes(changes)
         return mark_podman_silent(changes)
 
     # ---- verify ---------------------------------------------------------------------
