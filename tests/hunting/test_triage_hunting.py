@@ -121,11 +121,15 @@ def test_a_memory_hit_on_the_criu_fixture(tmp_path):
     (tmp_path / "t.yar").write_text(
         'rule token { meta: severity = "critical" strings: $t = "pensieve-fixture-token-1234" condition: $t }'
     )
+    (tmp_path / "bundle.json").write_text(json.dumps({"type": "bundle", "id": "bundle--1", "objects": [
+        {"type": "indicator", "id": "indicator--1", "name": "local c2", "pattern_type": "stix",
+         "pattern": "[ipv4-addr:value = '127.0.0.1']"}]}))  # fmt: skip
     case = tmp_path / "case.duckdb"
-    summary = triage(
-        [str(tmp_path / "dumps" / "after")], str(case), hunting=load_hunting([str(tmp_path / "t.yar")])
-    )
+    hunting = load_hunting([str(tmp_path / "t.yar")], [str(tmp_path / "bundle.json")])
+    summary = triage([str(tmp_path / "dumps" / "after")], str(case), hunting=hunting)
     assert summary.failed == 0
+    sockets = _query(case, "SELECT title, rationale FROM findings WHERE title LIKE 'IOC ipv4 127.0.0.1%'")
+    assert sockets and all("local c2" in why and "socket" in why for _t, why in sockets)
     rows = _query(case, "SELECT severity, subject, details FROM findings WHERE producer = 'yara.memory'")
     assert rows and all(sev == "critical" for sev, _s, _d in rows)
     details = [json.loads(d) for _s, _sub, d in rows]
