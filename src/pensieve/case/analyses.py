@@ -50,11 +50,12 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in analyses."""
     import importlib
 
-    for module in ("findings", "timeline", "links"):
+    for module in ("findings", "timeline", "links", "pensieve.hunting.findings"):
+        name = module if "." in module else f"pensieve.case.{module}"
         try:
-            importlib.import_module(f"pensieve.case.{module}")
+            importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"pensieve.case.{module}":
+            if exc.name != name:
                 raise
 
 

@@ -66,11 +66,13 @@ class Task(NamedTuple):
 class Context:
     """What tasks share about the source being triaged: its id and keys, the problems met."""
 
-    def __init__(self, source: OpenedSource, source_id: int) -> None:
+    def __init__(self, source: OpenedSource, source_id: int, hunting=None) -> None:
         self.source = source
         self.source_id = source_id
         self.problems: list[Problem] = []
-        self.matchers: list = []  # content-rule matcher factories (ContentScanner)
+        self.hunting = hunting  # YARA rules and IOCs (pensieve.hunting.Hunting), or None
+        # content-rule matcher factories (ContentScanner)
+        self.matchers: list = hunting.matchers(self) if hunting is not None else []
 
     @property
     def evidence(self):
@@ -574,12 +576,15 @@ def _run_task(store: CaseStore, ctx: Context, task: Task) -> tuple[str, int, str
         return "failed", 0, message
 
 
-def triage_source(store: CaseStore, source: OpenedSource, report: Callable[[dict], None]) -> TriageSummary:
-    """Every task that applies to SOURCE, into STORE; REPORT gets one event per task."""
+def triage_source(
+    store: CaseStore, source: OpenedSource, report: Callable[[dict], None], hunting=None
+) -> TriageSummary:
+    """Every task that applies to SOURCE, into STORE; REPORT gets one event per task; HUNTING
+    (:class:`pensieve.hunting.Hunting`) adds its matchers and tasks."""
     sid = store.source_id(source.path, source.kind, source.label, source.host_name, source.fingerprint)
-    ctx = Context(source, sid)
+    ctx = Context(source, sid, hunting)
     opened_problems = list(getattr(source.opened, "problems", []) or [])
-    tasks = PLANNERS[source.kind](ctx)
+    tasks = PLANNERS[source.kind](ctx) + (hunting.tasks(ctx) if hunting is not None else [])
     if ctx.problems:  # met while naming the tasks (a checkpoint directory unreadable ...)
         with store.transaction():
             store.insert("problems", ctx.rows("problems", ctx.problems, task="plan"))
@@ -598,8 +603,11 @@ def triage_source(store: CaseStore, source: OpenedSource, report: Callable[[dict
     return TriageSummary(done, reused, failed, opened_problems + ctx.problems)
 
 
-def triage(paths: list[str], case: str, report: Callable[[dict], None] = lambda e: None) -> TriageSummary:
-    """Triage every source of PATHS into the case file CASE (created when missing).
+def triage(
+    paths: list[str], case: str, report: Callable[[dict], None] = lambda e: None, hunting=None
+) -> TriageSummary:
+    """Triage every source of PATHS into the case file CASE (created when missing); HUNTING
+    (:func:`pensieve.hunting.load_hunting`) runs YARA rules and IOCs over them.
 
     A source that cannot be opened at all is a failed ``open`` task in the case; the others
     still run."""
@@ -614,11 +622,13 @@ def triage(paths: list[str], case: str, report: Callable[[dict], None] = lambda 
     store = CaseStore(case, boundaries=boundaries)
     total = TriageSummary(0, 0, 0, [])
     try:
+        if hunting is not None:
+            hunting.remember(store)
         for path, message in failures:
             total = _add(total, _record_unopenable(store, path, message, report))
         for source in opened:
             try:
-                total = _add(total, triage_source(store, source, report))
+                total = _add(total, triage_source(store, source, report, hunting))
             finally:
                 source.close()
         from pensieve.case.analyses import run_analyses

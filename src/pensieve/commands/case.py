@@ -41,6 +41,9 @@ def _progress_line(event: dict) -> None:
         help="the case file to create or add to (outside the evidence)",
     ),
     arg("-q", "--quiet", action="store_true", help="no progress lines on stderr"),
+    arg("--yara", action="append", metavar="PATH", help="YARA rules: a file, or a directory of *.yar/*.yara"),
+    arg("--ioc", action="append", metavar="PATH", help="IOC list: an indicator a line, or a STIX 2.1 bundle"),
+    arg("--yara-max-size", metavar="SIZE", default="64M", help="larger files are not YARA-scanned (64M)"),
     output=False,
 )
 def cmd_triage(o):
@@ -49,11 +52,23 @@ def cmd_triage(o):
     processes, sockets and changes of checkpoints ... -- and store the records in CASE, each
     keyed by source, host, engine, container, pod, image and layer. A task that fails is a
     record of the case (``tasks``, ``problems``); the others complete. Running triage again on
-    the same sources reuses the tasks already done. Query the case with ``pensieve query``."""
+    the same sources reuses the tasks already done. Query the case with ``pensieve query``.
+    With --yara / --ioc, rules and indicators run over what the diff reads, image layers and
+    checkpoint memory (findings.rules)."""
     from pensieve.case.triage import triage
+    from pensieve.evidence.spool import parse_size
+    from pensieve.hunting import load_hunting
     from pensieve.records import Problem
 
-    summary = triage(o.sources, o.case, report=(lambda e: None) if o.quiet else _progress_line)
+    try:
+        max_size = parse_size(o.yara_max_size)
+    except ValueError as exc:
+        raise UsageError(f"--yara-max-size: {exc}") from None
+    hunting = load_hunting(o.yara, o.ioc, max_size)  # RuleError (exit 2) names file and line
+    for note in hunting.notes if hunting is not None else []:
+        err(f"note: {note}", "33")
+    report = (lambda e: None) if o.quiet else _progress_line
+    summary = triage(o.sources, o.case, report=report, hunting=hunting)
     err(
         f"case {o.case}: {summary.done} tasks done, {summary.reused} reused, {summary.failed} failed",
         "32" if not summary.failed else "33",
