@@ -224,6 +224,9 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("query", ["query", "{case}", "SELECT name, state FROM containers", "--json"], None),
     ("case-tables", ["case", "tables", "--json"], None),
     ("case-export", ["case", "export", "{case}", "--parquet", "{o}/pq"], None),
+    ("timeline", ["timeline", "{case}", "--format", "bodyfile", "--out", "{o}/body.txt"], None),
+    ("timeline-timesketch", ["timeline", "{case}", "--format", "timesketch"], None),
+    ("links", ["links", "{case}", "--json", "--out", "{o}/links.json"], None),
 ]
 
 

@@ -1,0 +1,151 @@
+"""Links across containers and hosts: shared hashes, addresses, images, tampered layers, volumes,
+connections -- and none for what is unique to one place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pensieve.case.analyses import run_analyses
+from pensieve.case.links import EMPTY_SHA256
+from pensieve.case.store import CaseStore
+from pensieve.case.triage import triage
+
+SHARED, UNIQUE = "ab" * 32, "cd" * 32
+
+
+@pytest.fixture(scope="module")
+def triaged(overlay2_root, tmp_path_factory):
+    path = tmp_path_factory.mktemp("links-case") / "case.duckdb"
+    triage([str(overlay2_root)], str(path))
+    return path
+
+
+@pytest.fixture
+def store(triaged, tmp_path):
+    copy = tmp_path / "case.duckdb"
+    shutil.copy(triaged, copy)
+    s = CaseStore(str(copy))
+    yield s
+    s.close()
+
+
+def _containers(store) -> dict[str, tuple]:
+    rows = store.select("SELECT name, source_id, host, container_id FROM containers ORDER BY name")[1]
+    return {r[0]: r[1:] for r in rows}
+
+
+def _links(store, kind: str) -> list[tuple]:
+    return store.select(f"SELECT value, a_table, a, b_table, b FROM links WHERE kind = '{kind}'")[1]
+
+
+def test_a_hash_in_two_containers_links_them_a_unique_one_does_not(store):
+    c = _containers(store)
+    rows = []
+    for name, path, sha in (
+        ("c-oom", "/x/drop", SHARED),
+        ("c-paused", "/y/drop", SHARED),
+        ("c-paused", "/z/one", UNIQUE),
+        ("c-oom", "/e", EMPTY_SHA256),
+        ("c-paused", "/e", EMPTY_SHA256),
+    ):
+        sid, host, cid = c[name]
+        rows.append(
+            {
+                "source_id": sid,
+                "host": host,
+                "container_id": cid,
+                "path": path,
+                "change": "added",
+                "sha256": sha,
+            }
+        )
+    store.insert("changes", rows)
+    store.insert(
+        "recovered", [{"source_id": 9, "host": "other-host", "path": "/var/lib/x", "sha256": SHARED}]
+    )
+    run_analyses(store)
+    links = _links(store, "file.sha256")
+    assert {v for v, *_ in links} == {SHARED}  # the fixture's own hashes are each in one container
+    paths = {frozenset((json.loads(a)["path"], json.loads(b)["path"])) for _v, _at, a, _bt, b in links}
+    assert paths == {
+        frozenset(p) for p in (("/x/drop", "/y/drop"), ("/x/drop", "/var/lib/x"), ("/y/drop", "/var/lib/x"))
+    }
+    got = {(at, bt) for _v, at, _a, bt, _b in links}
+    assert ("changes", "recovered") in got or ("recovered", "changes") in got  # across hosts
+
+
+def test_shared_image_volume_and_tampered_layer(store):
+    c = _containers(store)
+    run_analyses(store)
+    per_image = store.select("SELECT count(*) FROM containers WHERE image_id IS NOT NULL GROUP BY image_id")[
+        1
+    ]
+    assert len(_links(store, "image.shared")) == sum(n * (n - 1) // 2 for (n,) in per_image) > 0
+    sid, host, oom = c["c-oom"]
+    paused = c["c-paused"][2]
+    store.insert(
+        "volumes", [{"source_id": sid, "host": host, "name": "shared-vol", "used_by": [oom, paused]}]
+    )
+    (chain,) = store.select(f"SELECT chain_id FROM layers WHERE container_id = '{oom}' AND position = 1")[1][
+        0
+    ]
+    store.insert("integrity", [{"source_id": sid, "host": host, "chain_id": chain, "status": "tampered"}])
+    run_analyses(store)
+    (vol,) = _links(store, "volume.shared")
+    assert vol[0] == "shared-vol" and {json.loads(vol[2])["container"], json.loads(vol[4])["container"]} == {
+        "c-oom",
+        "c-paused",
+    }
+    tampered = _links(store, "layer.tampered")
+    (users,) = store.select(
+        f"SELECT count(DISTINCT container_id) FROM layers WHERE chain_id = '{chain}' AND owner = 'container'"
+    )[1][0]
+    assert len(tampered) == users * (users - 1) // 2 and users >= 2
+    assert {v for v, *_ in tampered} == {chain}
+
+
+def test_sockets_pairs_peers_and_addresses(store):
+    c = _containers(store)
+    sid, host, web = c["c-running"]
+    cli = c["c-priv"][2]
+
+    def sock(cid, state, src, sport, dst, dport):
+        return {
+            "source_id": sid,
+            "host": host,
+            "container_id": cid,
+            "family": "inet",
+            "type": "stream",
+            "proto": "tcp",
+            "state": state,
+            "src": src,
+            "src_port": sport,
+            "dst": dst,
+            "dst_port": dport,
+        }
+
+    store.insert(
+        "sockets",
+        [
+            sock(web, "LISTEN", "0.0.0.0", 80, "0.0.0.0", 0),
+            sock(web, "ESTABLISHED", "172.17.0.2", 80, "172.17.0.3", 40000),
+            sock(cli, "ESTABLISHED", "172.17.0.3", 40000, "172.17.0.2", 80),
+            sock(cli, "ESTABLISHED", "172.17.0.3", 40001, "203.0.113.9", 443),
+            sock(cli, "ESTABLISHED", "127.0.0.1", 40002, "127.0.0.1", 80),  # another netns: no link
+        ],
+    )
+    store.insert(
+        "logs", [{"source_id": sid, "host": host, "container_id": web, "message": "to 203.0.113.9 ok"}]
+    )
+    run_analyses(store)
+    (pair,) = _links(store, "socket.pair")
+    assert pair[0] in ("172.17.0.2:80 <-> 172.17.0.3:40000", "172.17.0.3:40000 <-> 172.17.0.2:80")
+    (peer,) = _links(store, "net.peer")
+    assert peer[0] == "172.17.0.2:80" and json.loads(peer[2])["container_id"] == cli
+    assert json.loads(peer[4])["state"] == "LISTEN"
+    ips = {v for v, *_ in _links(store, "net.ip")}
+    assert {"172.17.0.2", "172.17.0.3", "203.0.113.9"} <= ips
+    assert not any(ip.startswith("127.") or ip == "0.0.0.0" for ip in ips)
