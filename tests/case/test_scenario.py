@@ -4,7 +4,7 @@ into the attack, an untouched control (tests/fixtures/scenario, fixtures/capture
 What the case already shows is checked against what the engine said at capture time (docker ps,
 docker diff) and what the script recorded (the dropper's hash, the listener's port, the deleted
 payload).  What the findings, timeline and links analyses must conclude is written down here too,
-as strict xfails: they turn into real checks when those analyses land."""
+as strict xfails until those analyses landed; all are real checks now."""
 
 from __future__ import annotations
 
@@ -27,9 +27,6 @@ DROPPER = EXPECTED["dropper"]
 PAYLOAD = EXPECTED["deleted_payload"]
 CB_PORT = EXPECTED["listener"]["port"]
 STEPS = {s["step"]: s for s in EXPECTED["steps"]}
-NOT_YET = "issue 11: findings not built yet"
-NO_TIMELINE = "issue 11: timeline not built yet"
-NO_LINKS = "issue 11: links not built yet"
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +264,6 @@ def test_the_timeline_has_the_dropper_written_during_the_drop(triaged):
     assert any(cid == WORKER and _during("lateral", t) for t, _k, _d, cid in events)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_TIMELINE)
 def test_the_timeline_has_the_payloads_deletion(triaged):
     case, _s, _ids, _b = triaged
     events = _events_at(case, PAYLOAD["path"])

@@ -257,7 +257,8 @@ def file_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
         if col in ("mtime", "ctime")
     ]
     selects += [
-        _select("recovered", f"t.{col}", kind, desc, recovered, "t.path") for col, kind, desc in FILE_TIMES
+        _select("recovered", f"t.{col}", kind, desc, recovered, _RECOVERED_PATH)
+        for col, kind, desc in FILE_TIMES
     ]
     selects.append(
         _select(
@@ -266,7 +267,7 @@ def file_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
             "recovered.deleted",
             "Deletion Time",
             "'deleted: ' || " + recovered,
-            "t.path",
+            _RECOVERED_PATH,
         )
     )
     selects.append(
@@ -276,11 +277,15 @@ def file_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
             "recovered.deleted_before",
             "Deleted Before (journal commit)",
             "'deleted before this time: ' || " + recovered,
-            "t.path",
+            _RECOVERED_PATH,
         )
     )
     _insert(store, "timeline.files", selects)
     return _nothing()
+
+
+#: a recovered file's path inside its container when known (as changes' paths are), else on the disk
+_RECOVERED_PATH = "coalesce(t.container_path, t.path)"
 
 
 @analysis("timeline.logs", ("events",), order=ORDER)
