@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES = ("inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case")
+COMMAND_MODULES = (
+    "inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case", "report",
+)
 
 
 def add_all(subparsers) -> None:
