@@ -51,17 +51,22 @@ _SENSITIVE_MOUNTS = (
 )
 
 
+#: characters of JSON text written as \\u escapes inside a <script> element (JSON strings mean the same)
+_SCRIPT_ESCAPES = (
+    ("&", "\\u0026"),
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("'", "\\u0027"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
+
 def script_json(value: Any) -> Markup:
-    """VALUE as JSON safe inside a ``<script>`` element: no ``<``, ``>``, ``&`` or line
+    """VALUE as JSON safe inside a ``<script>`` element: no ``<``, ``>``, ``&``, ``'`` or line
     separator appears literally, so no string of it can end the element or start markup."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    for ch, esc in (
-        ("&", "\\u0026"),
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
+    for ch, esc in _SCRIPT_ESCAPES:
         text = text.replace(ch, esc)
     return Markup(text)
 
