@@ -148,6 +148,7 @@ def test_embedded_data_is_inert_and_exact(report):
     graph = json.loads(DATA_RE.findall((out / "graph.html").read_text())[0])
     kinds = {n[0] for n in graph["nodes"]}
     assert {"container", "image", "layer", "hash", "ip"} <= kinds
+    assert len([n for n in graph["nodes"] if n[0] == "ip"]) == 1  # the address of networks and of links
 
 
 def _strings(value):

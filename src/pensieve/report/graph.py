@@ -70,7 +70,11 @@ def build_graph(data: CaseData) -> Graph:
     for c in data.containers:
         label = c.get("name") or _short(c["container_id"])
         containers[(c["source_id"], c["container_id"])] = g.node(
-            "container", f"{c['source_id']}/{c['container_id']}", label, c["container_id"], c["page"]
+            "container",
+            f"{c['source_id']}/{c['container_id']}",
+            label,
+            c["container_id"],
+            f"containers/{c['page']}.html",
         )
     images: dict[tuple, int] = {}
     for i in data.images:
@@ -151,6 +155,7 @@ def _link(g: Graph, link: dict, containers: dict, images: dict) -> None:
     kind = _link_kind(link.get("kind"))
     value = str(link.get("value") or "")
     label = _short(value, 16) if kind == "hash" else value[:40]
-    hub = g.node(kind, f"{link.get('kind')}:{value}", label, f"{link.get('kind')}: {value}")
+    key = value if kind in ("hash", "ip") else f"{link.get('kind')}:{value}"  # one node per address
+    hub = g.node(kind, key, label, f"{link.get('kind')}: {value}")
     for ref in (link.get("a"), link.get("b")):
         g.edge(hub, _ref_node(g, ref, link, containers, images), str(link.get("kind") or "link"))
