@@ -218,6 +218,7 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("query", ["query", "{case}", "SELECT name, state FROM containers", "--json"], None),
     ("case-tables", ["case", "tables", "--json"], None),
     ("case-export", ["case", "export", "{case}", "--parquet", "{o}/pq"], None),
+    ("report", ["report", "{case}", "--out", "{o}/report"], None),
 ]
 
 
