@@ -227,6 +227,7 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("timeline", ["timeline", "{case}", "--format", "bodyfile", "--out", "{o}/body.txt"], None),
     ("timeline-timesketch", ["timeline", "{case}", "--format", "timesketch"], None),
     ("links", ["links", "{case}", "--json", "--out", "{o}/links.json"], None),
+    ("report", ["report", "{case}", "--out", "{o}/report"], None),
 ]
 
 

@@ -45,7 +45,8 @@ def test_every_command_module_is_registered_once_in_order():
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == [
         "roots", "containers", "images", "history", "volumes", "logs", "pods", "diff", "whence",
-        "verify", "compare", "mem", "recover", "carve", "fs", "triage", "query", "case", "timeline", "links",
+        "verify", "compare", "mem", "recover", "carve", "fs", "triage", "query", "case", "timeline",
+        "links", "report",
     ]  # fmt: skip
 
 

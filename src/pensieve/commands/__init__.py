@@ -11,6 +11,7 @@ import importlib
 
 COMMAND_MODULES = (
     "inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case", "timeline",
+    "report",
 )  # fmt: skip
 
 
