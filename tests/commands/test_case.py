@@ -83,3 +83,14 @@ def test_not_a_case(tmp_path):
     assert code == 2 and "not a case" in err
     code, _out, err = run_cli("query", tmp_path / "missing.duckdb", "SELECT 1")
     assert code == 2 and "no case" in err
+
+
+def test_query_parses_json_columns_only(case):
+    """A JSON column comes back parsed; a text value that merely looks like JSON stays text."""
+    sql = "SELECT '[1, 2]' AS text_value, CAST('[1, 2]' AS JSON) AS json_value, what_changed"
+    sql += " FROM changes LIMIT 1"
+    code, out, _err = run_cli("query", case, sql, "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["text_value"] == "[1, 2]" and row["json_value"] == [1, 2]
+    assert isinstance(row["what_changed"], list)

@@ -301,11 +301,19 @@ class CaseStore:
     def select(self, sql: str) -> tuple[list[str], list[tuple], set[str]]:
         """(column names, rows, the time columns) of SQL, every time as integer nanoseconds since
         the epoch (UTC) -- DuckDB hands Python datetimes, which stop at microseconds."""
+        names, rows, kinds = self.select_kinds(sql)
+        return names, rows, {n for n, k in kinds.items() if k == "time"}
+
+    def select_kinds(self, sql: str) -> tuple[list[str], list[tuple], dict[str, str]]:
+        """(column names, rows, column -> ``time`` | ``json`` for the columns of those types) of
+        SQL; times as in :meth:`select`, JSON columns as their text."""
         rel = self.db.sql(sql)
         if rel is None:  # a statement without rows
-            return [], [], set()
+            return [], [], {}
         names = list(rel.columns)
-        times = {n for n, t in zip(names, rel.types, strict=True) if str(t).startswith("TIMESTAMP")}
+        types = [str(t) for t in rel.types]
+        kinds = {n: "json" for n, t in zip(names, types, strict=True) if t == "JSON"}
+        times = {n for n, t in zip(names, types, strict=True) if t.startswith("TIMESTAMP")}
         if times and len(set(names)) == len(names):
             quoted = ['"' + n.replace('"', '""') + '"' for n in names]
             rel = rel.project(
@@ -313,9 +321,8 @@ class CaseStore:
                     f"epoch_ns({q}) AS {q}" if n in times else q for n, q in zip(names, quoted, strict=True)
                 )
             )
-        else:
-            times = set()
-        return names, rel.fetchall(), times
+            kinds.update(dict.fromkeys(times, "time"))
+        return names, rel.fetchall(), kinds
 
     def counts(self) -> dict[str, int]:
         """Rows per table."""

@@ -94,44 +94,42 @@ def cmd_query(o):
 
     store = CaseStore(o.case, read_only=True)
     try:
-        names, rows, times = _run_sql(store, o.sql)
+        names, rows, kinds = _run_sql(store, o.sql)
     finally:
         store.close()
-    _emit_rows(names, rows, times, o.fmt)
+    _emit_rows(names, rows, kinds, o.fmt)
     return []
 
 
-def _run_sql(store, sql: str) -> tuple[list[str], list[tuple], set[str]]:
+def _run_sql(store, sql: str) -> tuple[list[str], list[tuple], dict[str, str]]:
     import duckdb
 
     try:
-        return store.select(sql)
+        return store.select_kinds(sql)
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
 
 
-def _emit_rows(names: list[str], rows: list[tuple], times: set[str], fmt: str) -> None:
-    """ROWS as records of NAMES: times RFC 3339 UTC with nanoseconds, JSON columns parsed."""
+def _emit_rows(names: list[str], rows: list[tuple], kinds: dict[str, str], fmt: str) -> None:
+    """ROWS as records of NAMES: times RFC 3339 UTC with nanoseconds, JSON columns parsed (by
+    their type: a text column that happens to start with a bracket stays text)."""
+    import json
+
     from pensieve.output.columns import Column
     from pensieve.output.render import emit
     from pensieve.times import iso_ns
 
-    convert = [(lambda v: iso_ns(v) if isinstance(v, int) else v) if n in times else _plain for n in names]
-    dicts = [{n: f(v) for n, f, v in zip(names, convert, row, strict=True)} for row in rows]
+    def convert(kind: str | None):
+        if kind == "time":
+            return lambda v: iso_ns(v) if isinstance(v, int) else v
+        if kind == "json":
+            return lambda v: json.loads(v) if isinstance(v, str) else v
+        return lambda v: v
+
+    fns = [convert(kinds.get(n)) for n in names]
+    dicts = [{n: f(v) for n, f, v in zip(names, fns, row, strict=True)} for row in rows]
     cols = [Column(n, (lambda r, n=n: r[n]), "text") for n in names]
     emit(dicts, fmt, cols)
-
-
-def _plain(value):
-    """A DuckDB value as a JSON-ready builtin (JSON columns parsed)."""
-    import json
-
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def cmd_tables(o):
