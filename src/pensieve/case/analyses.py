@@ -13,7 +13,6 @@ task of the case (source 0) with a problem, and the others still run.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -69,34 +68,37 @@ def run_analyses(store: CaseStore, report: Callable[[dict], None] = lambda e: No
     todo = sorted(ANALYSES.values(), key=lambda a: (a.order, a.name))
     done = failed = 0
     for i, a in enumerate(todo, 1):
-        t0, started = time.monotonic(), time.time_ns()
+        t0 = time.monotonic()
         event = {"source": "case", "task": a.name, "index": i, "total": len(todo)}
-        try:
-            with store.transaction():
-                _forget_problems(store, a.name)
-                for table in a.tables:
-                    store.db.execute(f"DELETE FROM {table} WHERE producer = ?", [a.name])
-                n = 0
-                for table, rows in a.run(store):
-                    for row in rows:
-                        row.setdefault("producer", a.name)
-                    n += store.insert(table, rows)
-                finished = time.time_ns()
-                store.record_task(
-                    CASE_SOURCE, a.name, None, "done", started=started, finished=finished, rows=n
-                )
-            done += 1
+        status, n, message = store.run_task(
+            CASE_SOURCE, a.name, None, lambda a=a: _write(store, a), lambda m, a=a: _failed(store, a, m)
+        )
+        done += status == "done"
+        failed += status == "failed"
+        if status == "done":
             report({**event, "status": "done", "rows": n, "seconds": time.monotonic() - t0})
-        except Exception as exc:  # noqa: BLE001 - one analysis must not end the others
-            failed += 1
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            message = f"{type(exc).__name__}: {exc} ({where.name}:{where.lineno})"
-            problem = Problem("case", f"analysis {a.name} failed: {message}", None, "error")
-            with store.transaction():
-                _forget_problems(store, a.name)
-                row = {"source_id": CASE_SOURCE, "host": None, "task": a.name}
-                row.update(source=problem.source, message=problem.message, severity=problem.severity)
-                store.insert("problems", [row])
-                store.record_task(CASE_SOURCE, a.name, None, "failed", started=started, message=message)
+        else:
             report({**event, "status": "failed", "error": message})
     return done, failed
+
+
+def _write(store: CaseStore, a: CaseAnalysis) -> int:
+    """A's rows in place of its earlier ones (and of its earlier problems)."""
+    _forget_problems(store, a.name)
+    for table in a.tables:
+        store.db.execute(f"DELETE FROM {table} WHERE producer = ?", [a.name])
+    n = 0
+    for table, rows in a.run(store):
+        for row in rows:
+            row.setdefault("producer", a.name)
+        n += store.insert(table, rows)
+    return n
+
+
+def _failed(store: CaseStore, a: CaseAnalysis, message: str) -> None:
+    """A's failure as its one problem of the case."""
+    _forget_problems(store, a.name)
+    problem = Problem("case", f"analysis {a.name} failed: {message}", None, "error")
+    row = {"source_id": CASE_SOURCE, "host": None, "task": a.name}
+    row.update(source=problem.source, message=problem.message, severity=problem.severity)
+    store.insert("problems", [row])

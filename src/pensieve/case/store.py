@@ -28,7 +28,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -290,6 +291,42 @@ class CaseStore:
         row = {"source_id": source_id, "task": task, "subject": subject, "status": status}
         row.update(info, pensieve_version=__version__)
         self.insert("tasks", [row])
+
+    def run_task(
+        self,
+        source_id: int,
+        task: str,
+        subject: str | None,
+        write: Callable[[], int],
+        failed: Callable[[str], None],
+    ) -> tuple[str, int, str | None]:
+        """One analysis, alone: WRITE (it adds its rows, returns how many) runs in one transaction
+        with the task's ``done`` row; when it raises, all it wrote is rolled back and, in a second
+        transaction, FAILED(message) records what it must (its problem) beside the ``failed`` row.
+        Returns (status, rows, error message or None)."""
+        started = time.time_ns()
+        try:
+            with self.transaction():
+                n = write()
+                self.record_task(
+                    source_id, task, subject, "done", started=started, finished=time.time_ns(), rows=n
+                )
+            return "done", n, None
+        except Exception as exc:  # noqa: BLE001 - one failed analysis must not end the others
+            message = f"{type(exc).__name__}: {exc}"
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            with self.transaction():
+                failed(message)
+                self.record_task(
+                    source_id,
+                    task,
+                    subject,
+                    "failed",
+                    started=started,
+                    finished=time.time_ns(),
+                    message=f"{message} ({os.path.basename(where.filename)}:{where.lineno})",
+                )
+            return "failed", 0, message
 
     # ---- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -536,44 +535,22 @@ class TriageSummary(NamedTuple):
 
 
 def _run_task(store: CaseStore, ctx: Context, task: Task) -> tuple[str, int, str | None]:
-    """Run TASK into STORE in one transaction: (status, rows written, error message)."""
-    started = time.time_ns()
+    """Run TASK into STORE in one transaction (:meth:`CaseStore.run_task`), the problems it met
+    with it: (status, rows written, error message)."""
     before = len(ctx.problems)
-    try:
-        with store.transaction():
-            n = 0
-            for table, rows in task.run():
-                n += store.insert(table, rows)
-            mine = ctx.problems[before:]
-            store.insert("problems", ctx.rows("problems", mine, task=task.name))
-            store.record_task(
-                ctx.source_id,
-                task.name,
-                task.subject,
-                "done",
-                started=started,
-                finished=time.time_ns(),
-                rows=n,
-            )
-        return "done", n, None
-    except Exception as exc:  # noqa: BLE001 - one failed analysis must not end the others
+
+    def write() -> int:
+        n = sum(store.insert(table, rows) for table, rows in task.run())
+        store.insert("problems", ctx.rows("problems", ctx.problems[before:], task=task.name))
+        return n
+
+    def failed(message: str) -> None:
         del ctx.problems[before:]
-        message = f"{type(exc).__name__}: {exc}"
-        where = traceback.extract_tb(exc.__traceback__)[-1]
         problem = Problem(ctx.source.path, f"task {task.label} failed: {message}", task.subject, "error")
-        with store.transaction():
-            store.insert("problems", ctx.rows("problems", [problem], task=task.name))
-            store.record_task(
-                ctx.source_id,
-                task.name,
-                task.subject,
-                "failed",
-                started=started,
-                finished=time.time_ns(),
-                message=f"{message} ({os.path.basename(where.filename)}:{where.lineno})",
-            )
+        store.insert("problems", ctx.rows("problems", [problem], task=task.name))
         ctx.problems.append(problem)
-        return "failed", 0, message
+
+    return store.run_task(ctx.source_id, task.name, task.subject, write, failed)
 
 
 def triage_source(
