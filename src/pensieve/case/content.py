@@ -77,7 +77,10 @@ class ContentScanner:
             h.update(block)
             size += len(block)
             if kept is not None:
-                kept = kept + [block] if size <= KEEP_LIMIT else None
+                if size <= KEEP_LIMIT:
+                    kept.append(block)
+                else:
+                    kept = None  # too big to keep: hashed and scanned all the same
             for c in consumers:
                 c.feed(block)
         self.kinds[host_path] = file_kind(head)
