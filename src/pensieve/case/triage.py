@@ -362,9 +362,13 @@ def kubelet_checkpoint(ctx: Context, ev_path: str) -> Rows:
 
 
 def _find_container(host, cid: str | None):
+    """The container CID of HOST, None when it holds none (or CID is unknown)."""
     if not cid:
         return None
-    return next((c for c in host.containers() if c.id == cid), None)
+    try:
+        return host.container(cid)
+    except LookupError:  # LookupFailed: not there, or ambiguous
+        return None
 
 
 def integrity(ctx: Context) -> Rows:
