@@ -11,7 +11,7 @@ import importlib
 
 COMMAND_MODULES = (
     "inventory", "pods", "diff", "verify", "compare", "mem", "recover", "carve", "fs", "case", "timeline",
-    "report",
+    "report", "live", "collect",
 )  # fmt: skip
 
 
