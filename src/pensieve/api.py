@@ -89,3 +89,51 @@ def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
     result = container_diff(host.evidence, c.layers, hash_files)
     result.changes = host.diff_filter(c, result.changes)
     return result
+
+
+def live_watch(
+    proc: str = "/proc",
+    roots: list[str] | None = None,
+    containers: list[str] | None = None,
+    interval: float = 1.0,
+    duration: float | None = None,
+    out: str | None = None,
+) -> list:
+    """``live watch``: poll PROC every INTERVAL seconds for DURATION (None: until ^C), writing one
+    JSON event a line to OUT (through the output sink) or standard output; the problems."""
+    import sys
+
+    from pensieve.live.context import LiveContext
+    from pensieve.live.watch import watch
+    from pensieve.output.render import dumps
+    from pensieve.output.sink import OutputSink
+    from pensieve.records import to_dict
+
+    ctx = LiveContext(proc, roots)
+    wanted = ctx.wanted(containers)
+    sink = written = None
+    if out is not None:
+        sink = OutputSink(out, [*ctx.roots, proc] if ctx.roots != ["/"] else [proc], kind="file")
+        written = sink.create()
+
+    def emit(events) -> None:
+        text = "".join(dumps(to_dict(e), indent=None) + "\n" for e in events)
+        if not text:
+            return
+        if written is not None:
+            written.write(text.encode())
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    try:
+        watch(ctx, emit, wanted, interval=interval, duration=duration)
+    except KeyboardInterrupt:
+        pass  # ^C ends a watch: what was seen is written
+    finally:
+        if written is not None:
+            written.close()
+        if sink is not None:
+            sink.close()
+        ctx.close()
+    return ctx.problems

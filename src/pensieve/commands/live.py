@@ -66,8 +66,17 @@ def cmd_cgroups(o: argparse.Namespace) -> list:
 
 
 def cmd_watch(o: argparse.Namespace) -> list:
-    """Poll processes and sockets; write JSONL events."""
-    raise NotImplementedError("live watch")
+    """Poll processes and sockets; write JSONL events.
+
+    One JSON object a line, written as each poll ends: process-present/-started/-exited,
+    listener-present/-appeared/-closed, connection-present/-opened/-closed, with the poll's time,
+    the container (name, engine, pod) and the details.  Stops after --for seconds, or at ^C
+    (what was seen is written; exit 0).  What starts and ends between two polls is not seen."""
+    from pensieve.api import live_watch
+
+    return live_watch(
+        o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out
+    )
 
 
 def add_parser(subparsers) -> None:

@@ -127,6 +127,21 @@ class LiveContext:
             return {c.id for c in containers if c.id.startswith(hexref)} or {f"prefix:{hexref}"}
         return set()
 
+    def wanted(self, refs: list[str] | None) -> set[str] | None:
+        """The container ids the --container REFS name together (None: no filter); LookupFailed
+        (exit 4) for a ref that names nothing."""
+        if not refs:
+            return None
+        from pensieve.errors import LookupFailed
+
+        out: set[str] = set()
+        for ref in refs:
+            found = self.matches(ref)
+            if not found:
+                raise LookupFailed(f"no container {ref!r} on this host (an id, a name or ns/pod/container)")
+            out |= found
+        return out
+
     @staticmethod
     def selected(container_id: str | None, wanted: set[str] | None) -> bool:
         """Whether CONTAINER_ID is one of WANTED (None: every one); ``prefix:HEX`` entries match
