@@ -89,3 +89,27 @@ def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
     result = container_diff(host.evidence, c.layers, hash_files)
     result.changes = host.diff_filter(c, result.changes)
     return result
+
+
+def live_net(proc: str = "/proc", roots: list[str] | None = None, containers: list[str] | None = None):
+    """``live net``: (every socket of the live host at PROC, joined to its processes and to the
+    containers the engine records of ROOTS name, the problems met); CONTAINERS (ids, prefixes,
+    names, Kubernetes names) keeps those containers' sockets only."""
+    from pensieve.live.context import LiveContext
+    from pensieve.live.sockets import live_sockets
+    from pensieve.records import Problem
+
+    ctx = LiveContext(proc, roots)
+    try:
+        wanted = None
+        if containers:
+            wanted = set()
+            for ref in containers:
+                ids = ctx.matches(ref)
+                if not ids:
+                    ctx.problems.append(Problem(ref, "no container of the engine records matches this"))
+                wanted |= ids
+        sockets = live_sockets(ctx, wanted)
+        return sockets, list(ctx.problems)
+    finally:
+        ctx.close()
