@@ -81,7 +81,7 @@ def _ours_as_ss(sockets, pids: set[int], protocols: tuple[str, ...]) -> set[tupl
                     netid,
                     s.local,
                     str(s.local_port),
-                    remote,
+                    s.remote,
                     str(s.remote_port),
                     SS_STATE.get(s.state, s.state),
                     pid,
