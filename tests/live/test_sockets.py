@@ -46,7 +46,8 @@ def _inode(sock: socket.socket) -> int:
 
 def _split_endpoint(text: str) -> tuple[str, str]:
     addr, _, port = text.rpartition(":")
-    return addr.strip("[]").split("%")[0], port
+    addr = addr.strip("[]").split("%")[0]
+    return ("::" if addr == "*" else addr), port  # ss: * is a dual-stack socket's unspecified ::
 
 
 def _ss(pids: set[int], netns_pid: int | None = None) -> set[tuple]:
@@ -356,10 +357,10 @@ def test_docker_containers_sockets(docker_net):
     rows = json.loads(res.stdout)
     in_net = [r for r in rows if r["container_id"] == net["Id"]]
     assert in_net and all(r["container_name"] == "c-net" and r["engine"] == "docker" for r in in_net)
-    listener = next(r for r in in_net if r["protocol"] == "tcp" and r["state"] == "LISTEN")
+    listener = next(r for r in in_net if r["protocol"] in ("tcp", "tcp6") and r["state"] == "LISTEN")
     assert listener["local_port"] == 8080 and "undeclared-listener" in listener["marks"]
     assert listener["details"]["declared_ports"] == []
-    established = [r for r in in_net if r["protocol"] == "tcp" and r["state"] == "ESTABLISHED"]
+    established = [r for r in in_net if r["protocol"] in ("tcp", "tcp6") and r["state"] == "ESTABLISHED"]
     assert len(established) == 2 and not any("external-peer" in r["marks"] for r in established)
     served = next(r for r in established if r["local_port"] == 8080)
     shells = [f for f in served["fds"] if Path(f"/proc/{f.split(':')[0]}/comm").read_text().strip() == "sh"]
@@ -368,7 +369,7 @@ def test_docker_containers_sockets(docker_net):
     pids = {p for r in in_net for p in r["pids"]}
     from types import SimpleNamespace
 
-    mine = _ours_as_ss([SimpleNamespace(**r) for r in in_net], pids, ("tcp",))
+    mine = _ours_as_ss([SimpleNamespace(**r) for r in in_net], pids, ("tcp", "tcp6"))
     assert mine == _ss(pids, net["State"]["Pid"])
     on_host = [r for r in rows if r["container_id"] == host["Id"]]
     web = next(r for r in on_host if r["state"] == "LISTEN")

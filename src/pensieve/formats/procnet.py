@@ -171,12 +171,15 @@ def _bad(no: int, line: str, reason: str) -> BadLine:
 
 def decode_address(hex_addr: str) -> str:
     """The address a kernel table spells HEX_ADDR (8 or 32 hex digits, words in host byte
-    order), as text (ValueError when it is neither)."""
+    order), as text (ValueError when it is neither); an IPv4-mapped IPv6 address is
+    ``::ffff:A.B.C.D``."""
     if len(hex_addr) not in (8, 32):
         raise ValueError(f"address of {len(hex_addr)} hex digits")
     words = [int(hex_addr[i : i + 8], 16) for i in range(0, len(hex_addr), 8)]
-    raw = struct.pack(f"={len(words)}I", *words)
-    return str(ipaddress.ip_address(raw))
+    ip = ipaddress.ip_address(struct.pack(f"={len(words)}I", *words))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"  # as ss(8) and RFC 4291 2.5.5.2 write it
+    return str(ip)
 
 
 def _endpoint(text: str, family: int) -> tuple[str, int]:

@@ -254,9 +254,11 @@ def _mark(sock: LiveSocket, owner: _Pid | None, host_netns: int | None, own: set
 
 
 def _netns_owner(scan: _Scan, pids: list[int]) -> _Pid | None:
-    """The pid entry standing for a namespace: one in a container if any is, else the first."""
+    """The pid entry standing for a namespace, for the sockets no descriptor holds: a host pid
+    when any pid of the namespace is in no container (the host's namespace, shared by
+    ``--network host`` containers), else the first pid's (a pod's containers share one)."""
     entries = [scan.pids[p] for p in pids if p in scan.pids]
-    return next((e for e in entries if e.container_id), entries[0] if entries else None)
+    return next((e for e in entries if not e.container_id), entries[0] if entries else None)
 
 
 def _sockets_of(
