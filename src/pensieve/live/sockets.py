@@ -42,6 +42,8 @@ __all__ = ["TABLES", "live_sockets"]
 
 #: the files read in each network namespace, in output order
 TABLES = (*INET_TABLES, "unix", "packet")
+#: the files that give a namespace's own addresses
+ADDRESSES = ("fib_trie", "if_inet6")
 
 
 @dataclass
@@ -146,15 +148,17 @@ def _scan(ctx: LiveContext, processes: list | None) -> _Scan:
     return scan
 
 
-def _read_netns(ctx: LiveContext, pids: list[int]) -> tuple[int | None, dict[str, bytes], list[Problem]]:
-    """(the pid read through, file -> bytes, problems) of one namespace: its tables through the
+def _read_netns(
+    ctx: LiveContext, pids: list[int], names: tuple[str, ...]
+) -> tuple[int | None, dict[str, bytes], list[Problem]]:
+    """(the pid read through, file -> bytes, problems) of one namespace: its files NAMES through the
     first of PIDS that can still be read (a pid may exit before its turn).  A table the kernel
     does not have (no IPv6, no packet sockets) is empty; one that cannot be read is a problem."""
     problems: list[Problem] = []
     for pid in pids:
         files: dict[str, bytes] = {}
         try:
-            for name in (*TABLES, "fib_trie", "if_inet6"):
+            for name in names:
                 try:
                     files[name] = ctx.procfs.read(pid, "net", name, limit=1 << 28)
                 except ProcessGone:
@@ -314,17 +318,17 @@ def live_sockets(
     read: list[tuple[int | None, _Pid | None, int, dict[str, bytes]]] = []
     own: set[str] = set()
     for netns, pids in scan.by_netns.items():
-        if wanted is not None and not any(
+        skipped = wanted is not None and not any(
             LiveContext.selected(scan.pids[p].container_id, wanted) for p in pids
-        ):
-            continue
-        via, files, problems = _read_netns(ctx, pids)
+        )  # a namespace of other containers: only its addresses (peers that are not external)
+        via, files, problems = _read_netns(ctx, pids, ADDRESSES if skipped else (*TABLES, *ADDRESSES))
         ctx.problems.extend(problems)
         if via is None:
             ctx.problems.append(Problem(f"netns:[{netns}]", f"network namespace of pids {pids[:8]} not read"))
             continue
         own |= parse_fib_trie_local(files["fib_trie"]) | parse_if_inet6(files["if_inet6"])
-        read.append((netns, _netns_owner(scan, pids), via, files))
+        if not skipped:
+            read.append((netns, _netns_owner(scan, pids), via, files))
     out: list[LiveSocket] = []
     for netns_read in read:
         out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own))
