@@ -137,3 +137,18 @@ def live_watch(
             sink.close()
         ctx.close()
     return ctx.problems
+
+
+def live_net(proc: str = "/proc", roots: list[str] | None = None, containers: list[str] | None = None):
+    """``live net``: (every socket of the live host at PROC, joined to its processes and to the
+    containers the engine records of ROOTS name, the problems met); CONTAINERS (ids, prefixes,
+    names, Kubernetes names) keeps those containers' sockets only."""
+    from pensieve.live.context import LiveContext
+    from pensieve.live.sockets import live_sockets
+
+    ctx = LiveContext(proc, roots)
+    try:
+        sockets = live_sockets(ctx, ctx.wanted(containers))
+        return sockets, list(ctx.problems)
+    finally:
+        ctx.close()

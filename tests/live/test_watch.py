@@ -108,7 +108,7 @@ def test_cli_writes_jsonl_through_the_sink(tmp_path):
     cmd = [
         sys.executable,
         "-c",
-        "from pensieve.cli import main; main()",
+        "import sys; from pensieve.cli import main; sys.exit(main())",
         "live",
         "watch",
         "--root",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from pensieve.commands.common import EPILOG, add_output, described_parser
+from pensieve.commands.common import EPILOG, add_output, described_parser, full_ids
 
 __all__ = ["add_parser"]
 
@@ -57,7 +57,14 @@ def cmd_ps(o: argparse.Namespace) -> list:
 
 def cmd_net(o: argparse.Namespace) -> list:
     """Every socket of every container, per network namespace, joined to its processes."""
-    raise NotImplementedError("live net")
+    from pensieve import api
+    from pensieve.output import columns
+    from pensieve.output.render import emit
+    from pensieve.records.live import LiveSocket
+
+    sockets, problems = api.live_net(o.proc, o.roots, o.containers)
+    emit(sockets, o.fmt, columns.live_sockets(full_ids(o)), record_type=LiveSocket)
+    return problems
 
 
 def cmd_cgroups(o: argparse.Namespace) -> list:

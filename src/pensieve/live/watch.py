@@ -22,6 +22,7 @@ References: proc(5) (``stat`` field 22 starttime, ``net/tcp``), the parsers of
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -164,13 +165,22 @@ class Watcher:
 
     def _read_tables(self, netns: int, pids: list[int]) -> list[dict] | None:
         """The inet socket rows of NETNS, read through the first pid of PIDS that answers."""
-        from pensieve.live.sockets import read_table  # the one reader of /proc/PID/net/*
+        from pensieve.formats.procnet import parse_inet
 
         for pid in pids:
             rows: list[dict] = []
             try:
                 for table in TABLES:
-                    rows += read_table(self.ctx.procfs, pid, table)
+                    try:
+                        data = self.ctx.procfs.read(pid, "net", table, limit=1 << 28)
+                    except ProcessGone:
+                        if not os.path.lexists(self.ctx.procfs.path(pid, "net")):
+                            raise
+                        continue  # this kernel has no such table (no IPv6)
+                    parsed = parse_inet(data, table)
+                    rows += [_row(r) for r in parsed.rows]
+                    if parsed.bad:
+                        self._problem(self.ctx.procfs.path(pid, "net", table), f"{len(parsed.bad)} bad lines")
             except ProcessGone:
                 continue
             except Unreadable as exc:
@@ -245,6 +255,19 @@ class Watcher:
         self.first = False
         self.polls += 1
         return events
+
+
+def _row(r) -> dict:
+    """An InetRow of formats/procnet as the dict a watch keeps."""
+    return {
+        "protocol": r.protocol,
+        "state": r.state,
+        "local": r.local,
+        "local_port": r.local_port,
+        "remote": r.remote,
+        "remote_port": r.remote_port,
+        "inode": r.inode,
+    }
 
 
 def is_listener(row: dict) -> bool:

@@ -536,3 +536,36 @@ def carved_files(full_ids: bool = False) -> list[Column]:
         Column("duplicate of", lambda f: f.duplicate_of or "", PATH),
         Column("output", lambda f: f.output or "", PATH),
     ]
+
+
+# ---- live net ------------------------------------------------------------------------------
+
+
+def _endpoint(address: str | None, port: int | None) -> str:
+    """ADDRESS:PORT as ss(8) prints it ([v6]:port; a unix path alone; * for none)."""
+    if address is None:
+        return "*"
+    if port is None:
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _socket_owner(s, ident: Callable[[str | None], str]) -> str:
+    name = s.container_name or ident(s.container_id) or "(host)"
+    return f"{s.pod}/{name}" if s.pod else name
+
+
+def live_sockets(full_ids: bool = False) -> list[Column]:
+    """``live net``: pensieve.records.live.LiveSocket."""
+    ident = id_formatter(full_ids)
+    return [
+        Column("CONTAINER", lambda s: _socket_owner(s, ident), ID),
+        Column("PROTO", lambda s: s.protocol),
+        Column("STATE", lambda s: s.state or ""),
+        Column("LOCAL", lambda s: _endpoint(s.local, s.local_port), PATH),
+        Column("REMOTE", lambda s: "" if s.protocol == "unix" else _endpoint(s.remote, s.remote_port), PATH),
+        Column("RECV-Q", lambda s: "" if s.recv_queue is None else s.recv_queue, NUM),
+        Column("SEND-Q", lambda s: "" if s.send_queue is None else s.send_queue, NUM),
+        Column("PIDS", lambda s: ",".join(s.fds)),
+        Column("MARKS", lambda s: ",".join(s.marks)),
+    ]
