@@ -14,7 +14,7 @@ import os
 from pensieve.live.attribution import cgroup_owner
 from pensieve.live.procfs import ProcessGone, ProcFS, Unreadable
 from pensieve.records.core import Problem
-from pensieve.records.host import Container
+from pensieve.records.host import Container, Image
 from pensieve.records.live import Owner
 
 __all__ = ["LiveContext"]
@@ -30,6 +30,7 @@ class LiveContext:
         self.problems: list[Problem] = []
         self._containers: dict[str, Container] | None = None
         self._hosts: list = []
+        self._images: dict[str, Image] | None = None
         self._pid1_ns: dict[str, int] | None = None
 
     # ---- engine records --------------------------------------------------------------------
@@ -60,6 +61,24 @@ class LiveContext:
         self.problems.extend(host.problems)
         for c in host.containers():
             self._containers.setdefault(c.id, c)  # type: ignore[union-attr]
+
+    def image_for(self, container: Container) -> Image | None:
+        """The engine record of CONTAINER's image (None: unknown or unreadable)."""
+        if self._images is None:
+            self._images = {}
+            for host in self.engine_hosts():
+                try:
+                    for image in host.images():
+                        self._images.setdefault(image.id, image)
+                except (OSError, ValueError) as exc:
+                    self.problems.append(
+                        Problem(str(getattr(host, "evidence", "")), f"images not read: {exc}")
+                    )
+        if not container.image_id:
+            return None
+        return self._images.get(container.image_id) or self._images.get(
+            container.image_id.removeprefix("sha256:")
+        )
 
     def engine_hosts(self) -> list:
         """The Hosts opened over ROOTS (after :meth:`containers`)."""

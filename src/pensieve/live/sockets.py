@@ -12,7 +12,8 @@ How (proc(5), namespaces(7), network_namespaces(7)):
    descriptor holds (a TIME_WAIT, a kernel socket) gets the container of its namespace's pids.
 
 Marks: ``undeclared-listener`` (a TCP listener or a bound UDP socket of a container whose engine
-record declares no such port: ``Container.exposed_ports`` and published ports), ``external-peer``
+record declares no such port: ``Container.exposed_ports``, published ports, the image's exposed
+ports), ``external-peer``
 (a peer that is not loopback, link-local, unspecified, nor an address of any network namespace
 of the host: IPv4 from each namespace's ``fib_trie`` ``/32 host LOCAL`` entries, IPv6 from its
 ``if_inet6``), ``host-network`` (a container's socket in the host's network namespace).
@@ -78,9 +79,14 @@ def _netns(ctx: LiveContext, pid: int) -> int | None:
     raise Unreadable(f"{ctx.procfs.path(pid, 'ns', 'net')}: {target!r} is not a namespace link")
 
 
-def _declared(container) -> set[str]:
+def _declared(ctx: LiveContext, container) -> set[str]:
+    """The ports CONTAINER declares: its own exposed and published ports and its image's exposed
+    ports (containerd and Podman keep them only in the image config)."""
     ports = set(container.exposed_ports)
     ports.update(b.container_port for b in container.published_ports)
+    image = ctx.image_for(container)
+    if image is not None:
+        ports.update(image.exposed_ports)
     return {p if "/" in p else f"{p}/tcp" for p in ports}
 
 
@@ -95,7 +101,7 @@ def _pid_from_context(ctx: LiveContext, pid: int, netns: int | None) -> _Pid:
         entry.engine = record.engine
         if record.pod_name:
             entry.pod = f"{record.pod_namespace}/{record.pod_name}"
-        entry.exposed = _declared(record)
+        entry.exposed = _declared(ctx, record)
     return entry
 
 
@@ -112,7 +118,7 @@ def _pid_from_process(ctx: LiveContext, proc) -> _Pid:
     if proc.container_id:
         record = ctx.containers().get(proc.container_id)
         if record is not None:
-            entry.exposed = _declared(record)
+            entry.exposed = _declared(ctx, record)
     return entry
 
 
