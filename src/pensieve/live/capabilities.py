@@ -1,8 +1,8 @@
 """Linux capability masks (``CapEff``/``CapPrm``/``CapBnd`` of /proc/PID/status) decoded to names.
 
 The bit numbers are those of capabilities(7) and ``include/uapi/linux/capability.h`` (CAP_CHOWN 0
-... CAP_CHECKPOINT_RESTORE 40); a bit this table does not name is ``cap_N``, as ``capsh --decode``
-prints it.  A full set is every bit up to the kernel's ``/proc/sys/kernel/cap_last_cap``.
+... CAP_CHECKPOINT_RESTORE 40); a bit this table does not name is ``cap_N`` (``capsh --decode``
+prints the bare number).  A full set is every bit up to the kernel's ``/proc/sys/kernel/cap_last_cap``.
 """
 
 from __future__ import annotations
