@@ -53,8 +53,15 @@ CASES = [
         None,
     ),
     # a pod's slice with no container scope (the pause/sandbox cgroup itself)
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_}.slice", "sandbox-unknown",
-     "kubernetes", None, POD, "burstable", None),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_}.slice",
+        "sandbox-unknown",
+        "kubernetes",
+        None,
+        POD,
+        "burstable",
+        None,
+    ),
     # Podman rootful (systemd), rootless (under the user's manager), conmon, cgroupfs driver
     (f"/machine.slice/libpod-{ID}.scope", "container", "podman", ID, None, None, None),
     (
@@ -68,7 +75,7 @@ CASES = [
     ),
     (f"/machine.slice/libpod-conmon-{ID}.scope", "conmon", "podman", ID, None, None, None),
     (f"/libpod_parent/libpod-{ID}", "container", "podman", ID, None, None, None),
-    (f"/libpod_parent/conmon", "host", None, None, None, None, None),
+    ("/libpod_parent/conmon", "host", None, None, None, None, None),
     # CRI-O outside Kubernetes' slices, and its monitor
     (f"/system.slice/crio-{ID}.scope", "container", "crio", ID, None, None, None),
     (f"/system.slice/crio-conmon-{ID}.scope", "conmon", "crio", ID, None, None, None),

@@ -9,7 +9,16 @@ import pytest
 
 from pensieve.live.capabilities import CAPABILITIES, DEFAULT_CONTAINER, decode, is_full, summary
 
-MASKS = ["0", "1", "a80425fb", "000001ffffffffff", "000001fffeffffff", "0000000000200000", "3fffffffff", "1" + "0" * 15]
+MASKS = [
+    "0",
+    "1",
+    "a80425fb",
+    "000001ffffffffff",
+    "000001fffeffffff",
+    "0000000000200000",
+    "3fffffffff",
+    "1" + "0" * 15,
+]
 
 
 def test_known_masks() -> None:
