@@ -256,3 +256,18 @@ def test_cli_table_and_formats(capsys: pytest.CaptureFixture) -> None:
     main(["live", "ps"])
     out = capsys.readouterr().out
     assert "CONTAINER" in out and "host" in out
+
+
+def test_unprivileged_says_once() -> None:
+    from pensieve.live.processes import proc_problems
+    from pensieve.records.core import Problem
+    from pensieve.records.live import LiveProcess
+
+    procs = [
+        LiveProcess(pid=n, problems=[Problem(f"/proc/{n}/exe", "permission denied")]) for n in range(10, 15)
+    ]
+    procs[0].problems.append(Problem("/proc/10/status", "process exited while being read"))
+    said = proc_problems(procs, privileged=False)
+    assert [p.source for p in said] == ["/proc/10/status", "/proc"]
+    assert "exe of 5" in said[1].message and "root" in said[1].message
+    assert len(proc_problems(procs, privileged=True)) == 6
