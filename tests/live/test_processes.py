@@ -42,6 +42,18 @@ def _wait_exe(pid: int, want: str, timeout: float = 10) -> None:
     pytest.fail(f"pid {pid} never exec'd {want}")
 
 
+def _settled_atime(pid: int) -> int:
+    """The atime of PID's executable once the exec is done with it (two looks 0.2 s apart agree)."""
+    last = None
+    for _ in range(50):
+        now = os.stat(f"/proc/{pid}/exe").st_atime_ns
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.2)
+    pytest.fail(f"the atime of pid {pid}'s executable keeps moving")
+
+
 def _kill(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.wait(timeout=10)
@@ -132,8 +144,7 @@ def test_deleted_executable_hashed_and_atime_kept(tmp_path: Path) -> None:
         try:
             _wait_exe(child.pid, "sleep-deleted")
             exe.unlink()
-            before = os.stat(f"/proc/{child.pid}/exe").st_atime_ns
-            time.sleep(0.02)
+            before = _settled_atime(child.pid)
             p = _by_pid()[child.pid]
             assert p.exe == str(exe) and p.exe_deleted and not p.exe_memfd
             assert p.exe_sha256 == digest and p.exe_size == os.path.getsize(SLEEP)

@@ -79,7 +79,15 @@ class _Reader:
         self.digests: dict[tuple[int, int, int, int], tuple[str, int]] = {}
         self.users = _read_passwd(ctx.roots)
         self.host_ns = ctx.host_namespaces()
-        self.engine_data = bool(ctx.roots) and bool(ctx.engine_hosts())
+        self._engine_data: bool | None = None
+
+    @property
+    def engine_data(self) -> bool:
+        """Whether engine records were read: the roots are opened at the first process in a
+        container (a host without containers costs no engine read)."""
+        if self._engine_data is None:
+            self._engine_data = bool(self.ctx.roots) and bool(self.ctx.engine_hosts())
+        return self._engine_data
 
     def problem(self, proc: LiveProcess, what: str, exc: Exception) -> None:
         source = self.procfs.path(proc.pid, what)
