@@ -228,6 +228,14 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("timeline-timesketch", ["timeline", "{case}", "--format", "timesketch"], None),
     ("links", ["links", "{case}", "--json", "--out", "{o}/links.json"], None),
     ("report", ["report", "{case}", "--out", "{o}/report"], None),
+    # live views read /proc; the engine records they join come from the evidence
+    ("live-ps", ["live", "ps", "--root", "{m}/docker", "--container", "c-modified", "--json"], None),
+    ("live-net", ["live", "net", "--root", "{m}/docker", "--container", "c-modified", "--json"], None),
+    (
+        "live-watch",
+        ["live", "watch", "--root", "{m}/docker", "-c", "c-modified", "--for", "1", "--out", "{o}/w.jsonl"],
+        None,
+    ),
 ]
 
 

@@ -152,3 +152,48 @@ def live_net(proc: str = "/proc", roots: list[str] | None = None, containers: li
         return sockets, list(ctx.problems)
     finally:
         ctx.close()
+
+
+def live_ps(
+    proc: str = "/proc",
+    roots: list[str] | None = None,
+    containers: list[str] | None = None,
+    hash_exe: bool = True,
+) -> tuple[list, list]:
+    """``pensieve live ps``: (every process of the live host at PROC, grouped by container -- containers
+    by name, then the host's -- and the problems met).  ROOTS are the host roots or data roots whose
+    engine records name the containers (default ``/``; [] reads none); CONTAINERS keeps only those
+    (ids or prefixes, names, Kubernetes ns/pod/container; LookupFailed when one names nothing)."""
+    from pensieve.errors import EvidenceError
+    from pensieve.live.context import LiveContext, is_root
+    from pensieve.live.processes import live_processes, proc_problems
+    from pensieve.live.procfs import ProcessGone, Unreadable
+
+    ctx = LiveContext(proc, roots)
+    try:
+        ctx.procfs.boot_time_ns()
+    except (ProcessGone, Unreadable) as exc:
+        raise EvidenceError(
+            f"{proc} is not a proc filesystem ({exc}: no readable stat with a btime line)"
+        ) from None
+    try:
+        wanted = None
+        if containers:
+            wanted = set()
+            for ref in containers:
+                ids = ctx.matches(ref)
+                if not ids:
+                    raise LookupFailed(f"no container matches {ref!r}")
+                wanted |= ids
+        processes = live_processes(ctx, wanted, hash_exe)
+    finally:
+        ctx.close()
+    processes.sort(key=_live_group)
+    return processes, [*ctx.problems, *proc_problems(processes, privileged=is_root())]
+
+
+def _live_group(p) -> tuple:
+    """Containers (by name, else id; a monitor beside its container) before the host, by pid within."""
+    if p.container_id is None:
+        return (1, "", p.pid)
+    return (0, p.pod or "", p.container_name or "", p.container_id, p.pid)

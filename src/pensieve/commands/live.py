@@ -52,7 +52,14 @@ def _context(o: argparse.Namespace):
 
 def cmd_ps(o: argparse.Namespace) -> list:
     """Every process of the host grouped by container (and pod)."""
-    raise NotImplementedError("live ps")
+    from pensieve import api
+    from pensieve.output import columns
+    from pensieve.output.render import emit
+    from pensieve.records.live import LiveProcess
+
+    processes, problems = api.live_ps(o.proc, o.roots, o.containers)
+    emit(processes, o.fmt, columns.live_processes(full_ids(o)), record_type=LiveProcess)
+    return problems
 
 
 def cmd_net(o: argparse.Namespace) -> list:

@@ -124,6 +124,13 @@ class LiveContext:
             except (ProcessGone, Unreadable) as exc:
                 self.problems.append(Problem(self.procfs.path(1, "ns"), f"host namespaces unknown: {exc}"))
                 self._pid1_ns = {}
+            else:
+                if not self._pid1_ns:  # each link denied (pid 1 beyond the reader's ptrace reach)
+                    self.problems.append(
+                        Problem(
+                            self.procfs.path(1, "ns"), "host namespaces unknown: no namespace link readable"
+                        )
+                    )
         return self._pid1_ns
 
     def matches(self, ref: str) -> set[str]:

@@ -569,3 +569,75 @@ def live_sockets(full_ids: bool = False) -> list[Column]:
         Column("PIDS", lambda s: ",".join(s.fds)),
         Column("MARKS", lambda s: ",".join(s.marks)),
     ]
+
+
+# ---- live ps (pensieve.records.live.LiveProcess) -------------------------------------------
+
+
+def live_container(p, ident: Callable[[str | None], str] = short_id) -> str:
+    """Who a live process belongs to: ``host``; a container's name (or id) with its pod; ``id
+    (no engine record)`` for a container the engines' records lack, ``id (engine data not read)``
+    when none were read; ``[conmon]`` for an engine's monitor beside its container."""
+    owner = p.owner
+    if p.container_id is None:
+        if owner is not None and owner.kind == "sandbox-unknown":
+            return f"kubernetes pod {owner.pod_uid} (sandbox)"
+        return "host" if owner is None or owner.kind == "host" else owner.kind
+    text = p.container_name or ident(p.container_id)
+    if p.pod:
+        text += f" (pod {p.pod})"
+    if p.known is False:
+        text += " (no engine record)"
+    elif p.known is None:
+        text += f" ({p.engine or 'engine'}; engine data not read)"
+    if owner is not None and owner.kind == "conmon":
+        text += " [conmon]"
+    return text
+
+
+def _live_id(name: str | None, host_id: int | None, ns_id: int | None) -> str:
+    host = name or ("" if host_id is None else str(host_id))
+    if ns_id is None and host_id is not None:
+        return f"{host}\u2192unmapped"
+    return host if ns_id == host_id or ns_id is None else f"{host}\u2192{ns_id}"
+
+
+def live_user(p) -> str:
+    """``root``, ``1000``, or ``100000→0`` (the host's real uid, then the id inside the user
+    namespace when it differs)."""
+    if not p.uids:
+        return ""
+    return _live_id(p.user, p.uids[0], p.ns_uids[0] if p.ns_uids else p.uids[0])
+
+
+def live_exe(p) -> str:
+    """The executable, marked ``(deleted)`` or ``(memfd)``; "" for a kernel thread."""
+    if p.exe is None:
+        return ""
+    if p.exe_memfd:  # the kernel calls every memfd deleted: it never had a name in a filesystem
+        return p.exe + " (memfd)"
+    return p.exe + (" (deleted)" if p.exe_deleted else "")
+
+
+def live_cmdline(p) -> str:
+    """The arguments joined by spaces; ``[comm]`` for a process without any (a kernel thread)."""
+    return " ".join(p.cmdline) if p.cmdline else f"[{p.comm or '?'}]"
+
+
+def live_processes(full_ids: bool = False) -> list[Column]:
+    """``live ps``: pensieve.records.live.LiveProcess, rows grouped by container."""
+    from pensieve.live.capabilities import summary
+
+    ident, digest = id_formatter(full_ids), id_formatter(full_ids, 16)
+    return [
+        Column("CONTAINER", lambda p: live_container(p, ident), ID),
+        Column("PID", lambda p: p.pid, NUM),
+        Column("NSPID", lambda p: p.nspids[-1] if len(p.nspids) > 1 else "", NUM),
+        Column("PPID", lambda p: "" if p.ppid is None else p.ppid, NUM),
+        Column("USER", live_user, ID),
+        Column("CAPS", lambda p: summary(p.cap_eff)),
+        Column("SECCOMP", lambda p: p.seccomp or ""),
+        Column("EXE", live_exe, PATH),
+        Column("SHA256", lambda p: digest(p.exe_sha256), ID),
+        Column("CMDLINE", live_cmdline, TEXT, 80),
+    ]

@@ -37,6 +37,7 @@ class LiveProcess:
     nspids: list[int] = field(default_factory=list)  # NSpid: host pid first, innermost last
     comm: str | None = None
     state: str | None = None  # R S D Z T t X I as /proc/PID/stat says
+    kernel_thread: bool = False  # PF_KTHREAD: no exe, no cmdline, and that is normal
     cmdline: list[str] = field(default_factory=list)
     exe: str | None = None  # readlink /proc/PID/exe (" (deleted)" removed; see exe_deleted)
     exe_sha256: str | None = None  # of the bytes behind /proc/PID/exe (deleted or memfd too)
