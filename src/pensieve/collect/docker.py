@@ -36,6 +36,10 @@ from pensieve.records import Container, Image, Layer, Problem
 __all__ = ["collect_docker"]
 
 ROOT = "root"
+#: files every Docker container (and each image layer) has: one missing is a problem
+CONTAINER_FILES = ("config.v2.json", "hostconfig.json")
+MOUNT_FILES = ("mount-id",)
+LAYERDB_FILES = ("diff", "cache-id", "size", "tar-split.json.gz")
 
 
 class DockerAcquisition:
@@ -73,12 +77,23 @@ class DockerAcquisition:
                 elif e.stat.is_symlink:
                     self.out.copy_symlink(self.ev, full, self.rel(full))
 
+    def expect(self, directory: str, names: tuple[str, ...]) -> None:
+        """A problem for each of NAMES missing from DIRECTORY (the rest is collected anyway)."""
+        for name in names:
+            path = posixpath.join(directory, name)
+            if not self.ev.is_file(path):
+                self.out.problems.append(
+                    Problem(path, "missing from the engine's data: not collected", self.c.id)
+                )
+
     # ---- the parts --------------------------------------------------------------------
     def metadata(self, image: Image | None) -> None:
         """The engine's own files for the container, its image and layers."""
         cid = self.c.id
         self.copy_dir(self.root.join("containers", cid))
+        self.expect(self.root.join("containers", cid), CONTAINER_FILES)
         self.copy_dir(self.root.join("image", self.driver, "layerdb", "mounts", cid))
+        self.expect(self.root.join("image", self.driver, "layerdb", "mounts", cid), MOUNT_FILES)
         repos = self.root.join("image", self.driver, "repositories.json")
         if self.ev.exists(repos):
             self.copy(repos)
@@ -95,7 +110,9 @@ class DockerAcquisition:
                 self.root.join("image", self.driver, "imagedb", "metadata", "sha256", hexid), required=False
             )
         for chain in image.chain_ids:
-            self.copy_dir(self.root.join("image", self.driver, "layerdb", "sha256", chain.split(":", 1)[-1]))
+            layerdb = self.root.join("image", self.driver, "layerdb", "sha256", chain.split(":", 1)[-1])
+            self.copy_dir(layerdb)
+            self.expect(layerdb, LAYERDB_FILES)
 
     def _image_chain(self, image: Image) -> list[str]:
         """IMAGE's id and its parents' (classic builds), as far as the host knows them."""

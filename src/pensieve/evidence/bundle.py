@@ -88,7 +88,11 @@ def _layer_tar(path: str) -> TarEvidence:
         if isinstance(index, list)
         else {}
     )
-    for m in ev.entries():
+    try:
+        members = [ev.entry("/"), *ev.entries()]  # the layer directory itself, then its contents
+    except EvidenceError:
+        members = list(ev.entries())
+    for m in members:
         size = sizes.get(_key(m.name))
         if size is not None and m.kind == "dir":
             m.size = size
