@@ -228,7 +228,11 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("timeline-timesketch", ["timeline", "{case}", "--format", "timesketch"], None),
     ("links", ["links", "{case}", "--json", "--out", "{o}/links.json"], None),
     ("report", ["report", "{case}", "--out", "{o}/report"], None),
-    ("collect", ["collect", "c-modified", "--root", "{m}/docker", "--out", "{o}/b", "--proc", "/nonexistent"], None),
+    (
+        "collect",
+        ["collect", "c-modified", "--root", "{m}/docker", "--out", "{o}/b", "--proc", "/nonexistent"],
+        None,
+    ),
 ]
 
 

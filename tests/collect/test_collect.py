@@ -47,7 +47,9 @@ def test_bundle_holds_metadata_layers_image_and_custody(bundle, overlay2_root):
     for name in ("config.v2.json", "hostconfig.json", "hostname", "hosts", "resolv.conf", f"{cid}-json.log"):
         entry = by_path[f"root/containers/{cid}/{name}"]
         assert entry["source"] == f"/containers/{cid}/{name}"
-        assert (bundle / entry["path"]).read_bytes() == (overlay2_root / "containers" / cid / name).read_bytes()
+        assert (bundle / entry["path"]).read_bytes() == (
+            overlay2_root / "containers" / cid / name
+        ).read_bytes()
     assert f"root/image/overlay2/layerdb/mounts/{cid}/mount-id" in by_path
     assert "root/image/overlay2/repositories.json" in by_path
     for layer in doc["layers"]:
@@ -126,7 +128,11 @@ def test_collect_verify_catches_a_changed_manifest(bundle, tmp_path):
 
 
 def test_bundle_is_a_source_that_agrees_with_the_data_root(bundle, overlay2_root, tmp_path):
-    for args in (["containers", "--json"], ["diff", NAME, "--json"], ["fs", NAME, "find", "--layer", "rw", "--hash"]):
+    for args in (
+        ["containers", "--json"],
+        ["diff", NAME, "--json"],
+        ["fs", NAME, "find", "--layer", "rw", "--hash"],
+    ):
         a = run_cli(args[0], bundle, *args[1:], *(["--json"] if args[0] == "fs" else []))
         b = run_cli(args[0], overlay2_root, *args[1:], *(["--json"] if args[0] == "fs" else []))
         assert a[0] == 0, a
@@ -157,7 +163,9 @@ def test_second_collect_gives_the_same_rw_layer(bundle, overlay2_root, tmp_path)
 
     assert files(bundle) == files(again)
     # (the tars themselves may differ: a directory's atime moves when it is listed under relatime)
-    hashes = [{f["path"]: f["sha256"] for f in m["files"] if f["path"].startswith("root/")} for m in (first, second)]
+    hashes = [
+        {f["path"]: f["sha256"] for f in m["files"] if f["path"].startswith("root/")} for m in (first, second)
+    ]
     assert hashes[0] == hashes[1]
 
 
@@ -198,7 +206,11 @@ def test_bad_input(overlay2_root, tmp_path):
 def test_missing_engine_file_is_a_problem_and_the_rest_is_collected(overlay2_root, tmp_path):
     root = tmp_path / "root"
     subprocess.run(["cp", "-a", str(overlay2_root), str(root)], check=True)
-    cid = next(c for c in os.listdir(root / "containers") if NAME in (root / "containers" / c / "config.v2.json").read_text())
+    cid = next(
+        c
+        for c in os.listdir(root / "containers")
+        if NAME in (root / "containers" / c / "config.v2.json").read_text()
+    )
     (root / "containers" / cid / "hostconfig.json").unlink()
     code, out, err = run_cli("collect", NAME, "--root", root, "--out", tmp_path / "b", "--proc", NOPROC)
     assert code == 5 and "hostconfig.json" in err, err
