@@ -20,6 +20,8 @@ from pensieve.records import Attribution, Container, Image
 __all__ = [
     "DockerHost",
     "LookupFailed",
+    "collect",
+    "collect_verify",
     "container_diff",
     "diff",
     "open_docker",
@@ -89,3 +91,20 @@ def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
     result = container_diff(host.evidence, c.layers, hash_files)
     result.changes = host.diff_filter(c, result.changes)
     return result
+
+
+def collect(ref: str | None, out: str, roots: list[str] | None = None, proc: str = "/proc", **options):
+    """Acquire the running container REF (None with ``every=True``: each running one) from the
+    host's files of ROOTS into the bundle OUT (:func:`pensieve.collect.collect`; options:
+    ``every``, ``checkpoint``); returns the bundles written and the problems met."""
+    from pensieve.collect import collect as collect_bundle
+
+    return collect_bundle(ref, out, roots=roots, proc=proc, **options)
+
+
+def collect_verify(bundle: str) -> list[dict[str, str]]:
+    """Every file of the bundle directory BUNDLE checked against its manifest, and the manifest
+    against its hash: ``[{"path", "status", "detail"}]``, status ok | changed | missing | extra."""
+    from pensieve.collect import verify_bundle
+
+    return verify_bundle(bundle)

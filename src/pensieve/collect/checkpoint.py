@@ -73,7 +73,8 @@ def checkpoint_docker(c: Container, out: BundleWriter, opts: dict[str, Any]) -> 
     command = " ".join(argv)
     if done.returncode != 0:
         why = done.stderr.decode("utf-8", "replace").strip()[-500:]
-        out.problems.append(Problem(c.id, f"checkpoint not taken: docker exited {done.returncode}: {why}", c.id))
+        msg = f"checkpoint not taken: docker exited {done.returncode}: {why}"
+        out.problems.append(Problem(c.id, msg, c.id))
         return {"command": command, "status": "failed", "error": why}
     n = _record(out, top, "checkpoint", command)
     return {"command": command, "status": "ok", "name": name, "path": f"checkpoint/{name}", "files": n}
