@@ -236,6 +236,11 @@ CASES: list[tuple[str, list[str], str | None]] = [
         ["live", "watch", "--root", "{m}/docker", "-c", "c-modified", "--for", "1", "--out", "{o}/w.jsonl"],
         None,
     ),
+    (
+        "collect",
+        ["collect", "c-modified", "--root", "{m}/docker", "--out", "{o}/b", "--proc", "/nonexistent"],
+        None,
+    ),
 ]
 
 

@@ -197,3 +197,20 @@ def _live_group(p) -> tuple:
     if p.container_id is None:
         return (1, "", p.pid)
     return (0, p.pod or "", p.container_name or "", p.container_id, p.pid)
+
+
+def collect(ref: str | None, out: str, roots: list[str] | None = None, proc: str = "/proc", **options):
+    """Acquire the running container REF (None with ``every=True``: each running one) from the
+    host's files of ROOTS into the bundle OUT (:func:`pensieve.collect.collect`; options:
+    ``every``, ``checkpoint``); returns the bundles written and the problems met."""
+    from pensieve.collect import collect as collect_bundle
+
+    return collect_bundle(ref, out, roots=roots, proc=proc, **options)
+
+
+def collect_verify(bundle: str) -> list[dict[str, str]]:
+    """Every file of the bundle directory BUNDLE checked against its manifest, and the manifest
+    against its hash: ``[{"path", "status", "detail"}]``, status ok | changed | missing | extra."""
+    from pensieve.collect import verify_bundle
+
+    return verify_bundle(bundle)

@@ -46,7 +46,7 @@ def test_every_command_module_is_registered_once_in_order():
     assert list(sub.choices) == [
         "roots", "containers", "images", "history", "volumes", "logs", "pods", "diff", "whence",
         "verify", "compare", "mem", "recover", "carve", "fs", "triage", "query", "case", "timeline",
-        "links", "report", "live",
+        "links", "report", "live", "collect",
     ]  # fmt: skip
 
 

@@ -62,7 +62,9 @@ def open_evidence(source: str) -> Evidence:
     ``disk.img@offset=1048576`` for the filesystem at that byte offset: see
     ``pensieve.evidence.disk``)."""
     if os.path.isdir(source):
-        return DirectoryEvidence(source)
+        from pensieve.evidence.bundle import is_bundle, open_bundle  # a ``pensieve collect`` bundle
+
+        return open_bundle(source) if is_bundle(source) else DirectoryEvidence(source)
     from pensieve.evidence.disk import is_disk_image, open_disk_image, split_spec
 
     base, _part, _off = split_spec(source)
