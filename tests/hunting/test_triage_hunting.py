@@ -128,7 +128,11 @@ def test_a_memory_hit_on_the_criu_fixture(tmp_path):
     hunting = load_hunting([str(tmp_path / "t.yar")], [str(tmp_path / "bundle.json")])
     summary = triage([str(tmp_path / "dumps" / "after")], str(case), hunting=hunting)
     assert summary.failed == 0
-    sockets = _query(case, "SELECT title, rationale FROM findings WHERE title LIKE 'IOC ipv4 127.0.0.1%'")
+    sockets = _query(
+        case,
+        "SELECT title, rationale FROM findings WHERE title LIKE 'IOC ipv4 127.0.0.1%'"
+        " AND json_extract_string(evidence, '$[0].table') = 'sockets'",
+    )
     assert sockets and all("local c2" in why and "socket" in why for _t, why in sockets)
     rows = _query(case, "SELECT severity, subject, details FROM findings WHERE producer = 'yara.memory'")
     assert rows and all(sev == "critical" for sev, _s, _d in rows)
