@@ -279,3 +279,17 @@ def test_rule_and_ioc_files_are_read_as_regular_files_only(tmp_path):
     with pytest.raises(RuleError, match="not a regular file"):
         load_hunting(None, [str(tmp_path / "fifo.txt")])  # refused at once, no hang on the FIFO
     assert load_hunting([str(real)]).rules is not None
+
+
+def test_network_iocs_across_blocks_as_whole_words(tmp_path):
+    (tmp_path / "i.txt").write_text("evil.example.com\n10.1.2.3\nhttps://drop.example.net/x\n")
+    hunting = load_hunting(None, [str(tmp_path / "i.txt")])
+    scanner = ContentScanner(hunting.factories([]))
+    pad = b"x" * ((1 << 20) - 8)
+    scanner(io.BytesIO(pad + b" evil.example.com\n"), "/across")  # the domain straddles two blocks
+    scanner(io.BytesIO(pad + b"  evil.example.comx"), "/longer")  # not the domain: a longer word
+    scanner(io.BytesIO(b"GET HTTPS://drop.example.net/x 10.1.2.3;"), "/both")
+    scanner(io.BytesIO(b"110.1.2.34 notevil.example.community"), "/none")
+    assert [m["value"] for m in scanner.matches["/across"]] == ["evil.example.com"]
+    assert "/longer" not in scanner.matches and "/none" not in scanner.matches
+    assert sorted(m["indicator"] for m in scanner.matches["/both"]) == ["ipv4", "url"]

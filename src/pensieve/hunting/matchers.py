@@ -116,11 +116,13 @@ class TextPattern:
     def __bool__(self) -> bool:
         return self.regex is not None
 
-    def search(self, data: bytes) -> set[str]:
-        """The indicator values in DATA."""
+    def search(self, data: bytes, final: bool = True) -> set[str]:
+        """The indicator values in DATA; unless FINAL, not those touching its end (the next block
+        may go on with a word character: ``evil.com`` then ``x``)."""
         if self.regex is None:
             return set()
-        return {m.group().decode("latin-1").lower() for m in self.regex.finditer(data)}
+        end = len(data) if final else len(data) - 1
+        return {m.group().decode("latin-1").lower() for m in self.regex.finditer(data) if m.end() <= end}
 
 
 class TextMatcher:
@@ -138,10 +140,11 @@ class TextMatcher:
         block = block[: self.limit - self.seen]
         self.seen += len(block)
         data = self.tail + block
-        self.found |= self.pattern.search(data)
-        self.tail = data[-(self.pattern.longest + 1) :] if len(data) > self.pattern.longest else data
+        self.found |= self.pattern.search(data, final=False)
+        self.tail = data[-(self.pattern.longest + 1) :]
 
     def finish(self) -> list[dict]:
+        self.found |= self.pattern.search(self.tail)
         return [
             {**ioc_entry(self.pattern.by_value[v]), "seen": "content"}
             for v in sorted(self.found)
