@@ -277,3 +277,99 @@ def test_the_case_holds_the_recovered_payload(triaged):
     case, _s, ids, _b = triaged
     rows = _query(case, f"SELECT container_id, sha256 FROM recovered WHERE source_id = {ids['disk']}")
     assert (WEB, PAYLOAD["sha256"]) in rows
+
+
+# ---- hunting over the scenario (triage --yara --ioc) ------------------------------------------
+
+HUNT_RULES = f"""import "hash"
+rule loot_archive {{
+  meta:
+    description = "the staged loot archive"
+    mitre = "T1560.001"
+  condition:
+    filesize == {PAYLOAD["size"]} and hash.sha256(0, filesize) == "{PAYLOAD["sha256"]}"
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def hunted(sources, tmp_path_factory):
+    """The data root, the after checkpoint and the disk image triaged with a rule that only the
+    bytes of the deleted payload match and the loopback address as an IOC."""
+    from pensieve.hunting import load_hunting
+
+    tmp = tmp_path_factory.mktemp("scenario-hunt")
+    (tmp / "loot.yar").write_text(HUNT_RULES)
+    (tmp / "iocs.txt").write_text(f"127.0.0.1 # loopback c2\n{DROPPER['staging_url']}\n")
+    hunting = load_hunting([str(tmp / "loot.yar")], [str(tmp / "iocs.txt")])
+    case = tmp / "case.duckdb"
+    names = ("root", "after", "disk")
+    summary = triage([str(sources[n]) for n in names], str(case), hunting=hunting)
+    rows = _query(case, "SELECT source_id, path FROM sources")
+    ids = {n: next(sid for sid, path in rows if path == str(sources[n].resolve())) for n in names}
+    return case, summary, ids
+
+
+def test_yara_reads_the_recovered_payloads_bytes(hunted):
+    """The payload exists only as a deleted file: the rule (its sha256 over its bytes) matches the
+    content the recovery brings back, attributed to web."""
+    case, summary, ids = hunted
+    assert summary.failed == 0
+    rows = _query(
+        case,
+        "SELECT container_id, details, techniques FROM findings WHERE producer = 'yara.recovered'"
+        f" AND title LIKE 'YARA loot_archive:%' AND source_id = {ids['disk']}",
+    )
+    assert len(rows) == 1
+    cid, details, techniques = rows[0]
+    assert cid == WEB and json.loads(details)["container_path"] == PAYLOAD["path"]
+    assert json.loads(techniques) == ["T1560.001"]
+
+
+def test_yara_reads_the_carved_payloads_bytes(hunted):
+    case, _s, ids = hunted
+    rows = _query(
+        case,
+        "SELECT container_id, details FROM findings WHERE producer = 'yara.carved'"
+        f" AND title LIKE 'YARA loot_archive:%' AND source_id = {ids['disk']}",
+    )
+    assert rows and all(cid == WEB and json.loads(d)["carved_type"] == "gzip" for cid, d in rows)
+
+
+def test_an_ioc_address_in_an_image_layers_file_names_image_layer_and_path(hunted):
+    case, _s, ids = hunted
+    rows = _query(
+        case,
+        "SELECT details, evidence FROM findings WHERE producer = 'yara.layers'"
+        f" AND title LIKE 'IOC ipv4 127.0.0.1: /srv/web.sh in layer %' AND source_id = {ids['root']}",
+    )
+    assert rows
+    for details, evidence in rows:
+        d, (ref,) = json.loads(details), json.loads(evidence)
+        assert d["layer_digest"].startswith("sha256:") and d["image"] and ref["path"] == "/srv/web.sh"
+
+
+def test_iocs_match_the_remote_address_and_the_command_lines_of_the_checkpoint(hunted):
+    case, _s, ids = hunted
+    titles = {t for (t,) in _query(case, f"SELECT title FROM findings WHERE source_id = {ids['after']}")}
+    assert f"IOC ipv4 127.0.0.1: 127.0.0.1:{CB_PORT}" in titles  # the reverse shell's peer
+    assert any(t.startswith("IOC ipv4 127.0.0.1: pid ") and t.endswith(" cmdline") for t in titles)
+
+
+def test_hunting_findings_are_not_repeated(hunted):
+    case, _s, _ids = hunted
+    assert _query(case, "SELECT count(*) - count(DISTINCT finding_id) FROM findings") == [(0,)]
+
+
+def test_the_same_rules_again_reuse_every_hunting_task(hunted, sources):
+    from pensieve.hunting import load_hunting
+
+    case, _s, _ids = hunted
+    tmp = case.parent
+    hunting = load_hunting([str(tmp / "loot.yar")], [str(tmp / "iocs.txt")])
+    before = _query(case, "SELECT count(*) FROM findings")
+    events: list[dict] = []
+    summary = triage([str(sources[n]) for n in ("root", "after", "disk")], str(case), events.append, hunting)
+    assert summary.done == 0 and summary.failed == 0
+    assert all(e["status"] == "reused" for e in events if e["source"] != "case")
+    assert _query(case, "SELECT count(*) FROM findings") == before

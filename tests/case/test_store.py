@@ -119,11 +119,30 @@ def test_an_older_case_is_migrated(tmp_path, monkeypatch):
     s = CaseStore(path)
     s.db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     s.db.execute("ALTER TABLE logs DROP COLUMN partial")
+    s.db.execute("ALTER TABLE tasks DROP COLUMN params")  # as a schema 1 case has it
     s.close()
     monkeypatch.setitem(store_mod.MIGRATIONS, 0, ["ALTER TABLE logs ADD COLUMN partial BOOLEAN"])
     s = CaseStore(path)
     assert s.version() == SCHEMA_VERSION
     s.insert("logs", [{"message": "m", "partial": True}])
+    s.close()
+
+
+def test_a_schema_1_case_gets_task_params(tmp_path):
+    """Schema 2 added tasks.params (the rules digest a task ran with): a schema 1 case is migrated
+    and written by column name, the new column last in the migrated table."""
+    path = str(tmp_path / "v1.duckdb")
+    s = CaseStore(path)
+    s.db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    s.db.execute("ALTER TABLE tasks DROP COLUMN params")
+    s.close()
+    s = CaseStore(path)
+    assert s.version() == SCHEMA_VERSION == 2
+    s.record_task(1, "diff", "c1", "done", rows=3, params="abc")
+    assert s.task_params(1, "diff", "c1") == (True, "abc")
+    assert s.task_done(1, "diff", "c1") and s.task_done(1, "diff", "c1", "abc")
+    assert not s.task_done(1, "diff", "c1", "other")
+    assert s.query("SELECT task, rows FROM tasks")[1] == [("diff", 3)]
     s.close()
 
 

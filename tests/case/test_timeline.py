@@ -134,3 +134,39 @@ def test_rfc3339_in_sql_keeps_ns_and_offsets():
     assert ns("2026-11-28T22:35:06.310503647+02:00") == 1795898106310503647
     assert ns("2026-11-28T19:05:06.310503647-0130") == 1795898106310503647
     assert ns("not a time") is None
+
+
+def test_each_checkpointed_process_is_seen_at_its_checkpoints_time(store):
+    """CRIU records no process start time: a process is ``process.seen`` when its checkpoint was
+    taken, and one of a checkpoint without a time has no event."""
+    store.insert(
+        "checkpoints",
+        [
+            {
+                "source_id": 1,
+                "host": "h",
+                "checkpoint": "/ck/a",
+                "container_id": "c1",
+                "checkpointed": 7 * 10**18,
+            },
+            {"source_id": 1, "host": "h", "checkpoint": "/ck/b", "container_id": "c1"},
+        ],
+    )
+    store.insert(
+        "processes",
+        [
+            {"source_id": 1, "host": "h", "container_id": "c1", "checkpoint": "/ck/a", "pid": 27,
+             "comm": "sh", "cmdline": ["sh", "-i"], "exe": "/bin/busybox"},
+            {"source_id": 1, "host": "h", "container_id": "c1", "checkpoint": "/ck/b", "pid": 28},
+        ],
+    )  # fmt: skip
+    run_analyses(store)
+    rows = store.select(
+        "SELECT time, message, path, ref_table, ref, container_id FROM events WHERE kind = 'process.seen'"
+        " AND host = 'h'"
+    )[1]
+    assert len(rows) == 1
+    time, message, path, table, ref, cid = rows[0]
+    assert time == 7 * 10**18 and path == "/bin/busybox" and table == "processes" and cid == "c1"
+    assert message.startswith("pid 27 sh -i seen running in checkpoint /ck/a")
+    assert json.loads(ref)["pid"] == 27

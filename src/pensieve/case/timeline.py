@@ -14,9 +14,9 @@ Every event has:
     ``container.oom_killed`` | ``container.updated`` | ``image.created`` | ``image.build`` |
     ``volume.created`` | ``file.mtime`` | ``file.ctime`` | ``file.atime`` | ``file.crtime`` |
     ``recovered.deleted`` | ``recovered.deleted_before`` | ``log`` | ``checkpoint`` |
-    ``checkpoint.container_created`` | ``finding``; the ``file.*`` kinds are the MACB times of the
-    files of container changes (the file a change is about: the new one of an added or modified
-    path, the original of a deleted one) and of recovered files;
+    ``checkpoint.container_created`` | ``process.seen`` | ``finding``; the ``file.*`` kinds are the
+    MACB times of the files of container changes (the file a change is about: the new one of an
+    added or modified path, the original of a deleted one) and of recovered files;
 ``timestamp_desc``
     the time's meaning in Plaso's and Timesketch's words (``Content Modification Time``,
     ``Metadata Modification Time``, ``Creation Time`` ...);
@@ -30,8 +30,14 @@ the key columns
     the table and a JSON object of the columns that identify the row it comes from, always built
     by the same expression for one table, so ``ref`` compares equal across events of one row.
 
-The records hold no process start times (CRIU's ``core-*.img`` has none pensieve reads), so
-processes have no events; checkpoints have their own.
+Processes have no start time: CRIU does not record one (``core-*.img``'s ``task_core_entry``
+holds state, exit code, personality, flags, signal masks, comm, timers, rlimits, cgroup set,
+seccomp, loginuid, oom_score_adj, sigactions, child_subreaper, stop signal and membarrier
+registrations -- CRIU's images/core.proto up to 4.2 -- and no ``/proc/PID/stat`` start time; nor
+does ``stats-dump.img``, whose times are durations).  Each process of a checkpoint is instead a
+``process.seen`` event at the checkpoint's own time (``checkpoints.checkpointed``: when the
+engine or the archive says it was taken; a bare CRIU image directory says nothing, and its
+processes have no event).
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ REFS = {
         "'checkpoint_name', t.checkpoint_name)"
     ),
     "findings": "json_object('source_id', t.source_id, 'finding_id', t.finding_id, 'producer', t.producer)",
+    "processes": (
+        "json_object('source_id', t.source_id, 'container_id', t.container_id, 'checkpoint', t.checkpoint, "
+        "'checkpoint_name', t.checkpoint_name, 'pid', t.pid)"
+    ),
 }
 
 
@@ -317,6 +327,25 @@ def checkpoint_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
             ),
         ],
     )
+    return _nothing()
+
+
+@analysis("timeline.processes", ("events",), order=ORDER)
+def process_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
+    """Each checkpointed process, seen running when its checkpoint was taken (no start times:
+    CRIU records none, see the module's docstring)."""
+    command = "coalesce(nullif(array_to_string(CAST(t.cmdline AS VARCHAR[]), ' '), ''), t.comm, '?')"
+    message = (
+        f"'pid ' || t.pid || ' ' || {command} || ' seen running in checkpoint ' || "
+        "coalesce(t.checkpoint_name, t.checkpoint, '?') || coalesce(' of ' || " + _CONTAINER + ", '')"
+    )
+    select = (
+        f"SELECT {_keys()}, c.checkpointed AS time, 'process.seen' AS kind, 'Checkpoint Time' AS "
+        f"timestamp_desc, {message} AS message, t.exe AS path, 'processes' AS ref_table, "
+        f"{REFS['processes']} AS ref FROM processes t JOIN checkpoints c ON c.source_id = t.source_id "
+        f"AND c.checkpoint = t.checkpoint {_NAMES}"
+    )
+    _insert(store, "timeline.processes", [select])
     return _nothing()
 
 

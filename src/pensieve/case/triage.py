@@ -60,14 +60,19 @@ class Task(NamedTuple):
     subject: str | None  # the container id, the checkpoint ... (None: the whole source)
     label: str  # how progress names it
     run: Callable[[], Rows]
+    params: str | None = None  # what its output depends on besides the source (the rules' digest)
+    strict: bool = True  # done with other PARAMS counts as not done (False: reused all the same)
 
 
 class Context:
     """What tasks share about the source being triaged: its id and keys, the problems met."""
 
-    def __init__(self, source: OpenedSource, source_id: int, hunting=None) -> None:
+    def __init__(
+        self, source: OpenedSource, source_id: int, hunting=None, store: CaseStore | None = None
+    ) -> None:
         self.source = source
         self.source_id = source_id
+        self.store = store  # the case (hunting tasks read what earlier tasks wrote, and replace their own)
         self.problems: list[Problem] = []
         self.hunting = hunting  # YARA rules and IOCs (pensieve.hunting.Hunting), or None
         # content-rule matcher factories (ContentScanner)
@@ -450,7 +455,9 @@ def _host_tasks(ctx: Context) -> list[Task]:
     tasks.append(Task("integrity", None, "verify layers", lambda: integrity(ctx)))
     for c in host.containers():
         who = c.name or c.id[:12]
-        tasks.append(Task("diff", c.id, f"diff {who}", lambda c=c: container_diff(ctx, c)))
+        digest = ctx.hunting.digest if ctx.hunting is not None else None
+        diff = Task("diff", c.id, f"diff {who}", lambda c=c: container_diff(ctx, c), digest, strict=False)
+        tasks.append(diff)
         tasks.append(Task("logs", c.id, f"logs {who}", lambda c=c: container_logs(ctx, c)))
         for name, ev_dir in _checkpoints_of(ctx, c).items():
             label = f"checkpoint {who}/{name}"
@@ -554,7 +561,7 @@ def _run_task(store: CaseStore, ctx: Context, task: Task) -> tuple[str, int, str
         store.insert("problems", ctx.rows("problems", [problem], task=task.name))
         ctx.problems.append(problem)
 
-    return store.run_task(ctx.source_id, task.name, task.subject, write, failed)
+    return store.run_task(ctx.source_id, task.name, task.subject, write, failed, task.params)
 
 
 def triage_source(
@@ -563,7 +570,7 @@ def triage_source(
     """Every task that applies to SOURCE, into STORE; REPORT gets one event per task; HUNTING
     (:class:`pensieve.hunting.Hunting`) adds its matchers and tasks."""
     sid = store.source_id(source.path, source.kind, source.label, source.host_name, source.fingerprint)
-    ctx = Context(source, sid, hunting)
+    ctx = Context(source, sid, hunting, store)
     opened_problems = list(getattr(source.opened, "problems", []) or [])
     tasks = PLANNERS[source.kind](ctx) + (hunting.tasks(ctx) if hunting is not None else [])
     if ctx.problems:  # met while naming the tasks (a checkpoint directory unreadable ...)
@@ -572,7 +579,7 @@ def triage_source(
     done = reused = failed = 0
     for i, task in enumerate(tasks, 1):
         event = {"source": source.label, "task": task.label, "index": i, "total": len(tasks)}
-        if store.task_done(sid, task.name, task.subject):
+        if store.task_done(sid, task.name, task.subject, task.params if task.strict else None):
             reused += 1
             report({**event, "status": "reused", "rows": None, "seconds": 0.0})
             continue

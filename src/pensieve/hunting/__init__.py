@@ -10,9 +10,12 @@
 * the case keeps the indicators; the analysis ``findings.rules``
   (:mod:`~pensieve.hunting.findings`) turns matches and indicator hits into findings.
 
-Not covered: files recovered or carved from disk images (triage does not fill those tables
-yet: their sha256 is matched against sha256 IOCs when they are there, their content is not
-scanned); image archives (their layers are tar members, not directories).
+* image archives: every layer (a tar member, read through its nested TarEvidence);
+* disk images: the content of every recovered and carved file.
+
+Every task keeps :attr:`Hunting.digest` (the rules' sources, the indicators, the size bound) in its
+task row: a triage with other rules runs it again (and rescans the files of diffs done with other
+rules or none), one with the same rules reuses it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pensieve.hunting.iocs import Indicator, load_iocs
-from pensieve.hunting.matchers import DEFAULT_MAX_SIZE, matcher_factories
+from pensieve.hunting.matchers import DEFAULT_MAX_SIZE, TEXT_TYPES, matcher_factories
 from pensieve.hunting.rules import RuleError, RuleSet, load_rules
 from pensieve.records import Problem
+
+#: indicator types matched against file contents (hashes over the bytes, network ones in the text)
+CONTENT_TYPES = ("md5", "sha1", "sha256", *TEXT_TYPES)
 
 __all__ = ["Hunting", "Indicator", "RuleError", "RuleSet", "load_hunting"]
 
@@ -57,20 +63,52 @@ class Hunting:
         """The factories of a triage Context (its problems get the unscanned files)."""
         return self.factories(ctx.problems)
 
+    def reads_content(self) -> bool:
+        """Whether anything here matches file contents (rules, hashes, network indicators)."""
+        return self.rules is not None or any(i.type in CONTENT_TYPES for i in self.iocs)
+
     def tasks(self, ctx) -> list:
-        """The hunting tasks for the source of CTX (a triage Context)."""
+        """The hunting tasks for the source of CTX (a triage Context), each keeping this digest."""
         from pensieve.case.triage import Task
         from pensieve.hunting import tasks
 
-        kind = ctx.source.kind
-        wants_layers = self.rules is not None or any(i.type in ("md5", "sha1", "sha256") for i in self.iocs)
-        if kind == "host" and wants_layers:
-            run = lambda: tasks.image_layers(ctx, self)  # noqa: E731
-            return [Task("yara-layers", self.digest, "yara image layers", run)]
-        if kind == "checkpoint" and self.rules is not None:
-            run = lambda: tasks.checkpoint_memory(ctx, self)  # noqa: E731
-            return [Task("yara-memory", self.digest, "yara memory", run)]
-        return []
+        kind, host = ctx.source.kind, ctx.host
+        out: list = []
+        if kind == "checkpoint":
+            if self.rules is not None:
+                out.append(
+                    Task("yara-memory", None, "yara memory", lambda: tasks.checkpoint_memory(ctx, self))
+                )
+            return self._stamped(out)
+        if not self.reads_content():
+            return out
+        if kind in ("host", "archive", "disk") and host is not None:
+            out.append(Task("yara-layers", None, "yara image layers", lambda: tasks.image_layers(ctx, self)))
+        if kind in ("host", "disk") and host is not None:
+            out += self._rescans(ctx, host)
+        if kind == "disk":
+            if ctx.source.opened.evidence.fs_type.startswith("ext"):
+                out.append(
+                    Task("yara-recovered", None, "yara recovered", lambda: tasks.recovered_files(ctx, self))
+                )
+            out.append(Task("yara-carved", None, "yara carved", lambda: tasks.carved_files(ctx, self)))
+        return self._stamped(out)
+
+    def _stamped(self, tasks: list) -> list:
+        return [t._replace(params=self.digest) for t in tasks]
+
+    def _rescans(self, ctx, host) -> list:
+        """A rescan of each container whose diff is in the case with other rules (or none)."""
+        from pensieve.case.triage import Task
+        from pensieve.hunting import tasks
+
+        out = []
+        for c in host.containers():
+            done, params = ctx.store.task_params(ctx.source_id, "diff", c.id) if ctx.store else (False, None)
+            if done and params != self.digest:
+                label = f"yara rescan {c.name or c.id[:12]}"
+                out.append(Task("yara-changes", c.id, label, lambda c=c: tasks.changed_files(ctx, self, c)))
+        return out
 
     def remember(self, store) -> None:
         """Keep the indicators in the case STORE (``findings.rules`` reads them)."""

@@ -4,7 +4,11 @@ tasks write (image layers, checkpoint memory).
 ``findings.rules`` turns every ``changes.matches`` entry (a YARA rule, an md5/sha1 IOC) into a
 finding, and matches the case's indicators (kept in the case by :func:`remember`) against what
 the tables already hold: ``sha256`` of changes, recovered and carved files; file names and paths
-of changes (names, paths, regexes); socket addresses (IPs); log lines (IPs, domains, regexes).
+of changes (names, paths, regexes); socket addresses (IPs, both ends: the remote one of a
+connection included); log lines, containers' environments, commands and labels, and checkpointed
+processes' command lines and environments (IPs, domains, URLs, regexes).  Domains, IPs and URLs in
+the content of changed files are found by the diff as it reads them (``changes.matches``,
+:mod:`~pensieve.hunting.matchers`).
 
 Severity is ``high`` for a YARA or IOC hit; a rule's meta ``severity`` (critical | high | medium
 | low | info) overrides it; its meta ``mitre`` / ``attack`` / ``mitre_attack`` (``T1105``, or several
@@ -25,6 +29,8 @@ from pensieve.hunting.iocs import Indicator
 
 Rows = Iterator[tuple[str, list[dict]]]
 META_KEY = "hunting.iocs"
+#: indicator types looked for in text: log lines, environments, command lines, labels
+TEXT_IOCS = ("ipv4", "ipv6", "domain", "url", "regex")
 _TECHNIQUE = re.compile(r"\bT\d{4}(?:\.\d{3})?\b")
 
 
@@ -81,14 +87,17 @@ def ioc_finding(
     time: int | None = None,
     details: dict | None = None,
 ) -> dict:
-    """The finding of indicator IND (an Indicator as a dict) seen as WHAT at WHERE."""
-    label = ind.get("name") or ind.get("id") or f"{ind['type']} {ind['value']}"
+    """The finding of indicator IND (an Indicator as a dict, or a matches entry, whose type is in
+    ``indicator``) seen as WHAT at WHERE."""
+    kind = ind["indicator"] if ind.get("type") == "ioc" else ind["type"]
+    label = ind.get("name") or ind.get("id") or f"{kind} {ind['value']}"
     origin = ind.get("source") or ind.get("list")
-    why = f"{what} matches indicator {label} ({ind['type']} {ind['value']}, from {origin})"
-    more = {"indicator": {k: ind.get(k) for k in ("type", "value", "id", "name")}, **(details or {})}
-    return finding(
-        "high", f"IOC {ind['type']} {ind['value']}: {where}", why, [ref], (), keys, where, time, more
-    )
+    why = f"{what} matches indicator {label} ({kind} {ind['value']}, from {origin})"
+    more = {
+        "indicator": {"type": kind, **{k: ind.get(k) for k in ("value", "id", "name")}},
+        **(details or {}),
+    }
+    return finding("high", f"IOC {kind} {ind['value']}: {where}", why, [ref], (), keys, where, time, more)
 
 
 # ---- the indicators a case keeps --------------------------------------------------------------
@@ -129,10 +138,11 @@ def _match_findings(store: CaseStore) -> list[dict]:
                     )
                 )
             elif m.get("type") == "ioc":
+                seen = "the content" if m.get("seen") == "content" else f"the {m['indicator']}"
                 out.append(
                     ioc_finding(
                         m,
-                        f"the {m['indicator']} of {r['path']}",
+                        f"{seen} of {r['path']}",
                         r["path"],
                         _change_ref(r),
                         _keys(r),
@@ -222,14 +232,17 @@ def _network_findings(store: CaseStore, iocs: list[dict]) -> list[dict]:
 
 
 def _log_pattern(ind: dict) -> re.Pattern:
-    """A regex indicator as given; an address or domain as a whole word (case ignored)."""
+    """A regex indicator as given; a URL as given (case ignored); an address or domain as a whole
+    word (case ignored)."""
     if ind["type"] == "regex":
         return re.compile(ind["value"])
+    if ind["type"] == "url":
+        return re.compile(re.escape(ind["value"]), re.I)
     return re.compile(r"(?<![\w.-])" + re.escape(ind["value"]) + r"(?![\w-])", re.I)
 
 
 def _log_findings(store: CaseStore, iocs: list[dict]) -> list[dict]:
-    wanted = [i for i in iocs if i["type"] in ("ipv4", "ipv6", "domain", "regex")]
+    wanted = [i for i in iocs if i["type"] in TEXT_IOCS]
     if not wanted:
         return []
     tests = [(_log_pattern(i), i) for i in wanted]
@@ -266,6 +279,54 @@ def _log_findings(store: CaseStore, iocs: list[dict]) -> list[dict]:
     return out
 
 
+#: (table, columns holding text an indicator may be in, what a hit there is called)
+_SETTINGS = (
+    ("containers", ("env", "command", "entrypoint", "cmd", "labels"), "the {col} of container {who}"),
+    ("processes", ("cmdline", "environ"), "the {col} of pid {who}"),
+)
+
+
+def _texts(value: str | None) -> list[str]:
+    """The strings of a JSON column's text (a list, an object's keys=values, a string)."""
+    if value is None:
+        return []
+    data = json.loads(value) if isinstance(value, str) else value
+    if isinstance(data, dict):
+        return [f"{k}={v}" for k, v in data.items()]
+    if isinstance(data, list):
+        return [str(v) for v in data]
+    return [str(data)]
+
+
+def _setting_findings(store: CaseStore, iocs: list[dict]) -> list[dict]:
+    """Network indicators (and regexes) in the environment, command and labels of every container
+    and in the command line and environment of every checkpointed process."""
+    tests = [(_log_pattern(i), i) for i in iocs if i["type"] in TEXT_IOCS]
+    if not tests:
+        return []
+    out = []
+    for table, cols, what in _SETTINGS:
+        who_col = "coalesce(name, container_id)" if table == "containers" else "pid"
+        extra = ", checkpoint_name, pid" if table == "processes" else ""
+        sql = f"SELECT {COLS}, {who_col} AS who{extra}, {', '.join(cols)} FROM {table}"
+        for r in _dicts(store, sql):
+            for col in cols:
+                for text in _texts(r[col]):
+                    for rx, ind in tests:
+                        if rx.search(text):
+                            out.append(_setting_finding(r, table, col, what, text, ind))
+    return out
+
+
+def _setting_finding(r: dict, table: str, col: str, what: str, text: str, ind: dict) -> dict:
+    ref = {"table": table, "source_id": r["source_id"], "container_id": r["container_id"], "column": col}
+    if table == "processes":
+        ref.update(pid=r["pid"], checkpoint_name=r["checkpoint_name"])
+    label = what.format(col=col, who=r["who"])
+    where = f"{r['container_id'] or 'checkpoint'} {col}" if table == "containers" else f"pid {r['who']} {col}"
+    return ioc_finding(ind, label, where, ref, _keys(r), None, {"text": text[:500]})
+
+
 @analysis("findings.rules", ("findings",), order=10)
 def rules(store: CaseStore) -> Rows:
     """YARA and IOC hits: changes.matches, and the case's indicators over its tables."""
@@ -273,7 +334,7 @@ def rules(store: CaseStore) -> Rows:
     hex64 = re.compile(r"[0-9a-f]{64}")
     sha256 = {i["value"]: i for i in iocs if i["type"] == "sha256" and hex64.fullmatch(i["value"])}
     out = _match_findings(store) + _sha256_findings(store, sha256)
-    out += _name_findings(store, iocs) + _network_findings(store, iocs)
+    out += _name_findings(store, iocs) + _network_findings(store, iocs) + _setting_findings(store, iocs)
     seen: set[str] = set()
     unique = [f for f in out if not (f["finding_id"] in seen or seen.add(f["finding_id"]))]
     yield "findings", unique

@@ -5,6 +5,8 @@ the type is sniffed from the value:
 
 * 32 / 40 / 64 hex digits -- md5 / sha1 / sha256;
 * an IPv4 or IPv6 address (:mod:`ipaddress`);
+* ``SCHEME://...`` -- a URL (found as given in file contents, log lines, environments and
+  command lines);
 * ``re:PATTERN`` or ``/PATTERN/`` -- a regular expression (over log lines, change paths, and
   file contents through YARA);
 * a name with a dot and a letter-only last label of two or more (``evil.example.com``) -- a
@@ -32,6 +34,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from pensieve.hunting.inputs import read_text
 from pensieve.hunting.rules import RuleError
 
 HASH_TYPES = {32: "md5", 40: "sha1", 64: "sha256"}
@@ -51,6 +54,7 @@ PREFIXES = (
     ("path:", "path"),
 )
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s/]+", re.I)
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?$", re.I)
 _STIX_CMP = re.compile(
     r"(?P<obj>[a-z0-9-]+):(?P<prop>[A-Za-z0-9_.'\-]+)\s*(?P<op>=|MATCHES)\s*'(?P<val>(?:[^'\\]|\\.)*)'"
@@ -60,7 +64,7 @@ _STIX_CMP = re.compile(
 class Indicator(NamedTuple):
     """One indicator: its type, value (hashes lower case), where it came from, its STIX id/name."""
 
-    type: str  # md5 | sha1 | sha256 | ipv4 | ipv6 | domain | filename | path | regex
+    type: str  # md5 | sha1 | sha256 | ipv4 | ipv6 | domain | url | filename | path | regex
     value: str
     source: str  # the list file (and line)
     id: str | None = None  # STIX indicator id
@@ -81,6 +85,8 @@ def sniff(text: str) -> tuple[str, str] | None:
             return (_ip_type(rest) or "ipv4", rest) if kind == "ip" else (kind, rest)
     if len(value) > 2 and value.startswith("/") and value.endswith("/"):
         return "regex", value[1:-1]
+    if _URL.match(value):
+        return "url", value
     if len(value) in HASH_TYPES and _HEX.match(value):
         return HASH_TYPES[len(value)], value.lower()
     ip = _ip_type(value)
@@ -190,8 +196,7 @@ def load_iocs(paths: Iterable[str], notes: list[str] | None = None) -> list[Indi
     out: list[Indicator] = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
+            text = read_text(path, "replace")
         except OSError as exc:
             raise RuleError(path, None, f"cannot read IOC list: {exc.strerror or exc}") from None
         if text.lstrip().startswith("{"):

@@ -10,12 +10,21 @@ answers the matches, stored with the change in ``changes.matches``:
   problem;
 * ``{"type": "ioc", "indicator": "md5" | "sha1", "value", "id", "name"}`` -- md5 and sha1 are
   computed over the same blocks, and only when such indicators were given (sha256 IOCs are
-  matched against the sha256 the diff computes anyway).
+  matched against the sha256 the diff computes anyway);
+* ``{"type": "ioc", "indicator": "domain" | "ipv4" | "ipv6" | "url", ..., "seen": "content"}`` --
+  the network indicators found in the file's bytes (a domain or address as a whole word, case
+  ignored; a URL as given), over the first :data:`TEXT_LIMIT` bytes (or ``max_size`` when
+  smaller): one pass of one regular expression per block, with the tail of the block before so
+  that a value across two blocks is found.
+
+:class:`FileScan` runs every matcher (and a sha256 for sha256 IOCs) over one file's blocks, for the
+hunting tasks that read files themselves (layers, recovered and carved files, rescans).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +33,10 @@ from pensieve.hunting.rules import RuleSet
 from pensieve.records import Problem
 
 DEFAULT_MAX_SIZE = 64 << 20
+#: bytes of a file searched for network indicators (domains, addresses, URLs)
+TEXT_LIMIT = 16 << 20
+#: indicator types looked for in file contents as text
+TEXT_TYPES = ("domain", "ipv4", "ipv6", "url")
 #: string instances kept per rule match (the rest are counted)
 MAX_STRINGS = 20
 
@@ -83,6 +96,84 @@ class HashMatcher:
         return out
 
 
+class TextPattern:
+    """One regular expression over bytes for every network indicator: a domain or an address as a
+    whole word (``(?<![\\w.-])`` before, ``(?![\\w-])`` after, case ignored), a URL as given."""
+
+    def __init__(self, iocs: list[Indicator]) -> None:
+        self.by_value = {i.value.lower(): i for i in iocs if i.type in TEXT_TYPES and i.value}
+        words = sorted((v for v, i in self.by_value.items() if i.type != "url"), key=len, reverse=True)
+        urls = sorted((v for v, i in self.by_value.items() if i.type == "url"), key=len, reverse=True)
+        alts = []
+        if urls:
+            alts.append(b"(?:" + b"|".join(re.escape(v.encode()) for v in urls) + b")")
+        if words:
+            word = b"|".join(re.escape(v.encode()) for v in words)
+            alts.append(rb"(?<![\w.-])(?:" + word + rb")(?![\w-])")
+        self.regex = re.compile(b"|".join(alts), re.I) if alts else None
+        self.longest = max((len(v.encode()) for v in self.by_value), default=0)
+
+    def __bool__(self) -> bool:
+        return self.regex is not None
+
+    def search(self, data: bytes, final: bool = True) -> set[str]:
+        """The indicator values in DATA; unless FINAL, not those touching its end (the next block
+        may go on with a word character: ``evil.com`` then ``x``)."""
+        if self.regex is None:
+            return set()
+        end = len(data) if final else len(data) - 1
+        return {m.group().decode("latin-1").lower() for m in self.regex.finditer(data) if m.end() <= end}
+
+
+class TextMatcher:
+    """The network indicators in one file's first LIMIT bytes (values across blocks included)."""
+
+    def __init__(self, pattern: TextPattern, limit: int) -> None:
+        self.pattern, self.limit = pattern, limit
+        self.tail = b""
+        self.seen = 0
+        self.found: set[str] = set()
+
+    def feed(self, block: bytes) -> None:
+        if self.seen >= self.limit:
+            return
+        block = block[: self.limit - self.seen]
+        self.seen += len(block)
+        data = self.tail + block
+        self.found |= self.pattern.search(data, final=False)
+        self.tail = data[-(self.pattern.longest + 1) :]
+
+    def finish(self) -> list[dict]:
+        self.found |= self.pattern.search(self.tail)
+        return [
+            {**ioc_entry(self.pattern.by_value[v]), "seen": "content"}
+            for v in sorted(self.found)
+            if v in self.pattern.by_value
+        ]
+
+
+class FileScan:
+    """Every matcher of FACTORIES over one file's blocks, and its sha256 when sha256 IOCs are
+    wanted: ``feed(block)`` as it is read, ``finish()`` for the matches entries."""
+
+    def __init__(self, factories: list[Callable[[str], Any]], path: str, want_sha: dict[str, Indicator]):
+        self.consumers = [make(path) for make in factories]
+        self.want_sha = want_sha
+        self.sha = hashlib.sha256() if want_sha else None
+
+    def feed(self, block: bytes) -> None:
+        for c in self.consumers:
+            c.feed(block)
+        if self.sha is not None:
+            self.sha.update(block)
+
+    def finish(self) -> list[dict]:
+        found = [m for c in self.consumers for m in c.finish()]
+        if self.sha is not None and self.sha.hexdigest() in self.want_sha:
+            found.append(ioc_entry(self.want_sha[self.sha.hexdigest()]))
+        return found
+
+
 def ioc_entry(ind: Indicator) -> dict:
     """A ``changes.matches`` entry of one indicator hit."""
     return {
@@ -98,7 +189,8 @@ def ioc_entry(ind: Indicator) -> dict:
 def matcher_factories(
     rules: RuleSet | None, iocs: list[Indicator], problems: list[Problem], max_size: int = DEFAULT_MAX_SIZE
 ) -> list[Callable[[str], Any]]:
-    """The factories for a ContentScanner: YARA when RULES, hashes when md5/sha1 IOCs."""
+    """The factories for a ContentScanner: YARA when RULES, hashes when md5/sha1 IOCs, a text
+    search when network IOCs (domains, addresses, URLs)."""
     out: list[Callable[[str], Any]] = []
     if rules is not None and len(rules):
         out.append(lambda host_path: YaraMatcher(rules, host_path, max_size, problems))
@@ -108,4 +200,8 @@ def matcher_factories(
             wanted.setdefault(ind.type, {})[ind.value] = ind
     if wanted:
         out.append(lambda _host_path: HashMatcher(wanted))
+    pattern = TextPattern(iocs)
+    if pattern:
+        limit = min(TEXT_LIMIT, max_size)
+        out.append(lambda _host_path: TextMatcher(pattern, limit))
     return out

@@ -53,8 +53,8 @@ def rule_files(paths: Iterable[str]) -> list[str]:
             if not found:
                 raise RuleError(path, None, "no *.yar or *.yara file in this directory")
             out += sorted(found)
-        elif os.path.isfile(path):
-            out.append(path)
+        elif os.path.isfile(path) or os.path.islink(path):
+            out.append(path)  # a symlink is refused when read (pensieve.hunting.inputs)
         else:
             raise RuleError(path, None, "no such file or directory")
     return out
@@ -75,9 +75,10 @@ def _python_error(path: str, exc: Exception) -> RuleError:
 
 
 def _read(path: str) -> str:
+    from pensieve.hunting.inputs import read_text
+
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            return fh.read()
+        return read_text(path)
     except OSError as exc:
         raise RuleError(path, None, f"cannot read: {exc.strerror or exc}") from None
 
