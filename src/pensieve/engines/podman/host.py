@@ -20,7 +20,7 @@ from pensieve.engines.docker.images import history_steps, resolve_image, runtime
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
-from pensieve.engines.podman.idmap import rootless_idmap
+from pensieve.engines.podman.gcpause import PausedGC
 from pensieve.engines.podman.libpod import LibpodState, read_state
 from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
@@ -35,7 +35,7 @@ from pensieve.engines.podman.storage import (
 from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
-from pensieve.evidence.base import relative_to
+from pensieve.evidence.base import NotFound, relative_to
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 from pensieve.records.core import field, record
@@ -97,10 +97,11 @@ class PodmanHost(Host):
     @cached_property
     def roots(self) -> list[_Graphroot]:
         ev, out = self.evidence, []
-        for path in self.root_paths:
-            layers = read_layers(ev, path, self.problems)
-            images = read_images(ev, path, self.problems)
-            out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
+        with PausedGC():  # gcpause.py: the decoded documents are kept, none is garbage
+            for path in self.root_paths:
+                layers = read_layers(ev, path, self.problems)
+                images = read_images(ev, path, self.problems)
+                out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
         return out
 
     @cached_property
@@ -245,6 +246,10 @@ class PodmanHost(Host):
     # ---- containers -----------------------------------------------------------------
     @cached_property
     def _containers(self) -> list[Container]:
+        with PausedGC():  # gcpause.py
+            return self._read_containers()
+
+    def _read_containers(self) -> list[Container]:
         out: list[Container] = []
         for root in self.roots:
             storage = {s.id: s for s in read_containers(self.evidence, root.path, self.problems)}
@@ -266,17 +271,18 @@ class PodmanHost(Host):
         """The OCI spec libpod handed the runtime at start (``userdata/config.json``: what podman
         inspect shows, with HOME and HOSTNAME added); None when never started or unreadable."""
         path = posixpath.join(root.path, "overlay-containers", cid, "userdata", "config.json")
-        if not self.evidence.is_file(path):
+        try:  # read first, asked about only when that fails (one lookup for each created container)
+            raw = self.evidence.read_bytes(path, (16 << 20) + 1)
+        except (EvidenceError, OSError) as exc:
+            if isinstance(exc, NotFound) or not self.evidence.is_file(path):
+                return None
+            self.problems.append(
+                Problem(path, f"runtime spec unreadable: {exc}".replace(f"{path}: ", ""), cid)
+            )
             return None
         try:
-            return load(
-                self.evidence.read_bytes(path, (16 << 20) + 1),
-                path,
-                self.problems,
-                subject=cid,
-                max_bytes=16 << 20,
-            )
-        except (EvidenceError, OSError, UntrustedJSONError) as exc:
+            return load(raw, path, self.problems, subject=cid, max_bytes=16 << 20)
+        except UntrustedJSONError as exc:
             self.problems.append(
                 Problem(path, f"runtime spec unreadable: {exc}".replace(f"{path}: ", ""), cid)
             )
@@ -427,6 +433,8 @@ class PodmanHost(Host):
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules;
         in a rootless store, owners as the container sees them (idmap.py)."""
+        from pensieve.engines.podman.idmap import rootless_idmap  # dataclasses: imported when needed
+
         idmap = rootless_idmap(self.evidence, container.data_root or "")
         if idmap is not None:
             idmap.map_changes(changes)
