@@ -32,6 +32,8 @@ Callers may rely on:
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
 * ``diff_filter(container, changes)`` -- the changes marked as the engine's own diff lists them;
+* ``owner_maps(target, layers)`` -- per layer of a view, the map (``uid(id)``, ``gid(id)``) from
+  the ids on disk to the ids the container sees (a user namespace's), None: ids as on disk;
 * ``verify_layers(image, images)`` -- (layer verdicts, image verdicts) of every image layer (or
   IMAGE's), each rebuilt or re-read from what the engine keeps and checked against the digests
   it recorded (:mod:`pensieve.records.integrity`); IMAGES False lets an engine skip the image
@@ -239,6 +241,10 @@ class Host(ABC):
         """CHANGES of CONTAINER with ``engine_reports`` set as the engine's own diff command
         reports them (the default: as computed, Docker's rules)."""
         return changes
+
+    def owner_maps(self, target: Container | Image, layers: list[Layer]) -> list | None:
+        """Per layer of TARGET's view, how its owners on disk read inside (None: as on disk)."""
+        return None
 
     def verify_layers(
         self, image: Image | None = None, images: bool = True
