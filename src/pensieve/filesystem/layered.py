@@ -77,7 +77,7 @@ class LayeredView:
         self.layers = layers
         #: per layer, ids on disk -> the ids the container sees (Host.owner_maps), None: as on disk
         self.owners = owners
-        self.drivers = [storage_driver(layer.driver) for layer in layers]
+        self.drivers = [storage_driver(layer.driver, layer) for layer in layers]
         self.snapshots = [d.is_snapshot(layer) for d, layer in zip(self.drivers, layers, strict=True)]
         #: what could not be used while reading the view (refused redirects ...)
         self.problems: list[Problem] = problems if problems is not None else []

@@ -4,8 +4,8 @@
 rootful, storage.conf's graphroot, each user's rootless store, or the evidence itself) and
 answers the Host interface of engines/base.py.  Layers are containers/storage's ``overlay``
 driver, laid out like Docker's overlay2 (``overlay/<id>/diff``, ``link``, ``lower``, ``l/``);
-their entries mean what overlay2's mean, so each Layer names the ``overlay2`` rules
-(``Layer.driver``) while ``Container.storage_driver`` keeps Podman's own name, ``overlay``.
+their entries mean what overlay2's mean (driver.py); ``Layer.driver`` and
+``Container.storage_driver`` both say Podman's own name, ``overlay``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver, kubernetes_matches
 from pensieve.engines.crio.layout import is_crio_metadata, is_crio_spec
-from pensieve.engines.docker.drivers.overlay import Overlay2
 from pensieve.engines.docker.images import history_steps, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
+from pensieve.engines.podman.driver import PODMAN_OVERLAY, PodmanOverlay
 from pensieve.engines.podman.gcpause import PausedGC
 from pensieve.engines.podman.idmap import IdMap, Owners, from_storage, owners, rootless_idmap
 from pensieve.engines.podman.libpod import LibpodState, read_state
@@ -44,18 +44,9 @@ from pensieve.records.kubernetes import Pod, PodContainer
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
-#: the overlay rules a Podman layer's directory follows (engines/docker/drivers)
-LAYER_RULES = "overlay2"
-
-
-class PodmanOverlay(Overlay2):
-    """containers/storage's overlay driver (drivers/overlay): overlay2's layout under ``overlay/``."""
-
-    name = "overlay"
-    store = "overlay"
-
-
-PODMAN_OVERLAY = PodmanOverlay()
+#: Layer.driver of a Podman layer: containers/storage's name (driver.py: the registry finds the
+#: overlay2 rules it follows by the layer's ``diff`` directory)
+LAYER_DRIVER = PODMAN_OVERLAY.name
 #: ids read as they are on disk (the Owners of no map)
 _IDENTITY = Owners(())
 #: libpod's state backends (libpod.py LibpodState.backend) as ``roots`` names them
@@ -250,7 +241,7 @@ class PodmanHost(Host):
             path=path,
             diff_id=sl.diff_digest if sl else None,
             size=sl.diff_size if sl else None,
-            driver=LAYER_RULES,
+            driver=LAYER_DRIVER,
             parent=sl.parent if sl else None,
         )
 
