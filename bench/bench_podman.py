@@ -7,7 +7,8 @@ Usage: sudo python bench/bench_podman.py [-n 300 ...] [-r 10] [--out bench/resul
 For each N a Podman 4.3 graphroot with N containers is built once by the system podman on
 PRIVATE paths under /tmp/pensieve-bench-cache/podman-N (its own --root, --runroot, --tmpdir, a
 private containers.conf and storage.conf, cgroupfs, the file events backend, `--network none`;
-never /var/lib/containers or the system's configuration; the flags of
+never /var/lib/containers or the system's configuration (the import runs in a private mount
+namespace with a tmpfs over root's blob info cache); the flags of
 fixtures/capture/podman_capture.sh) and reused: an image imported from busybox-static, N - 3
 containers only created (`podman create`, labels, env on 1 in 2) and 3 that are started for
 each run (`podman start`) and stopped after it (`podman stop`, then any process still naming
@@ -52,6 +53,14 @@ STARTED = 3
 BUSYBOX = Path("/bin/busybox")
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 CGROUP_PARENT = "pensieve-bench-podman"
+#: run by sh in a private mount namespace before podman: a tmpfs over the nearest existing of root's
+#: blob-info-cache directory and its parents (podman_capture.sh explains why), then podman itself
+PRIVATE_CACHE = (
+    "for d in /var/lib/containers/cache /var/lib/containers /var/lib; do "
+    'if [ -d "$d" ]; then mount -t tmpfs -o mode=0700,size=64m pensieve-bench-cache "$d" || exit 1; '
+    "break; fi; "
+    'done; exec "$@"'
+)
 
 
 class PrivatePodman:
@@ -102,8 +111,14 @@ class PrivatePodman:
             "--runtime", "runc", *args,
         ]  # fmt: skip
 
-    def out(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(self.argv(*args), env=self.env(), capture_output=True, text=True)
+    def out(self, *args: str, check: bool = True, private_cache: bool = False) -> str:
+        """podman ARGS' stdout; PRIVATE_CACHE: in a private mount namespace with a tmpfs over root's
+        blob info cache (fixtures/capture/podman_capture.sh: podman 4.3's import writes
+        /var/lib/containers/cache otherwise)."""
+        argv = self.argv(*args)
+        if private_cache:
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_CACHE, "sh", *argv]
+        proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True)
         if check and proc.returncode:
             raise SystemExit(f"podman {' '.join(args[:3])} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
@@ -181,7 +196,10 @@ def ensure_root(n: int) -> PrivatePodman:
     if IMAGE not in p.out("images", "--format", "{{.Repository}}:{{.Tag}}"):
         tar = p.tmp / "rootfs.tar"
         busybox_tar(tar)
-        p.out("import", "--change", 'CMD ["/bin/sh"]', "-m", "busybox-static rootfs", str(tar), IMAGE)
+        p.out(
+            "import", "--change", 'CMD ["/bin/sh"]', "-m", "busybox-static rootfs", str(tar), IMAGE,
+            private_cache=True,
+        )  # fmt: skip
     have = set(p.out("ps", "-a", "--format", "{{.Names}}").split())
     names = [f"c-{i}" for i in range(n - STARTED)] + [f"run-{k}" for k in range(STARTED)]
     todo = [name for name in names if name not in have]

@@ -71,7 +71,9 @@ def view(host: Host, target: Container | Image) -> LayeredView:
         layers = host.image_layers(target)
     if not layers:
         raise LookupFailed(f"no layers known for {target.id}")
-    return LayeredView(host.evidence, layers, problems=host.problems)  # refused redirects land there
+    owners = host.owner_maps(target, layers)  # a user namespace's ids (rootless Podman)
+    # refused redirects land in problems
+    return LayeredView(host.evidence, layers, problems=host.problems, owners=owners)
 
 
 def target_view(host: Host, ref: str) -> tuple[Container | Image, LayeredView]:

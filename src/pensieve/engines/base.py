@@ -32,6 +32,8 @@ Callers may rely on:
   driver rules live (:func:`storage_driver` finds one by the name a layer records);
 * ``checkpoints(container)`` -- the container's checkpoints, name -> evidence path;
 * ``diff_filter(container, changes)`` -- the changes marked as the engine's own diff lists them;
+* ``owner_maps(target, layers)`` -- per layer of a view, the map (``uid(id)``, ``gid(id)``) from
+  the ids on disk to the ids the container sees (a user namespace's), None: ids as on disk;
 * ``verify_layers(image, images)`` -- (layer verdicts, image verdicts) of every image layer (or
   IMAGE's), each rebuilt or re-read from what the engine keeps and checked against the digests
   it recorded (:mod:`pensieve.records.integrity`); IMAGES False lets an engine skip the image
@@ -150,10 +152,18 @@ class StorageDriver(ABC):
 #: the modules that declare storage drivers (a plugin registry: each module's ``DRIVERS`` lists
 #: its drivers; the first module's ``FALLBACK`` reads a layer whose driver name is unknown).
 #: A new engine adds its module here; this module imports none of them until a name is looked up.
-DRIVER_MODULES = ("pensieve.engines.docker.drivers", "pensieve.engines.containerd.snapshotters")
+#: A module may also list ``CLAIMS``, (name, claims(layer), driver): for a layer of that name the
+#: claiming driver wins (two engines' drivers of one name: Docker's legacy ``overlay`` and
+#: containers/storage's, told apart by the layer's directory).
+DRIVER_MODULES = (
+    "pensieve.engines.docker.drivers",
+    "pensieve.engines.containerd.snapshotters",
+    "pensieve.engines.podman.driver",
+)
 
 _registry: dict[str, StorageDriver] = {}
 _fallback: list[StorageDriver] = []
+_claims: list[tuple[str, Callable[[Layer], bool], StorageDriver]] = []
 
 
 def _drivers() -> dict[str, StorageDriver]:
@@ -165,14 +175,21 @@ def _drivers() -> dict[str, StorageDriver]:
             module = importlib.import_module(module_name)
             for driver in module.DRIVERS:
                 _registry.setdefault(driver.name, driver)
+            _claims.extend(getattr(module, "CLAIMS", ()))
             if not _fallback and getattr(module, "FALLBACK", None) is not None:
                 _fallback.append(module.FALLBACK)
     return _registry
 
 
-def storage_driver(name: str | None) -> StorageDriver:
-    """The StorageDriver for the name a layer records (unknown names read as overlay diffs)."""
-    return _drivers().get(name or "") or _fallback[0]
+def storage_driver(name: str | None, layer: Layer | None = None) -> StorageDriver:
+    """The StorageDriver for the name a layer records (unknown names read as overlay diffs);
+    with the LAYER, a driver that claims it (``CLAIMS``) wins over the name's."""
+    drivers = _drivers()
+    if layer is not None:
+        claimed = next((d for n, claims, d in _claims if n == name and claims(layer)), None)
+        if claimed is not None:
+            return claimed
+    return drivers.get(name or "") or _fallback[0]
 
 
 def private_xattr_prefixes() -> tuple[str, ...]:
@@ -217,7 +234,7 @@ class Host(ABC):
 
     def driver(self, layer: Layer) -> StorageDriver:
         """The storage driver that gives the layer's directory its meaning."""
-        return storage_driver(layer.driver)
+        return storage_driver(layer.driver, layer)
 
     def storage_drivers(self) -> list[StorageDriver]:
         """The drivers whose layer stores a data root of this engine may hold."""
@@ -239,6 +256,10 @@ class Host(ABC):
         """CHANGES of CONTAINER with ``engine_reports`` set as the engine's own diff command
         reports them (the default: as computed, Docker's rules)."""
         return changes
+
+    def owner_maps(self, target: Container | Image, layers: list[Layer]) -> list | None:
+        """Per layer of TARGET's view, how its owners on disk read inside (None: as on disk)."""
+        return None
 
     def verify_layers(
         self, image: Image | None = None, images: bool = True

@@ -429,6 +429,9 @@ class MultiHost(Host):
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         return self._host_of(container).diff_filter(container, changes)
 
+    def owner_maps(self, target: Container | Image, layers: list[Layer]) -> list | None:
+        return self._host_of(target).owner_maps(target, layers)
+
     # ---- verify ----------------------------------------------------------------------------
     def _verify_kwargs(self, h: Host, stores: set[str]) -> dict:
         """A containerd that is also a DockerHost's image store: dockerd's namespaces left to it."""

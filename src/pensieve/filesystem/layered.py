@@ -71,10 +71,13 @@ class LayeredView:
         layers: list[Layer],
         cache_dirs: int = 4096,
         problems: list[Problem] | None = None,
+        owners: list | None = None,
     ) -> None:
         self.evidence = evidence
         self.layers = layers
-        self.drivers = [storage_driver(layer.driver) for layer in layers]
+        #: per layer, ids on disk -> the ids the container sees (Host.owner_maps), None: as on disk
+        self.owners = owners
+        self.drivers = [storage_driver(layer.driver, layer) for layer in layers]
         self.snapshots = [d.is_snapshot(layer) for d, layer in zip(self.drivers, layers, strict=True)]
         #: what could not be used while reading the view (refused redirects ...)
         self.problems: list[Problem] = problems if problems is not None else []
@@ -356,12 +359,13 @@ class LayeredView:
                 index = self.subsumed
                 layer = self.layers[index]
         st = r.stat
+        ids = self.owners[index] if self.owners else None
         return FileEntry(
             path=r.path,
             type=st.kind,
             mode=st.mode,
-            uid=st.uid,
-            gid=st.gid,
+            uid=ids.uid(st.uid) if ids else st.uid,
+            gid=ids.gid(st.gid) if ids else st.gid,
             size=st.size,
             mtime=st.mtime_ns,
             atime=st.atime_ns,

@@ -281,8 +281,20 @@ def verify_layer(root: DockerRoot, driver: str, chain_id: str, sink: Sink | None
     return rebuild_from_record(ev, v, fmt, _ids_offset(root), sink)
 
 
+#: (uid, gid) of a record -> (uid, gid) on the host
+OnDisk = Callable[[int, int], tuple[int, int]]
+
+
+def _shifted(uoff: int, goff: int) -> OnDisk:
+    return lambda uid, gid: (uid + uoff, gid + goff)
+
+
 def rebuild_from_record(
-    ev: Evidence, v: LayerVerdict, fmt: str, offset: tuple[int, int] = (0, 0), sink: Sink | None = None
+    ev: Evidence,
+    v: LayerVerdict,
+    fmt: str,
+    offset: tuple[int, int] | OnDisk = (0, 0),
+    sink: Sink | None = None,
 ) -> LayerVerdict:
     """Rebuild the tar stream of the layer V describes from its directory (``v.layer_path``, of
     layout FMT: overlay | overlay-upper | aufs | snapshot) and its tar-split record
@@ -546,13 +558,15 @@ class LayerChecker:
     the interface resolves paths: every check is made and every difference reported either way."""
 
     def __init__(
-        self, ev: Evidence, top: str, fmt: str, offset: tuple[int, int], problems: list[LayerProblem]
+        self, ev: Evidence, top: str, fmt: str, offset: tuple[int, int] | OnDisk, problems: list[LayerProblem]
     ):
         self.ev = ev
+        # a record's (uid, gid) as the host keeps it: shifted by a constant OFFSET, or OFFSET itself
+        # a function of them (a rootless Podman store's piecewise map: engines/podman/idmap.py)
+        self.on_disk: OnDisk = offset if callable(offset) else _shifted(*offset)
         self.top = top
         self.overlay = fmt in ("overlay", "overlay-upper")  # whiteouts are char 0/0 devices
         self.diff_format = fmt in ("overlay", "overlay-upper", "aufs")  # holds only this layer
-        self.uoff, self.goff = offset
         self.problems = problems
         self.seen: set[str] = set()  # relative paths the record accounts for
         self.parents: set[str] = set()  # their ancestor directories
@@ -712,7 +726,7 @@ class LayerChecker:
     ) -> None:
         if not statmod.S_ISLNK(mode) and (hdr.mode & 0o7777) != (mode & 0o7777):
             self._problem(rel, "mode", "permission bits differ", _octal(hdr.mode), _octal(mode), host)
-        want = (hdr.uid + self.uoff, hdr.gid + self.goff)
+        want = self.on_disk(hdr.uid, hdr.gid)
         if want != (uid, gid):
             self._problem(rel, "owner", "owner differs", f"{want[0]}:{want[1]}", f"{uid}:{gid}", host)
         if not xattrs and not hdr.xattrs:
@@ -797,8 +811,8 @@ class LayerChecker:
             return 0
         if not statmod.S_ISCHR(st.mode) or st.rdev != 0:
             self._problem(target, "type", "whiteout (char 0/0) in the record", "whiteout", st.kind, host)
-        elif (hdr.uid + self.uoff, hdr.gid + self.goff) != (st.uid, st.gid):
-            want = f"{hdr.uid + self.uoff}:{hdr.gid + self.goff}"
+        elif self.on_disk(hdr.uid, hdr.gid) != (st.uid, st.gid):
+            want = "{}:{}".format(*self.on_disk(hdr.uid, hdr.gid))
             self._problem(target, "owner", "whiteout owner differs", want, f"{st.uid}:{st.gid}", host)
         return 0
 

@@ -172,6 +172,23 @@ def test_driver_is_overlay_layout(host):
     assert place.layer_id == c.rw_layer and place.container_path == "/root/evidence.txt"
 
 
+def test_layer_driver_is_containers_storage_name(host):
+    """Layer.driver says ``overlay`` (containers/storage's name); the registry finds the overlay2
+    rules by the layer's ``diff`` directory, and the bare name stays Docker's legacy driver."""
+    from pensieve.engines.base import storage_driver
+    from pensieve.engines.docker.drivers.overlay import Overlay
+    from pensieve.engines.podman.driver import PODMAN_OVERLAY
+    from pensieve.records import Layer
+
+    c = host.container("web")
+    assert {layer.driver for layer in c.layers} == {"overlay"}
+    assert all(storage_driver(layer.driver, layer) is PODMAN_OVERLAY for layer in c.layers)
+    assert storage_driver(c.layers[-1].driver).native_diff is False  # the name alone: Docker's
+    assert isinstance(storage_driver("overlay"), Overlay)
+    legacy = Layer("image", "abc", "/var/lib/docker/overlay/abc/root", driver="overlay")
+    assert isinstance(storage_driver("overlay", legacy), Overlay)
+
+
 def test_find_podman_roots(unpacked, tmp_path):
     assert find_podman_roots(DirectoryEvidence(str(unpacked / "storage"))) == ["/"]
     assert find_podman_roots(DirectoryEvidence(str(tmp_path))) == []

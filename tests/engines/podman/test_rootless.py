@@ -12,14 +12,14 @@ from conftest import FIXTURE_ROOT, load_json, run_cli, unpack
 
 from pensieve import api
 from pensieve.engines.podman import PodmanHost
-from pensieve.engines.podman.idmap import IdMap, IdRange, rootless_idmap
+from pensieve.engines.podman.idmap import IdMap, IdRange, Owners, from_storage, owners, rootless_idmap
 from pensieve.engines.podman.roots import podman_roots
 from pensieve.evidence import DirectoryEvidence
 from pensieve.times import parse_rfc3339
 
 FIX = FIXTURE_ROOT / "podman-rootless"
 VERSIONS = ("4.3", "5.8")
-NAMES = ("idle", "job", "web")
+NAMES = ("idle", "job", "mapped", "web")
 DIFF_CHANGES = {"added": "added", "changed": "modified", "deleted": "deleted"}
 
 
@@ -147,3 +147,85 @@ def test_no_map_for_rootful_or_unknown_roots(tmp_path):
     assert m is not None and m.uid(100000) == 1 and m.gid(1000) == 0
     (tmp_path / "etc" / "subuid").write_text("bob:100000:x\n# junk\n::\n")
     assert rootless_idmap(ev, "/home/bob/.local/share/containers/storage") is None
+
+
+def _seen_inside(host, name: str, paths) -> dict[str, tuple[int | None, int | None]]:
+    """(uid, gid) of each of PATHS in the merged view of container NAME (what `fs stat` says)."""
+    _, v = api.target_view(host, name)
+    return {p: (e.uid, e.gid) for p in paths for e in [v.stat(p)]}
+
+
+def test_fs_shows_owners_as_the_container_sees_them(host, rootless):
+    """`fs` entries through the store's map: what `podman exec web stat` printed at capture time."""
+    want = {p: tuple(ids) for p, ids in rootless["owners_in_container"].items()}
+    assert _seen_inside(host, "web", want) == want
+
+
+def test_a_container_with_its_own_uidmap(host, rootless, graphroot):
+    """`podman run --uidmap 0:1:2000`: its RW layer is shifted by its own map on top of the
+    user's (container root = host sub-id 100000, not the user), the image layer it sees through
+    an id-mapped mount keeps the store's ids; both read as `podman exec mapped stat` said."""
+    mapped = rootless["mapped"]
+    assert mapped["owners_on_disk"]["/root/mapped.txt"] == [100000, 100000]  # not the user's uid
+    assert mapped["owners_on_disk"]["/etc/motd"] == [rootless["uid"], rootless["gid"]]
+    want = {p: tuple(ids) for p, ids in mapped["owners_in_container"].items()}
+    assert _seen_inside(host, "mapped", want) == want
+    c = host.container("mapped")
+    ids = host.layer_owners(graphroot, c.rw_layer, c)
+    assert ids is not None and len(ids.steps) == 2  # the store's, then the container's own
+    assert ids.on_disk(33, 33) == (100033, 100033) and ids.uid(100033) == 33
+    by_path = {ch.path: ch for ch in api.diff(host, "mapped").changes}
+    for path, (uid, gid) in want.items():
+        if path in by_path and by_path[path].change != "deleted":
+            assert (by_path[path].uid, by_path[path].gid) == (uid, gid), path
+    www = by_path["/srv/www"]  # copied up: 100033 on disk over the image's 100032, 33 both inside
+    assert www.lower is not None and (www.lower["uid"], www.uid) == (33, 33)
+    assert "owner" not in www.what_changed
+
+
+def test_verify_compares_owners_through_the_map(host):
+    """The tar-split record says 0, 33, 1000; on disk they are the user and its sub-ids: the image
+    layer verifies (compared unshifted, every owner differed).  The empty copy c/storage made of
+    it for `mapped` (mapped-layers; shown through an id-mapped mount) is not verifiable itself."""
+    layers, images = host.verify_layers()
+    (image,) = host.images()
+    by_id = {v.cache_id: v for v in layers}
+    top = by_id.pop(image.cache_ids[-1])
+    assert top.status == "ok" and top.problems == []
+    (copy,) = by_id.values()
+    assert copy.status == "unverifiable" and "mapped-layers" in (copy.reason or "")
+    assert images and all(iv.status == "ok" for iv in images)
+
+
+def test_owners_compose_store_then_own():
+    store = IdMap("u", (IdRange(0, 1001, 1), IdRange(1, 100000, 65536)), (IdRange(0, 1001, 1),))
+    own = from_storage([(0, 1, 2000)], [(0, 1, 2000)])
+    assert own is not None and from_storage([], []) is None
+    ids = owners(store, own)
+    assert ids is not None
+    assert [ids.uid(x) for x in (100000, 100033, 1001, 5, None)] == [0, 33, 1001, 5, None]
+    assert ids.on_disk(0, 0) == (100000, 0)  # gid 0 -> 1 (own), which the store does not map: kept
+    for uid in (0, 33, 1000, 1999):
+        assert ids.uid(ids.on_disk(uid, 0)[0]) == uid
+    assert owners(None, None) is None and owners(store, None) == Owners((store,))
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        [{"container_id": 0, "host_id": 1}],
+        [{"container_id": -1, "host_id": 1, "size": 5}],
+        [{"container_id": 0, "host_id": 1 << 32, "size": 5}],
+        [{"container_id": 0, "host_id": 1, "size": 0}],
+        [{"container_id": 0, "host_id": 1, "size": True}],
+        [{"container_id": 0, "host_id": 1, "size": 1}] * 341,
+        ["0:1:5"],
+    ],
+)
+def test_unusable_id_maps_are_a_problem_and_ignored(ranges):
+    from pensieve.engines.podman.storage import _id_map
+    from pensieve.formats.untrusted_json import Doc
+
+    problems: list = []
+    assert _id_map(Doc({"uidmap": ranges}, "containers.json", problems), "uidmap") == []
+    assert problems and "uidmap" in problems[0].message

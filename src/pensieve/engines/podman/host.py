@@ -4,8 +4,8 @@
 rootful, storage.conf's graphroot, each user's rootless store, or the evidence itself) and
 answers the Host interface of engines/base.py.  Layers are containers/storage's ``overlay``
 driver, laid out like Docker's overlay2 (``overlay/<id>/diff``, ``link``, ``lower``, ``l/``);
-their entries mean what overlay2's mean, so each Layer names the ``overlay2`` rules
-(``Layer.driver``) while ``Container.storage_driver`` keeps Podman's own name, ``overlay``.
+their entries mean what overlay2's mean (driver.py); ``Layer.driver`` and
+``Container.storage_driver`` both say Podman's own name, ``overlay``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from functools import cached_property
 
 from pensieve.engines.base import Host, StorageDriver, kubernetes_matches
 from pensieve.engines.crio.layout import is_crio_metadata, is_crio_spec
-from pensieve.engines.docker.drivers.overlay import Overlay2
 from pensieve.engines.docker.images import history_steps, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
 from pensieve.engines.podman.diff import mark_podman_silent
-from pensieve.engines.podman.idmap import rootless_idmap
+from pensieve.engines.podman.driver import PODMAN_OVERLAY, PodmanOverlay
+from pensieve.engines.podman.gcpause import PausedGC
+from pensieve.engines.podman.idmap import IdMap, Owners, from_storage, owners, rootless_idmap
 from pensieve.engines.podman.libpod import LibpodState, read_state
 from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
@@ -35,7 +36,7 @@ from pensieve.engines.podman.storage import (
 from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
-from pensieve.evidence.base import relative_to
+from pensieve.evidence.base import NotFound, relative_to
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 from pensieve.records.core import field, record
@@ -43,18 +44,11 @@ from pensieve.records.kubernetes import Pod, PodContainer
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
-#: the overlay rules a Podman layer's directory follows (engines/docker/drivers)
-LAYER_RULES = "overlay2"
-
-
-class PodmanOverlay(Overlay2):
-    """containers/storage's overlay driver (drivers/overlay): overlay2's layout under ``overlay/``."""
-
-    name = "overlay"
-    store = "overlay"
-
-
-PODMAN_OVERLAY = PodmanOverlay()
+#: Layer.driver of a Podman layer: containers/storage's name (driver.py: the registry finds the
+#: overlay2 rules it follows by the layer's ``diff`` directory)
+LAYER_DRIVER = PODMAN_OVERLAY.name
+#: ids read as they are on disk (the Owners of no map)
+_IDENTITY = Owners(())
 #: libpod's state backends (libpod.py LibpodState.backend) as ``roots`` names them
 _BACKENDS = {"boltdb": "bolt", "sqlite": "sqlite"}
 
@@ -93,14 +87,18 @@ class PodmanHost(Host):
         self.problems: list[Problem] = []
         self.root_paths = roots if roots is not None else find_podman_roots(evidence)
         self._layer_cache: dict[tuple[str, str], list[Layer]] = {}
+        #: (graphroot, container id) -> the container's own id map (containers.json uidmap/gidmap)
+        self._own_maps: dict[tuple[str, str], IdMap] = {}
+        self._store_maps: dict[str, IdMap | None] = {}
 
     @cached_property
     def roots(self) -> list[_Graphroot]:
         ev, out = self.evidence, []
-        for path in self.root_paths:
-            layers = read_layers(ev, path, self.problems)
-            images = read_images(ev, path, self.problems)
-            out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
+        with PausedGC():  # gcpause.py: the decoded documents are kept, none is garbage
+            for path in self.root_paths:
+                layers = read_layers(ev, path, self.problems)
+                images = read_images(ev, path, self.problems)
+                out.append(_Graphroot(path, layers, images, read_state(ev, path, self.problems)))
         return out
 
     @cached_property
@@ -157,8 +155,13 @@ class PodmanHost(Host):
         parent_layer = chain[-1].parent if chain else None
         image.parent = by_top.get(parent_layer) if parent_layer else None
         image.cache_ids = [layer.id for layer in chain]
-        # containers/storage ImageSize: the layers' diff sizes and every big-data item's size
-        sizes = [layer.diff_size for layer in chain if layer.diff_size is not None]
+        # containers/storage ImageSize (store.go): the diff sizes of the layers of the top layer's
+        # chain and of each mapped copy's (each layer once), and every big-data item's size
+        counted = {layer.id: layer for layer in chain}
+        for top in si.mapped_layers:
+            for layer in layer_chain(root.layers, top, "", [], si.id):
+                counted.setdefault(layer.id, layer)
+        sizes = [layer.diff_size for layer in counted.values() if layer.diff_size is not None]
         image.size = sum(sizes) + sum(si.big_data_sizes.values()) if sizes else None
         raw, path = read_big_data(self.evidence, root.path, si, "sha256:" + si.id, self.problems)
         image.config_path = path
@@ -238,13 +241,17 @@ class PodmanHost(Host):
             path=path,
             diff_id=sl.diff_digest if sl else None,
             size=sl.diff_size if sl else None,
-            driver=LAYER_RULES,
+            driver=LAYER_DRIVER,
             parent=sl.parent if sl else None,
         )
 
     # ---- containers -----------------------------------------------------------------
     @cached_property
     def _containers(self) -> list[Container]:
+        with PausedGC():  # gcpause.py
+            return self._read_containers()
+
+    def _read_containers(self) -> list[Container]:
         out: list[Container] = []
         for root in self.roots:
             storage = {s.id: s for s in read_containers(self.evidence, root.path, self.problems)}
@@ -258,6 +265,9 @@ class PodmanHost(Host):
                 c = parse_container(
                     libpod.get(cid), storage.get(cid), root.path, root.state.path, runtime_spec
                 )
+                own = from_storage(storage[cid].uid_map, storage[cid].gid_map) if cid in storage else None
+                if own is not None:
+                    self._own_maps[(root.path, cid)] = own
                 self._fill_layers(root, c, storage.get(cid) is not None)
                 out.append(c)
         return out
@@ -266,17 +276,18 @@ class PodmanHost(Host):
         """The OCI spec libpod handed the runtime at start (``userdata/config.json``: what podman
         inspect shows, with HOME and HOSTNAME added); None when never started or unreadable."""
         path = posixpath.join(root.path, "overlay-containers", cid, "userdata", "config.json")
-        if not self.evidence.is_file(path):
+        try:  # read first, asked about only when that fails (one lookup for each created container)
+            raw = self.evidence.read_bytes(path, (16 << 20) + 1)
+        except (EvidenceError, OSError) as exc:
+            if isinstance(exc, NotFound) or not self.evidence.is_file(path):
+                return None
+            self.problems.append(
+                Problem(path, f"runtime spec unreadable: {exc}".replace(f"{path}: ", ""), cid)
+            )
             return None
         try:
-            return load(
-                self.evidence.read_bytes(path, (16 << 20) + 1),
-                path,
-                self.problems,
-                subject=cid,
-                max_bytes=16 << 20,
-            )
-        except (EvidenceError, OSError, UntrustedJSONError) as exc:
+            return load(raw, path, self.problems, subject=cid, max_bytes=16 << 20)
+        except UntrustedJSONError as exc:
             self.problems.append(
                 Problem(path, f"runtime spec unreadable: {exc}".replace(f"{path}: ", ""), cid)
             )
@@ -424,12 +435,37 @@ class PodmanHost(Host):
                 )
         return out
 
+    # ---- owners (idmap.py) -----------------------------------------------------------
+    def store_idmap(self, graphroot: str) -> IdMap | None:
+        """The user namespace of GRAPHROOT when it is a rootless store (None: rootful)."""
+        if graphroot not in self._store_maps:
+            self._store_maps[graphroot] = rootless_idmap(self.evidence, graphroot)
+        return self._store_maps[graphroot]
+
+    def layer_owners(self, graphroot: str, cache_id: str | None, container: Container | None = None):
+        """The Owners (idmap.py) of one layer: the store's map, then the layer's own (layers.json
+        uidmap/gidmap; for CONTAINER's RW layer recorded without one, the container's own from
+        containers.json); None when the ids on disk are the ids the container sees."""
+        root = self._root(graphroot)
+        sl = root.layers.get(cache_id or "")
+        own = from_storage(sl.uid_map, sl.gid_map) if sl is not None else None
+        if own is None and container is not None and cache_id and cache_id == container.rw_layer:
+            own = self._own_maps.get((root.path, container.id))
+        return owners(self.store_idmap(root.path), own)
+
+    def owner_maps(self, target: Container | Image, layers: list[Layer]) -> list | None:
+        """Per layer of TARGET's view, its Owners (None where ids read as on disk); None when no
+        layer needs one (engines/base.py)."""
+        container = target if isinstance(target, Container) else None
+        maps = [self.layer_owners(target.data_root or "", layer.cache_id, container) for layer in layers]
+        return maps if any(m is not None for m in maps) else None
+
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules;
-        in a rootless store, owners as the container sees them (idmap.py)."""
-        idmap = rootless_idmap(self.evidence, container.data_root or "")
-        if idmap is not None:
-            idmap.map_changes(changes)
+        owners as the container sees them (idmap.py: a rootless store's map, a container's own)."""
+        root = container.data_root or ""
+        if self.owner_maps(container, container.layers) is not None:
+            _IDENTITY.map_changes(changes, lambda cache_id: self.layer_owners(root, cache_id, container))
         return mark_podman_silent(changes)
 
     # ---- verify ---------------------------------------------------------------------

@@ -10,13 +10,26 @@ sub-ids (any other container user): container uid 33 is host uid ``start + 32``.
 a container's files as the container does (its /etc/passwd, `podman unshare ls -ln`), so the ids
 are mapped back with the store's map; an id outside it (written from outside the namespace) is
 kept as it is on disk.
+
+A container may have an id mapping of its own (``podman run --uidmap``, ``--userns=auto``):
+containers/storage records it in containers.json and, for every layer whose contents it shifted
+(the container's RW layer; the copy it makes of an image for that mapping), in that layer's
+``uidmap``/``gidmap`` in layers.json, as ranges of the store's ids (in a rootless store, ids of
+the user's namespace).  The ids on disk of such a layer are read back through both maps: the
+store's, then the layer's own (the container's wins where the store's alone would answer); an
+image layer the container sees through an id-mapped mount (kernel idmapped mounts: what Podman
+4.3 on Linux 6.x did in tests/fixtures/podman-rootless) keeps the store's ids and reads as every
+other container sees it.  :class:`Owners` is that one answer, used by ``fs`` (the merged view's
+entries), ``diff`` (each change's owner and its original's) and ``verify`` (the owners a layer's
+tar-split record gives, as they must be on disk).  ``whence`` reports no owners; ``export-layer``
+writes the tar-split record's own owners (unmapped, as ``podman save`` does).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.records import Change
@@ -24,8 +37,7 @@ from pensieve.records import Change
 MAX_FILE = 1 << 20
 
 
-@dataclass(frozen=True)
-class IdRange:
+class IdRange(NamedTuple):
     """``count`` ids from ``inside`` (the namespace) mapped to ``outside`` (the host), as a line of
     /proc/PID/uid_map (user_namespaces(7))."""
 
@@ -34,41 +46,116 @@ class IdRange:
     count: int
 
 
-@dataclass(frozen=True)
-class IdMap:
-    """The uid and gid maps of one rootless store, with the user they belong to."""
+def _inside(ranges: Sequence[IdRange], outside_id: int) -> int | None:
+    """The id inside for OUTSIDE_ID, None when no range holds it."""
+    for r in ranges:
+        if r.outside <= outside_id < r.outside + r.count:
+            return r.inside + outside_id - r.outside
+    return None
 
-    user: str
+
+def _outside(ranges: Sequence[IdRange], inside_id: int) -> int | None:
+    """The id outside for INSIDE_ID, None when no range holds it."""
+    for r in ranges:
+        if r.inside <= inside_id < r.inside + r.count:
+            return r.outside + inside_id - r.inside
+    return None
+
+
+def _through(steps: Sequence[Sequence[IdRange]], value: int | None, lookup) -> int | None:
+    """VALUE through every map of STEPS in turn with LOOKUP; unchanged when one does not hold it
+    (an id written from outside the namespace reads as it is on disk)."""
+    if value is None:
+        return None
+    out = value
+    for ranges in steps:
+        mapped = lookup(ranges, out)
+        if mapped is None:
+            return value
+        out = mapped
+    return out
+
+
+class IdMap(NamedTuple):
+    """The uid and gid maps of one namespace (a rootless store's user, or a container's own)."""
+
+    user: str | None
     uids: tuple[IdRange, ...]
     gids: tuple[IdRange, ...]
 
-    @staticmethod
-    def _inside(ranges: tuple[IdRange, ...], host_id: int | None) -> int | None:
-        if host_id is None:
-            return None
-        for r in ranges:
-            if r.outside <= host_id < r.outside + r.count:
-                return r.inside + host_id - r.outside
-        return host_id
-
     def uid(self, host_uid: int | None) -> int | None:
-        """The container's uid for HOST_UID (unchanged when outside the map)."""
-        return self._inside(self.uids, host_uid)
+        """The namespace's uid for HOST_UID (unchanged when outside the map)."""
+        return _through((self.uids,), host_uid, _inside)
 
     def gid(self, host_gid: int | None) -> int | None:
-        """The container's gid for HOST_GID (unchanged when outside the map)."""
-        return self._inside(self.gids, host_gid)
+        """The namespace's gid for HOST_GID (unchanged when outside the map)."""
+        return _through((self.gids,), host_gid, _inside)
+
+    def host_ids(self, uid: int, gid: int) -> tuple[int, int]:
+        """The host's (uid, gid) for the namespace's UID, GID (unchanged when outside the map)."""
+        return _through((self.uids,), uid, _outside), _through((self.gids,), gid, _outside)  # type: ignore[return-value]
 
     def map_changes(self, changes: Iterable[Change]) -> None:
-        """Each change's owner (and its original's, in ``lower``) as the container sees it, in place."""
+        """Each change's owner (and its original's) as the container sees it, in place."""
+        Owners((self,)).map_changes(changes, lambda _layer: None)
+
+
+def from_storage(
+    uid_map: Sequence[tuple[int, int, int]], gid_map: Sequence[tuple[int, int, int]]
+) -> IdMap | None:
+    """The IdMap of a containers/storage ``uidmap``/``gidmap`` pair (storage.py triples), None
+    when both are empty (no mapping of its own)."""
+    if not uid_map and not gid_map:
+        return None
+    return IdMap(None, tuple(IdRange(*r) for r in uid_map), tuple(IdRange(*r) for r in gid_map))
+
+
+class Owners(NamedTuple):
+    """Ids on disk -> the ids a container sees, through each map of ``steps`` in turn (the
+    store's first, then the layer's own)."""
+
+    steps: tuple[IdMap, ...]
+
+    def uid(self, disk_uid: int | None) -> int | None:
+        """The container's uid for DISK_UID (unchanged when a map does not hold it)."""
+        return _through([m.uids for m in self.steps], disk_uid, _inside)
+
+    def gid(self, disk_gid: int | None) -> int | None:
+        """The container's gid for DISK_GID (unchanged when a map does not hold it)."""
+        return _through([m.gids for m in self.steps], disk_gid, _inside)
+
+    def on_disk(self, uid: int, gid: int) -> tuple[int, int]:
+        """The ids on disk of a file the container (or a tar-split record) says is UID:GID."""
+        steps = self.steps[::-1]
+        return (
+            _through([m.uids for m in steps], uid, _outside),
+            _through([m.gids for m in steps], gid, _outside),
+        )  # type: ignore[return-value]
+
+    def map_changes(self, changes: Iterable[Change], of_layer) -> None:
+        """Each change's owner as the container sees it, in place: the current copy's through
+        OF_LAYER(change.layer), the original's (``lower``) through OF_LAYER(change.lower_layer);
+        ``owner`` leaves ``what_changed`` when the two then agree (only the shift differed)."""
         for ch in changes:
-            ch.uid, ch.gid = self.uid(ch.uid), self.gid(ch.gid)
+            mine = of_layer(ch.layer) or self
+            ch.uid, ch.gid = mine.uid(ch.uid), mine.gid(ch.gid)
             lower = ch.lower
-            if isinstance(lower, dict):
-                if isinstance(lower.get("uid"), int):
-                    lower["uid"] = self.uid(lower["uid"])
-                if isinstance(lower.get("gid"), int):
-                    lower["gid"] = self.gid(lower["gid"])
+            if not isinstance(lower, dict):
+                continue
+            theirs = of_layer(ch.lower_layer) or self
+            if isinstance(lower.get("uid"), int):
+                lower["uid"] = theirs.uid(lower["uid"])
+            if isinstance(lower.get("gid"), int):
+                lower["gid"] = theirs.gid(lower["gid"])
+            if "owner" in ch.what_changed and (lower.get("uid"), lower.get("gid")) == (ch.uid, ch.gid):
+                ch.what_changed = [w for w in ch.what_changed if w != "owner"]
+
+
+def owners(store: IdMap | None, own: IdMap | None) -> Owners | None:
+    """The Owners of a layer: the STORE's map (a rootless store's), then the layer's OWN; None
+    when neither maps anything (ids read as they are on disk)."""
+    steps = tuple(m for m in (store, own) if m is not None)
+    return Owners(steps) if steps else None
 
 
 def _lines(ev: Evidence, path: str) -> list[list[str]]:

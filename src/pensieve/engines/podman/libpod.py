@@ -132,11 +132,14 @@ def _bolt_containers(db: BoltDB, path: str, out: LibpodState, problems: list[Pro
         return
     for key, ctr in bucket.buckets():
         cid = key.decode("utf-8", "replace")
+        values: dict[bytes, bytes] = {}
+        for k, v in ctr.items():  # one walk of the bucket's page for its three keys
+            values.setdefault(k, v)  # the first of equal keys, as a get() finds it
         c = LibpodContainer(
             id=cid,
-            config=_doc(ctr.get("config"), path, problems, cid, "config"),
-            state=_doc(ctr.get("state"), path, problems, cid, "state"),
-            pod_id=_text(ctr.get("pod-id")),
+            config=_doc(values.get(b"config"), path, problems, cid, "config"),
+            state=_doc(values.get(b"state"), path, problems, cid, "state"),
+            pod_id=_text(values.get(b"pod-id")),
         )
         code = exit_codes.get(key) if exit_codes is not None else None
         if code is not None and code.strip().lstrip(b"-").isdigit() and len(code) < 12:

@@ -54,6 +54,10 @@ class StorageLayer:
     diff_size: int | None = None
     mount_label: str | None = None
     tar_split: str | None = None  # evidence path of <id>.tar-split.gz, when present
+    #: ``uidmap``/``gidmap``: (container id, host id, size) ranges the contents' owners were shifted
+    #: by (a container's own layers, and the copies c/storage makes of an image for one mapping)
+    uid_map: list[tuple[int, int, int]] = field(default_factory=list)
+    gid_map: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @record
@@ -70,6 +74,8 @@ class StorageImage:
     big_data_names: list[str] = field(default_factory=list)
     big_data_digests: dict[str, str] = field(default_factory=dict)
     big_data_sizes: dict[str, int] = field(default_factory=dict)
+    #: ``mapped-layers``: copies of the top layer made for another id mapping (a container's own)
+    mapped_layers: list[str] = field(default_factory=list)
 
 
 @record
@@ -84,6 +90,9 @@ class StorageContainer:
     metadata: dict[str, object] = field(default_factory=dict)
     mount_label: str | None = None
     process_label: str | None = None
+    #: the container's own id mapping (``podman run --uidmap``, ``--userns=auto``), as layers'
+    uid_map: list[tuple[int, int, int]] = field(default_factory=list)
+    gid_map: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def big_data_file(key: str) -> str:
@@ -158,6 +167,29 @@ def _metadata(doc: Doc) -> dict[str, object]:
     return {k: v for k, v in meta.value.items() if isinstance(v, (str, int, float, bool))}
 
 
+#: the most ranges an id map may hold (user_namespaces(7): 340 lines of a uid_map since Linux 4.15)
+MAX_ID_RANGES = 340
+_MAX_ID = (1 << 32) - 1
+
+
+def _id_map(doc: Doc, key: str) -> list[tuple[int, int, int]]:
+    """An ``idtools.IDMap`` list (``container_id``, ``host_id``, ``size``: containers/storage
+    pkg/idtools) as (container id, host id, size) triples; a range that is not three ids within
+    32 bits is a problem and left out (a map with any such range is dropped whole: half a map
+    would misstate owners)."""
+    if len(doc.list(key) or []) > MAX_ID_RANGES:
+        doc.problem(key, f"more than {MAX_ID_RANGES} id ranges: map ignored")
+        return []
+    out: list[tuple[int, int, int]] = []
+    for i, r in enumerate(doc.list_of_obj(key)):
+        ids = (r.int("container_id"), r.int("host_id"), r.int("size"))
+        if not all(v is not None and 0 <= v <= _MAX_ID for v in ids) or not ids[2]:
+            doc.problem(key, f"range {i} is not three ids within 32 bits: map ignored")
+            return []
+        out.append(ids)  # type: ignore[arg-type]
+    return out
+
+
 def _digest(doc: Doc, key: str) -> str | None:
     value = doc.str(key)
     return value or None
@@ -180,6 +212,8 @@ def read_layers(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
             diff_size=doc.int("diff-size"),
             mount_label=doc.str("mountlabel") or None,
             tar_split=tar_split if ev.is_file(tar_split) else None,
+            uid_map=_id_map(doc, "uidmap"),
+            gid_map=_id_map(doc, "gidmap"),
         )
     return out
 
@@ -202,6 +236,7 @@ def read_images(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
                 big_data_names=doc.list_of_str("big-data-names") or [],
                 big_data_digests=doc.dict_of_str("big-data-digests"),
                 big_data_sizes=_sizes(doc.obj("big-data-sizes")),
+                mapped_layers=doc.list_of_str("mapped-layers") or [],
             )
         )
     return out
@@ -232,6 +267,8 @@ def read_containers(ev: Evidence, graphroot: str, problems: list[Problem], drive
                 metadata=_metadata(doc),
                 mount_label=flags.str("MountLabel") or None,
                 process_label=flags.str("ProcessLabel") or None,
+                uid_map=_id_map(doc, "uidmap"),
+                gid_map=_id_map(doc, "gidmap"),
             )
         )
     return out
