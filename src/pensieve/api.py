@@ -22,6 +22,7 @@ __all__ = [
     "LookupFailed",
     "container_diff",
     "diff",
+    "live_cgroups",
     "open_docker",
     "open_host",
     "recover",
@@ -89,3 +90,23 @@ def diff(host: Host, ref: str, hash_files: bool = True) -> DiffResult:
     result = container_diff(host.evidence, c.layers, hash_files)
     result.changes = host.diff_filter(c, result.changes)
     return result
+
+
+def live_cgroups(
+    proc: str = "/proc",
+    roots: list[str] | None = None,
+    containers: list[str] | None = None,
+    cgroupfs: str = "/sys/fs/cgroup",
+) -> list:
+    """Per running container of the host at PROC: memory, CPU, pids and IO from its cgroup (v1 or
+    v2), named from the engine records of ROOTS (default ``/``), only CONTAINERS when given
+    (ids, names, ``ns/pod/container``): a list of pensieve.records.live.CgroupUsage."""
+    from pensieve.live.cgroups import live_cgroups as read_cgroups
+    from pensieve.live.cgroups import wanted_ids
+    from pensieve.live.context import LiveContext
+
+    ctx = LiveContext(proc, roots)
+    try:
+        return read_cgroups(ctx, wanted_ids(ctx, containers), cgroupfs)
+    finally:
+        ctx.close()

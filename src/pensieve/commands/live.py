@@ -62,7 +62,18 @@ def cmd_net(o: argparse.Namespace) -> list:
 
 def cmd_cgroups(o: argparse.Namespace) -> list:
     """Per container: memory, CPU, pids and IO from its cgroup."""
-    raise NotImplementedError("live cgroups")
+    from pensieve.live.cgroups import live_cgroups, wanted_ids
+    from pensieve.output import columns
+    from pensieve.output.render import emit
+    from pensieve.records.live import CgroupUsage
+
+    ctx = _context(o)
+    try:
+        usages = live_cgroups(ctx, wanted_ids(ctx, o.containers), o.cgroupfs)
+        emit(usages, o.fmt, columns.live_cgroups(o.no_trunc), record_type=CgroupUsage)
+        return ctx.problems + [p for u in usages for p in u.problems]
+    finally:
+        ctx.close()
 
 
 def cmd_watch(o: argparse.Namespace) -> list:
@@ -84,6 +95,12 @@ def add_parser(subparsers) -> None:
         if output:
             add_output(p)
         p.set_defaults(func=fn)
+    subs.choices["cgroups"].add_argument(
+        "--cgroupfs",
+        default="/sys/fs/cgroup",
+        metavar="DIR",
+        help="the cgroup filesystem, for hierarchies mountinfo does not list (default /sys/fs/cgroup)",
+    )
     p = subs.add_parser(
         "watch", help=cmd_watch.__doc__.splitlines()[0], description=cmd_watch.__doc__, epilog=EPILOG
     )
