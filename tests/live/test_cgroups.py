@@ -424,3 +424,46 @@ def test_docker_containers_limits_agree_with_the_engine(dockerd, capsys):
     assert main(["live", "cgroups", "--root", str(d.data_root), "-c", "cg-bomb", "--json"]) in (0, 5)
     [row] = json.loads(capsys.readouterr().out)
     assert row["container_name"] == "cg-bomb" and row["pids_current"] >= 40
+
+
+def test_hand_made_v2_only_tree(tmp_path):
+    """A unified-only host (hand-made): every controller read from the v2 directory."""
+    proc, cgfs = tmp_path / "proc", tmp_path / "cgroup"
+    path = f"/system.slice/docker-{FAKE_ID}.scope"
+    (proc / "77").mkdir(parents=True)
+    (proc / "77" / "cgroup").write_text(f"0::{path}/init.scope\n")  # a nested cgroup: the container counts
+    d = cgfs / path.lstrip("/")
+    (d / "init.scope").mkdir(parents=True)
+    (cgfs / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    files = {
+        "cgroup.controllers": "cpu io memory pids\n",
+        "memory.current": "8192\n",
+        "memory.peak": "16384\n",
+        "memory.max": "67108864\n",
+        "memory.events": "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n",
+        "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 9\nnr_throttled 4\n"
+        "throttled_usec 321\n",
+        "cpu.max": "50000 100000\n",
+        "pids.current": "41\n",
+        "pids.max": "max\n",
+        "io.stat": "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+    [u] = live_cgroups(LiveContext(str(proc), []), cgroupfs=str(cgfs))
+    assert u.problems == [] and u.version == 2 and u.cgroup == path and u.engine == "docker"
+    assert (u.memory_current, u.memory_peak, u.memory_limit, u.oom_events, u.oom_kills) == (
+        8192,
+        16384,
+        64 << 20,
+        2,
+        1,
+    )
+    assert (u.cpu_usage_usec, u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_usec) == (
+        1500,
+        9,
+        4,
+        321,
+    )
+    assert (u.cpu_quota, u.pids_current, u.pids_limit) == ("50000 100000", 41, None)
+    assert (u.io_read_bytes, u.io_write_bytes, u.processes) == (4096, 8192, [77])
