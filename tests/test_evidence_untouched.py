@@ -230,6 +230,7 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("report", ["report", "{case}", "--out", "{o}/report"], None),
     # live views read /proc; the engine records they join come from the evidence
     ("live-ps", ["live", "ps", "--root", "{m}/docker", "--container", "c-modified", "--json"], None),
+    ("live-cgroups", ["live", "cgroups", "--root", "{m}/docker", "-c", "c-modified", "--json"], None),
     ("live-net", ["live", "net", "--root", "{m}/docker", "--container", "c-modified", "--json"], None),
     (
         "live-watch",

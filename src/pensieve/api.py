@@ -20,8 +20,14 @@ from pensieve.records import Attribution, Container, Image
 __all__ = [
     "DockerHost",
     "LookupFailed",
+    "collect",
+    "collect_verify",
     "container_diff",
     "diff",
+    "live_cgroups",
+    "live_net",
+    "live_ps",
+    "live_watch",
     "open_docker",
     "open_host",
     "recover",
@@ -216,3 +222,24 @@ def collect_verify(bundle: str) -> list[dict[str, str]]:
     from pensieve.collect import verify_bundle
 
     return verify_bundle(bundle)
+
+
+def live_cgroups(
+    proc: str = "/proc",
+    roots: list[str] | None = None,
+    containers: list[str] | None = None,
+    cgroupfs: str = "/sys/fs/cgroup",
+) -> tuple[list, list]:
+    """``live cgroups``: (per running container of the host at PROC, its memory, CPU, pids and IO
+    from its cgroup (v1 or v2) as pensieve.records.live.CgroupUsage, named from the engine records
+    of ROOTS (default ``/``); the problems met); CONTAINERS (ids, names, ``ns/pod/container``)
+    keeps those containers only."""
+    from pensieve.live.cgroups import live_cgroups as read_cgroups
+    from pensieve.live.context import LiveContext
+
+    ctx = LiveContext(proc, roots)
+    try:
+        usages = read_cgroups(ctx, ctx.wanted(containers), cgroupfs)
+        return usages, ctx.problems + [p for u in usages for p in u.problems]
+    finally:
+        ctx.close()

@@ -76,7 +76,14 @@ def cmd_net(o: argparse.Namespace) -> list:
 
 def cmd_cgroups(o: argparse.Namespace) -> list:
     """Per container: memory, CPU, pids and IO from its cgroup."""
-    raise NotImplementedError("live cgroups")
+    from pensieve import api
+    from pensieve.output import columns
+    from pensieve.output.render import emit
+    from pensieve.records.live import CgroupUsage
+
+    usages, problems = api.live_cgroups(o.proc, o.roots, o.containers, o.cgroupfs)
+    emit(usages, o.fmt, columns.live_cgroups(full_ids(o)), record_type=CgroupUsage)
+    return problems
 
 
 def cmd_watch(o: argparse.Namespace) -> list:
@@ -88,9 +95,7 @@ def cmd_watch(o: argparse.Namespace) -> list:
     (what was seen is written; exit 0).  What starts and ends between two polls is not seen."""
     from pensieve.api import live_watch
 
-    return live_watch(
-        o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out
-    )
+    return live_watch(o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out)
 
 
 def add_parser(subparsers) -> None:
@@ -107,6 +112,12 @@ def add_parser(subparsers) -> None:
         if output:
             add_output(p)
         p.set_defaults(func=fn)
+    subs.choices["cgroups"].add_argument(
+        "--cgroupfs",
+        default="/sys/fs/cgroup",
+        metavar="DIR",
+        help="the cgroup filesystem, for hierarchies mountinfo does not list (default /sys/fs/cgroup)",
+    )
     p = subs.add_parser(
         "watch", help=cmd_watch.__doc__.splitlines()[0], description=cmd_watch.__doc__, epilog=EPILOG
     )

@@ -51,9 +51,7 @@ def refuse_special_file(source: str) -> None:
         return  # absent or unreadable: the caller's own open reports it
     what = _SPECIAL.get(statmod.S_IFMT(mode))
     if what is not None:
-        raise EvidenceError(
-            f"refusing {source}: it is {what}, not a directory, a disk image or an archive"
-        )
+        raise EvidenceError(f"refusing {source}: it is {what}, not a directory, a disk image or an archive")
 
 
 def open_evidence(source: str) -> Evidence:

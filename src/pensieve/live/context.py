@@ -45,7 +45,7 @@ class LiveContext:
 
     def _open_root(self, root: str) -> None:
         from pensieve.engines.discover import open_engines
-        from pensieve.errors import NotADataRoot
+        from pensieve.errors import EvidenceError, NotADataRoot
         from pensieve.evidence import open_evidence
 
         try:
@@ -54,7 +54,7 @@ class LiveContext:
             if root != "/":  # the default root without any engine is a host without engines
                 self.problems.append(Problem(root, "no container engine data found here"))
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EvidenceError) as exc:  # one bad root: the others still join
             self.problems.append(Problem(root, f"engine data not read: {exc}"))
             return
         self._hosts.append(host)

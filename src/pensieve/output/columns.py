@@ -641,3 +641,68 @@ def live_processes(full_ids: bool = False) -> list[Column]:
         Column("SHA256", lambda p: digest(p.exe_sha256), ID),
         Column("CMDLINE", live_cmdline, TEXT, 80),
     ]
+
+
+# ---- live cgroups --------------------------------------------------------------------------
+
+
+def human_size(n: int | None) -> str:
+    """N bytes in binary units, as ``docker stats`` prints them (``64MiB``, ``1.5GiB``); "" for
+    unknown."""
+    if n is None:
+        return ""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
+            break
+        value /= 1024
+    return f"{n}B" if unit == "B" else f"{value:.1f}".removesuffix(".0") + unit
+
+
+def _of(used: str, limit: int | None, unit=human_size) -> str:
+    """``USED / LIMIT``, ``USED / max`` when unlimited."""
+    return f"{used} / {'max' if limit is None else unit(limit)}"
+
+
+def _cpu_seconds(usec: int | None) -> str:
+    return "" if usec is None else f"{usec / 1_000_000:.2f}s"
+
+
+def _throttled(u) -> str:
+    if u.cpu_throttled_periods is None:
+        return ""
+    text = f"{u.cpu_throttled_periods}/{u.cpu_periods or 0}"
+    return text + (f" ({_cpu_seconds(u.cpu_throttled_usec)})" if u.cpu_throttled_usec else "")
+
+
+def _oom(u) -> str:
+    if u.oom_events is None and u.oom_kills is None:
+        return ""
+    return f"{u.oom_events or 0} ({u.oom_kills or 0} killed)"
+
+
+def live_cgroups(full_ids: bool = False) -> list[Column]:
+    """``live cgroups``: pensieve.records.live.CgroupUsage (sizes in binary units; the machine
+    formats keep bytes and microseconds)."""
+    ident = id_formatter(full_ids)
+    return [
+        Column("CONTAINER", lambda u: ident(u.container_id), ID),
+        Column("NAME", lambda u: u.container_name or "", PATH),
+        Column("POD", lambda u: u.pod or "", PATH),
+        Column("V", lambda u: u.version, NUM),
+        Column("MEM / LIMIT", lambda u: _of(human_size(u.memory_current) or "?", u.memory_limit), NUM),
+        Column("PEAK", lambda u: human_size(u.memory_peak), NUM),
+        Column("OOM", _oom),
+        Column("CPU", lambda u: _cpu_seconds(u.cpu_usage_usec), NUM),
+        Column("QUOTA", lambda u: u.cpu_quota or ""),
+        Column("THROTTLED", _throttled),
+        Column(
+            "PIDS",
+            lambda u: _of(str(u.pids_current if u.pids_current is not None else "?"), u.pids_limit, str),
+        ),
+        Column(
+            "IO R/W",
+            lambda u: f"{human_size(u.io_read_bytes) or '?'} / {human_size(u.io_write_bytes) or '?'}",
+        ),
+        Column("PROBLEMS", lambda u: [p.message for p in u.problems]),
+    ]

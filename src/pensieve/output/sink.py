@@ -68,7 +68,6 @@ def refuse_evidence(dest: str, boundaries: Iterable[str]) -> str:
     return real
 
 
-
 def make_dirs(path: str, created: list[str]) -> int:
     """An fd of the directory PATH, creating what is missing of it one component at a time
     (``mkdirat``, mode 0700, each opened ``O_NOFOLLOW``); the directories made go to CREATED."""
@@ -106,6 +105,7 @@ def prepare_database(dest: str, boundaries: Iterable[str]) -> str:
     real = refuse_evidence(dest, boundaries)
     os.close(make_dirs(os.path.dirname(real), []))
     return real
+
 
 class WrittenFile:
     """A file being written through the sink: hashes what is written; ``close`` records it."""

@@ -72,9 +72,7 @@ def record(cls: type) -> type:
     source = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass")
     exec(source, scope)  # noqa: S102 - generated from the class's own field names
     namespace = {
-        k: v
-        for k, v in cls.__dict__.items()
-        if k not in names and k not in ("__dict__", "__weakref__")
+        k: v for k, v in cls.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")
     }
     namespace.update(
         __slots__=names,
