@@ -247,7 +247,7 @@ class DiskImageEvidence(Evidence):
         self.offset = offset
         self.partition = partition
         self.partitions: list[Partition] = []
-        self.image_files: list[str] = list(img.files)
+        self.image_files: list[str] = list(img.boundaries())
         self.problems: list[Problem] = []
         where = label or (partition.label() if partition else f"offset {offset}")
         name = img.describe()

@@ -9,8 +9,11 @@ sparse extent) names its extents; each is looked up beside the descriptor by its
 (a recorded absolute or ``..`` path is not followed outside the descriptor's directory).
 monolithicSparse, monolithicFlat, twoGbMaxExtentSparse / Flat (split) and streamOptimized
 read as ``qemu-img convert -O raw`` reads them (tests compare the sha256 of the whole disk).
-A missing extent is an ImageError naming it; a truncated one reads as zeros past its end
-(libvmdk's behaviour) and is reported as a problem by :attr:`VirtualDisk.problems`.
+A missing extent is an ImageError naming it.  libvmdk refuses a flat extent shorter than its
+descriptor says ("invalid extent size value out of bounds"); pensieve then reads the flat
+extents itself (a flat extent is the disk's bytes from its descriptor offset), what is missing
+as zeros, with a problem in :attr:`VirtualDisk.problems` naming the extent.  A truncated
+*sparse* extent is left to libvmdk (an ImageError when it refuses it).
 A VMDK with a parent (snapshot delta, ``parentFileNameHint``) is opened with its parent found
 beside it the same way.
 
@@ -90,11 +93,12 @@ class VmdkImage(VirtualDisk):
         except BaseException:
             self.close()
             raise
-        self._size = self._h.get_media_size()
+        self._size = self._flat_size if hasattr(self, "_runs") else self._h.get_media_size()
 
     def _open_extents(self, path: str) -> None:
-        extents = []
-        for d in self._h.extent_descriptors:
+        extents: list[str | None] = []
+        descriptors = list(self._h.extent_descriptors)
+        for d in descriptors:
             name = d.filename
             if not name:
                 extents.append(None)  # a zero or sparse-without-data extent
@@ -106,11 +110,41 @@ class VmdkImage(VirtualDisk):
                 self.files.append(ext_path)
             extents.append(ext_path)
             self._check_extent(ext_path, d)
+        if self.problems and all(int(d.type) == 1 for d in descriptors):
+            self._flat_runs(descriptors, extents)  # libvmdk refuses a short flat extent
+            return
         objects = iter(self._open_objects([p for p in extents if p]))
         try:
             self._h.open_extent_data_files_as_file_objects([next(objects) if p else None for p in extents])
         except (OSError, RuntimeError) as exc:
             raise ImageError(f"cannot open the extents of VMDK image {path}: {exc}") from exc
+
+    def _flat_runs(self, descriptors: list[Any], extents: list[str | None]) -> None:
+        """Read flat extents directly: each is the disk's bytes from its descriptor offset (VMDK
+        spec, "FLAT" extents); what a truncated one lacks reads as zeros."""
+        self._runs: list[tuple[int, int, int, int]] = []  # (disk offset, length, fd, file offset)
+        at = 0
+        for d, ext_path in zip(descriptors, extents, strict=True):
+            obj = self._open_objects([ext_path])[0] if ext_path else None
+            length = int(d.size)
+            if obj is not None:
+                self._runs.append((at, length, obj.fileno(), int(d.offset)))
+            at += length
+        self._flat_size = at
+
+    def read(self, offset: int, size: int) -> bytes:
+        runs = getattr(self, "_runs", None)
+        if runs is None:
+            return super().read(offset, size)
+        end = min(offset + size, self._size)
+        out = bytearray()
+        for start, length, fd, file_off in runs:
+            lo, hi = max(offset, start), min(end, start + length)
+            if lo < hi:
+                out += bytes(lo - offset - len(out))
+                data = os.pread(fd, hi - lo, file_off + lo - start)
+                out += data + bytes(hi - lo - len(data))
+        return bytes(out) + bytes(max(0, end - offset - len(out)))
 
     def _check_extent(self, ext_path: str, descriptor: Any) -> None:
         """A problem when a flat extent file is shorter than the descriptor says."""

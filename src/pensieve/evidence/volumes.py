@@ -86,6 +86,12 @@ def read_passphrase_file(path: str) -> bytes:
     return data[:-1] if data.endswith(b"\n") else data
 
 
+def read_key_file(path: str) -> bytes:
+    """A volume key file's bytes (raw: 32 or 64 bytes for AES-XTS)."""
+    with open(path, "rb") as f:
+        return f.read(1024)
+
+
 # ---- byte views ---------------------------------------------------------------------------
 
 
@@ -138,7 +144,7 @@ class _Inner(DiskImage):
         self.path = path
 
     def describe(self) -> str:
-        return f"{self.parent_image().describe()}@{self.path}"
+        return self.parent_image().describe()  # the evidence's label names the volume path
 
     def parent_image(self) -> DiskImage:
         img = self.parent
