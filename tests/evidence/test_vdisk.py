@@ -96,8 +96,8 @@ def forms(tmp_path_factory) -> dict[str, Path]:
     sparse = gce / "disk.raw"
     subprocess.run(["cp", "--sparse=always", str(raw), str(sparse)], check=True)
     for name, flags in (("tar", "-Scf"), ("tar.gz", "-Sczf")):
-        subprocess.run(["tar", "--format=oldgnu", "-C", str(gce), flags, str(gce / f"image.{name}"), "disk.raw"],
-                       check=True)
+        tar = ["tar", "--format=oldgnu", "-C", str(gce), flags, str(gce / f"image.{name}"), "disk.raw"]
+        subprocess.run(tar, check=True)
         out[name] = gce / f"image.{name}"
     sparse.unlink()
     return out
@@ -159,7 +159,9 @@ def _cli_json(*args: str):
     return code, (json.loads(out) if out.strip() else None), err
 
 
-@pytest.mark.parametrize("name", ["vmdk-monolithicSparse", "vmdk-twoGbMaxExtentFlat", "vhd-dynamic", "vhdx", "tar.gz"])
+@pytest.mark.parametrize(
+    "name", ["vmdk-monolithicSparse", "vmdk-twoGbMaxExtentFlat", "vhd-dynamic", "vhdx", "tar.gz"]
+)
 def test_cli_on_every_form_equals_the_raw(forms, fingerprints, name):
     raw, form = str(forms["raw"]), str(forms[name])
     for args in (("containers",), ("roots",), ("images",)):

@@ -351,7 +351,7 @@ def _luks_child(vol: Volume, img: DiskImage) -> None:
     try:
         key = luks.unlock(pread, hdr, _PASSPHRASE, _VOLUME_KEY)
         volume = luks.LuksVolume(pread, hdr, key, img.get_size())
-    except luks.LuksError as exc:
+    except (luks.LuksError, ValueError) as exc:
         child.problem = str(exc)
         return
     child.image = LuksImage(img, volume, path)

@@ -36,6 +36,10 @@ _KEYSLOT_ACTIVE = 0x00AC71F3
 _MAX_JSON = 4 << 20
 #: a key slot's KDF asks for at most this much memory (Argon2 memory cost, KiB)
 _MAX_ARGON_KIB = 4 << 20
+#: PBKDF2 iterations and AF stripes accepted at most (cryptsetup's benchmark-chosen counts are far
+#: below; a header asking more is hostile or corrupt, and would take hours)
+_MAX_ITERATIONS = 20_000_000
+_MAX_STRIPES = 1 << 16
 
 Pread = Callable[[int, int], bytes]
 
@@ -158,6 +162,7 @@ def parse_header(pread: Pread) -> LuksHeader:
 def _kdf(kdf: dict, passphrase: bytes, length: int) -> bytes:
     kind = kdf["type"]
     if kind == "pbkdf2":
+        _bounded("key slot iterations", int(kdf["iterations"]), _MAX_ITERATIONS)
         return hashlib.pbkdf2_hmac(kdf["hash"], passphrase, kdf["salt"], int(kdf["iterations"]), length)
     if kind in ("argon2i", "argon2id"):
         from cryptography.hazmat.primitives.kdf import argon2
@@ -192,8 +197,15 @@ def af_merge(material: bytes, key_bytes: int, stripes: int, hash_name: str) -> b
     return bytes(a ^ b for a, b in zip(d, last, strict=True))
 
 
+def _bounded(what: str, value: int, limit: int) -> int:
+    if not 0 < value <= limit:
+        raise LuksError(f"{what} {value} out of range (1..{limit})")
+    return value
+
+
 def _digest_ok(hdr: LuksHeader, key: bytes) -> bool:
     dig = hdr.digest
+    _bounded("key digest iterations", int(dig["iterations"]), _MAX_ITERATIONS)
     want = dig["digest"]
     return hashlib.pbkdf2_hmac(dig["hash"], key, dig["salt"], dig["iterations"], len(want)) == want
 
@@ -250,14 +262,19 @@ def unlock(pread: Pread, hdr: LuksHeader, passphrase: bytes | None = None, key: 
     if passphrase is None:
         raise LuksError("locked: no passphrase or key given")
     for slot in hdr.slots:
+        _bounded("key slot stripes", slot.stripes, _MAX_STRIPES)
+        _bounded("key size", slot.key_bytes, 128)
         slot_key = _kdf(slot.kdf, passphrase, slot.key_bytes)
         length = slot.key_bytes * slot.stripes
         length += -length % 512
         material = pread(slot.area_offset, length)
         if len(material) < length:
             continue
-        plain = SectorCipher(slot.cipher, slot_key).decrypt(material, 0)
-        candidate = af_merge(plain, slot.key_bytes, slot.stripes, slot.af_hash)
+        try:
+            plain = SectorCipher(slot.cipher, slot_key).decrypt(material, 0)
+            candidate = af_merge(plain, slot.key_bytes, slot.stripes, slot.af_hash)
+        except ValueError as exc:  # a cipher key the header's sizes make invalid, an unknown hash
+            raise LuksError(f"key slot {slot.number} unusable: {exc}") from exc
         if _digest_ok(hdr, candidate):
             return candidate
     raise LuksError(f"wrong passphrase: no key slot of this LUKS{hdr.version} volume opens with it")
