@@ -120,7 +120,8 @@ def test_luks2_in_lvm_in_gpt(disks, how):
     try:
         vol = find_volume(img, "p2/lvm:vg0/lv_crypt/luks")
         clear = vol.image.read(0, 1 << 20)
-        assert hashlib.sha256(clear).hexdigest() == (VOL / "expected" / "luks2.clear.sha256").read_text().split()[0]
+        want = (VOL / "expected" / "luks2.clear.sha256").read_text().split()[0]
+        assert hashlib.sha256(clear).hexdigest() == want
     finally:
         img.close()
 
@@ -140,7 +141,8 @@ def test_luks1_against_libluksde(disks):
         assert not ref.is_locked()
         assert ref.read_buffer_at_offset(1 << 20, 0) == ours
         ref.close()
-        assert hashlib.sha256(ours).hexdigest() == (VOL / "expected" / "luks1.clear.sha256").read_text().split()[0]
+        want = (VOL / "expected" / "luks1.clear.sha256").read_text().split()[0]
+        assert hashlib.sha256(ours).hexdigest() == want
     finally:
         img.close()
 
@@ -169,7 +171,8 @@ def test_cli_on_volumes(disks, tmp_path):
     assert rows["p2/lvm:vg0/lv_root"]["roots"] == ["docker:/var/lib/docker"]
     assert rows["p2/lvm:vg0/lv_luks1/luks"]["problem"].startswith("the volume key given does not match")
     assert rows["p1"]["content"] == "ext4" and rows["p1"]["roots"] == []
-    assert {r["type"] for r in rows.values()} == {"disk", "gpt partition", "LVM2 logical volume", "LUKS1", "LUKS2"}
+    kinds = {"disk", "gpt partition", "LVM2 logical volume", "LUKS1", "LUKS2"}
+    assert {r["type"] for r in rows.values()} == kinds
     assert sha256_file(disks["volumes.img"]) == before
 
 

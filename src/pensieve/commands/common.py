@@ -85,7 +85,9 @@ def split_key_options(argv: list[str]) -> list[str]:
         else:
             kept.append(token)
         i += 1
-    from pensieve.evidence import volumes  # no engine, no binding: cheap
+    if not given and "pensieve.evidence.volumes" not in sys.modules:
+        return kept + argv[end:]  # nothing to give, nothing kept from an earlier run to forget
+    from pensieve.evidence import volumes
 
     try:
         passphrase = volumes.read_passphrase_file(given["passphrase"]) if "passphrase" in given else None
