@@ -235,7 +235,10 @@ class TarDiskImage(DiskImage):
             raise ImageError(f"{path}: not a readable tar ({exc})") from exc
         if h is None or h.name.lstrip("./") != DISK_MEMBER:
             raise ImageError(f"{path}: the first member is not {DISK_MEMBER}")
-        self._runs = self._layout(h)
+        try:
+            self._runs = self._layout(h)
+        except ValueError as exc:  # a sparse map field that is not a number
+            raise ImageError(f"{path}: unreadable sparse map of {DISK_MEMBER}: {exc}") from exc
         self._size = self._runs.size
         if self._runs.stored_end > size:
             raise ImageError(

@@ -282,8 +282,13 @@ def _lvm_metadata(img: DiskImage, mda: int) -> str:
     if hdr[4:20] != b" LVM2 x[5A%r0N*>":
         return ""
     off, size = struct.unpack("<QQ", hdr[40:56])
+    if size > _MAX_METADATA:
+        return ""
     return img.read(mda + off, size).split(b"\0", 1)[0].decode("utf-8", "replace")
 
+
+#: an LVM2 metadata text is read at most this large (lvm2 keeps metadata areas of ~1 MiB)
+_MAX_METADATA = 16 << 20
 
 _TOKEN = re.compile(r'\s*(?:#[^\n]*\n|(\{|\}|\[|\]|=|,)|("(?:[^"\\]|\\.)*")|([^\s{}\[\]=,"#]+))')
 
@@ -423,7 +428,10 @@ def _groups(root: Volume) -> dict[str, list[_Pv]]:
 def _lvm(root: Volume) -> None:
     """Open each volume group found in the tree and add its logical volumes."""
     for vg, pvs in _groups(root).items():
-        _open_group(vg, pvs)
+        try:
+            _open_group(vg, pvs)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            pvs[0].volume.problem = f"LVM2 volume group {vg}: metadata unusable ({type(exc).__name__}: {exc})"
     for vol in list(root.walk()):
         if vol.kind == "LVM2 logical volume" and vol.image is not None and not vol.children:
             _explore(vol)
