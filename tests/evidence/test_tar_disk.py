@@ -34,9 +34,8 @@ def test_sparse_formats(tmp_path, fmt, compress):
     want = sparse_disk(tmp_path / "disk.raw")
     tar = tmp_path / f"image.tar{'.gz' if compress else ''}"
     extra = ["--sparse-version=1.0"] if fmt == "posix" else []
-    subprocess.run(
-        ["tar", f"--format={fmt}", *extra, "-C", str(tmp_path), f"-S{compress}cf", str(tar), "disk.raw"], check=True
-    )
+    cmd = ["tar", f"--format={fmt}", *extra, "-C", str(tmp_path), f"-S{compress}cf", str(tar), "disk.raw"]
+    subprocess.run(cmd, check=True)
     img = open_image(str(tar))
     try:
         assert img.get_size() == len(want)
