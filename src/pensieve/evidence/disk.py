@@ -589,8 +589,12 @@ def _volumes(img: DiskImage, parts: list[Partition]) -> tuple[list[Any], list[st
 
     tree = volume_tree(img)
     leaves, problems, refused, unlocked = [], [], [], 0
+    by_number = {p.number: p for p in parts}
     for vol in tree.walk():
-        if vol.problem:
+        if vol.partition is not None:  # the caller's Partition objects carry what is found
+            vol.partition = by_number.get(vol.partition.number, vol.partition)
+        leaf_partition = vol.partition is not None and not vol.children and vol.image is not None
+        if vol.problem and not leaf_partition:  # a partition probed: named as it always was
             problems.append(f"{vol.label()}{' not read' if vol.image is None else ''}: {vol.problem}")
         if vol.kind.startswith("LUKS"):
             unlocked += vol.image is not None
