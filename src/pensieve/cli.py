@@ -23,7 +23,7 @@ import os
 import sys
 
 from pensieve import __version__
-from pensieve.commands.common import EPILOG, err
+from pensieve.commands.common import EPILOG, err, split_key_options
 from pensieve.errors import Tampered, UsageError
 
 __all__ = ["EPILOG", "UsageError", "build_parser", "console", "main", "run"]
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     try:
         args, debug, spool_size = split_globals(list(sys.argv[1:] if argv is None else argv))
         apply_max_spool(spool_size)
+        args = split_key_options(args)  # --passphrase-file / --key-file: LUKS keys, any command
     except UsageError as exc:
         err(f"pensieve: error: {exc}")
         return EXIT_USAGE

@@ -321,7 +321,7 @@ def test_bare_filesystem_and_refused_formats(images, tmp_path):
     assert sorted(c.name for c in DockerHost(ev).containers()) == LIVE
     vmdk = tmp_path / "disk.vmdk"
     vmdk.write_bytes(b"KDMV" + bytes(4092))
-    with pytest.raises(ImageError, match="VMDK .*qemu-img convert -O raw makes one"):
+    with pytest.raises(ImageError, match="cannot open VMDK image"):  # read now (issue 12): a bad one
         open_disk_image(str(vmdk))
     text = tmp_path / "notes.txt"
     text.write_text("not a disk\n" * 100)

@@ -30,6 +30,7 @@ __all__ = [
     "refuse_inside_evidence",
     "registrar",
     "short",
+    "split_key_options",
 ]
 
 EPILOG = (
@@ -54,6 +55,47 @@ SOURCE = arg(
     metavar="SOURCE",
     help="host root or Docker data root (a directory), or an image archive (docker save, OCI, docker export)",
 )
+
+
+#: the options giving LUKS keys, taken anywhere in the command line (like --debug): OPTION -> kind
+KEY_OPTIONS = {"--passphrase-file": "passphrase", "--key-file": "key"}
+
+
+def split_key_options(argv: list[str]) -> list[str]:
+    """ARGV without ``--passphrase-file F`` / ``--key-file F`` (or ``--opt=F``, anywhere before a
+    ``--``), whose files are read now and handed to :func:`pensieve.evidence.volumes.set_keys`:
+    every LUKS volume of a disk image SOURCE is then tried with them, on every command.  The
+    passphrase is the file's content less one trailing newline; the key file holds the raw volume
+    key (``cryptsetup luksDump --dump-volume-key``, ``--volume-key-file``).  UsageError for a
+    missing option value or an unreadable file."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept: list[str] = []
+    given: dict[str, str] = {}
+    i = 0
+    while i < end:
+        token = argv[i]
+        name, eq, value = token.partition("=")
+        if name in KEY_OPTIONS:
+            if not eq:
+                if i + 1 >= end:
+                    raise UsageError(f"{name} needs a FILE")
+                value = argv[i + 1]
+                i += 1
+            given[KEY_OPTIONS[name]] = value
+        else:
+            kept.append(token)
+        i += 1
+    if not given and "pensieve.evidence.volumes" not in sys.modules:
+        return kept + argv[end:]  # nothing to give, nothing kept from an earlier run to forget
+    from pensieve.evidence import volumes
+
+    try:
+        passphrase = volumes.read_passphrase_file(given["passphrase"]) if "passphrase" in given else None
+        key = volumes.read_key_file(given["key"]) if "key" in given else None
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    volumes.set_keys(passphrase, key)  # none given: none kept from an earlier run in this process
+    return kept + argv[end:]
 
 
 def add_output(p: argparse.ArgumentParser) -> None:

@@ -24,13 +24,32 @@ def _listing(o, host, records, spec, record_type: type | None, title: str | None
     return host.problems
 
 
+def _whole_disk_image(source: str) -> bool:
+    """Whether SOURCE is a disk image named without a volume (``disk.img``, not ``disk.img@2``)."""
+    import os
+
+    from pensieve.evidence.disk_images import is_disk_image, split_spec, volume_path
+    from pensieve.evidence.sniff import source_kind
+
+    if os.path.isdir(source) or source_kind(source) != "disk" or not os.path.exists(source):
+        return False
+    base, part, off = split_spec(source)
+    return part is None and off is None and volume_path(source) is None and is_disk_image(source)
+
+
 @command("roots", "engine roots (Docker, containerd, Podman) found in SOURCE and how they were found", SOURCE)
 def cmd_roots(o):
     """Every engine root found in SOURCE: Docker data roots (layout, storage drivers), containerd
     roots (meta.db schema version, snapshotters, namespaces), Podman graphroots (libpod state kind,
     storage drivers), and how each was found."""
-    from pensieve.engines.discover import engine_hosts, root_rows
+    from pensieve.engines.discover import engine_hosts, root_rows, volume_columns, volume_rows
 
+    if _whole_disk_image(o.source):  # every volume of the disk, and what is on each
+        rows, problems = volume_rows(o.source)
+        from pensieve.output.render import emit
+
+        emit(rows, o.fmt, volume_columns(), title=None, record_type=None)
+        return problems
     host = open_host(o.source)
     if is_archive(host):
         rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]

@@ -492,3 +492,78 @@ class MultiHost(Host):
                 except NotBelowADataRoot as exc:
                     last = exc
         raise last or NotBelowARoot(f"not in the evidence: {normalize(path)} is below no engine root")
+
+
+# ---- the volumes of a disk image (``pensieve roots IMAGE``) --------------------------------
+
+
+def volume_rows(source: str) -> tuple[list[dict], list[Problem]]:
+    """Every volume of disk image SOURCE (:func:`pensieve.evidence.volumes.volume_tree`: the
+    disk, partitions, LVM logical volumes, LUKS payloads, nested) as rows: volume path, type,
+    size, what lies on it (the filesystem type), the engine roots on that filesystem when it is
+    one pensieve reads, and the problem of an unreadable one; and those problems."""
+    from pensieve.evidence.disk import _open_fs, open_image, problems_of
+    from pensieve.evidence.volumes import volume_tree
+
+    img = open_image(source)
+    name = img.describe()
+    problems: list[Problem] = list(problems_of(img))
+    rows: list[dict] = []
+    try:
+        tree = volume_tree(img)
+        for vol in tree.walk():
+            row = {
+                "volume": vol.path or "(disk)",
+                "type": vol.kind,
+                "size": vol.size,
+                "content": vol.content,
+                "fs_type": None,
+                "roots": [],
+                "problem": vol.problem,
+            }
+            rows.append(row)
+            if vol.image is not None and not vol.children and vol.content != "LVM2 physical volume":
+                _volume_roots(row, vol, _open_fs, img)
+            if row["problem"]:
+                problems.append(Problem(f"{name}@{vol.path}" if vol.path else name, row["problem"]))
+    finally:
+        img.close()
+    return rows, problems
+
+
+def _volume_roots(row: dict, vol, open_fs, img) -> None:
+    """Fill ROW's filesystem type and engine roots (``engine:path``) from volume VOL."""
+    try:
+        p = vol.partition
+        if p is not None:
+            ev = open_fs(img, p.offset, p)
+        else:
+            ev = open_fs(vol.image, 0, None, label=vol.path or "(no partition table)")
+    except EvidenceError as exc:
+        if vol.content and vol.content not in ("no filesystem (zero-filled)",):
+            row["problem"] = row["problem"] or str(exc)
+        return
+    row["fs_type"] = ev.fs_type
+    row["content"] = ev.fs_type
+    try:
+        host = open_engines(ev)
+    except NotADataRoot:
+        return
+    except EvidenceError as exc:
+        row["problem"] = str(exc)
+        return
+    row["roots"] = [f"{r['engine']}:{r['path']}" for r in root_rows(host)]
+
+
+def volume_columns() -> list:
+    """The table of :func:`volume_rows`."""
+    from pensieve.output.columns import Column
+
+    return [
+        Column("VOLUME", lambda r: r["volume"]),
+        Column("TYPE", lambda r: r["type"]),
+        Column("SIZE", lambda r: r["size"]),
+        Column("CONTENT", lambda r: r["content"]),
+        Column("ENGINE ROOTS", lambda r: r["roots"]),
+        Column("PROBLEM", lambda r: r["problem"]),
+    ]

@@ -78,8 +78,11 @@ from pensieve.evidence.disk_images import (
     sniff_filesystem,
     split_spec,
     tsk_module,
+    volume_path,
     what_is_at,
 )
+from pensieve.evidence.vdisk import problems_of
+from pensieve.evidence.volumes import keys_given
 from pensieve.formats.ext4 import Ext4, Ext4Error, inode_rdev
 from pensieve.records import Problem
 
@@ -244,7 +247,7 @@ class DiskImageEvidence(Evidence):
         self.offset = offset
         self.partition = partition
         self.partitions: list[Partition] = []
-        self.image_files: list[str] = list(img.files)
+        self.image_files: list[str] = list(img.boundaries())
         self.problems: list[Problem] = []
         where = label or (partition.label() if partition else f"offset {offset}")
         name = img.describe()
@@ -536,52 +539,119 @@ def _score(ev: DiskImageEvidence) -> int:
     return 0
 
 
+def _open_fs(
+    img: DiskImage, offset: int = 0, partition: Partition | None = None, label: str | None = None
+) -> DiskImageEvidence:
+    """The filesystem at OFFSET of IMG (the one place a volume becomes a filesystem view)."""
+    return DiskImageEvidence(img, offset, partition, label)
+
+
 def open_disk_image(source: str) -> DiskImageEvidence:
     """The filesystem of a disk image specification (see the module docstring)."""
     base, number, offset = split_spec(source)
+    volpath = volume_path(source)
     img = open_image(base)
     name = img.describe()
     try:
+        if volpath is not None:
+            from pensieve.evidence.volumes import find_volume
+
+            vol = find_volume(img, volpath)
+            ev = _open_fs(vol.image, 0, vol.partition, label=vol.path)
+            ev.problems[:0] = problems_of(img)
+            return ev
         if offset is not None:
-            return DiskImageEvidence(img, offset)
+            return _open_fs(img, offset)
         vsname, parts = list_partitions(img)
         if number is not None:
             if not parts:
                 if number in (0, 1):  # a bare filesystem: its only "partition"
-                    return DiskImageEvidence(img, 0)
+                    return _open_fs(img, 0)
                 raise ImageError(f"{name} has no partition table: there is no partition {number}")
             chosen = next((p for p in parts if p.number == number), None)
             if chosen is None:
                 have = ", ".join(f"{p.number} ({p.description})" for p in parts)
                 raise ImageError(f"{name} has no partition {number} ({vsname}: {have})")
-            return DiskImageEvidence(img, chosen.offset, chosen)
-        if not parts:
-            return DiskImageEvidence(img, 0, None, label="(no partition table)")
-        best: DiskImageEvidence | None = None
-        best_score = -1
-        unreadable: list[Partition] = []
-        for p in parts:
-            try:
-                ev = DiskImageEvidence(img, p.offset, p)
-            except EvidenceError as exc:
-                p.error = str(exc)
-                p.fs_type = what_is_at(img, p.offset)
-                unreadable.append(p)
-                continue
-            p.readable = True
-            p.fs_type = ev.fs_type
-            p.score = _score(ev)
-            if p.score > best_score:
-                best, best_score = ev, p.score
-        if best is None:
-            lines = "; ".join(f"{p.label()}: {p.fs_type}" for p in unreadable)
-            raise ImageError(f"{name} ({vsname}): no partition holds a filesystem pensieve can read: {lines}")
-        for p in unreadable:
-            best.problems.append(
-                Problem(name, f"{p.label()} not read: {p.fs_type}: not readable by The Sleuth Kit")
-            )
-        best.partitions = parts
+            return _open_fs(img, chosen.offset, chosen)
+        best = _choose(img, name, vsname, parts)
+        best.problems[:0] = problems_of(img)
         return best
     except BaseException:
         img.close()
         raise
+
+
+def _volumes(img: DiskImage, parts: list[Partition]) -> tuple[list[Any], list[str]]:
+    """(the volumes that may hold a filesystem, the problems of the others): the partitions (read
+    at their offset, as always), and the LVM / LUKS volumes inside any of them.  ImageError when
+    a key was given and no LUKS volume opens with it (a wrong passphrase)."""
+    from pensieve.evidence.volumes import volume_tree
+
+    tree = volume_tree(img)
+    leaves, problems, refused, unlocked = [], [], [], 0
+    by_number = {p.number: p for p in parts}
+    for vol in tree.walk():
+        if vol.partition is not None:  # the caller's Partition objects carry what is found
+            vol.partition = by_number.get(vol.partition.number, vol.partition)
+        leaf_partition = vol.partition is not None and not vol.children and vol.image is not None
+        if vol.problem and not leaf_partition:  # a partition probed: named as it always was
+            problems.append(f"{vol.label()}{' not read' if vol.image is None else ''}: {vol.problem}")
+        if vol.kind.startswith("LUKS"):
+            unlocked += vol.image is not None
+            if vol.image is None and keys_given():
+                refused.append(vol)
+        if not vol.children and vol.image is not None and not (vol is tree and parts):
+            leaves.append(vol)
+    if refused and not unlocked:
+        raise ImageError(f"{img.describe()}@{refused[0].path}: {refused[0].problem}")
+    return leaves, problems
+
+
+def _probe(img: DiskImage, vol: Any, parts: list[Partition], unreadable: list[Partition], others: list[str]):
+    """The filesystem on volume VOL, None (recorded in UNREADABLE / OTHERS) when there is none."""
+    p = vol.partition
+    try:
+        if p is not None:
+            return _open_fs(img, p.offset, p)
+        if not vol.path:
+            return _open_fs(img, 0, None, label="(no partition table)")
+        return _open_fs(vol.image, 0, None, label=vol.path)
+    except EvidenceError as exc:
+        if p is not None:
+            p.error = str(exc)
+            p.fs_type = what_is_at(img, p.offset)
+            unreadable.append(p)
+        elif not vol.path and not parts:
+            raise
+        else:
+            others.append(f"{vol.label()} not read: {vol.content or 'no recognised filesystem'}")
+        return None
+
+
+def _choose(img: DiskImage, name: str, vsname: str | None, parts: list[Partition]) -> DiskImageEvidence:
+    """The filesystem holding a Docker data root (else a root filesystem), the first on the disk
+    when several qualify; every volume not read is a problem on it."""
+    best: DiskImageEvidence | None = None
+    best_score = -1
+    unreadable: list[Partition] = []
+    leaves, others = _volumes(img, parts)
+    for vol in leaves:
+        ev = _probe(img, vol, parts, unreadable, others)
+        if ev is None:
+            continue
+        score = _score(ev)
+        if vol.partition is not None:
+            vol.partition.readable, vol.partition.fs_type, vol.partition.score = True, ev.fs_type, score
+        if score > best_score:
+            best, best_score = ev, score
+    if best is None:
+        lines = "; ".join([f"{p.label()}: {p.fs_type}" for p in unreadable] + others)
+        raise ImageError(f"{name} ({vsname}): no partition holds a filesystem pensieve can read: {lines}")
+    for p in unreadable:
+        best.problems.append(
+            Problem(name, f"{p.label()} not read: {p.fs_type}: not readable by The Sleuth Kit")
+        )
+    for line in others:
+        best.problems.append(Problem(name, line))
+    best.partitions = parts
+    return best

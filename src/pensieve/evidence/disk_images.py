@@ -5,7 +5,13 @@ their segment files, the volume systems inside them, and what filesystem sits at
   segments are concatenated, in order, from the first one (naming a later segment opens the set);
 * E01 / Ex01 (EnCase, libewf via ``pyewf`` from libewf-python), segment files found by libewf;
 * qcow2 read by :mod:`pensieve.formats.qcow2`, qcow version 1 through ``pyqcow`` (libqcow-python);
-* VMDK, VHD(X) and VDI are recognised and refused with a hint (``qemu-img convert -O raw``).
+* VMDK (every subformat qemu-img writes; split extents found beside the descriptor), VHD (fixed,
+  dynamic, differencing with its parent found beside it) and VHDX, through ``pyvmdk`` and
+  ``pyvhdi`` (libvmdk-python, libvhdi-python): :mod:`pensieve.evidence.vdisk`;
+* ``disk.raw`` as the first member of a ``.tar`` / ``.tar.gz`` (a Google Cloud image export,
+  GNU sparse or not): :mod:`pensieve.evidence.tar_disk`, read in place in an uncompressed tar,
+  decompressed once into a spool (:mod:`pensieve.evidence.spool`) when compressed;
+* VDI is recognised and refused with a hint (``qemu-img convert -O raw``).
 
 Every image class derives from :class:`DiskImage`: ``read(offset, size)``, ``get_size()``,
 ``format``, ``files``, ``describe()``, ``boundaries()``, ``close()``, and ``tsk()``, the pytsk3
@@ -44,14 +50,28 @@ def tsk_module():
 _SPEC = re.compile(r"^(?P<base>.+)@(?:(?P<part>\d+)|offset=(?P<off>\d+)(?P<unit>s?))$")
 
 
+def volume_path(source: str) -> str | None:
+    """The volume path of SOURCE (``p2/lvm:vg0/lv_root/luks``: see :mod:`pensieve.evidence.volumes`)
+    when it has one beyond a plain ``@N`` / ``@offset=B``; None otherwise."""
+    if os.path.exists(source) or "@" not in source:
+        return None
+    base, _, path = source.rpartition("@")
+    if not os.path.exists(base) or _SPEC.match(source):
+        return None
+    return path
+
+
 def split_spec(source: str) -> tuple[str, int | None, int | None]:
-    """(image path, partition number or None, byte offset or None) of an image specification.
+    """(image path, partition number or None, byte offset or None) of an image specification
+    (the image path alone for a volume path, :func:`volume_path`).
 
     A path that exists as given is taken whole, even if it has an ``@`` in it."""
     if os.path.exists(source):
         return source, None, None
     m = _SPEC.match(source)
     if not m or not os.path.exists(m["base"]):
+        if volume_path(source) is not None:
+            return source.rpartition("@")[0], None, None
         return source, None, None
     if m["part"] is not None:
         return m["base"], int(m["part"]), None
@@ -62,12 +82,18 @@ def split_spec(source: str) -> tuple[str, int | None, int | None]:
 # ---- image formats --------------------------------------------------------------------------
 
 RAW, SPLIT_RAW, EWF, QCOW = "raw", "split raw", "E01", "qcow"
+VMDK, VHD, VHDX, TAR_DISK = "VMDK", "VHD", "VHDX", "disk.raw in tar"
+
+#: (offset, magic, format) of the virtual disk formats read through libvmdk / libvhdi
+_VIRTUAL = [
+    (0, b"KDMV", VMDK),  # hosted sparse extent (monolithicSparse, streamOptimized, split sparse)
+    (0, b"COWD", VMDK),  # ESX sparse extent
+    (0, b"# Disk DescriptorFile", VMDK),  # descriptor text file
+    (0, b"vhdxfile", VHDX),
+    (0, b"conectix", VHD),  # dynamic / differencing: a copy of the footer leads the file
+]
 
 _REFUSED = [
-    (0, b"KDMV", "VMDK (sparse) image"),
-    (0, b"# Disk DescriptorFile", "VMDK descriptor"),
-    (0, b"vhdxfile", "VHDX image"),
-    (0, b"conectix", "VHD image"),
     (64, b"\x7f\x10\xda\xbe", "VDI (VirtualBox) image"),
     (0, b"\xfd7zXZ\x00", "xz-compressed file"),
     (0, b"\x1f\x8b", "gzip-compressed file"),
@@ -91,9 +117,29 @@ def _open_ro(path: str) -> int:
         raise ImageError(f"cannot open image {path}: {exc.strerror}") from exc
 
 
+def _fixed_vhd(path: str) -> bool:
+    """Whether PATH ends with a VHD footer (a fixed VHD: the raw disk, then 512 bytes of footer)."""
+    fd = _open_ro(path)
+    try:
+        size = os.fstat(fd).st_size
+        return size >= 1024 and size % 512 == 0 and os.pread(fd, 8, size - 512) == b"conectix"
+    finally:
+        os.close(fd)
+
+
 def image_format(path: str) -> str:
-    """RAW, SPLIT_RAW, EWF or QCOW; ImageError for a format recognised but not supported."""
+    """RAW, SPLIT_RAW, EWF, QCOW, VMDK, VHD, VHDX or TAR_DISK; ImageError for a format recognised
+    but not supported."""
     head = _read_head(path)
+    for off, magic, fmt in _VIRTUAL:
+        if head[off : off + len(magic)] == magic:
+            return fmt
+    if os.path.isfile(path) and _fixed_vhd(path):
+        return VHD
+    from pensieve.evidence.tar_disk import disk_member
+
+    if disk_member(path) is not None:
+        return TAR_DISK
     if head[:8] in (b"EVF\x09\x0d\x0a\xff\x00", b"EVF2\x0d\x0a\x81\x00"):
         return EWF
     if head[:8] in (b"LVF\x09\x0d\x0a\xff\x00", b"LEF2\x0d\x0a\x81\x00"):
@@ -275,16 +321,18 @@ class _HandleImage(DiskImage):
     _objects: tuple[io.FileIO, ...] = ()
 
     def _open_objects(self, paths: list[str]) -> list[io.FileIO]:
-        self._objects = tuple(io.FileIO(_open_ro(p), "rb", closefd=True) for p in paths)
-        return list(self._objects)
+        opened = tuple(io.FileIO(_open_ro(p), "rb", closefd=True) for p in paths)
+        self._objects += opened
+        return list(opened)
 
     def close(self) -> None:
         try:
             self._h.close()
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, AttributeError):
             pass
         for f in self._objects:
             f.close()
+        self._objects = ()
 
     def read(self, offset: int, size: int) -> bytes:
         size = max(0, min(size, self._size - offset))
@@ -365,6 +413,14 @@ def open_image(path: str) -> DiskImage:
     fmt = image_format(path)
     if fmt == EWF:
         return EwfImage(path)
+    if fmt in (VMDK, VHD, VHDX):
+        from pensieve.evidence.vdisk import VhdImage, VmdkImage
+
+        return VmdkImage(path) if fmt == VMDK else VhdImage(path)
+    if fmt == TAR_DISK:
+        from pensieve.evidence.tar_disk import TarDiskImage
+
+        return TarDiskImage(path)
     if fmt == QCOW:
         return Qcow2Image(path) if qcow2.version(_read_head(path, 8)) >= 2 else QcowImage(path)
     return RawImage(raw_segments(path))
@@ -388,10 +444,18 @@ def is_disk_image(source: str) -> bool:
         return False
     if head[:8] in (b"EVF\x09\x0d\x0a\xff\x00", b"EVF2\x0d\x0a\x81\x00") or head[:4] == b"QFI\xfb":
         return True
+    if any(head[off : off + len(magic)] == magic for off, magic, _fmt in _VIRTUAL):
+        return True
     if len(raw_segments(base)) > 1:
         return True
+    from pensieve.evidence.tar_disk import disk_member
+
+    if disk_member(base) is not None:
+        return True  # a cloud image export: disk.raw in a tar
     if head[257:262] == b"ustar":
         return False  # a tar archive
+    if os.path.isfile(base) and _fixed_vhd(base):
+        return True
     return head[510:512] == b"\x55\xaa" or head[512:520] == b"EFI PART" or sniff_filesystem(head) is not None
 
 

@@ -39,7 +39,11 @@ def source_kind(source: str) -> str:
             return "disk"  # disk.img@2, disk.img@offset=N
         raise EvidenceError(f"source does not exist: {source}")
     refuse_special_file(source)
-    return "archive" if looks_like_archive(source) else "disk"
+    if not looks_like_archive(source):
+        return "disk"
+    from pensieve.evidence.tar_disk import disk_member  # a cloud image export: disk.raw in a tar
+
+    return "disk" if disk_member(source) else "archive"
 
 
 def looks_like_archive(path: str) -> bool:
