@@ -536,6 +536,15 @@ def _score(ev: DiskImageEvidence) -> int:
     return 0
 
 
+def filesystem_evidence(
+    img: DiskImage, offset: int = 0, partition: Partition | None = None, label: str | None = None
+) -> DiskImageEvidence:
+    """The evidence of the filesystem at OFFSET: XFS through :mod:`pensieve.evidence.xfs`, the rest TSK."""
+    from pensieve.evidence.xfs import XfsEvidence, is_xfs
+
+    return (XfsEvidence if is_xfs(img, offset) else DiskImageEvidence)(img, offset, partition, label)
+
+
 def open_disk_image(source: str) -> DiskImageEvidence:
     """The filesystem of a disk image specification (see the module docstring)."""
     base, number, offset = split_spec(source)
@@ -543,26 +552,26 @@ def open_disk_image(source: str) -> DiskImageEvidence:
     name = img.describe()
     try:
         if offset is not None:
-            return DiskImageEvidence(img, offset)
+            return filesystem_evidence(img, offset)
         vsname, parts = list_partitions(img)
         if number is not None:
             if not parts:
                 if number in (0, 1):  # a bare filesystem: its only "partition"
-                    return DiskImageEvidence(img, 0)
+                    return filesystem_evidence(img, 0)
                 raise ImageError(f"{name} has no partition table: there is no partition {number}")
             chosen = next((p for p in parts if p.number == number), None)
             if chosen is None:
                 have = ", ".join(f"{p.number} ({p.description})" for p in parts)
                 raise ImageError(f"{name} has no partition {number} ({vsname}: {have})")
-            return DiskImageEvidence(img, chosen.offset, chosen)
+            return filesystem_evidence(img, chosen.offset, chosen)
         if not parts:
-            return DiskImageEvidence(img, 0, None, label="(no partition table)")
+            return filesystem_evidence(img, 0, None, label="(no partition table)")
         best: DiskImageEvidence | None = None
         best_score = -1
         unreadable: list[Partition] = []
         for p in parts:
             try:
-                ev = DiskImageEvidence(img, p.offset, p)
+                ev = filesystem_evidence(img, p.offset, p)
             except EvidenceError as exc:
                 p.error = str(exc)
                 p.fs_type = what_is_at(img, p.offset)
