@@ -27,7 +27,7 @@ import stat as statmod
 from typing import Any, BinaryIO
 
 from pensieve.evidence.base import EvidenceError, FileStat
-from pensieve.evidence.disk import DiskImageEvidence, TskFile, _LRU
+from pensieve.evidence.disk import _LRU, DiskImageEvidence, TskFile
 from pensieve.evidence.disk_images import DiskImage, ImageError, Partition
 from pensieve.formats.xfs import Superblock, XfsError, inode_size
 from pensieve.records import Problem
@@ -131,7 +131,9 @@ class XfsEvidence(DiskImageEvidence):
         room = (partition.length if partition else img.get_size() - offset) or 0
         if room < self.superblock.size:
             self.problems.append(
-                Problem(self.description, f"filesystem spans {self.superblock.size} bytes, image holds {room}")
+                Problem(
+                    self.description, f"filesystem spans {self.superblock.size} bytes, the image holds {room}"
+                )
             )
         self._window = ImageWindow(img, offset, max(room, self.superblock.size))
         self.volume = self._open_volume(f"{name} {where}")

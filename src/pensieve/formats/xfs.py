@@ -157,7 +157,7 @@ class Superblock:
             (self.inodesize <= self.blocksize, "inode size above block size", self.inodesize),
             (inopblock == self.blocksize // max(1, self.inodesize), "inodes per block", inopblock),
             (1 << inopblog == inopblock, "inodes-per-block log", inopblog),
-            (self.agcount > 0 and 5 <= self.agblocks, "allocation groups", (self.agcount, self.agblocks)),
+            (self.agcount > 0 and self.agblocks >= 5, "allocation groups", (self.agcount, self.agblocks)),
             (1 << agblklog >= self.agblocks > 1 << max(0, agblklog - 1), "AG block log", agblklog),
             (0 < self.dblocks <= self.agcount * self.agblocks, "data blocks", self.dblocks),
             (self.dblocks > (self.agcount - 1) * self.agblocks, "data blocks for the AG count", self.dblocks),
@@ -188,7 +188,8 @@ class Superblock:
         if unknown:
             return f"unknown incompatible features {unknown:#x}"
         if self.features_incompat & _INCOMPAT_UNREAD:
-            names = [n for bit, n in _INCOMPAT_NAMES.items() if self.features_incompat & _INCOMPAT_UNREAD & bit]
+            refused = self.features_incompat & _INCOMPAT_UNREAD
+            names = [n for bit, n in _INCOMPAT_NAMES.items() if refused & bit]
             return f"feature not supported: {', '.join(names)}"
         return None
 
