@@ -536,6 +536,10 @@ def _score(ev: DiskImageEvidence) -> int:
     return 0
 
 
+def _tsk_refused(p: Partition) -> str:
+    return f"{p.fs_type}: not readable by The Sleuth Kit"
+
+
 def filesystem_evidence(
     img: DiskImage, offset: int = 0, partition: Partition | None = None, label: str | None = None
 ) -> DiskImageEvidence:
@@ -587,7 +591,7 @@ def open_disk_image(source: str) -> DiskImageEvidence:
             raise ImageError(f"{name} ({vsname}): no partition holds a filesystem pensieve can read: {lines}")
         for p in unreadable:
             best.problems.append(
-                Problem(name, f"{p.label()} not read: {p.fs_type}: not readable by The Sleuth Kit")
+                Problem(name, f"{p.label()} not read: {p.error if p.fs_type == 'xfs' else _tsk_refused(p)}")
             )
         best.partitions = parts
         return best
