@@ -102,7 +102,9 @@ def _kernel_entry(host: str) -> dict:
         "mtime_ns": st.st_mtime_ns,
         "ctime_ns": st.st_ctime_ns,
         "rdev": st.st_rdev,
-        "xattrs": {x: os.getxattr(host, x, follow_symlinks=False) for x in os.listxattr(host, follow_symlinks=False)},
+        "xattrs": {
+            x: os.getxattr(host, x, follow_symlinks=False) for x in os.listxattr(host, follow_symlinks=False)
+        },
     }
     if stat.S_ISLNK(st.st_mode):
         out["link"] = os.readlink(host)
@@ -271,7 +273,11 @@ def metadata_blocks(image) -> list[int]:
     with open(image, "rb") as fh:
         pos = 0
         while block := fh.read(4096):
-            if block[:4] in _MAGICS or block[:2] == b"IN" or struct.unpack_from(">H", block, 8)[0] in _DA_MAGICS:
+            if (
+                block[:4] in _MAGICS
+                or block[:2] == b"IN"
+                or struct.unpack_from(">H", block, 8)[0] in _DA_MAGICS
+            ):
                 out.append(pos)
             pos += 4096
     assert len(out) > 20
@@ -284,7 +290,11 @@ def _walk_everything(ev, limit: int = 3000) -> int:
         for e in entries:
             seen += 1
             p = d.rstrip("/") + "/" + e.name
-            for action in (ev.xattrs, ev.readlink if e.stat.is_symlink else None, ev.read_bytes if e.stat.is_file else None):
+            for action in (
+                ev.xattrs,
+                ev.readlink if e.stat.is_symlink else None,
+                ev.read_bytes if e.stat.is_file else None,
+            ):
                 if action is None:
                     continue
                 try:
