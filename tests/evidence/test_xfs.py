@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import stat
 import struct
 import subprocess
@@ -328,6 +329,8 @@ def test_fuzz_metadata(image, metadata_blocks, seed) -> None:
 
 def test_two_partitions_one_corrupt(image, tmp_path) -> None:
     """GPT with the fixture twice: partition 1's superblock corrupt (agcount 0), partition 2 fine."""
+    if shutil.which("sfdisk") is None:
+        pytest.skip("needs sfdisk (util-linux/fdisk)")
     disk = tmp_path / "two.img"
     fs_sectors = SCENARIO["raw_size"] // 512
     with open(disk, "wb") as fh:
