@@ -1,7 +1,7 @@
 """Evidence that is an XFS filesystem inside a disk image, read through libfsxfs (``pyfsxfs``).
 
 Why the binding and not an own reader: libfsxfs-python gives every field the engines and the
-overlay driver read (checked against the kernel by ``tests/evidence/test_xfs.py``, which walks a
+overlay driver read (checked against the kernel by ``tests/evidence/test_xfs_evidence.py``, which walks a
 real XFS fixture here and through a read-only loop mount): file mode with type, owner, link
 count, size, access/modification/change times in nanoseconds (``*_as_integer``, bigtime
 included), device numbers (whiteouts are char 0/0), extended attributes by full name with their
