@@ -1,8 +1,8 @@
 """Evidence that is an XFS filesystem inside a disk image, read through libfsxfs (``pyfsxfs``).
 
 Why the binding and not an own reader: libfsxfs-python gives every field the engines and the
-overlay driver read (checked against the kernel by ``tests/evidence/test_xfs_evidence.py``, which walks a
-real XFS fixture here and through a read-only loop mount): file mode with type, owner, link
+overlay driver read (checked against the kernel by ``tests/evidence/test_xfs_evidence.py``, which
+walks a real XFS fixture here and through a read-only loop mount): file mode with type, owner, link
 count, size, access/modification/change times in nanoseconds (``*_as_integer``, bigtime
 included), device numbers (whiteouts are char 0/0), extended attributes by full name with their
 namespace prefix (``trusted.overlay.opaque``, ``trusted.overlay.redirect``, ``user.*``,
@@ -11,6 +11,13 @@ with holes read as zeros.  The Sleuth Kit has no XFS support at all.  The superb
 and checked first by :mod:`pensieve.formats.xfs`, so a corrupt or unsupported filesystem is
 refused with a reason, and the filesystem is read only through a window of the image that
 pensieve opened read-only (:class:`ImageWindow`): the library never opens a path, never writes.
+
+What libfsxfs 20260901 does NOT read (found against the kernel; each is a Problem on the path,
+never a wrong answer): names that are not valid UTF-8 (the entry is left out of its directory),
+data forks in btree format deeper than it supports ("unsupported B+ tree node level": a file of
+thousands of extents, e.g. a long-grown log), and attribute values in remote blocks of a
+node-format attribute fork (that attribute is left out).  An own reader (formats/xfs.py holds
+the superblock part of one) is the way past these.
 
 Path resolution, caching and the image bookkeeping are :class:`DiskImageEvidence`'s (this class
 replaces its four inode primitives); everything said there about symlinks in directory
@@ -288,11 +295,16 @@ class XfsEvidence(DiskImageEvidence):
         entry = self._file_entry(st.ino, path)
         out: dict[str, bytes] = {}
         try:
-            for i in range(int(entry.get_number_of_extended_attributes())):
-                attr = entry.get_extended_attribute(i)
-                out[attr.name] = attr.read_buffer_at_offset(int(attr.size), 0) if attr.size else b""
+            count = int(entry.get_number_of_extended_attributes())
         except _LIB_ERRORS as exc:
             self.problems.append(Problem(path, f"cannot read extended attributes: {_short(exc)}"))
+            return out
+        for i in range(count):
+            try:
+                attr = entry.get_extended_attribute(i)
+                out[attr.name] = attr.read_buffer_at_offset(int(attr.size), 0) if attr.size else b""
+            except _LIB_ERRORS as exc:
+                self.problems.append(Problem(path, f"extended attribute {i} unreadable: {_short(exc)}"))
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 pensieve reads the files of an XFS filesystem through libfsxfs (``pyfsxfs`` from
 libfsxfs-python, see :mod:`pensieve.evidence.xfs`), not through a reader of its own: the binding
-exposes everything the container engines and overlay need (extended attributes in every fork
-format with their namespace prefix -- ``trusted.overlay.opaque``, ``user.*`` --, device numbers,
-so whiteouts are char 0/0, nanosecond timestamps including ``bigtime``, owners, link counts,
-short-form/block/leaf/node directories, local and remote symlinks), reads through a file object
-that pensieve opens read-only, and survived the mutation fuzzing of ``tests/formats/test_xfs.py``.
+exposes what the container engines and overlay need (extended attributes by full name
+with their namespace prefix -- ``trusted.overlay.opaque``, ``user.*`` -- in short-form and leaf
+forks, device numbers, so whiteouts are char 0/0, nanosecond timestamps including ``bigtime``,
+owners, link counts, short-form/block/leaf/node directories, local and remote symlinks; its gaps
+are listed in that module's docstring), reads through a file object
+that pensieve opens read-only, and survived the mutation fuzzing of metadata blocks in
+``tests/evidence/test_xfs_evidence.py``.
 What it does not do is say *why* a filesystem is unreadable in words a responder can act on,
 nor refuse features it silently misreads.  This module does that part: the primary superblock
 (sector 0 of the filesystem) checked the way the kernel's ``xfs_validate_sb_common`` does.
