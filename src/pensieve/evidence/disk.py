@@ -542,8 +542,11 @@ def _score(ev: DiskImageEvidence) -> int:
 def _open_fs(
     img: DiskImage, offset: int = 0, partition: Partition | None = None, label: str | None = None
 ) -> DiskImageEvidence:
-    """The filesystem at OFFSET of IMG (the one place a volume becomes a filesystem view)."""
-    return DiskImageEvidence(img, offset, partition, label)
+    """The filesystem at OFFSET of IMG (the one place a volume becomes a filesystem view): XFS
+    through :mod:`pensieve.evidence.xfs`, the rest through TSK."""
+    from pensieve.evidence.xfs import XfsEvidence, is_xfs
+
+    return (XfsEvidence if is_xfs(img, offset) else DiskImageEvidence)(img, offset, partition, label)
 
 
 def open_disk_image(source: str) -> DiskImageEvidence:
@@ -628,6 +631,10 @@ def _probe(img: DiskImage, vol: Any, parts: list[Partition], unreadable: list[Pa
         return None
 
 
+def _tsk_refused(p: Partition) -> str:
+    return f"{p.fs_type}: not readable by The Sleuth Kit"
+
+
 def _choose(img: DiskImage, name: str, vsname: str | None, parts: list[Partition]) -> DiskImageEvidence:
     """The filesystem holding a Docker data root (else a root filesystem), the first on the disk
     when several qualify; every volume not read is a problem on it."""
@@ -649,7 +656,7 @@ def _choose(img: DiskImage, name: str, vsname: str | None, parts: list[Partition
         raise ImageError(f"{name} ({vsname}): no partition holds a filesystem pensieve can read: {lines}")
     for p in unreadable:
         best.problems.append(
-            Problem(name, f"{p.label()} not read: {p.fs_type}: not readable by The Sleuth Kit")
+            Problem(name, f"{p.label()} not read: {p.error if p.fs_type == 'xfs' else _tsk_refused(p)}")
         )
     for line in others:
         best.problems.append(Problem(name, line))

@@ -218,4 +218,3 @@ class VhdImage(VirtualDisk):
 def problems_of(img: DiskImage) -> list[Problem]:
     """The problems found while opening IMG (VMDK/VHD only have any)."""
     return list(getattr(img, "problems", []))
-

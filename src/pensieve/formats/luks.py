@@ -135,8 +135,15 @@ def _luks2(pread: Pread, head: bytes) -> LuksHeader:
             kdf["salt"] = _b64(kdf["salt"])
             hdr.key_bytes = int(ks["key_size"])
             hdr.slots.append(
-                KeySlot(int(sid), kdf, int(area["offset"]), int(ks["key_size"]), int(af["stripes"]),
-                        af["hash"], area["encryption"])
+                KeySlot(
+                    int(sid),
+                    kdf,
+                    int(area["offset"]),
+                    int(ks["key_size"]),
+                    int(af["stripes"]),
+                    af["hash"],
+                    area["encryption"],
+                )
             )
     except (KeyError, ValueError, TypeError, StopIteration, json.JSONDecodeError) as exc:
         raise LuksError(f"LUKS2 JSON metadata unreadable: {exc}") from exc
@@ -172,7 +179,10 @@ def _kdf(kdf: dict, passphrase: bytes, length: int) -> bytes:
             raise LuksError(f"key slot asks Argon2 for {memory} KiB of memory (over {_MAX_ARGON_KIB})")
         algo = argon2.Argon2id if kind == "argon2id" else argon2.Argon2i
         return algo(
-            salt=kdf["salt"], length=length, iterations=int(kdf["time"]), lanes=int(kdf["cpus"]),
+            salt=kdf["salt"],
+            length=length,
+            iterations=int(kdf["time"]),
+            lanes=int(kdf["cpus"]),
             memory_cost=memory,
         ).derive(passphrase)
     raise LuksError(f"key derivation {kind} is not supported")
