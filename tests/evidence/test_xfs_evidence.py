@@ -178,7 +178,7 @@ def _upper(name: str) -> str:
 
 
 COMMANDS = [
-    ("roots",),
+    ("roots", "{src}{at}"),  # IMAGE@offset=0: the filesystem's roots (a bare IMAGE lists its volumes)
     ("containers",),
     ("images",),
     ("diff", "{src}", "c-modified"),
@@ -193,16 +193,16 @@ COMMANDS = [
 ]
 
 
-def _argv(cmd: tuple[str, ...], src: Path) -> list[str]:
+def _argv(cmd: tuple[str, ...], src: Path, at: str = "") -> list[str]:
     if len(cmd) == 1:
         cmd = (cmd[0], "{src}")
     upper = _upper("c-modified")
-    return [a.format(src=src, upper=upper) for a in cmd] + ["--json"]
+    return [a.format(src=src, upper=upper, at=at) for a in cmd] + ["--json"]
 
 
-@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(x for x in c if "{" not in x))
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(x for x in c if "{" not in x) or c[0])
 def test_command_same_on_image_and_mount(cmd, image, mounted) -> None:
-    on_image = run_cli(*_argv(cmd, image))
+    on_image = run_cli(*_argv(cmd, image, "@offset=0"))
     on_mount = run_cli(*_argv(cmd, mounted))
     assert on_image[0] == on_mount[0] == 0, (on_image[2], on_mount[2])
     assert json.loads(on_image[1]) == json.loads(on_mount[1])
