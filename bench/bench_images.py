@@ -55,8 +55,12 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True, env=env)
     pensieve = [sys.executable, "-c", "from pensieve.cli import console; console()"]
     # the same, printing the bytes the process read (rchar: every read(2), the .pyc files too)
-    counted = [sys.executable, "-c", "import sys; from pensieve.cli import main; main(sys.argv[1:]); "
-               "sys.stderr.write(open('/proc/self/io').read())"]
+    counted = [
+        sys.executable,
+        "-c",
+        "import sys; from pensieve.cli import main; main(sys.argv[1:]); "
+        "sys.stderr.write(open('/proc/self/io').read())",
+    ]
     rows = []
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pensieve-bench-img-") as tmp:
         raw = Path(tmp) / "disk.raw"
@@ -73,8 +77,13 @@ def main() -> int:
                 ref.append(timed([qemu, "convert", "-O", "raw", str(img), str(out)]))
                 out.unlink()
             p, q = statistics.median(ours), statistics.median(ref)
-            io_text = subprocess.run([*counted, "containers", str(img), "--json"], env=env, check=True,
-                                     capture_output=True, text=True).stderr
+            io_text = subprocess.run(
+                [*counted, "containers", str(img), "--json"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stderr
             rchar = int(next(x.split()[1] for x in io_text.splitlines() if x.startswith("rchar:")))
             rows.append((fmt.upper(), img.stat().st_size, p, q, rchar))
             img.unlink()

@@ -106,6 +106,7 @@ def live_watch(
     interval: float = 1.0,
     duration: float | None = None,
     out: str | None = None,
+    refresh: float = 10.0,
 ) -> list:
     """``live watch``: poll PROC every INTERVAL seconds for DURATION (None: until ^C), writing one
     JSON event a line to OUT (through the output sink) or standard output; the problems."""
@@ -135,7 +136,7 @@ def live_watch(
             sys.stdout.flush()
 
     try:
-        watch(ctx, emit, wanted, interval=interval, duration=duration)
+        watch(ctx, emit, wanted, interval=interval, duration=duration, refresh=refresh)
     except KeyboardInterrupt:
         pass  # ^C ends a watch: what was seen is written
     finally:

@@ -134,3 +134,30 @@ def test_unknown_container_is_not_found():
 
     with pytest.raises(LookupFailed):
         _ctx().wanted(["no-such-container"])
+
+
+def test_tables_are_read_only_when_descriptors_change_or_refresh_is_due():
+    """Reading a namespace's tcp table walks the kernel's whole hash: a poll with no descriptor
+    change reads no table, a changed one reads it (and the poll after), refresh forces it."""
+    w = Watcher(_ctx(), refresh=3600)
+    w.poll()
+    w.poll()  # settles
+    before = w.table_reads
+    w.poll()
+    w.poll()
+    quiet = w.table_reads - before
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        n = w.table_reads
+        events = w.poll()
+        assert any(e.kind == "listener-appeared" for e in events) and w.table_reads > n
+    finally:
+        server.close()
+    forced = Watcher(_ctx(), refresh=0)
+    forced.poll()
+    n = forced.table_reads
+    forced.poll()
+    assert quiet <= 2  # only a namespace whose processes opened or closed a socket meanwhile
+    assert forced.table_reads - n == len(forced._namespaces())

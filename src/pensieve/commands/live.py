@@ -95,7 +95,9 @@ def cmd_watch(o: argparse.Namespace) -> list:
     (what was seen is written; exit 0).  What starts and ends between two polls is not seen."""
     from pensieve.api import live_watch
 
-    return live_watch(o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out)
+    return live_watch(
+        o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out, refresh=o.refresh
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -129,4 +131,12 @@ def add_parser(subparsers) -> None:
         "--for", dest="duration", type=float, metavar="S", help="stop after S seconds (default: until ^C)"
     )
     p.add_argument("--out", metavar="FILE", help="write the JSONL events to FILE (default: standard output)")
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="re-read each namespace's socket tables at least every S seconds (default 10); between, only "
+        "when its processes' socket descriptors change",
+    )
     p.set_defaults(func=cmd_watch)
