@@ -137,7 +137,7 @@ def test_a_schema_1_case_gets_task_params(tmp_path):
     s.db.execute("ALTER TABLE tasks DROP COLUMN params")
     s.close()
     s = CaseStore(path)
-    assert s.version() == SCHEMA_VERSION == 2
+    assert s.version() == SCHEMA_VERSION == 3
     s.record_task(1, "diff", "c1", "done", rows=3, params="abc")
     assert s.task_params(1, "diff", "c1") == (True, "abc")
     assert s.task_done(1, "diff", "c1") and s.task_done(1, "diff", "c1", "abc")

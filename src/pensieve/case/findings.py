@@ -12,7 +12,8 @@ Each heuristic is a case analysis (:mod:`pensieve.case.analyses`) over the table
   (``/etc/passwd``, ``shadow``, ``group``, ``sudoers``) (``changes``);
 * what ran -- a shell whose standard input or output is a network socket (a reverse or bind
   shell), an executable that was deleted or lives only in memory (memfd), a listener the image
-  does not declare (``processes``, ``files``, ``sockets`` of checkpoints);
+  does not declare (``processes``, ``files``, ``sockets`` of checkpoints; ``live_processes`` and
+  ``live_sockets`` of a collect bundle's live snapshot, times from the process start times);
 * integrity -- layers whose content no longer matches their digest (``integrity``);
 * deletion -- files of a container's RW layer deleted and brought back from the journal
   (``recovered``).
@@ -395,7 +396,7 @@ def _peers(store: CaseStore, source_id: int, pid: int) -> list[str]:
 
 @analysis("findings.processes", ("findings",), order=10)
 def processes(store: CaseStore) -> Rows:
-    """Shells on sockets, deleted or in-memory executables (checkpoints)."""
+    """Shells on sockets, deleted or in-memory executables (checkpoints, live snapshots)."""
     shells = ", ".join(f"'{s}'" for s in SHELLS)
     on_socket = _dicts(
         store,
@@ -458,12 +459,145 @@ def processes(store: CaseStore) -> Rows:
                 f"pid {r['pid']}",
             )  # fmt: skip
         )
-    yield "findings", out
+    yield "findings", out + _live_shells(store) + _live_executables(store)
+
+
+# ---- the live snapshot of collect bundles -----------------------------------------------------
+
+#: the protocols of live_sockets that reach the network
+INET = ("tcp", "tcp6", "udp", "udp6")
+
+
+def _live_ref(r: dict) -> dict:
+    return {"table": "live_processes", "source_id": r["source_id"], "pid": r["pid"]}
+
+
+def _is_shell(comm: str | None, cmdline: list) -> bool:
+    """Whether a process named COMM running CMDLINE is a shell (busybox only as ``sh``/``ash``)."""
+    if comm not in SHELLS:
+        return False
+    if comm != "busybox":
+        return True
+    words = [str(w).rsplit("/", 1)[-1] for w in cmdline[:2]]
+    return not words or any(w in SHELLS and w != "busybox" for w in words)
+
+
+def _live_shells(store: CaseStore) -> list[dict]:
+    """Shells of live snapshots whose fd 0 or 1 is a network socket (live_sockets ``fds``)."""
+    shells = ", ".join(f"'{s}'" for s in SHELLS)
+    procs = _dicts(
+        store,
+        f"SELECT {COLS}, pid, comm, cmdline, exe, start_time, container_name FROM live_processes"
+        f" WHERE comm IN ({shells})",
+    )
+    sockets = _dicts(
+        store,
+        "SELECT source_id, protocol, state, local, local_port, remote, remote_port, fds FROM live_sockets"
+        " WHERE protocol IN (" + ", ".join(f"'{p}'" for p in INET) + ")",
+    )
+    by_fd: dict[tuple[int, str], list[dict]] = {}
+    for sock in sockets:
+        for fd in json.loads(sock["fds"] or "[]"):
+            by_fd.setdefault((sock["source_id"], str(fd)), []).append(sock)
+    out = []
+    for r in procs:
+        cmdline = json.loads(r["cmdline"] or "[]")
+        if not _is_shell(r["comm"], cmdline):
+            continue
+        fds = [fd for fd in (0, 1) if (r["source_id"], f"{r['pid']}:{fd}") in by_fd]
+        if not fds:
+            continue
+        socks = [s for fd in fds for s in by_fd[(r["source_id"], f"{r['pid']}:{fd}")]]
+        peers = sorted({f"{s['remote']}:{s['remote_port']}" for s in socks if s["remote_port"]})
+        out.append(
+            finding(
+                "critical",
+                f"shell on a network socket (pid {r['pid']}{', to ' + peers[0] if peers else ''})",
+                f"a running shell ({r['comm']}) whose standard input/output (fd "
+                f"{', '.join(map(str, fds))}) is a {socks[0]['protocol']} socket"
+                + (f" connected to {', '.join(peers)}" if peers else "")
+                + ": a reverse or bind shell (live snapshot)",
+                [_live_ref(r)],
+                ("T1059.004",),
+                _keys(r),
+                f"pid {r['pid']}",
+                r["start_time"],
+                {"cmdline": cmdline, "peers": peers, "exe": r["exe"]},
+            )  # fmt: skip
+        )
+    return out
+
+
+def _live_executables(store: CaseStore) -> list[dict]:
+    """Processes of live snapshots running a deleted or memfd executable."""
+    rows = _dicts(
+        store,
+        f"SELECT {COLS}, pid, comm, exe, exe_sha256, exe_deleted, exe_memfd, start_time FROM live_processes"
+        " WHERE exe_deleted OR exe_memfd",
+    )
+    out = []
+    for r in rows:
+        memfd = bool(r["exe_memfd"])
+        out.append(
+            finding(
+                "high",
+                f"{'in-memory' if memfd else 'deleted'} executable running (pid {r['pid']})",
+                f"{r['comm']} runs from {r['exe']}"
+                + (
+                    " (a memfd: it never was a file on disk, as reflectively loaded code runs)"
+                    if memfd
+                    else " (deleted): its file is gone from the disk, as malware that hides itself leaves it"
+                ),
+                [_live_ref(r)],
+                ("T1620",) if memfd else ("T1070.004",),
+                _keys(r),
+                f"pid {r['pid']}",
+                r["start_time"],
+                {"exe": r["exe"], "exe_sha256": r["exe_sha256"]},
+            )  # fmt: skip
+        )
+    return out
+
+
+def _live_listeners(store: CaseStore) -> list[dict]:
+    """Listeners of live snapshots that ``live net`` marked ``undeclared-listener`` (a port the
+    container's image and settings do not publish or expose)."""
+    rows = _dicts(
+        store,
+        f"SELECT {COLS}, protocol, local, local_port, pids, marks FROM live_sockets"
+        " WHERE list_contains(CAST(marks AS VARCHAR[]), 'undeclared-listener')",
+    )
+    out = []
+    for r in rows:
+        where = f"{r['local']}:{r['local_port']}"
+        ref = {
+            "table": "live_sockets",
+            "source_id": r["source_id"],
+            "protocol": r["protocol"],
+            "local": r["local"],
+            "local_port": r["local_port"],
+        }
+        out.append(
+            finding(
+                "medium",
+                f"undeclared listener {where} ({r['protocol']})",
+                "a running process listens on a port neither the image nor the container declares "
+                "(live snapshot)",
+                [ref],
+                ("T1571",),
+                _keys(r),
+                where,
+                None,
+                {"pids": json.loads(r["pids"] or "[]")},
+            )  # fmt: skip
+        )
+    return out
 
 
 @analysis("findings.listeners", ("findings",), order=10)
 def listeners(store: CaseStore) -> Rows:
-    """Listening sockets the container's image or settings do not declare (checkpoints)."""
+    """Listening sockets the container's image or settings do not declare (checkpoints, live
+    snapshots)."""
     rows = _dicts(
         store,
         f"SELECT {_cols('s')}, s.src, s.src_port, s.proto, s.pids,"
@@ -495,7 +629,7 @@ def listeners(store: CaseStore) -> Rows:
                 {"pids": json.loads(r["pids"] or "[]")},
             )  # fmt: skip
         )
-    yield "findings", out
+    yield "findings", out + _live_listeners(store)
 
 
 # ---- integrity and deletion --------------------------------------------------------------------

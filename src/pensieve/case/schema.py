@@ -38,10 +38,11 @@ from pensieve.records import (
 )
 from pensieve.records.disk import CarvedFile, RecoveredFile
 from pensieve.records.integrity import LayerVerdict
+from pensieve.records.live import LiveProcess, LiveSocket
 from pensieve.records.memory import CheckpointInfo, OpenFile, Process, Socket
 
 #: bumped whenever a table or column changes; a case of another version is migrated or refused
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("source_id", "INTEGER"),
@@ -156,6 +157,18 @@ TABLES: tuple[Table, ...] = (
         extra=(("checkpoint_name", "VARCHAR"),),
     ),
     Table(
+        "live_processes",
+        "the processes of a collect bundle's live snapshot (live/ps.json: /proc at collection time)",
+        LiveProcess,
+        omit=("problems",),  # rows of problems
+    ),
+    Table(
+        "live_sockets",
+        "the sockets of a collect bundle's live snapshot (live/net.json), with their pid:fd",
+        LiveSocket,
+        omit=("problems",),
+    ),
+    Table(
         "logs",
         "container log lines (json-file, local, CRI, k8s-file)",
         LogLine,
@@ -259,11 +272,15 @@ def columns(table: Table) -> list[tuple[str, str]]:
     return out
 
 
+def create_statement(table: Table, if_missing: bool = False) -> str:
+    """``CREATE TABLE`` of TABLE (``IF NOT EXISTS`` with IF_MISSING: a migration's)."""
+    cols = ", ".join(f'"{n}" {typ}' for n, typ in columns(table))
+    return f"CREATE TABLE {'IF NOT EXISTS ' if if_missing else ''}{table.name} ({cols})"
+
+
 def create_statements() -> list[str]:
     """``CREATE TABLE`` for every table of the case."""
-    return [
-        f"CREATE TABLE {t.name} (" + ", ".join(f'"{n}" {typ}' for n, typ in columns(t)) + ")" for t in TABLES
-    ]
+    return [create_statement(t) for t in TABLES]
 
 
 def describe() -> list[dict]:

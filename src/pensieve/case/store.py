@@ -34,7 +34,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from pensieve import __version__
-from pensieve.case.schema import BY_NAME, KEY_NAMES, SCHEMA_VERSION, TABLES, Table, columns, create_statements
+from pensieve.case.schema import (
+    BY_NAME,
+    KEY_NAMES,
+    SCHEMA_VERSION,
+    TABLES,
+    Table,
+    columns,
+    create_statement,
+    create_statements,
+)
 from pensieve.errors import UsageError
 from pensieve.records import record_fields
 
@@ -42,6 +51,8 @@ from pensieve.records import record_fields
 MIGRATIONS: dict[int, list[str]] = {
     # 2: tasks.params, the digest of the rules and indicators a task ran with (triage --yara/--ioc)
     1: ["ALTER TABLE tasks ADD COLUMN params VARCHAR"],
+    # 3: the live snapshot of a collect bundle (triage's live-snapshot task), new tables only
+    2: [create_statement(BY_NAME[name], if_missing=True) for name in ("live_processes", "live_sockets")],
 }
 BATCH = 50_000
 _INT64 = (-(1 << 63), (1 << 63) - 1)

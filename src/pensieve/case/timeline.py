@@ -14,9 +14,10 @@ Every event has:
     ``container.oom_killed`` | ``container.updated`` | ``image.created`` | ``image.build`` |
     ``volume.created`` | ``file.mtime`` | ``file.ctime`` | ``file.atime`` | ``file.crtime`` |
     ``recovered.deleted`` | ``recovered.deleted_before`` | ``log`` | ``checkpoint`` |
-    ``checkpoint.container_created`` | ``process.seen`` | ``finding``; the ``file.*`` kinds are the
-    MACB times of the files of container changes (the file a change is about: the new one of an
-    added or modified path, the original of a deleted one) and of recovered files;
+    ``checkpoint.container_created`` | ``process.seen`` | ``process.started`` | ``finding``; the
+    ``file.*`` kinds are the MACB times of the files of container changes (the file a change is
+    about: the new one of an added or modified path, the original of a deleted one) and of
+    recovered files;
 ``timestamp_desc``
     the time's meaning in Plaso's and Timesketch's words (``Content Modification Time``,
     ``Metadata Modification Time``, ``Creation Time`` ...);
@@ -37,7 +38,8 @@ registrations -- CRIU's images/core.proto up to 4.2 -- and no ``/proc/PID/stat``
 does ``stats-dump.img``, whose times are durations).  Each process of a checkpoint is instead a
 ``process.seen`` event at the checkpoint's own time (``checkpoints.checkpointed``: when the
 engine or the archive says it was taken; a bare CRIU image directory says nothing, and its
-processes have no event).
+processes have no event).  The processes of a collect bundle's live snapshot (``live_processes``)
+do have one: ``/proc/PID/stat``'s start time, a ``process.started`` event.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ REFS = {
         "json_object('source_id', t.source_id, 'container_id', t.container_id, 'checkpoint', t.checkpoint, "
         "'checkpoint_name', t.checkpoint_name, 'pid', t.pid)"
     ),
+    "live_processes": "json_object('source_id', t.source_id, 'container_id', t.container_id, 'pid', t.pid)",
 }
 
 
@@ -333,7 +336,7 @@ def checkpoint_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
 @analysis("timeline.processes", ("events",), order=ORDER)
 def process_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
     """Each checkpointed process, seen running when its checkpoint was taken (no start times:
-    CRIU records none, see the module's docstring)."""
+    CRIU records none, see the module's docstring); each process of a live snapshot, started."""
     command = "coalesce(nullif(array_to_string(CAST(t.cmdline AS VARCHAR[]), ' '), ''), t.comm, '?')"
     message = (
         f"'pid ' || t.pid || ' ' || {command} || ' seen running in checkpoint ' || "
@@ -345,7 +348,14 @@ def process_events(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
         f"{REFS['processes']} AS ref FROM processes t JOIN checkpoints c ON c.source_id = t.source_id "
         f"AND c.checkpoint = t.checkpoint {_NAMES}"
     )
-    _insert(store, "timeline.processes", [select])
+    message = (
+        f"'pid ' || t.pid || ' ' || {command} || ' started' || "
+        "coalesce(' in ' || coalesce(t.container_name, left(t.container_id, 12)), '')"
+    )
+    started = _select(
+        "live_processes", "t.start_time", "process.started", "Process Start Time", message, "t.exe"
+    )
+    _insert(store, "timeline.processes", [select, started])
     return _nothing()
 
 

@@ -433,6 +433,97 @@ def carved(ctx: Context) -> Rows:
     yield "carved", ctx.rows("carved", files)
 
 
+#: (bundle file, table) of the live snapshot views triage reads (live/cgroups.json is not)
+LIVE_VIEWS = (("live/ps.json", "live_processes"), ("live/net.json", "live_sockets"))
+#: the largest live snapshot file read (a view of one container's processes is a few KiB)
+MAX_LIVE_BYTES = 64 << 20
+_LIVE_TYPES = {"VARCHAR": (str,), "BIGINT": (int,), "BOOLEAN": (bool,), "DOUBLE": (int, float)}
+
+
+def _bundle_path(ctx: Context) -> str | None:
+    """The directory of the collect bundle the source is, None when it is no bundle."""
+    from pensieve.evidence.bundle import BundleEvidence
+
+    evidence = ctx.evidence
+    return evidence.path if isinstance(evidence, BundleEvidence) else None
+
+
+def live_snapshot(ctx: Context, bundle: str) -> Rows:
+    """The processes and sockets of the bundle's live snapshot (``live/ps.json``, ``live/net.json``,
+    written by :mod:`pensieve.collect.live_snapshot` as ``live ps --json`` prints them); a view
+    missing, too large or not JSON is a problem, the other one is still read."""
+    from pensieve.evidence.directory import DirectoryEvidence
+
+    tree = DirectoryEvidence(bundle)
+    try:
+        for rel, table in LIVE_VIEWS:
+            items = _live_items(ctx, tree, rel)
+            records = [r for i, item in enumerate(items) if (r := _live_record(ctx, table, rel, i, item))]
+            yield table, [record_row(BY_NAME[table], r, ctx.keys()) for r in records]
+    finally:
+        tree.close()
+
+
+def _live_items(ctx: Context, tree, rel: str) -> list:
+    """The JSON list of the bundle file REL ([] and a problem when it is unusable; [] alone when
+    the bundle has no such file: collect then recorded why)."""
+    from pensieve.formats.untrusted_json import parse
+
+    where = f"{ctx.source.path}/{rel}"
+    try:
+        if not tree.exists("/" + rel):
+            return []
+        size = tree.lstat("/" + rel).size
+        if size > MAX_LIVE_BYTES:
+            too_big = f"live snapshot not read: {size} bytes, over {MAX_LIVE_BYTES}"
+            ctx.problems.append(Problem(where, too_big))
+            return []
+        value = parse(tree.read_bytes("/" + rel, MAX_LIVE_BYTES + 1), where, max_bytes=MAX_LIVE_BYTES)
+    except (EvidenceError, OSError, ValueError) as exc:
+        ctx.problems.append(Problem(where, f"live snapshot not read: {exc}"))
+        return []
+    if not isinstance(value, list):
+        kind = type(value).__name__
+        ctx.problems.append(Problem(where, f"live snapshot not read: a JSON {kind}, not a list"))
+        return []
+    return value
+
+
+def _live_record(ctx: Context, table: str, rel: str, index: int, item: Any):
+    """The record of TABLE that ITEM (one element of the file REL) renders, every field checked
+    against its declared type (a wrong one is null and a problem); None for an item that is no
+    object or lacks a required field."""
+    from pensieve.case.schema import columns
+    from pensieve.times import parse_rfc3339
+
+    t = BY_NAME[table]
+    where = f"{ctx.source.path}/{rel}[{index}]"
+    if not isinstance(item, dict):
+        ctx.problems.append(Problem(where, "live snapshot item is not an object"))
+        return None
+    types = dict(columns(t))
+    values: dict[str, Any] = {}
+    for name in t.record.__record_fields__:
+        if name in t.omit or name not in item or item[name] is None:
+            continue
+        value, sql = item[name], types.get(name, "JSON")
+        if sql == "TIMESTAMP_NS":
+            value = parse_rfc3339(value) if isinstance(value, str) else None
+        elif sql in _LIVE_TYPES and (
+            not isinstance(value, _LIVE_TYPES[sql]) or (sql != "BOOLEAN" and isinstance(value, bool))
+        ):
+            value = None
+        if value is None:
+            ctx.problems.append(Problem(where, f"{name}: not a {sql.lower()}: {str(item[name])[:80]}"))
+            continue
+        values[name] = value
+    try:
+        return t.record(**values)
+    except TypeError as exc:  # a required field (pid, protocol ...) missing or unusable
+        ctx.problems.append(Problem(where, f"live snapshot item skipped: {exc}"))
+        return None
+
+
 def _engine_of(host, data_root: str | None) -> str | None:
     """The engine whose root is DATA_ROOT on HOST (None when unknown)."""
     if host is None or data_root is None:
@@ -469,6 +560,9 @@ def _host_tasks(ctx: Context) -> list[Task]:
                     lambda c=c, d=ev_dir: container_checkpoint(ctx, c, d),
                 )
             )
+    bundle = _bundle_path(ctx)
+    if bundle is not None:
+        tasks.append(Task("live-snapshot", None, "live snapshot", lambda: live_snapshot(ctx, bundle)))
     return tasks + _kubelet_tasks(ctx)
 
 
