@@ -175,3 +175,24 @@ def test_collect_a_serving_container(web, tmp_path):
     code, out, err = run_cli("verify", b1 / "image.tar")
     assert code == 0, err
     assert os.listdir(tmp_path) and set(os.listdir(tmp_path)) == {"b1", "b2"}
+
+    case = tmp_path / "case" / "c.duckdb"  # triage reads the bundle's live snapshot into the case
+    code, _out, err = run_cli("triage", b1, "--case", case)
+    assert code in (0, 5), err
+    from pensieve.case.store import CaseStore
+
+    s = CaseStore(str(case), read_only=True)
+    try:
+        _n, started = s.query(
+            "SELECT p.pid, e.time FROM live_processes p JOIN events e ON e.kind = 'process.started'"
+            " AND e.ref->>'pid' = CAST(p.pid AS VARCHAR)"
+            " WHERE p.container_id = ? AND p.cmdline->>0 = 'httpd'",
+            [cid],
+        )
+        _n, listening = s.query(
+            "SELECT count(*) FROM live_sockets WHERE state = 'LISTEN' AND container_id = ?", [cid]
+        )
+    finally:
+        s.close()
+    assert started and all(t for _pid, t in started), started
+    assert listening[0][0] >= 1
