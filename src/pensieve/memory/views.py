@@ -27,6 +27,7 @@ from pensieve.formats.criu.checkpoint import (
     Checkpoint,
 )
 from pensieve.formats.criu.images import CriuImageError
+from pensieve.formats.procnet import TCP_STATES  # include/net/tcp_states.h: one table for both
 from pensieve.records import MemoryMap, OpenFile, Process, Socket
 from pensieve.records.memory import MemoryRead
 
@@ -43,20 +44,6 @@ __all__ = [
     "sockets",
 ]
 
-TCP_STATES = {
-    1: "ESTABLISHED",
-    2: "SYN_SENT",
-    3: "SYN_RECV",
-    4: "FIN_WAIT1",
-    5: "FIN_WAIT2",
-    6: "TIME_WAIT",
-    7: "CLOSE",
-    8: "CLOSE_WAIT",
-    9: "LAST_ACK",
-    10: "LISTEN",
-    11: "CLOSING",
-    12: "NEW_SYN_RECV",
-}
 SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 6: "dccp", 10: "packet"}
 IP_PROTOS = {0: None, 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite", 255: "raw"}
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
