@@ -43,6 +43,12 @@ from pensieve.records import Container, Problem
 __all__ = ["CollectResult", "collect", "verify_bundle"]
 
 RUNNING = ("running", "paused", "restarting")
+#: engine -> (module, function) collecting one of its containers
+COLLECTORS = {
+    "docker": ("pensieve.collect.docker", "collect_docker"),
+    "podman": ("pensieve.collect.podman", "collect_podman"),
+    "containerd": ("pensieve.collect.containerd", "collect_containerd"),
+}
 
 
 @dataclass
@@ -79,8 +85,8 @@ def _find(hosts: list, ref: str | None, every: bool, problems: list[Problem]) ->
                 except LookupFailed:
                     continue
             for c in cs:
-                if h.engine != "docker":
-                    msg = f"collect of {h.engine} containers is not built yet: not collected"
+                if h.engine not in COLLECTORS:
+                    msg = f"collect of {h.engine} containers is not built: not collected"
                     problems.append(Problem(c.config_path or c.id, msg, c.id))
                     continue
                 found.append((h, c, root))
@@ -113,8 +119,9 @@ def _unchanged(before: dict, after: dict) -> bool:
 def _collect_one(
     host, c: Container, root: str, dest: str, boundaries: list[str], opts: dict[str, Any]
 ) -> tuple[str, list[Problem]]:
+    import importlib
+
     from pensieve.collect.custody import container_state, custody, now
-    from pensieve.collect.docker import collect_docker
     from pensieve.collect.live_snapshot import live_snapshot
 
     proc = opts["proc"]
@@ -123,7 +130,8 @@ def _collect_one(
     out = BundleWriter(dest, boundaries)
     try:
         out.problems.extend(c.problems)
-        info = collect_docker(host, c, out)
+        module, name = COLLECTORS[c.engine]
+        info = getattr(importlib.import_module(module), name)(host, c, out)
         views, live_problems = live_snapshot(
             proc, opts["roots"], c.id, opts.get("cgroupfs", "/sys/fs/cgroup")
         )
@@ -131,9 +139,9 @@ def _collect_one(
         for rel, data in views.items():
             out.write(rel, data, view=rel.rsplit("/", 1)[-1].split(".")[0])
         if opts.get("checkpoint"):
-            from pensieve.collect.checkpoint import checkpoint_docker
+            from pensieve.collect.checkpoint import checkpoint
 
-            info["checkpoint"] = checkpoint_docker(c, out, opts)
+            info["checkpoint"] = checkpoint(host, c, out, opts)
         after = _state_after(root, c.id, proc)
         chain.update(finished=now(), container_before=before, container_after=after)
         chain["container_unchanged"] = _unchanged(before, after)
