@@ -64,7 +64,13 @@ def podman_web():
         flags[flags.index("--network") + 1] = "host"
         p.run("run", "-d", "--name", "web", *flags, IMAGE,
               "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www")  # fmt: skip
-        p.run("exec", "web", "sh", "-c", "echo new > /tmp/new.txt; rm /etc/group; rm -r /opt/old; mkdir /opt/old")
+        p.run(
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "echo new > /tmp/new.txt; rm /etc/group; rm -r /opt/old; mkdir /opt/old",
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -66,7 +66,9 @@ class ContainerdAcquisition(TreeAcquisition):
         """The task bundle's own files (its ``rootfs`` is the mounted container: not walked)."""
         state = self.host.state
         if state is None:
-            self.out.problems.append(Problem(self.c.id, "no runtime state directory: task files not collected", self.c.id))
+            self.out.problems.append(
+                Problem(self.c.id, "no runtime state directory: task files not collected", self.c.id)
+            )
             return
         for task_dir in TASK_DIRS:
             bundle = posixpath.join(state, task_dir, self.c.namespace or "", self.c.id)
@@ -99,7 +101,9 @@ class ContainerdAcquisition(TreeAcquisition):
         path = self.host.store.path(digest)
         if path is None:
             if required:
-                self.out.problems.append(Problem(digest, "content blob not in the store: not collected", self.c.id))
+                self.out.problems.append(
+                    Problem(digest, "content blob not in the store: not collected", self.c.id)
+                )
             return
         self.copy(path)
         if depth >= MAX_DEPTH or not required:

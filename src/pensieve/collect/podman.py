@@ -77,7 +77,9 @@ class PodmanAcquisition(TreeAcquisition):
         """libpod's database, as it is (with SQLite's side files when there are some)."""
         path = self.groot.state.path
         if not path:
-            self.out.problems.append(Problem(self.graphroot, "no libpod state database: not collected", self.c.id))
+            self.out.problems.append(
+                Problem(self.graphroot, "no libpod state database: not collected", self.c.id)
+            )
             return
         self.copy(path)
         if self.groot.state.backend == "sqlite":

@@ -168,7 +168,9 @@ class TreeAcquisition:
                 return None
             if verdict.status != "ok":
                 why = getattr(verdict, "reason", None) or verdict.status
-                self.out.problems.append(Problem(chain, f"layer {verdict.status} as rebuilt: {why}", image.id))
+                self.out.problems.append(
+                    Problem(chain, f"layer {verdict.status} as rebuilt: {why}", image.id)
+                )
             sizes.append(count[0])
         return sizes
 
@@ -180,7 +182,9 @@ class TreeAcquisition:
         self.host.export_layer(chain, tar.feed)
         got = tar.end()
         if got != size:
-            self.out.problems.append(Problem(chain, f"layer changed between two reads: {size} then {got} bytes"))
+            self.out.problems.append(
+                Problem(chain, f"layer changed between two reads: {size} then {got} bytes")
+            )
 
     def summary(self, engine: str, image: Image | None, **extra: Any) -> dict[str, Any]:
         """What the manifest says of the acquisition."""
