@@ -11,6 +11,8 @@ Needs root, podman/conmon/runc or containerd/ctr, and busybox-static (skipped ot
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import tempfile
 import time
 import urllib.request
@@ -22,7 +24,7 @@ from private_containerd import PrivateContainerd, capture_module, static_busybox
 from private_containerd import missing_prerequisites as containerd_missing
 from private_podman import PrivatePodman
 from private_podman import missing_prerequisites as podman_missing
-from test_live_collect import Poller, _free_port, _rootfs
+from test_live_collect import CRIU_BIN, Poller, _free_port, _rootfs, check_checkpoint, criu_with_config
 from test_live_dockerd import settled_digests
 
 pytestmark = pytest.mark.live
@@ -177,3 +179,55 @@ def test_collect_a_running_containerd_task(containerd_task, tmp_path):
     _same(b, ev, cid)
     code, _, err = run_cli("verify", b / "image.tar")
     assert code == 0, err
+
+
+# ---- --checkpoint -----------------------------------------------------------------------------
+
+
+def _criu_on_path(monkeypatch, tmp: Path) -> None:
+    if not (CRIU_BIN / "criu").exists():
+        pytest.skip(f"no criu environment at {CRIU_BIN} (fixtures/capture/criu_env.sh)")
+    bindir = criu_with_config(tmp)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+
+
+def test_podman_checkpoint_leaves_it_running(podman_web, tmp_path, monkeypatch):
+    p, port = podman_web
+    _criu_on_path(monkeypatch, tmp_path)
+    for key, value in p.env().items():
+        if key.startswith("CONTAINERS_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PENSIEVE_PODMAN", shlex.join(p.base()))
+    before = _podman_state(p)
+    poller = Poller(port)
+    poller.start()
+    time.sleep(0.3)
+    b = tmp_path / "b"
+    code, _, err = run_cli("collect", "web", "--root", p.evidence, "--out", b, "--checkpoint")
+    time.sleep(0.3)
+    poller.stop.set()
+    poller.join(10)
+    assert code in (0, 5), err
+    assert poller.ok > 5 and not poller.failed, (poller.ok, poller.failed[:5])
+    doc = json.loads((b / "manifest.json").read_text())
+    cp = doc["checkpoint"]
+    assert cp and cp["status"] == "ok", cp.get("error") if cp else doc["problems"]
+    assert _podman_state(p) == before, "the checkpoint changed the container's state"
+    assert doc["custody"]["container_unchanged"] is True
+    check_checkpoint(b, b / cp["path"], "httpd")
+
+
+def test_containerd_checkpoint_leaves_it_running(containerd_task, tmp_path, monkeypatch):
+    d, ns, cid = containerd_task
+    _criu_on_path(monkeypatch, tmp_path)
+    # the runc root (ctr run --runc-root) is read from the task's options.json in the state dir
+    before = d.tasks(ns)[cid]
+    b = tmp_path / "b"
+    code, _, err = run_cli("collect", cid, "--root", d.evidence, "--out", b, "--checkpoint")
+    assert code in (0, 5), err
+    doc = json.loads((b / "manifest.json").read_text())
+    cp = doc["checkpoint"]
+    assert cp and cp["status"] == "ok", cp.get("error") if cp else doc["problems"]
+    assert d.tasks(ns)[cid] == before, "the checkpoint changed the task"
+    assert doc["custody"]["container_unchanged"] is True
+    check_checkpoint(b, b / cp["path"], "sleep")
