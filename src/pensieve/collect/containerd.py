@@ -70,6 +70,8 @@ class ContainerdAcquisition(TreeAcquisition):
                 Problem(self.c.id, "no runtime state directory: task files not collected", self.c.id)
             )
             return
+        # the state directory is there even when C has no task: the bundle says "created" too
+        self.out.sink.mkdir(self.rel(posixpath.join(state, TASK_DIRS[0])))
         for task_dir in TASK_DIRS:
             bundle = posixpath.join(state, task_dir, self.c.namespace or "", self.c.id)
             if not self.ev.is_dir(bundle):

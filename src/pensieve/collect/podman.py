@@ -10,8 +10,8 @@ state, containers/storage ``store.go``/``layers.go``/``images.go``/``containers.
 * libpod's state database (``libpod/bolt_state.db``, or ``db.sql`` with its ``-wal``/``-shm``),
   byte for byte: the engine's own record of the container;
 * ``overlay-layers/layers.json`` and each image layer's ``<id>.tar-split.gz``;
-* ``overlay-images/images.json`` and ``overlay-images/<image id>/**`` (the big-data items: the
-  config, the manifests);
+* ``overlay-images/images.json`` and every image's ``overlay-images/<image id>/**`` (the
+  big-data items: configs, manifests; small, and the store reads them all);
 * ``overlay/<id>/{link,lower}`` of every layer and the ``overlay/l/<short>`` links;
 * ``/etc/containers/storage.conf`` when the evidence has one (where the graphroot is).
 
@@ -70,8 +70,16 @@ class PodmanAcquisition(TreeAcquisition):
                 path = self.join(f"{DRIVER}-layers", f"{layer.cache_id}.tar-split.gz")
                 self.out.problems.append(Problem(path, "no tar-split record: not collected", self.c.id))
         self.copy(self.join(f"{DRIVER}-images", "images.json"))
-        if image is not None:
-            self.copy_dir(self.join(f"{DRIVER}-images", image.id))
+        if image is None:
+            self.out.problems.append(
+                Problem(self.c.id, "the container's image is not in images.json", self.c.id)
+            )
+        # every image's big-data items (configs, manifests: small), which the store reads for
+        # every image whatever container is asked about
+        for si in self.groot.images:
+            self.copy_dir(
+                self.join(f"{DRIVER}-images", si.id), required=image is not None and si.id == image.id
+            )
 
     def state_db(self) -> None:
         """libpod's database, as it is (with SQLite's side files when there are some)."""
