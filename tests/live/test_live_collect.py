@@ -245,10 +245,14 @@ def _criu_log(error: str) -> str:
 
 
 def check_checkpoint(bundle: Path, source: Path, comm: str) -> None:
-    """``mem ps`` of the bundle's checkpoint lists COMM."""
-    code, out, err = run_cli("mem", "ps", source, "--json")
-    assert code in (0, 5), err
-    assert any(comm in json.dumps(row) for row in json.loads(out)), out[:500]
+    """``mem ps`` of the bundle's checkpoint SOURCE, and of the BUNDLE itself, lists COMM."""
+    rows = []
+    for where in (source, bundle):
+        code, out, err = run_cli("mem", "ps", where, "--json")
+        assert code in (0, 5), (where, err)
+        rows.append(json.loads(out))
+        assert any(comm in json.dumps(row) for row in rows[-1]), out[:500]
+    assert rows[0] == rows[1]
     assert run_cli("collect", "verify", bundle)[0] == 0
 
 

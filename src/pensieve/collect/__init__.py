@@ -78,7 +78,8 @@ def _find(hosts: list, ref: str | None, every: bool, problems: list[Problem]) ->
     for root, host in hosts:
         for h in _docker_hosts(host):
             if every:
-                cs = [c for c in h.containers() if c.state in RUNNING]
+                # containerd keeps a task's running state in the shim's memory: "unknown" with a pid
+                cs = [c for c in h.containers() if c.state in RUNNING or (c.state == "unknown" and c.pid)]
             else:
                 try:
                     cs = [h.container(ref)]
