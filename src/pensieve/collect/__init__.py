@@ -16,17 +16,20 @@ Bundle layout (one directory per container)::
                            engine, state, start time and pid before and after); problems
     manifest.json.sha256   sha256 of manifest.json (``sha256sum -c`` reads it)
     pensieve-manifest.json the output sink's own record of every file it wrote
-    root/                  the engine's files for the container, at their data-root paths
-                           (a reduced Docker data root: see pensieve.collect.docker)
+    root/                  the engine's files for the container: a reduced Docker data root
+                           (pensieve.collect.docker), or Podman's / containerd's files at their
+                           evidence paths (pensieve.collect.podman, pensieve.collect.containerd)
     layers/<id>.tar        each layer directory, raw (whiteouts 0/0, opaque xattrs, PAX ns times,
                            SCHILY.xattr.*, numeric owners); layers/<id>.index.json lists its files
     image.tar              the image as ``docker save`` writes it (rebuilt from tar-split records)
     live/{ps,net,cgroups}.json   the live views of the container at collection time
-    checkpoint/<name>/     the CRIU images (with --checkpoint), written by the engine
+    checkpoint/<name>/     the CRIU images (with --checkpoint), written by the engine (Docker,
+                           containerd); checkpoint.tar.gz: Podman's checkpoint export
 
 A bundle is a SOURCE for the offline commands: :mod:`pensieve.evidence.bundle` presents
-``root/`` with each layer tar mounted at its layer directory, and the Docker engine reads it as
-it reads the data root (``containers``, ``diff``, ``fs``, ``logs``, ``verify``, ``mem``).
+``root/`` with each layer tar mounted at its layer directory, and the engine (DockerHost,
+PodmanHost, ContainerdHost) reads it as it reads the host (``containers``, ``diff``, ``fs``,
+``logs``, ``verify``; ``mem ps BUNDLE`` reads the checkpoint).
 ``verify_bundle`` re-hashes a bundle against its manifest.
 """
 
