@@ -95,25 +95,8 @@ class DockerAcquisition(TreeAcquisition):
 
     def _layer(self, layer: Layer, store: str) -> None:
         base = posixpath.join(store, layer.cache_id or "")
-        for name in ("link", "lower"):
-            self.copy_if_there(posixpath.join(base, name))
-        link = posixpath.join(base, "link")
-        if self.ev.is_file(link):
-            try:
-                short = self.ev.read_bytes(link, 64).decode("ascii", "replace").strip()
-            except (EvidenceError, OSError):
-                short = ""
-            if short and "/" not in short and self.ev.exists(posixpath.join(store, "l", short)):
-                full = posixpath.join(store, "l", short)
-                self.out.copy_symlink(self.ev, full, self.rel(full))
-        if layer.path is None:
-            self.out.problems.append(
-                Problem(base, f"{layer.role} layer contents missing: not collected", self.c.id)
-            )
-            self.layers.append({"cache_id": layer.cache_id, "role": layer.role, "chain_id": layer.chain_id,
-                                "diff_id": layer.diff_id, "tar": None})  # fmt: skip
-            return
-        self.layer_tar(layer)
+        self.layer_links(store, layer.cache_id or "")
+        self.layer_tar(layer, where=base)
 
     def image_config(self, image: Image) -> tuple[bytes | None, str]:
         cfg_hex = image.id.split(":", 1)[-1]

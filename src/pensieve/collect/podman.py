@@ -28,7 +28,6 @@ from typing import Any
 from pensieve.collect.bundle import BundleWriter
 from pensieve.collect.tree import TreeAcquisition
 from pensieve.engines.podman.roots import STORAGE_CONFS
-from pensieve.evidence import EvidenceError
 from pensieve.records import Container, Image, Problem
 
 __all__ = ["collect_podman"]
@@ -100,22 +99,8 @@ class PodmanAcquisition(TreeAcquisition):
         for layer in self.c.layers:
             if not layer.cache_id:
                 continue
-            base = posixpath.join(store, layer.cache_id)
-            for name in ("link", "lower"):
-                self.copy_if_there(posixpath.join(base, name))
-            self._short_link(store, posixpath.join(base, "link"))
+            self.layer_links(store, layer.cache_id)
             self.layer_tar(layer)
-
-    def _short_link(self, store: str, link: str) -> None:
-        if not self.ev.is_file(link):
-            return
-        try:
-            short = self.ev.read_bytes(link, 64).decode("ascii", "replace").strip()
-        except (EvidenceError, OSError):
-            return
-        full = posixpath.join(store, "l", short)
-        if short and "/" not in short and self.ev.exists(full):
-            self.out.copy_symlink(self.ev, full, self.rel(full))
 
 
 def collect_podman(host, c: Container, out: BundleWriter) -> dict[str, Any]:

@@ -83,15 +83,38 @@ class TreeAcquisition:
                 )
 
     # ---- layers -----------------------------------------------------------------------
-    def layer_tar(self, layer: Layer, **record: Any) -> None:
+    def layer_links(self, store: str, cache_id: str) -> None:
+        """The overlay driver's bookkeeping of layer CACHE_ID in STORE (overlay2 and
+        containers/storage overlay alike): ``<id>/link`` and ``<id>/lower`` copied, and the
+        ``l/<short>`` symlink that ``link`` names recreated."""
+        base = posixpath.join(store, cache_id)
+        for name in ("link", "lower"):
+            self.copy_if_there(posixpath.join(base, name))
+        link = posixpath.join(base, "link")
+        if not self.ev.is_file(link):
+            return
+        try:
+            short = self.ev.read_bytes(link, 64).decode("ascii", "replace").strip()
+        except (EvidenceError, OSError):
+            return
+        full = posixpath.join(store, "l", short)
+        if short and "/" not in short and self.ev.exists(full):
+            self.out.copy_symlink(self.ev, full, self.rel(full))
+
+    def layer_tar(self, layer: Layer, where: str | None = None, **record: Any) -> None:
         """LAYER's directory as the raw tar ``layers/<cache-id>.tar`` (and its index), mounted
-        at the directory's place in the bundle's tree."""
+        at the directory's place in the bundle's tree; a layer without contents is a problem
+        about WHERE (default: its cache id)."""
         cache = layer.cache_id or ""
         record = {"cache_id": cache, "role": layer.role, "chain_id": layer.chain_id,
                   "diff_id": layer.diff_id, **record}  # fmt: skip
         if layer.path is None:
             self.out.problems.append(
-                Problem(cache or self.c.id, f"{layer.role} layer contents missing: not collected", self.c.id)
+                Problem(
+                    where or cache or self.c.id,
+                    f"{layer.role} layer contents missing: not collected",
+                    self.c.id,
+                )
             )
             self.layers.append({**record, "tar": None})
             return
