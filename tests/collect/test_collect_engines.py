@@ -1,7 +1,7 @@
 """``pensieve collect`` of Podman and containerd containers on the captured roots (Podman 4.3's
-graphroot, Podman 5's sqlite store, containerd 1.6's root): each container's bundle verifies
-and, as a SOURCE, gives that container's record and diff as the root does; the evidence is left
-as it was."""
+graphroot, Podman 5's sqlite store, rootless Podman 4.3 and 5.8 host trees, containerd 1.6's
+root): each container's bundle verifies and, as a SOURCE, gives that container's record and diff
+as the root does; the evidence is left as it was."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ ROOTS = {
     "podman4.3": ("podman/podman-4.3-root.tar.xz", "storage"),
     "podman5": ("podman5/podman-5-storage.tar.xz", ""),
     "containerd1.6": ("containerd/containerd-1.6-root.tar.xz", ""),
+    "podman4.3-rootless": ("podman-rootless/podman-4.3-rootless-root.tar.xz", ""),
+    "podman5.8-rootless": ("podman-rootless/podman-5.8-rootless-root.tar.xz", ""),
 }
 
 

@@ -13,7 +13,9 @@ state, containers/storage ``store.go``/``layers.go``/``images.go``/``containers.
 * ``overlay-images/images.json`` and every image's ``overlay-images/<image id>/**`` (the
   big-data items: configs, manifests; small, and the store reads them all);
 * ``overlay/<id>/{link,lower}`` of every layer and the ``overlay/l/<short>`` links;
-* ``/etc/containers/storage.conf`` when the evidence has one (where the graphroot is).
+* ``/etc/containers/storage.conf`` when the evidence has one (where the graphroot is), and
+  ``/etc/passwd``, ``/etc/subuid``, ``/etc/subgid`` (a rootless store's id shift) when the
+  graphroot lies below a host tree.
 
 Each layer's ``overlay/<id>/diff`` is the raw tar ``layers/<id>.tar``, mounted back there, so
 PodmanHost reads the bundle as it reads the graphroot.  ``image.tar`` is the image in the
@@ -33,6 +35,9 @@ from pensieve.records import Container, Image, Problem
 __all__ = ["collect_podman"]
 
 DRIVER = "overlay"
+#: a rootless store's owners are shifted by the user's subordinate ids (subuid(5)): the host's
+#: files that say which (idmap.py reads them)
+ID_FILES = ("/etc/passwd", "/etc/subuid", "/etc/subgid")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -51,6 +56,9 @@ class PodmanAcquisition(TreeAcquisition):
         """The store's and libpod's records of the container, its image and its layers."""
         for conf in STORAGE_CONFS:
             self.copy_if_there(conf)
+        if self.graphroot != "/":  # below a host tree: maybe rootless, whose owners need these
+            for path in ID_FILES:
+                self.copy_if_there(path)
         containers = self.join(f"{DRIVER}-containers")
         self.copy(posixpath.join(containers, "containers.json"))
         self.copy_dir(posixpath.join(containers, self.c.id), required=False)
