@@ -196,3 +196,104 @@ def test_collect_a_serving_container(web, tmp_path):
         s.close()
     assert started and all(t for _pid, t in started), started
     assert listening[0][0] >= 1
+
+# ---- --checkpoint -----------------------------------------------------------------------------
+
+CRIU_BIN = Path("/var/tmp/pensieve-criu/bin")  # fixtures/capture/criu_env.sh (sid criu 4.2)
+
+
+def criu_path(monkeypatch) -> None:
+    """The sid criu first on PATH (for dockerd, podman and runc), or a skip."""
+    if not (CRIU_BIN / "criu").exists():
+        pytest.skip(f"no criu environment at {CRIU_BIN} (fixtures/capture/criu_env.sh)")
+    monkeypatch.setenv("PATH", f"{CRIU_BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+
+
+def criu_with_config(tmp: Path) -> Path:
+    """TMP/bin/criu: the sid criu with a configuration file (CRIU_CONFIG_FILE, criu(8)) that
+    skips connections caught half accepted: the client polling the container makes one at
+    every freeze, and the engines' CLIs have no flag for it.  Returns TMP/bin."""
+    bindir = tmp / "bin"
+    bindir.mkdir()
+    (tmp / "criu.conf").write_text("skip-in-flight\n")
+    criu = bindir / "criu"
+    criu.write_text(f'#!/bin/sh\nCRIU_CONFIG_FILE="{tmp}/criu.conf" exec {CRIU_BIN}/criu "$@"\n')
+    criu.chmod(0o755)
+    return bindir
+
+
+@pytest.fixture(scope="module")
+def experimental_web():
+    """The web container on a private dockerd started with --experimental and criu on PATH."""
+    dockerd, busybox = _prerequisites()
+    if not (CRIU_BIN / "criu").exists():
+        pytest.skip(f"no criu environment at {CRIU_BIN} (fixtures/capture/criu_env.sh)")
+    tmp = Path(tempfile.mkdtemp(prefix="pcolx.", dir="/tmp"))
+    tmp.chmod(0o755)
+    bindir = criu_with_config(tmp)
+    wrapper = tmp / "dockerd-experimental"
+    wrapper.write_text(f'#!/bin/sh\nPATH="{bindir}:$PATH" exec {dockerd} --experimental "$@"\n')
+    wrapper.chmod(0o755)
+    d = PrivateDockerd(str(wrapper), tmp, busybox)
+    try:
+        d.start()
+        d.docker("import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE, input=_rootfs(busybox))
+        port = _free_port()
+        d.docker("run", "-d", "--name", "web", "--network", "host", "--security-opt", "seccomp=unconfined",
+                 IMAGE, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www")  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield d, port
+    finally:
+        problems = d.teardown()
+        assert not problems, problems
+
+
+def _criu_log(error: str) -> str:
+    """ERROR with the tail of the criu log it names (why a dump failed)."""
+    import re
+
+    m = re.search(r"path= (\S+\.log)", error)
+    if m and os.path.isfile(m.group(1)):
+        return error + "\n" + "\n".join(Path(m.group(1)).read_text(errors="replace").splitlines()[-60:])
+    return error
+
+
+def check_checkpoint(bundle: Path, source: Path, comm: str) -> None:
+    """``mem ps`` of the bundle's checkpoint SOURCE, and of the BUNDLE itself, lists COMM."""
+    rows = []
+    for where in (source, bundle):
+        code, out, err = run_cli("mem", "ps", where, "--json")
+        assert code in (0, 5), (where, err)
+        rows.append(json.loads(out))
+        assert any(comm in json.dumps(row) for row in rows[-1]), out[:500]
+    assert rows[0] == rows[1]
+    assert run_cli("collect", "verify", bundle)[0] == 0
+
+
+def test_collect_checkpoint_leaves_it_running(experimental_web, tmp_path, monkeypatch):
+    d, port = experimental_web
+    criu_path(monkeypatch)
+    monkeypatch.setenv("DOCKER_HOST", d.env["DOCKER_HOST"])
+    before = _state(d)
+    poller = Poller(port)
+    poller.start()
+    time.sleep(0.3)
+    b = tmp_path / "b"
+    code, _, err = run_cli("collect", "web", "--root", d.data_root, "--out", b, "--checkpoint")
+    time.sleep(0.3)
+    poller.stop.set()
+    poller.join(10)
+    assert code in (0, 5), err
+    assert poller.ok > 5 and not poller.failed, (poller.ok, poller.failed[:5])
+    assert _state(d) == before, "the checkpoint changed the container's state"
+    doc = json.loads((b / "manifest.json").read_text())
+    cp = doc["checkpoint"]
+    assert cp and cp["status"] == "ok", _criu_log(cp.get("error", "")) if cp else doc["problems"]
+    assert doc["custody"]["container_unchanged"] is True
+    check_checkpoint(b, b / cp["path"], "httpd")

@@ -16,17 +16,20 @@ Bundle layout (one directory per container)::
                            engine, state, start time and pid before and after); problems
     manifest.json.sha256   sha256 of manifest.json (``sha256sum -c`` reads it)
     pensieve-manifest.json the output sink's own record of every file it wrote
-    root/                  the engine's files for the container, at their data-root paths
-                           (a reduced Docker data root: see pensieve.collect.docker)
+    root/                  the engine's files for the container: a reduced Docker data root
+                           (pensieve.collect.docker), or Podman's / containerd's files at their
+                           evidence paths (pensieve.collect.podman, pensieve.collect.containerd)
     layers/<id>.tar        each layer directory, raw (whiteouts 0/0, opaque xattrs, PAX ns times,
                            SCHILY.xattr.*, numeric owners); layers/<id>.index.json lists its files
     image.tar              the image as ``docker save`` writes it (rebuilt from tar-split records)
     live/{ps,net,cgroups}.json   the live views of the container at collection time
-    checkpoint/<name>/     the CRIU images (with --checkpoint), written by the engine
+    checkpoint/<name>/     the CRIU images (with --checkpoint), written by the engine (Docker,
+                           containerd); checkpoint.tar.gz: Podman's checkpoint export
 
 A bundle is a SOURCE for the offline commands: :mod:`pensieve.evidence.bundle` presents
-``root/`` with each layer tar mounted at its layer directory, and the Docker engine reads it as
-it reads the data root (``containers``, ``diff``, ``fs``, ``logs``, ``verify``, ``mem``).
+``root/`` with each layer tar mounted at its layer directory, and the engine (DockerHost,
+PodmanHost, ContainerdHost) reads it as it reads the host (``containers``, ``diff``, ``fs``,
+``logs``, ``verify``; ``mem ps BUNDLE`` reads the checkpoint).
 ``verify_bundle`` re-hashes a bundle against its manifest.
 """
 
@@ -43,6 +46,12 @@ from pensieve.records import Container, Problem
 __all__ = ["CollectResult", "collect", "verify_bundle"]
 
 RUNNING = ("running", "paused", "restarting")
+#: engine -> (module, function) collecting one of its containers
+COLLECTORS = {
+    "docker": ("pensieve.collect.docker", "collect_docker"),
+    "podman": ("pensieve.collect.podman", "collect_podman"),
+    "containerd": ("pensieve.collect.containerd", "collect_containerd"),
+}
 
 
 @dataclass
@@ -72,15 +81,16 @@ def _find(hosts: list, ref: str | None, every: bool, problems: list[Problem]) ->
     for root, host in hosts:
         for h in _docker_hosts(host):
             if every:
-                cs = [c for c in h.containers() if c.state in RUNNING]
+                # containerd keeps a task's running state in the shim's memory: "unknown" with a pid
+                cs = [c for c in h.containers() if c.state in RUNNING or (c.state == "unknown" and c.pid)]
             else:
                 try:
                     cs = [h.container(ref)]
                 except LookupFailed:
                     continue
             for c in cs:
-                if h.engine != "docker":
-                    msg = f"collect of {h.engine} containers is not built yet: not collected"
+                if h.engine not in COLLECTORS:
+                    msg = f"collect of {h.engine} containers is not built: not collected"
                     problems.append(Problem(c.config_path or c.id, msg, c.id))
                     continue
                 found.append((h, c, root))
@@ -113,8 +123,9 @@ def _unchanged(before: dict, after: dict) -> bool:
 def _collect_one(
     host, c: Container, root: str, dest: str, boundaries: list[str], opts: dict[str, Any]
 ) -> tuple[str, list[Problem]]:
+    import importlib
+
     from pensieve.collect.custody import container_state, custody, now
-    from pensieve.collect.docker import collect_docker
     from pensieve.collect.live_snapshot import live_snapshot
 
     proc = opts["proc"]
@@ -123,7 +134,8 @@ def _collect_one(
     out = BundleWriter(dest, boundaries)
     try:
         out.problems.extend(c.problems)
-        info = collect_docker(host, c, out)
+        module, name = COLLECTORS[c.engine]
+        info = getattr(importlib.import_module(module), name)(host, c, out)
         views, live_problems = live_snapshot(
             proc, opts["roots"], c.id, opts.get("cgroupfs", "/sys/fs/cgroup")
         )
@@ -131,9 +143,9 @@ def _collect_one(
         for rel, data in views.items():
             out.write(rel, data, view=rel.rsplit("/", 1)[-1].split(".")[0])
         if opts.get("checkpoint"):
-            from pensieve.collect.checkpoint import checkpoint_docker
+            from pensieve.collect.checkpoint import checkpoint
 
-            info["checkpoint"] = checkpoint_docker(c, out, opts)
+            info["checkpoint"] = checkpoint(host, c, out, opts)
         after = _state_after(root, c.id, proc)
         chain.update(finished=now(), container_before=before, container_after=after)
         chain["container_unchanged"] = _unchanged(before, after)

@@ -25,7 +25,7 @@ from pensieve.output.sink import MANIFEST as SINK_MANIFEST
 from pensieve.output.sink import OutputSink
 from pensieve.records import Problem
 
-__all__ = ["BUNDLE_FORMAT", "MANIFEST", "BundleWriter", "read_manifest", "verify_bundle"]
+__all__ = ["BUNDLE_FORMAT", "MANIFEST", "BundleWriter", "bundle_checkpoint", "read_manifest", "verify_bundle"]
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -260,3 +260,19 @@ def _check_link(bundle: str, rel: str, target: str, present: dict[str, str]) -> 
     if now != target:
         return {"path": rel, "status": "changed", "detail": f"symlink to {now!r}, manifest: {target!r}"}
     return {"path": rel, "status": "ok", "detail": f"symlink to {target}"}
+
+
+def bundle_checkpoint(path: str) -> str | None:
+    """The checkpoint inside the bundle directory PATH (a CRIU image directory or a checkpoint
+    archive: the manifest's ``checkpoint.path``), None when PATH is no bundle or has none."""
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
+        return None
+    try:
+        doc, _ = read_manifest(path)
+    except ValueError:
+        return None
+    cp = doc.get("checkpoint")
+    rel = cp.get("path") if isinstance(cp, dict) and cp.get("status") == "ok" else None
+    if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+        return None
+    return os.path.join(path, rel)

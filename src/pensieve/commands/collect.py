@@ -13,8 +13,10 @@ each layer directory as a raw tar (whiteouts, xattrs, owners, nanosecond times),
 ``--checkpoint`` adds a CRIU checkpoint taken through the engine with ``--leave-running`` (needs
 criu).  manifest.json lists every file with its sha256, size and source, and the chain of
 custody; it is itself hashed.  A bundle is a SOURCE for the offline commands (containers,
-images, fs, diff, logs, verify, mem).  Docker (overlay2 and the other layer-directory drivers)
-is collected; Podman and containerd containers are reported, not collected yet.
+images, fs, diff, logs, verify, mem).  Docker (overlay2 and the other layer-directory drivers),
+Podman (containers/storage overlay) and containerd (overlayfs or native snapshotter) are
+collected; --checkpoint runs docker checkpoint create, podman container checkpoint --export or
+runc checkpoint (containerd), each with --leave-running.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """A ``pensieve collect`` bundle as evidence: its ``root/`` tree (the engine's files at their
-data-root paths) with each layer tar of ``layers/`` mounted where the layer directory was
-(the manifest's ``mounts``), so an engine reads the bundle as it read the host's data root.
+data-root paths for Docker, at their evidence paths for Podman and containerd) with each layer
+tar of ``layers/`` mounted where the layer directory was (the manifest's ``mounts``:
+``overlay2/<id>/diff``, ``overlay/<id>/diff``, ``snapshots/<n>/fs``), so an engine reads the
+bundle as it read the host.
 
 The layer tars keep the layer directories raw (whiteout devices, ``trusted.overlay.*`` xattrs,
 nanosecond times), and :class:`~pensieve.evidence.tar.TarEvidence` gives them back through the

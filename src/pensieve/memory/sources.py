@@ -106,6 +106,10 @@ def open_source(source: str, container: str | None = None, checkpoint: str | Non
     path = os.fspath(source)
     if not os.path.lexists(path):
         raise SourceError(f"source does not exist: {path}")
+    if os.path.isdir(path) and container is None and checkpoint is None:
+        from pensieve.collect.bundle import bundle_checkpoint
+
+        path = bundle_checkpoint(path) or path  # a collect bundle: the checkpoint it holds
     if os.path.isdir(path):
         if container is None and checkpoint is None and os.path.exists(os.path.join(path, "inventory.img")):
             return _criu_dir(path)
