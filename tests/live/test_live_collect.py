@@ -197,6 +197,7 @@ def test_collect_a_serving_container(web, tmp_path):
     assert started and all(t for _pid, t in started), started
     assert listening[0][0] >= 1
 
+
 # ---- --checkpoint -----------------------------------------------------------------------------
 
 CRIU_BIN = Path("/var/tmp/pensieve-criu/bin")  # fixtures/capture/criu_env.sh (sid criu 4.2)
