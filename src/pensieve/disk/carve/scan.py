@@ -108,6 +108,47 @@ def journal_block_owners(evidence) -> BlockOwners | None:
 # ---- the carver --------------------------------------------------------------------------------
 
 
+def _find_each(data: bytes, magics: list) -> Iterator[tuple[int, tuple[str, bytes, int]]]:
+    """(offset, magic) of every occurrence of every magic at or after its own offset: one
+    ``bytes.find`` pass per magic."""
+    for m in magics:
+        magic, moff = m[1], m[2]
+        i = data.find(magic, moff)
+        while i >= 0:
+            yield i, m
+            i = data.find(magic, i + 1)
+
+
+def _hyperscan_each(data: bytes, magics: list) -> Iterator[tuple[int, tuple[str, bytes, int]]]:
+    """The same as _find_each in one pass of Hyperscan's multi-literal matcher (when installed);
+    References: Hyperscan developer reference, hs_compile_multi / hs_scan (block mode)."""
+    key = tuple(magics)
+    db = _HS_DBS.get(key)
+    if db is None:
+        db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
+        exprs = [b"".join(b"\\x%02x" % c for c in m[1]) for m in magics]
+        db.compile(expressions=exprs, ids=list(range(len(magics))), elements=len(magics))
+        _HS_DBS[key] = db
+    found: list[tuple[int, int]] = []
+
+    def on_match(idx: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+        found.append((idx, to - len(magics[idx][1])))
+
+    db.scan(data, match_event_handler=on_match)
+    for idx, i in found:
+        if i >= magics[idx][2]:
+            yield i, magics[idx]
+
+
+try:
+    import hyperscan as _hyperscan
+
+    _magic_offsets = _hyperscan_each
+except ImportError:  # optional: the bytes.find passes give the same hits
+    _magic_offsets = _find_each
+_HS_DBS: dict[tuple, Any] = {}
+
+
 class _Space:
     """A scan range [start, end) with the block grid files start on."""
 
@@ -323,15 +364,10 @@ class Carver:
         offset, text types at block starts."""
         data = self.src.read(lo, hi - lo + _OVERLAP)
         hits: list[tuple[int, str]] = []
-        for t, magic, moff in magics:
-            i = data.find(magic, moff)
-            while i >= 0:
-                start = lo + i - moff
-                if start >= hi:
-                    break
-                if start >= sp.start:
-                    hits.append((start, t))
-                i = data.find(magic, i + 1)
+        for i, (t, _magic, moff) in _magic_offsets(data, magics):
+            start = lo + i - moff
+            if sp.start <= start < hi:
+                hits.append((start, t))
         if text_first:
             g = sp.grid
             first = (-(lo - (sp.fs or 0))) % g
