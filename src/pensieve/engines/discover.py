@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 from pensieve.engines.base import Host, StorageDriver
 from pensieve.engines.containerd.layout import META_DB, MOBY_NAMESPACES
-from pensieve.engines.containerd.whence import NotBelowARoot
 from pensieve.engines.crio.roots import crio_roots, podman_uses
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import DockerRoot, find_data_roots
@@ -474,6 +473,7 @@ class MultiHost(Host):
     def whence(self, path: str):
         """The attribution of the engine whose root holds PATH (containerd roots first: Docker's
         own containerd lives below its data root)."""
+        from pensieve.engines.containerd.whence import NotBelowARoot  # lazy: start-up
         from pensieve.filesystem.whence import NotBelowADataRoot
 
         ctr = [h for h in self.hosts if h.engine == "containerd"]

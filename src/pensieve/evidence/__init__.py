@@ -60,6 +60,8 @@ def open_evidence(source: str) -> Evidence:
     ``disk.img@offset=1048576`` for the filesystem at that byte offset: see
     ``pensieve.evidence.disk``)."""
     if os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, "manifest.json")):  # no bundle: skip its imports
+            return DirectoryEvidence(source)
         from pensieve.evidence.bundle import is_bundle, open_bundle  # a ``pensieve collect`` bundle
 
         return open_bundle(source) if is_bundle(source) else DirectoryEvidence(source)

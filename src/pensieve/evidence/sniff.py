@@ -24,11 +24,13 @@ def source_kind(source: str) -> str:
     from pensieve.evidence import refuse_special_file
 
     if os.path.isdir(source):
-        from pensieve.collect.bundle import is_bundle  # its manifest.json is not a docker save's
+        manifest = os.path.isfile(os.path.join(source, "manifest.json"))
+        if manifest:
+            from pensieve.collect.bundle import is_bundle  # its manifest.json is not a docker save's
 
-        if is_bundle(source):
-            return "dir"
-        layout = os.path.isfile(os.path.join(source, "manifest.json")) or (
+            if is_bundle(source):
+                return "dir"
+        layout = manifest or (
             os.path.isfile(os.path.join(source, "index.json"))
             and os.path.exists(os.path.join(source, "oci-layout"))
         )
