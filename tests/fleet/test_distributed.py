@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from pensieve.case.triage import triage
 
 distributed = pytest.importorskip("distributed")
 
-from pensieve.fleet.distributed import triage_fleet  # noqa: E402
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from pensieve.fleet.distributed import run_remote, triage_fleet  # noqa: E402
 
 TIMING = {"seconds"}
 RUN_TABLES = {"sources", "tasks", "analyses", "case"}
@@ -28,6 +32,52 @@ def _tables(case: Path) -> dict[str, list[tuple]]:
             run_times = times if t in RUN_TABLES else set()
             keep = [i for i, c in enumerate(cols) if c not in TIMING and c not in run_times]
             out[t] = sorted(tuple(repr(r[i]) for i in keep) for r in rows)
+        return out
+    finally:
+        s.close()
+
+
+@contextlib.contextmanager
+def _client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        with distributed.Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def diff_always_fails(path, source_id, name, subject):
+    """Runs on the workers (pickled by value): every diff task raises, the others run."""
+    if name == "diff":
+        raise RuntimeError("injected failure")
+    return run_remote(path, source_id, name, subject)
+
+
+def test_a_task_that_always_fails_is_a_problem_row(overlay2_root, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    case = tmp_path / "fleet.duckdb"
+    with _client() as client:
+        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=diff_always_fails)
+    tables = _raw(case)
+    diffs = [r for r in tables["tasks"] if r["task"] == "diff"]
+    assert diffs and all(r["status"] == "failed" for r in diffs)
+    assert summary.failed == len(diffs)
+    others = [r for r in tables["tasks"] if r["task"] != "diff"]
+    assert others and all(r["status"] == "done" for r in others)
+    failed = [p for p in tables["problems"] if "injected failure" in (p["message"] or "")]
+    assert len(failed) == len(diffs)
+
+
+def _raw(case: Path) -> dict[str, list[dict]]:
+    s = CaseStore(str(case), read_only=True)
+    try:
+        out = {}
+        for t in ("tasks", "problems"):
+            cols, rows, _times = s.select(f'SELECT * FROM "{t}"')
+            out[t] = [dict(zip(cols, r, strict=True)) for r in rows]
         return out
     finally:
         s.close()

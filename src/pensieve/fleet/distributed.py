@@ -51,6 +51,7 @@ def triage_fleet(
     client,
     report: Callable[[dict], None] = lambda e: None,
     retries: int = 2,
+    remote: Callable[..., dict[str, Any]] = run_remote,
 ) -> TriageSummary:
     """Triage PATHS into CASE with the tasks run on CLIENT's cluster (a distributed.Client)."""
     from distributed import as_completed
@@ -75,7 +76,7 @@ def triage_fleet(
                     reused += 1
                     continue
                 fut = client.submit(
-                    run_remote, source.path, sid, task.name, task.subject, retries=retries, pure=False
+                    remote, source.path, sid, task.name, task.subject, retries=retries, pure=False
                 )
                 futures[fut] = (ctx, task)
             source.close()
