@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,3 +101,58 @@ def test_local_cluster_case_equals_in_process(overlay2_root, tmp_path):
     assert a.keys() == b.keys()
     for t in a:
         assert a[t] == b[t], t
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_scheduler_and_two_workers_started_by_hand(overlay2_root, tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [
+        subprocess.Popen(
+            ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=(logs / "scheduler").open("w"),
+            env=env,
+        )
+    ]
+    try:
+        for i in range(2):
+            cmd = ["dask", "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"]
+            procs.append(
+                subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(logs / f"w{i}").open("w"), env=env)
+            )
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        case = tmp_path / "case.duckdb"
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pensieve.cli import console; console()",
+                "triage",
+                str(overlay2_root),
+                "--case",
+                str(case),
+            ]
+            + ["--scheduler", address],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert run.returncode in (0, 5), run.stderr
+        local = tmp_path / "local.duckdb"
+        triage([str(overlay2_root)], str(local))
+        assert _tables(case) == _tables(local)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)

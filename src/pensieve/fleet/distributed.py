@@ -118,3 +118,27 @@ def local_client(workers: int | None = None):
 
     n = workers or os.cpu_count() or 1
     return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True))
+
+
+def triage_on(
+    paths: list[str], case: str, scheduler: str | None, workers: int | None, report=None
+) -> TriageSummary:
+    """Triage PATHS into CASE on the Dask SCHEDULER (an address), or on a LocalCluster of WORKERS
+    processes; REPORT (a text sink) gets the dashboard address and one line per task."""
+    from distributed import Client
+
+    client = Client(scheduler) if scheduler else local_client(workers)
+    try:
+        if report is not None and client.dashboard_link:
+            report(f"dask dashboard: {client.dashboard_link}")
+        events = (
+            (lambda e: report(f"{e['source']} {e.get('task', '')}: {e.get('status')}"))
+            if report
+            else (lambda e: None)
+        )
+        return triage_fleet(paths, case, client, events)
+    finally:
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
