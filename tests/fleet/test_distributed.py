@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,37 @@ def test_a_scheduler_and_two_workers_started_by_hand(overlay2_root, tmp_path):
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=30)
+
+
+def inventory_stalls_once(path, source_id, name, subject):
+    """Runs on the workers (pickled by value): the first inventory writes its worker's pid and
+    stalls, so that the test kills that worker; the retry runs normally."""
+    mark = Path(os.environ["PENSIEVE_TEST_MARK"])
+    if name == "inventory" and not mark.exists():
+        mark.write_text(str(os.getpid()))
+        time.sleep(120)
+    return run_remote(path, source_id, name, subject)
+
+
+def test_a_killed_worker_loses_no_result(overlay2_root, tmp_path, monkeypatch):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    mark = tmp_path / "pid"
+    monkeypatch.setenv("PENSIEVE_TEST_MARK", str(mark))
+
+    def kill() -> None:
+        deadline = time.monotonic() + 60
+        while not mark.exists() or not mark.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(int(mark.read_text()), signal.SIGKILL)
+
+    case = tmp_path / "fleet.duckdb"
+    killer = threading.Thread(target=kill)
+    with _client() as client:
+        killer.start()
+        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=inventory_stalls_once)
+    killer.join()
+    assert summary.failed == 0
+    local = tmp_path / "local.duckdb"
+    triage([str(overlay2_root)], str(local))
+    assert _tables(case) == _tables(local)
