@@ -44,6 +44,9 @@ def _progress_line(event: dict) -> None:
     arg("--yara", action="append", metavar="PATH", help="YARA rules: a file, or a directory of *.yar/*.yara"),
     arg("--ioc", action="append", metavar="PATH", help="IOC list: an indicator a line, or a STIX 2.1 bundle"),
     arg("--yara-max-size", metavar="SIZE", default="64M", help="larger files are not YARA-scanned (64M)"),
+    arg("--scheduler", metavar="ADDRESS", help="run the tasks on this Dask scheduler (tcp://host:8786)"),
+    arg("--workers", type=int, metavar="N", help="run the tasks on a local Dask cluster of N processes"),
+    arg("--manifest", metavar="FILE", help="more sources, one path a line (as every worker sees it)"),
     output=False,
 )
 def cmd_triage(o):
@@ -68,7 +71,15 @@ def cmd_triage(o):
     for note in hunting.notes if hunting is not None else []:
         err(f"note: {note}", "33")
     report = (lambda e: None) if o.quiet else _progress_line
-    summary = triage(o.sources, o.case, report=report, hunting=hunting)
+    sources = list(o.sources) + (_manifest(o.manifest) if o.manifest else [])
+    if o.scheduler or (o.workers or 1) > 1:
+        if hunting is not None:
+            raise UsageError("--yara / --ioc do not run on a Dask cluster yet")
+        from pensieve.fleet.distributed import triage_on
+
+        summary = triage_on(sources, o.case, o.scheduler, o.workers, report=None if o.quiet else err)
+    else:
+        summary = triage(sources, o.case, report=report, hunting=hunting)
     err(
         f"case {o.case}: {summary.done} tasks done, {summary.reused} reused, {summary.failed} failed",
         "32" if not summary.failed else "33",
@@ -79,6 +90,11 @@ def cmd_triage(o):
             Problem(o.case, f"{n} problems met, kept in the case: pensieve query {o.case} 'FROM problems'")
         ]
     return []
+
+
+def _manifest(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
 
 
 @command(

@@ -1,0 +1,1 @@
+"""Fleet triage: pensieve's triage tasks run on a Dask distributed cluster."""
