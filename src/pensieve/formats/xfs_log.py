@@ -108,7 +108,9 @@ def parse_record(read: Callable[[int, int], bytes], bb: int, log_bbs: int) -> tu
     lsn, _tail = struct.unpack_from(">QQ", hdr, 16)
     (num_ops,) = struct.unpack_from(">I", hdr, 40)
     h_size = struct.unpack_from(">I", hdr, 320)[0] if version == 2 else 32768
-    if not 0 < length <= _MAX_REC or h_size > _MAX_REC:
+    if length == 0:
+        raise ValueError("no record header")  # the headers mkfs/log clearing writes hold nothing
+    if length > _MAX_REC or h_size > _MAX_REC:
         raise ValueError(f"record length {length} out of range")
     hblocks = max(1, -(-h_size // 32768)) if version == 2 else 1
     dblocks = -(-length // BBSIZE)
@@ -119,6 +121,8 @@ def parse_record(read: Callable[[int, int], bytes], bb: int, log_bbs: int) -> tu
     else:
         dblocks_fixed = dblocks
     data = bytearray(read(bb + hblocks, dblocks))
+    if len(data) < length:
+        raise ValueError(f"record truncated ({len(data)} of {length} bytes)")
     _restore_cycles(hdr, data, dblocks_fixed)
     if hblocks > 1:
         ext = read(bb + 1, hblocks - 1)
