@@ -74,7 +74,11 @@ class XfsLogRecovery:
                 break
             cur, name = hit
             parts.append(name)
-        return None if not parts else "?/" + "/".join(p.decode("utf-8", "surrogateescape") for p in reversed(parts))
+        return (
+            None
+            if not parts
+            else "?/" + "/".join(p.decode("utf-8", "surrogateescape") for p in reversed(parts))
+        )
 
     def _free_now(self, ino: int) -> bool:
         try:
@@ -132,9 +136,18 @@ class XfsLogRecovery:
             m = _OVERLAY.search(path or "")
             out.append(
                 XfsRecovered(
-                    ino, path, v.size, v.mode, v.uid, v.gid, v.mtime, status,
+                    ino,
+                    path,
+                    v.size,
+                    v.mode,
+                    v.uid,
+                    v.gid,
+                    v.mtime,
+                    status,
                     hashlib.sha256(data).hexdigest() if status != "metadata-only" else None,
-                    m.group(1) if m else None, (m.group(2) or "/") if m else None, data,
+                    m.group(1) if m else None,
+                    (m.group(2) or "/") if m else None,
+                    data,
                 )
             )
         return out

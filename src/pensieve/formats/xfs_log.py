@@ -199,18 +199,20 @@ def dir_data_entries(block: bytes, ftype: bool) -> Iterator[tuple[bytes, int]]:
         size = (8 + 1 + nlen + (1 if ftype else 0) + 2 + 7) & ~7
         name = block[pos + 9 : pos + 9 + nlen]
         tag = block[pos + size - 2 : pos + size] if pos + size <= end else b""
-        if ino and nlen and len(name) == nlen and b"/" not in name and b"\0" not in name and len(tag) == 2:
-            if struct.unpack(">H", tag)[0] == pos:
-                yield name, ino
-                pos += size
-                continue
+        plausible = ino and nlen and len(name) == nlen and b"/" not in name and b"\0" not in name
+        if plausible and len(tag) == 2 and struct.unpack(">H", tag)[0] == pos:
+            yield name, ino
+            pos += size
+            continue
         pos += 8
 
 
 class LogReader:
     """Walks an internal XFS log read through READ(byte offset, length) (an evidence reader)."""
 
-    def __init__(self, read: Callable[[int, int], bytes], log_offset: int, log_bytes: int, *, ftype: bool) -> None:
+    def __init__(
+        self, read: Callable[[int, int], bytes], log_offset: int, log_bytes: int, *, ftype: bool
+    ) -> None:
         self._read = read
         self.offset, self.bbs, self.ftype = log_offset, log_bytes // BBSIZE, ftype
 
@@ -230,6 +232,9 @@ class LogReader:
         bb = 0
         while bb < self.bbs:
             buf = self._blocks(bb, min(chunk, self.bbs - bb))
+            if len(buf) < BBSIZE:
+                problems.append(f"log truncated at block {bb} of {self.bbs}: the rest is not on the evidence")
+                break
             skip_to = bb + len(buf) // BBSIZE
             i = 0
             while i < len(buf) // BBSIZE:
@@ -290,8 +295,19 @@ def _inode_item(fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ft
     big = bool(flags2 & _DIFLAG2_BIGTIME)
     crtime = _ts(core, 144, big) if len(core) >= 176 else None
     li = LoggedInode(
-        ino, lsn, mode, uid, gid, nlink, size,
-        _ts(core, 40, big), _ts(core, 48, big), _ts(core, 32, big), crtime, dfmt, next_unlinked,
+        ino,
+        lsn,
+        mode,
+        uid,
+        gid,
+        nlink,
+        size,
+        _ts(core, 40, big),
+        _ts(core, 48, big),
+        _ts(core, 32, big),
+        crtime,
+        dfmt,
+        next_unlinked,
     )
     fork = regions[1] if len(regions) > 1 else b""
     if fields & ILOG_DEXT:
@@ -301,11 +317,17 @@ def _inode_item(fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ft
     out.inodes.setdefault(ino, []).append(li)
 
 
-def _buf_item(fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ftype: bool, agblocks_bb: int) -> None:
+def _buf_item(
+    fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ftype: bool, agblocks_bb: int
+) -> None:
     """XFS_LI_BUF: rebuild the logged chunks of the buffer from blf_data_map, then read it."""
     if len(fmt) < 20:
         return
-    blen, blkno, map_size = struct.unpack_from("<HqI", fmt, 6)[0], struct.unpack_from("<q", fmt, 8)[0], struct.unpack_from("<I", fmt, 16)[0]
+    blen, _blkno, map_size = (
+        struct.unpack_from("<HqI", fmt, 6)[0],
+        struct.unpack_from("<q", fmt, 8)[0],
+        struct.unpack_from("<I", fmt, 16)[0],
+    )
     words = struct.unpack_from(f"<{min(map_size, (len(fmt) - 20) // 4)}I", fmt, 20)
     image = bytearray(min(blen * BBSIZE, 64 * 1024))
     bits = [b for w_i, w in enumerate(words) for b in range(32) if w >> b & 1 for b in [w_i * 32 + b]]
@@ -315,7 +337,7 @@ def _buf_item(fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ftyp
             runs[-1][1] += 1
         else:
             runs.append([b, b + 1])
-    for (start, end), reg in zip(runs, regions):
+    for (start, end), reg in zip(runs, regions, strict=False):
         at = start * BLF_CHUNK
         piece = reg[: (end - start) * BLF_CHUNK]
         image[at : at + len(piece)] = piece[: max(0, len(image) - at)]
@@ -349,7 +371,11 @@ def walk(reader: LogReader) -> LogContents:
     out.records = len(recs)
     for lsn, regions in _transactions(recs):
         out.transactions += 1
-        i = 1 if regions and len(regions[0]) >= 16 and struct.unpack_from("<I", regions[0])[0] == TRANS_MAGIC else 0
+        i = (
+            1
+            if regions and len(regions[0]) >= 16 and struct.unpack_from("<I", regions[0])[0] == TRANS_MAGIC
+            else 0
+        )
         while i < len(regions):
             fmt = regions[i]
             if len(fmt) < 4:
