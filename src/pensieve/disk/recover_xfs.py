@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pensieve.formats import xfs_log
 from pensieve.formats.xfs import Superblock
+from pensieve.records.disk import RecoveredFile
 
 _OVERLAY = re.compile(r"/overlay2/([^/]+)/diff(/.*)?$")
 _MAX_FILE = 1 << 30  # content read per file is bounded whatever the logged size says
@@ -151,3 +152,47 @@ class XfsLogRecovery:
                 )
             )
         return out
+
+
+def _record(r: XfsRecovered) -> RecoveredFile:
+    """The RecoveredFile of R, as ext4 recovery reports one (method ``xfs-log``)."""
+    from pensieve.disk.recover import _time
+
+    notes = [] if r.path and not r.path.startswith("?/") else ["no full path survives in the log"]
+    return RecoveredFile(
+        path=r.path if r.path and r.path.startswith("/") else f"$OrphanFiles/{r.path or f'ino{r.ino}'}",
+        inode=r.ino,
+        type="file",
+        size=r.size,
+        bytes_recovered=len(r.content or b""),
+        confidence=r.status,
+        sha256=r.sha256,
+        method="xfs-log",
+        mode=r.mode & 0o7777,
+        uid=r.uid,
+        gid=r.gid,
+        mtime=_time(round(r.mtime * 1e9)) if r.mtime else None,
+        notes=notes,
+    )
+
+
+def recover_xfs(evidence, out=None) -> tuple[list, list[str], dict]:
+    """(RecoveredFile records, problems, log summary) of the XFS filesystem of EVIDENCE (an
+    XfsEvidence); each file's content written to OUT (an OutputSink) when given."""
+    from pensieve.disk.recover import _create, _OutNames
+
+    def read(offset: int, length: int) -> bytes:
+        return evidence.image.read(evidence.offset + offset, length)
+
+    rec = XfsLogRecovery(read)
+    files, names = [], _OutNames()
+    for r in rec.run():
+        f = _record(r)
+        if out is not None and r.content is not None and r.status != "metadata-only":
+            fh = _create(out, names.name(f), f)
+            if fh is not None:
+                with fh:
+                    fh.write(r.content)
+        files.append(f)
+    info = {"filesystem": "xfs", "log_records": rec.log.records, "log_transactions": rec.log.transactions}
+    return files, rec.problems, info
