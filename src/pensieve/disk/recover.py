@@ -1192,22 +1192,30 @@ def recover(
     INCLUDE_ALL: also nameless inodes with nothing to read.  HOST: a Host over the same evidence
     for attribution (every engine root found there when None: :func:`engines_host`; no
     attribution when it holds none)."""
-    r = Recovery(evidence, progress)
+    xfs = getattr(evidence, "fs_type", None) == "xfs" and isinstance(evidence, DiskImageEvidence)
+    r = None if xfs else Recovery(evidence, progress)
     sink = OutputSink(out_dir, evidence.boundaries()) if out_dir else None
     try:
-        files = r.run(sink, include_all)
+        if r is None:
+            from pensieve.disk.recover_xfs import recover_xfs
+
+            files, found, journal = recover_xfs(evidence, sink)
+        else:
+            files, found = r.run(sink, include_all), r.problems
     finally:
         if sink is not None:
             sink.close({"evidence": evidence.description, "command": "recover"})
-    problems = [Problem(evidence.description, p) for p in r.problems]
+    problems = [Problem(evidence.description, p) for p in found]
     if host is None:
         host, why = engines_host(evidence)
         if why is not None:
             problems.append(Problem(evidence.description, why))
     if host is not None:
-        problems.extend(Problem(evidence.description, p) for p in attribute(files, host, r.remnants))
-    journal = dict(r.journal_info)
-    journal["orphan_list"] = r._orphans
+        remnants = r.remnants if r is not None else {}
+        problems.extend(Problem(evidence.description, p) for p in attribute(files, host, remnants))
+    if r is not None:
+        journal = dict(r.journal_info)
+        journal["orphan_list"] = r._orphans
     return RecoverReport(files=files, journal=journal, problems=problems)
 
 
