@@ -165,10 +165,7 @@ def allocated_path(p: dict) -> str:
 
 def duplicates_of() -> list[dict]:
     """The planted copies of allocated files, each with the allocated path it equals."""
-    return [
-        {**p, "duplicate_of": allocated_path(p)}
-        for p in planted("duplicate")
-    ]
+    return [{**p, "duplicate_of": allocated_path(p)} for p in planted("duplicate")]
 
 
 def test_copies_of_allocated_files_are_reported_by_default_and_not_written(image, tmp_path):

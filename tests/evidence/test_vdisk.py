@@ -28,8 +28,13 @@ DISK = FIXTURE_ROOT / "disk"
 QEMU = shutil.which("qemu-img")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="needs qemu-img (qemu-utils)")
 
-VMDK_SUBFORMATS = ("monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
-                   "streamOptimized")
+VMDK_SUBFORMATS = (
+    "monolithicSparse",
+    "monolithicFlat",
+    "twoGbMaxExtentSparse",
+    "twoGbMaxExtentFlat",
+    "streamOptimized",
+)
 
 
 def sha256_file(path: Path) -> str:

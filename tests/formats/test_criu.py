@@ -47,8 +47,6 @@ def crit(tmp_path_factory) -> Path:
     return root / "crit"
 
 
-
-
 def expected(name: str) -> dict:
     return json.loads((FIX / "expected" / f"{name}.json").read_text())
 

@@ -64,8 +64,6 @@ def one_parser():
     pensieve.cli.build_parser = saved
 
 
-
-
 def build(case: Case, bases: dict[str, list], tmp: Path) -> Path:
     members = bases[case.base]
     member = case.resolve(members)

@@ -36,8 +36,6 @@ PER_KEY = 3  # elements mutated per distinct key name (all of them would take mi
 MAX_ELEMENTS = 80  # per file, spread evenly over the sampled ones (the bolt fixture has 200 namespaces)
 
 
-
-
 def captured_files() -> dict[str, bytes]:
     """meta.db and the overlayfs metadata.db from the capture tarball (regular files: no root)."""
     out = {}

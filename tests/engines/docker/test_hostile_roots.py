@@ -81,8 +81,6 @@ def baseline(root: Path) -> dict:
     }
 
 
-
-
 @contextmanager
 def replaced(path: Path, make: Callable[[Path], None]) -> Iterator[None]:
     """PATH replaced by whatever MAKE puts there; the original kept outside the root meanwhile

@@ -44,8 +44,6 @@ WRONG = [
 BOMB = b"[" * 200_000 + b"]" * 200_000
 
 
-
-
 @pytest.fixture(scope="module")
 def graphroot(tmp_path_factory) -> Path:
     """The test's own copy of the graphroot (the store files are rewritten in it)."""

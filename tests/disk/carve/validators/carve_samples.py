@@ -53,8 +53,6 @@ def validate(type_: str, data: bytes, grid: int = 4096, range_end: int | None = 
         return VALIDATORS[type_](ctx, 0)
 
 
-
-
 def mutations(data: bytes, seed: int, count: int = 120) -> Iterator[tuple[str, bytes]]:
     """(what was done, bytes): truncations at every 1/40 of the file and at the first 64 bytes,
     bit flips, bytes set at random in the headers, runs of zeros, 4-byte fields set to extremes
