@@ -83,3 +83,12 @@ def test_mutated_headers(headers, data):
     except luks.LuksError:
         pass
     assert time.monotonic() - start < 10
+
+
+def test_unknown_hash_name_is_a_luks_error(headers):
+    """A header naming a hash this Python lacks (hypothesis found one by mutating 'sha256') is a
+    LuksError, not hashlib's UnsupportedDigestmodError escaping the volume layer."""
+    hdr = luks.parse_header(reader(headers[2]))
+    hdr.digest["hash"] = "sha252"
+    with pytest.raises(luks.LuksError, match="unsupported hash"):
+        luks.unlock(reader(headers[2]), hdr, PASS)

@@ -170,7 +170,9 @@ def _kdf(kdf: dict, passphrase: bytes, length: int) -> bytes:
     kind = kdf["type"]
     if kind == "pbkdf2":
         _bounded("key slot iterations", int(kdf["iterations"]), _MAX_ITERATIONS)
-        return hashlib.pbkdf2_hmac(kdf["hash"], passphrase, kdf["salt"], int(kdf["iterations"]), length)
+        return hashlib.pbkdf2_hmac(
+            _hash_name(kdf["hash"]), passphrase, kdf["salt"], int(kdf["iterations"]), length
+        )
     if kind in ("argon2i", "argon2id"):
         from cryptography.hazmat.primitives.kdf import argon2
 
@@ -188,8 +190,17 @@ def _kdf(kdf: dict, passphrase: bytes, length: int) -> bytes:
     raise LuksError(f"key derivation {kind} is not supported")
 
 
+def _hash_name(name: object) -> str:
+    """NAME when this Python can hash with it, else a LuksError (a header names its hashes)."""
+    try:
+        hashlib.new(str(name))
+    except (ValueError, TypeError) as exc:
+        raise LuksError(f"unsupported hash {name!r} in the LUKS header") from exc
+    return str(name)
+
+
 def _diffuse(block: bytes, hash_name: str) -> bytes:
-    size = hashlib.new(hash_name).digest_size
+    size = hashlib.new(_hash_name(hash_name)).digest_size
     out = bytearray()
     for i in range(0, len(block), size):
         chunk = block[i : i + size]
@@ -217,7 +228,9 @@ def _digest_ok(hdr: LuksHeader, key: bytes) -> bool:
     dig = hdr.digest
     _bounded("key digest iterations", int(dig["iterations"]), _MAX_ITERATIONS)
     want = dig["digest"]
-    return hashlib.pbkdf2_hmac(dig["hash"], key, dig["salt"], dig["iterations"], len(want)) == want
+    return (
+        hashlib.pbkdf2_hmac(_hash_name(dig["hash"]), key, dig["salt"], dig["iterations"], len(want)) == want
+    )
 
 
 # ---- sector ciphers ----------------------------------------------------------------------
