@@ -200,7 +200,7 @@ def _hash_name(name: object) -> str:
 
 
 def _diffuse(block: bytes, hash_name: str) -> bytes:
-    size = hashlib.new(_hash_name(hash_name)).digest_size
+    size = hashlib.new(hash_name).digest_size
     out = bytearray()
     for i in range(0, len(block), size):
         chunk = block[i : i + size]
@@ -210,6 +210,7 @@ def _diffuse(block: bytes, hash_name: str) -> bytes:
 
 def af_merge(material: bytes, key_bytes: int, stripes: int, hash_name: str) -> bytes:
     """The key anti-forensically split into STRIPES blocks of MATERIAL (LUKS1 spec, AFmerge)."""
+    hash_name = _hash_name(hash_name)  # once, not per stripe
     d = bytes(key_bytes)
     for i in range(stripes - 1):
         block = material[i * key_bytes : (i + 1) * key_bytes]
