@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import tempfile
 import time
 import urllib.request
@@ -212,6 +213,45 @@ def test_podman_checkpoint_leaves_it_running(podman_web, tmp_path, monkeypatch):
     doc = json.loads((b / "manifest.json").read_text())
     cp = doc["checkpoint"]
     assert cp and cp["status"] == "ok", cp.get("error") if cp else doc["problems"]
+    assert _podman_state(p) == before, "the checkpoint changed the container's state"
+    assert doc["custody"]["container_unchanged"] is True
+    check_checkpoint(b, b / cp["path"], "httpd")
+
+
+def test_podman_checkpoint_through_the_client_pensieve_builds(podman_web, tmp_path, monkeypatch):
+    """Without PENSIEVE_PODMAN, collect runs the ``podman`` on PATH with ``--root`` and
+    ``--runroot`` read from the evidence (the graphroot given, the run root from libpod's
+    database): no storage.conf points podman at the private store here, so only those flags can
+    find the container.  The ``podman`` on PATH is a wrapper that enters the test's private mount
+    namespace (tests/live/private_podman.py) and passes its arguments through unchanged."""
+    p, port = podman_web
+    _criu_on_path(monkeypatch, tmp_path)
+    real = shutil.which("podman")
+    assert real
+    wrapper = tmp_path / "bin" / "podman"
+    wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {p.holder.pid} -m -- {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("PENSIEVE_PODMAN", raising=False)
+    monkeypatch.delenv("CONTAINERS_STORAGE_CONF", raising=False)
+    monkeypatch.setenv("CONTAINERS_CONF", p.env()["CONTAINERS_CONF"])  # cgroupfs, runc, tmp dir
+    before = _podman_state(p)
+    poller = Poller(port)
+    poller.start()
+    time.sleep(0.3)
+    b = tmp_path / "b"
+    code, _, err = run_cli("collect", "web", "--root", p.evidence, "--out", b, "--checkpoint")
+    time.sleep(0.3)
+    poller.stop.set()
+    poller.join(10)
+    assert code in (0, 5), err
+    assert poller.ok > 5 and not poller.failed, (poller.ok, poller.failed[:5])
+    doc = json.loads((b / "manifest.json").read_text())
+    cp = doc["checkpoint"]
+    assert cp and cp["status"] == "ok", cp.get("error") if cp else doc["problems"]
+    argv = cp["command"] if isinstance(cp["command"], list) else shlex.split(cp["command"])
+    assert argv[0] == str(wrapper), argv
+    assert argv[argv.index("--root") + 1] == str(p.evidence), argv
+    assert argv[argv.index("--runroot") + 1] == str(p.runroot), argv
     assert _podman_state(p) == before, "the checkpoint changed the container's state"
     assert doc["custody"]["container_unchanged"] is True
     check_checkpoint(b, b / cp["path"], "httpd")

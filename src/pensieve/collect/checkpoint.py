@@ -131,7 +131,7 @@ def _podman_client(host, c: Container) -> list[str] | None:
         return given
     graphroot = host.evidence.host_path(c.data_root or "/") or c.data_root
     argv = [*given, "--root", graphroot]
-    runroot = host._root(c.data_root).state.runtime.get("run_root")
+    runroot = host._root(c.data_root).state.runtime.get("run-root")  # libpod's runtime-config key
     return [*argv, "--runroot", runroot] if runroot else argv
 
 

@@ -279,6 +279,13 @@ class Evidence(abc.ABC):
         """The evidence path of a host path, where the evidence is a directory here."""
         return None
 
+    def not_collected(self, path: str) -> bool:
+        """Whether PATH, found missing, was left out on purpose when this evidence was made (a
+        collect bundle of one container holds the engine's whole database but only that
+        container's files): the engines then say nothing of it.  Evidence that is a whole copy
+        left nothing out."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional: most evidence holds nothing open
         """Release what the evidence holds open."""
 

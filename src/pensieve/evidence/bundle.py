@@ -49,6 +49,7 @@ class BundleEvidence(MountEvidence):
         base = DirectoryEvidence(self._inside(tree))
         super().__init__(base, f"pensieve bundle {self.path}")
         self.manifest = doc
+        self._recorded: set[str] | None = None
         mounts = doc.get("mounts") or {}
         for prefix, tar in sorted(mounts.items() if isinstance(mounts, dict) else []):
             tar_path = self._inside(str(tar))
@@ -65,6 +66,28 @@ class BundleEvidence(MountEvidence):
 
     def host_path(self, path: str) -> str | None:
         return None
+
+    def not_collected(self, path: str) -> bool:
+        """A missing PATH that the bundle never meant to hold: not one of its layer mounts (nor
+        inside or above one), and not the source of a problem the collection recorded (what was
+        missing on the host at collection time is still reported when the bundle is read)."""
+        path = posixpath.normpath(path)
+        mounts = self.manifest.get("mounts") or {}
+        for mount in mounts if isinstance(mounts, dict) else []:
+            mount = posixpath.normpath(str(mount))
+            if path == mount or path.startswith(mount + "/") or mount.startswith(path + "/"):
+                return False
+        if self._recorded is None:
+            listed = self.manifest.get("problems")
+            sources = [
+                posixpath.normpath(str(p.get("source")))
+                for p in (listed if isinstance(listed, list) else [])
+                if isinstance(p, dict) and p.get("source")
+            ]
+            # a collection problem names a path, a layer id or a digest: each is looked for
+            tokens = {posixpath.basename(s).split(":")[-1] for s in sources}
+            self._recorded = set(sources) | {t for t in tokens if len(t) >= 12}
+        return path not in self._recorded and not any(t in path for t in self._recorded)
 
     def tar_of(self, mount: str) -> str | None:
         """The bundle path of the layer tar mounted at MOUNT."""

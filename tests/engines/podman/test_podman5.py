@@ -153,3 +153,14 @@ def test_merged_view_of_the_running_container(host):
     job = next(c for c in host.containers() if c.name == "job")
     with api.view(host, job).open("/tmp/result.txt") as fh:
         assert fh.read() == b"finished\n"
+
+
+def test_runtime_paths_are_the_ones_podman_info_gave(host, unpacked):
+    """db.sql's DBConfig row: the graph root, run root, driver and volume path podman ran with
+    (``podman info`` at capture time), keyed as bolt's runtime-config bucket keys them."""
+    store = EXPECTED["info"]["store"]
+    runtime = host.roots[0].state.runtime
+    assert runtime["graph-root"] == store["graphRoot"]
+    assert runtime["run-root"] == store["runRoot"]
+    assert runtime["graph-driver-name"] == store["graphDriverName"]
+    assert runtime["volume-path"] == store["volumePath"]

@@ -259,7 +259,7 @@ class ContainerdHost(Host):
         for snap in chain:
             role = "rw" if snap.key == src.snapshot_key else "image"
             layers.append(self.snapshot_layer(snap, role, by_chain.get(snap.key)))
-            if snap.path is None:
+            if snap.path is None and snap.key not in self.meta.not_collected:
                 self._problem(c, self.meta.db_path, f"snapshot {snap.key!r} has no directory on the evidence")
         return layers
 

@@ -55,7 +55,9 @@ class ContentStore:
         problem when it is absent, unreadable, too large or not a JSON object."""
         path = self.path(digest)
         if path is None:
-            self.problems.append(Problem(self.base, f"content blob {digest} not in the store", subject))
+            alg, _, hexpart = digest.partition(":")
+            if not self.evidence.not_collected(join(self.base, alg, hexpart)):
+                self.problems.append(Problem(self.base, f"content blob {digest} not in the store", subject))
             return None
         try:
             raw = self.evidence.read_bytes(path, MAX_BLOB_JSON + 1)

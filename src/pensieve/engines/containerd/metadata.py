@@ -59,6 +59,7 @@ class ContainerdMetadata:
         self.root = root_path
         self.db_path = join(root_path, META_DB)
         self.problems: list[Problem] = []
+        self.not_collected: set[str] = set()  # snapshot keys a collect bundle left out on purpose
         self.schema_version: int | None = None
         self.namespaces: list[ContainerdNamespace] = []
         self._snapshotters: dict[str, dict[str, BucketView] | None] = {}
@@ -196,7 +197,7 @@ class ContainerdMetadata:
             path = join(self.root, CONTENT_DIR, "blobs", alg, hexpart)
             if self.evidence.is_file(path):
                 blob.path = path
-            else:
+            elif not self.evidence.not_collected(path):
                 view.problem("content blob file missing: " + path)
         else:
             view.problem("not a digest: no blob file looked up")
@@ -288,5 +289,7 @@ class ContainerdMetadata:
         path = base if snap.snapshotter == "native" else join(base, "fs")
         if self.evidence.is_dir(path):
             snap.path = path
+        elif self.evidence.not_collected(path):
+            self.not_collected.add(snap.key)
         else:
             view.problem(f"snapshot directory missing: {path}")

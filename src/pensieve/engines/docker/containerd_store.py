@@ -158,7 +158,7 @@ class ContainerdStore:
                 c.rw_layer = snap.id
             elif role == "init":
                 c.init_layer = snap.id
-            if snap.path is None:
+            if snap.path is None and snap.key not in self.ctr.meta.not_collected:
                 message = f"{role} snapshot {snap.key!r} has no directory on the evidence"
                 self._problem(c, self.db_path, message)
         if chain and chain[-1].key != c.id:

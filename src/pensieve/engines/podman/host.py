@@ -233,7 +233,8 @@ class PodmanHost(Host):
     ) -> Layer:
         path = PODMAN_OVERLAY.layer_path(self.evidence, root.path, cache_id or "") if cache_id else None
         if path and not self.evidence.is_dir(path):
-            self.problems.append(Problem(path, f"{role} layer {cache_id} contents missing", subject))
+            if not self.evidence.not_collected(path):
+                self.problems.append(Problem(path, f"{role} layer {cache_id} contents missing", subject))
             path = None
         return Layer(
             role=role,
@@ -310,7 +311,8 @@ class PodmanHost(Host):
             chain = [self._layer(root, sl, sl.id, "image", c.id) for sl in rw_chain[:-1]]
         if rw_chain and rw_chain[-1].id == c.rw_layer:
             rw = self._layer(root, rw_chain[-1], c.rw_layer, "rw", c.id)
-            if rw.path is None:
+            where = PODMAN_OVERLAY.layer_path(self.evidence, root.path, c.rw_layer)
+            if rw.path is None and not self.evidence.not_collected(where):
                 self._add(c, src, f"RW layer {c.rw_layer} contents missing")
             chain.append(rw)
         c.layers = chain

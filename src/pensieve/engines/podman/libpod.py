@@ -284,6 +284,27 @@ def _sqlite_tables(db: sqlite3.Connection, path: str, out: LibpodState, problems
             )
 
 
+#: DBConfig's columns (sqlite_state_internal.go) under the names of bolt's runtime-config keys
+DB_CONFIG = {
+    "StaticDir": "static-dir",
+    "TmpDir": "tmp-dir",
+    "GraphRoot": "graph-root",
+    "RunRoot": "run-root",
+    "GraphDriver": "graph-driver-name",
+    "VolumeDir": "volume-path",
+}
+
+
+def _sqlite_runtime(db: sqlite3.Connection, path: str, problems: list[Problem]) -> dict[str, str]:
+    """The paths the runtime that made the database used (its one DBConfig row), keyed as bolt's
+    ``runtime-config`` bucket keys them."""
+    cols = ", ".join(DB_CONFIG)
+    rows = _optional_rows(db, "DBConfig", f"SELECT {cols} FROM DBConfig", path, problems)
+    if not rows:
+        return {}
+    return {key: _s(value) or "" for key, value in zip(DB_CONFIG.values(), rows[0], strict=False)}
+
+
 def read_sqlite(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState:
     """libpod's db.sql at PATH: its bytes read through the evidence, deserialized into an
     in-memory SQLite database (the evidence file is never opened by SQLite itself)."""
@@ -303,6 +324,7 @@ def read_sqlite(ev: Evidence, path: str, problems: list[Problem]) -> LibpodState
         db.deserialize(raw)
         db.execute("PRAGMA query_only = 1")
         _sqlite_tables(db, path, out, problems)
+        out.runtime = _sqlite_runtime(db, path, problems)
     except sqlite3.Error as exc:
         problems.append(Problem(path, f"libpod sqlite state unreadable: {exc}"))
     finally:
