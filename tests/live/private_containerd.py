@@ -156,10 +156,9 @@ class PrivateContainerd:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 30) -> None:
-        for d in (self.root, self.state, self.tmp / "runc", self.tmp / "logs", self.tmp / "opt"):
-            d.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(
+    def config_text(self) -> str:
+        """The daemon's config (version 2): our paths, the CRI plugin off."""
+        return (
             "version = 2\n"
             f'root = "{self.root}"\nstate = "{self.state}"\n'
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
@@ -168,6 +167,11 @@ class PrivateContainerd:
             '[debug]\n  address = ""\n'
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{self.tmp}/opt"\n'
         )
+
+    def start(self, timeout: float = 30) -> None:
+        for d in (self.root, self.state, self.tmp / "runc", self.tmp / "logs", self.tmp / "opt"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self.config_text())
         self.log_fh = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             ["containerd", "--config", str(self.config)],
