@@ -17,6 +17,14 @@ ports), ``external-peer``
 (a peer that is not loopback, link-local, unspecified, nor an address of any network namespace
 of the host: IPv4 from each namespace's ``fib_trie`` ``/32 host LOCAL`` entries, IPv6 from its
 ``if_inet6``), ``host-network`` (a container's socket in the host's network namespace).
+
+UNIX peers (what ``ss -xp`` shows): ``/proc/net/unix`` has no peer column, so each namespace with
+unix sockets is also asked through sock_diag netlink (pensieve.live.unixdiag, entering the
+namespace on a thread of its own); a socket's ``peer_inode`` is then joined, across namespaces, to
+the pids and fds holding the peer and to its container (two containers talking over a socket in
+a shared bind-mounted directory each name the other).  When netlink is refused (no privilege to
+enter the namespace, a ``--proc`` that is not the live one) the rows stay, without peers, and a
+problem says ``peer: not read``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pensieve.formats.procnet import (
 )
 from pensieve.live.context import LiveContext
 from pensieve.live.procfs import ProcessGone, Unreadable
+from pensieve.live.unixdiag import DiagRefused, UnixDiag, dump_unix, is_live_proc
 from pensieve.records.core import Problem
 from pensieve.records.live import LiveSocket
 
@@ -272,10 +281,12 @@ def _netns_owner(scan: _Scan, pids: list[int]) -> _Pid | None:
 
 
 def _sockets_of(
-    ctx: LiveContext, scan: _Scan, netns_read: tuple, wanted, host_netns, own
+    ctx: LiveContext, scan: _Scan, netns_read: tuple, wanted, host_netns, own, everything: dict
 ) -> list[LiveSocket]:
-    """The sockets of one namespace read: (netns, the pid standing for it, pid read via, files)."""
-    netns, standing, via, files = netns_read
+    """The sockets of one namespace read: (netns, the pid standing for it, pid read via, files,
+    its unix sockets by inode from sock_diag or None); EVERYTHING gets each socket by inode,
+    selected or not (the peers' index)."""
+    netns, standing, via, files, diag = netns_read
     out: list[LiveSocket] = []
     for table in TABLES:
         parsed = parse_table(table, files.get(table, b""))
@@ -285,6 +296,10 @@ def _sockets_of(
         for row in parsed.rows:
             sock = _socket(netns, table, row)
             owner = _attribute(sock, scan, standing)
+            if table == "unix" and diag is not None and sock.inode in diag:
+                sock.peer_inode = diag[sock.inode].peer
+            if sock.inode:
+                everything.setdefault(sock.inode, sock)
             if not LiveContext.selected(sock.container_id, wanted):
                 continue
             _mark(sock, owner, host_netns, own)
@@ -321,8 +336,9 @@ def live_sockets(
     scan = _scan(ctx, processes)
     ctx.problems.extend(scan.problems)
     host_netns = _host_netns(ctx, scan)
-    read: list[tuple[int | None, _Pid | None, int, dict[str, bytes]]] = []
+    read: list[tuple[int | None, _Pid | None, int, dict[str, bytes], dict[int, UnixDiag] | None]] = []
     own: set[str] = set()
+    live = is_live_proc(ctx.procfs.proc)
     for netns, pids in scan.by_netns.items():
         skipped = wanted is not None and not any(
             LiveContext.selected(scan.pids[p].container_id, wanted) for p in pids
@@ -334,8 +350,46 @@ def live_sockets(
             continue
         own |= parse_fib_trie_local(files["fib_trie"]) | parse_if_inet6(files["if_inet6"])
         if not skipped:
-            read.append((netns, _netns_owner(scan, pids), via, files))
+            diag = _unix_diag(ctx, netns, via, files.get("unix", b""), live)
+            read.append((netns, _netns_owner(scan, pids), via, files, diag))
     out: list[LiveSocket] = []
+    everything: dict[int, LiveSocket] = {}
     for netns_read in read:
-        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own))
+        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own, everything))
+    for sock in out:
+        if sock.peer_inode:
+            _join_peer(sock, scan, everything.get(sock.peer_inode))
     return out
+
+
+def _unix_diag(
+    ctx: LiveContext, netns: int | None, via: int, unix_table: bytes, live: bool
+) -> dict[int, UnixDiag] | None:
+    """The unix sockets of namespace NETNS by inode from sock_diag, entered through VIA's
+    ``ns/net``; None (with a problem) when not read.  A namespace whose /proc/net/unix lists no
+    socket is not asked."""
+    if unix_table.count(b"\n") <= 1:  # the header only
+        return None
+    source = f"netns:[{netns}] (pid {via}) unix"
+    if not live:
+        ctx.problems.append(Problem(source, f"peer: not read ({ctx.procfs.proc} is not the live /proc)"))
+        return None
+    try:
+        return dump_unix(ctx.procfs.path(via, "ns", "net"), netns)
+    except DiagRefused as exc:
+        ctx.problems.append(Problem(source, f"peer: not read ({exc})"))
+        return None
+
+
+def _join_peer(sock: LiveSocket, scan: _Scan, peer: LiveSocket | None) -> None:
+    """SOCK's peer pids, fds and container: the descriptors holding the peer inode (in any
+    namespace), else the peer's own record's container (an unheld peer)."""
+    held = scan.owners.get(sock.peer_inode or 0, [])
+    sock.peer_pids = sorted({pid for pid, _ in held})
+    sock.peer_fds = [f"{pid}:{fd}" for pid, fd in sorted(held)]
+    entries = [scan.pids[p] for p in sock.peer_pids if p in scan.pids]
+    chosen = next((e for e in entries if e.container_id), None)
+    if chosen is not None:
+        sock.peer_container_id, sock.peer_container_name = chosen.container_id, chosen.container_name
+    elif peer is not None:
+        sock.peer_container_id, sock.peer_container_name = peer.container_id, peer.container_name
