@@ -339,6 +339,7 @@ def live_sockets(
     read: list[tuple[int | None, _Pid | None, int, dict[str, bytes], dict[int, UnixDiag] | None]] = []
     own: set[str] = set()
     live = is_live_proc(ctx.procfs.proc)
+    others: list[tuple[int | None, list[int]]] = []
     for netns, pids in scan.by_netns.items():
         skipped = wanted is not None and not any(
             LiveContext.selected(scan.pids[p].container_id, wanted) for p in pids
@@ -349,16 +350,50 @@ def live_sockets(
             ctx.problems.append(Problem(f"netns:[{netns}]", f"network namespace of pids {pids[:8]} not read"))
             continue
         own |= parse_fib_trie_local(files["fib_trie"]) | parse_if_inet6(files["if_inet6"])
-        if not skipped:
+        if skipped:
+            others.append((netns, pids))
+        else:
             diag = _unix_diag(ctx, netns, via, files.get("unix", b""), live)
             read.append((netns, _netns_owner(scan, pids), via, files, diag))
     out: list[LiveSocket] = []
     everything: dict[int, LiveSocket] = {}
     for netns_read in read:
         out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own, everything))
+    if others and _held_elsewhere(scan, wanted, everything):
+        out.extend(_unix_of_others(ctx, scan, others, wanted, (host_netns, own, live), everything))
     for sock in out:
         if sock.peer_inode:
             _join_peer(sock, scan, everything.get(sock.peer_inode))
+    return out
+
+
+def _held_elsewhere(scan: _Scan, wanted: set[str] | None, seen: dict[int, LiveSocket]) -> bool:
+    """Whether a pid of the WANTED containers holds a socket no namespace read so far lists."""
+    return any(
+        inode not in seen
+        and any(LiveContext.selected(scan.pids[pid].container_id, wanted) for pid, _ in held)
+        for inode, held in scan.owners.items()
+    )
+
+
+def _unix_of_others(
+    ctx: LiveContext, scan: _Scan, others: list, wanted, marks: tuple, everything: dict
+) -> list[LiveSocket]:
+    """The unix sockets the WANTED containers hold in the namespaces of OTHER containers: a
+    connection to a socket path a directory shared the two (the accepted end is made in the
+    connecting socket's namespace: net/unix/af_unix.c unix_stream_connect), a descriptor passed
+    over SCM_RIGHTS.  Their /proc/net/unix is read (and sock_diag asked) only when such a socket
+    was not found in the wanted containers' own namespaces."""
+    host_netns, own, live = marks
+    out: list[LiveSocket] = []
+    for netns, pids in others:
+        via, files, problems = _read_netns(ctx, pids, ("unix",))
+        ctx.problems.extend(problems)
+        if via is None:
+            continue
+        diag = _unix_diag(ctx, netns, via, files.get("unix", b""), live)
+        netns_read = (netns, _netns_owner(scan, pids), via, files, diag)
+        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own, everything))
     return out
 
 
