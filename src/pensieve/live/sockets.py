@@ -42,7 +42,7 @@ from pensieve.formats.procnet import (
     parse_if_inet6,
     parse_table,
 )
-from pensieve.live.context import LiveContext
+from pensieve.live.context import LiveContext, is_root
 from pensieve.live.procfs import ProcessGone, Unreadable
 from pensieve.live.unixdiag import DiagRefused, UnixDiag, dump_unix, is_live_proc
 from pensieve.records.core import Problem
@@ -132,19 +132,32 @@ def _pid_from_process(ctx: LiveContext, proc) -> _Pid:
 
 
 def _scan(ctx: LiveContext, processes: list | None) -> _Scan:
-    """Each pid's namespace, container and socket descriptors (one pass over /proc)."""
+    """Each pid's namespace, container and socket descriptors (one pass over /proc).  A pid whose
+    ``ns/net`` link is refused is left out (its namespace unknown); one whose ``fd`` directory is
+    refused keeps its namespace (its sockets are listed, not joined to it).  Without root the
+    refusals are said once per file, with how many processes and which (each pid otherwise)."""
     scan = _Scan()
     if processes is not None:
         known = {p.pid: p for p in processes}
         pids = sorted(known)
     else:
         known, pids = {}, ctx.procfs.pids()
+    denied: dict[str, list[int]] = {}
     for pid in pids:
         try:
             if pid in known and "net" in known[pid].namespaces:
                 entry = _pid_from_process(ctx, known[pid])
             else:
                 entry = _pid_from_context(ctx, pid, _netns(ctx, pid))
+        except ProcessGone as exc:
+            scan.problems.append(Problem(ctx.procfs.path(pid), f"process gone mid-read: {exc}"))
+            continue
+        except Unreadable as exc:
+            _refused(scan, denied, ctx, pid, "ns/net", exc)
+            continue
+        scan.pids[pid] = entry
+        scan.by_netns.setdefault(entry.netns, []).append(pid)
+        try:
             sockets = [
                 (fd, int(target[8:-1]))
                 for fd, target in ctx.procfs.fds(pid)
@@ -154,13 +167,31 @@ def _scan(ctx: LiveContext, processes: list | None) -> _Scan:
             scan.problems.append(Problem(ctx.procfs.path(pid), f"process gone mid-read: {exc}"))
             continue
         except Unreadable as exc:
-            scan.problems.append(Problem(ctx.procfs.path(pid), f"not read: {exc}"))
+            _refused(scan, denied, ctx, pid, "fd", exc)
             continue
-        scan.pids[pid] = entry
-        scan.by_netns.setdefault(entry.netns, []).append(pid)
         for fd, inode in sockets:
             scan.owners.setdefault(inode, []).append((pid, fd))
+    for what, refused in sorted(denied.items()):
+        shown = ", ".join(map(str, refused[:20])) + (", ..." if len(refused) > 20 else "")
+        effect = (
+            "their network namespaces not read" if what == "ns/net" else "their sockets not joined to them"
+        )
+        scan.problems.append(
+            Problem(
+                ctx.procfs.proc,
+                f"not root: {what} of {len(refused)} processes unreadable without privilege ({effect}; "
+                f"pids {shown}; run as root)",
+            )
+        )
     return scan
+
+
+def _refused(scan: _Scan, denied: dict[str, list[int]], ctx: LiveContext, pid: int, what: str, exc) -> None:
+    """A read of PID's WHAT refused: gathered in DENIED when unprivileged, else a problem of its own."""
+    if not is_root() and str(exc).endswith("permission denied"):
+        denied.setdefault(what, []).append(pid)
+    else:
+        scan.problems.append(Problem(ctx.procfs.path(pid), f"not read: {exc}"))
 
 
 def _read_netns(
