@@ -168,16 +168,21 @@ class ProcFS:
 
     def namespaces(self, pid: int) -> dict[str, int]:
         """Namespace name -> inode number, from the links of /proc/PID/ns (``net:[4026531840]``);
-        a namespace this kernel lacks is absent."""
+        a namespace this kernel lacks is absent.  Unreadable when every link was refused (another
+        user's process, read without privilege: the links need ptrace access)."""
         out: dict[str, int] = {}
+        denied = 0
         for name in NAMESPACES:
             try:
                 target = self.readlink(pid, "ns", name)
-            except Unreadable:
+            except Unreadable as exc:
+                denied += str(exc).endswith("permission denied")
                 continue
             lb, rb = target.find("["), target.rfind("]")
             if lb >= 0 and rb > lb and target[lb + 1 : rb].isdigit():
                 out[name] = int(target[lb + 1 : rb])
+        if denied and not out:
+            raise Unreadable(f"{self.path(pid, 'ns')}: permission denied")
         return out
 
     def fds(self, pid: int) -> Iterator[tuple[int, str]]:

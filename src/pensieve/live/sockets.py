@@ -17,6 +17,14 @@ ports), ``external-peer``
 (a peer that is not loopback, link-local, unspecified, nor an address of any network namespace
 of the host: IPv4 from each namespace's ``fib_trie`` ``/32 host LOCAL`` entries, IPv6 from its
 ``if_inet6``), ``host-network`` (a container's socket in the host's network namespace).
+
+UNIX peers (what ``ss -xp`` shows): ``/proc/net/unix`` has no peer column, so each namespace with
+unix sockets is also asked through sock_diag netlink (pensieve.live.unixdiag, entering the
+namespace on a thread of its own); a socket's ``peer_inode`` is then joined, across namespaces, to
+the pids and fds holding the peer and to its container (two containers talking over a socket in
+a shared bind-mounted directory each name the other).  When netlink is refused (no privilege to
+enter the namespace, a ``--proc`` that is not the live one) the rows stay, without peers, and a
+problem says ``peer: not read``.
 """
 
 from __future__ import annotations
@@ -34,8 +42,9 @@ from pensieve.formats.procnet import (
     parse_if_inet6,
     parse_table,
 )
-from pensieve.live.context import LiveContext
+from pensieve.live.context import LiveContext, is_root
 from pensieve.live.procfs import ProcessGone, Unreadable
+from pensieve.live.unixdiag import DiagRefused, UnixDiag, dump_unix, is_live_proc
 from pensieve.records.core import Problem
 from pensieve.records.live import LiveSocket
 
@@ -123,19 +132,32 @@ def _pid_from_process(ctx: LiveContext, proc) -> _Pid:
 
 
 def _scan(ctx: LiveContext, processes: list | None) -> _Scan:
-    """Each pid's namespace, container and socket descriptors (one pass over /proc)."""
+    """Each pid's namespace, container and socket descriptors (one pass over /proc).  A pid whose
+    ``ns/net`` link is refused is left out (its namespace unknown); one whose ``fd`` directory is
+    refused keeps its namespace (its sockets are listed, not joined to it).  Without root the
+    refusals are said once per file, with how many processes and which (each pid otherwise)."""
     scan = _Scan()
     if processes is not None:
         known = {p.pid: p for p in processes}
         pids = sorted(known)
     else:
         known, pids = {}, ctx.procfs.pids()
+    denied: dict[str, list[int]] = {}
     for pid in pids:
         try:
             if pid in known and "net" in known[pid].namespaces:
                 entry = _pid_from_process(ctx, known[pid])
             else:
                 entry = _pid_from_context(ctx, pid, _netns(ctx, pid))
+        except ProcessGone as exc:
+            scan.problems.append(Problem(ctx.procfs.path(pid), f"process gone mid-read: {exc}"))
+            continue
+        except Unreadable as exc:
+            _refused(scan, denied, ctx, pid, "ns/net", exc)
+            continue
+        scan.pids[pid] = entry
+        scan.by_netns.setdefault(entry.netns, []).append(pid)
+        try:
             sockets = [
                 (fd, int(target[8:-1]))
                 for fd, target in ctx.procfs.fds(pid)
@@ -145,13 +167,31 @@ def _scan(ctx: LiveContext, processes: list | None) -> _Scan:
             scan.problems.append(Problem(ctx.procfs.path(pid), f"process gone mid-read: {exc}"))
             continue
         except Unreadable as exc:
-            scan.problems.append(Problem(ctx.procfs.path(pid), f"not read: {exc}"))
+            _refused(scan, denied, ctx, pid, "fd", exc)
             continue
-        scan.pids[pid] = entry
-        scan.by_netns.setdefault(entry.netns, []).append(pid)
         for fd, inode in sockets:
             scan.owners.setdefault(inode, []).append((pid, fd))
+    for what, refused in sorted(denied.items()):
+        shown = ", ".join(map(str, refused[:20])) + (", ..." if len(refused) > 20 else "")
+        effect = (
+            "their network namespaces not read" if what == "ns/net" else "their sockets not joined to them"
+        )
+        scan.problems.append(
+            Problem(
+                ctx.procfs.proc,
+                f"not root: {what} of {len(refused)} processes unreadable without privilege ({effect}; "
+                f"pids {shown}; run as root)",
+            )
+        )
     return scan
+
+
+def _refused(scan: _Scan, denied: dict[str, list[int]], ctx: LiveContext, pid: int, what: str, exc) -> None:
+    """A read of PID's WHAT refused: gathered in DENIED when unprivileged, else a problem of its own."""
+    if not is_root() and str(exc).endswith("permission denied"):
+        denied.setdefault(what, []).append(pid)
+    else:
+        scan.problems.append(Problem(ctx.procfs.path(pid), f"not read: {exc}"))
 
 
 def _read_netns(
@@ -272,10 +312,12 @@ def _netns_owner(scan: _Scan, pids: list[int]) -> _Pid | None:
 
 
 def _sockets_of(
-    ctx: LiveContext, scan: _Scan, netns_read: tuple, wanted, host_netns, own
+    ctx: LiveContext, scan: _Scan, netns_read: tuple, wanted, host_netns, own, everything: dict
 ) -> list[LiveSocket]:
-    """The sockets of one namespace read: (netns, the pid standing for it, pid read via, files)."""
-    netns, standing, via, files = netns_read
+    """The sockets of one namespace read: (netns, the pid standing for it, pid read via, files,
+    its unix sockets by inode from sock_diag or None); EVERYTHING gets each socket by inode,
+    selected or not (the peers' index)."""
+    netns, standing, via, files, diag = netns_read
     out: list[LiveSocket] = []
     for table in TABLES:
         parsed = parse_table(table, files.get(table, b""))
@@ -285,6 +327,10 @@ def _sockets_of(
         for row in parsed.rows:
             sock = _socket(netns, table, row)
             owner = _attribute(sock, scan, standing)
+            if table == "unix" and diag is not None and sock.inode in diag:
+                sock.peer_inode = diag[sock.inode].peer
+            if sock.inode:
+                everything.setdefault(sock.inode, sock)
             if not LiveContext.selected(sock.container_id, wanted):
                 continue
             _mark(sock, owner, host_netns, own)
@@ -321,8 +367,10 @@ def live_sockets(
     scan = _scan(ctx, processes)
     ctx.problems.extend(scan.problems)
     host_netns = _host_netns(ctx, scan)
-    read: list[tuple[int | None, _Pid | None, int, dict[str, bytes]]] = []
+    read: list[tuple[int | None, _Pid | None, int, dict[str, bytes], dict[int, UnixDiag] | None]] = []
     own: set[str] = set()
+    live = is_live_proc(ctx.procfs.proc)
+    others: list[tuple[int | None, list[int]]] = []
     for netns, pids in scan.by_netns.items():
         skipped = wanted is not None and not any(
             LiveContext.selected(scan.pids[p].container_id, wanted) for p in pids
@@ -333,9 +381,81 @@ def live_sockets(
             ctx.problems.append(Problem(f"netns:[{netns}]", f"network namespace of pids {pids[:8]} not read"))
             continue
         own |= parse_fib_trie_local(files["fib_trie"]) | parse_if_inet6(files["if_inet6"])
-        if not skipped:
-            read.append((netns, _netns_owner(scan, pids), via, files))
+        if skipped:
+            others.append((netns, pids))
+        else:
+            diag = _unix_diag(ctx, netns, via, files.get("unix", b""), live)
+            read.append((netns, _netns_owner(scan, pids), via, files, diag))
     out: list[LiveSocket] = []
+    everything: dict[int, LiveSocket] = {}
     for netns_read in read:
-        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own))
+        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own, everything))
+    if others and _held_elsewhere(scan, wanted, everything):
+        out.extend(_unix_of_others(ctx, scan, others, wanted, (host_netns, own, live), everything))
+    for sock in out:
+        if sock.peer_inode:
+            _join_peer(sock, scan, everything.get(sock.peer_inode))
     return out
+
+
+def _held_elsewhere(scan: _Scan, wanted: set[str] | None, seen: dict[int, LiveSocket]) -> bool:
+    """Whether a pid of the WANTED containers holds a socket no namespace read so far lists."""
+    return any(
+        inode not in seen
+        and any(LiveContext.selected(scan.pids[pid].container_id, wanted) for pid, _ in held)
+        for inode, held in scan.owners.items()
+    )
+
+
+def _unix_of_others(
+    ctx: LiveContext, scan: _Scan, others: list, wanted, marks: tuple, everything: dict
+) -> list[LiveSocket]:
+    """The unix sockets the WANTED containers hold in the namespaces of OTHER containers: a
+    connection to a socket path a directory shared the two (the accepted end is made in the
+    connecting socket's namespace: net/unix/af_unix.c unix_stream_connect), a descriptor passed
+    over SCM_RIGHTS.  Their /proc/net/unix is read (and sock_diag asked) only when such a socket
+    was not found in the wanted containers' own namespaces."""
+    host_netns, own, live = marks
+    out: list[LiveSocket] = []
+    for netns, pids in others:
+        via, files, problems = _read_netns(ctx, pids, ("unix",))
+        ctx.problems.extend(problems)
+        if via is None:
+            continue
+        diag = _unix_diag(ctx, netns, via, files.get("unix", b""), live)
+        netns_read = (netns, _netns_owner(scan, pids), via, files, diag)
+        out.extend(_sockets_of(ctx, scan, netns_read, wanted, host_netns, own, everything))
+    return out
+
+
+def _unix_diag(
+    ctx: LiveContext, netns: int | None, via: int, unix_table: bytes, live: bool
+) -> dict[int, UnixDiag] | None:
+    """The unix sockets of namespace NETNS by inode from sock_diag, entered through VIA's
+    ``ns/net``; None (with a problem) when not read.  A namespace whose /proc/net/unix lists no
+    socket is not asked."""
+    if unix_table.count(b"\n") <= 1:  # the header only
+        return None
+    source = f"netns:[{netns}] (pid {via}) unix"
+    if not live:
+        ctx.problems.append(Problem(source, f"peer: not read ({ctx.procfs.proc} is not the live /proc)"))
+        return None
+    try:
+        return dump_unix(ctx.procfs.path(via, "ns", "net"), netns)
+    except DiagRefused as exc:
+        ctx.problems.append(Problem(source, f"peer: not read ({exc})"))
+        return None
+
+
+def _join_peer(sock: LiveSocket, scan: _Scan, peer: LiveSocket | None) -> None:
+    """SOCK's peer pids, fds and container: the descriptors holding the peer inode (in any
+    namespace), else the peer's own record's container (an unheld peer)."""
+    held = scan.owners.get(sock.peer_inode or 0, [])
+    sock.peer_pids = sorted({pid for pid, _ in held})
+    sock.peer_fds = [f"{pid}:{fd}" for pid, fd in sorted(held)]
+    entries = [scan.pids[p] for p in sock.peer_pids if p in scan.pids]
+    chosen = next((e for e in entries if e.container_id), None)
+    if chosen is not None:
+        sock.peer_container_id, sock.peer_container_name = chosen.container_id, chosen.container_name
+    elif peer is not None:
+        sock.peer_container_id, sock.peer_container_name = peer.container_id, peer.container_name

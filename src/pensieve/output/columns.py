@@ -555,15 +555,31 @@ def _socket_owner(s, ident: Callable[[str | None], str]) -> str:
     return f"{s.pod}/{name}" if s.pod else name
 
 
+def _unix_peer(s, ident: Callable[[str | None], str]) -> str:
+    """A unix socket's peer as ``ss -xp`` puts it (its inode), with who holds it and their container."""
+    if not s.peer_inode:
+        return ""
+    text = f"*{s.peer_inode}"
+    if s.peer_fds:
+        text += " " + ",".join(s.peer_fds)
+    if s.peer_container_id:
+        text += f" ({s.peer_container_name or ident(s.peer_container_id)})"
+    return text
+
+
 def live_sockets(full_ids: bool = False) -> list[Column]:
-    """``live net``: pensieve.records.live.LiveSocket."""
+    """``live net``: pensieve.records.live.LiveSocket (REMOTE of a unix socket: its peer)."""
     ident = id_formatter(full_ids)
     return [
         Column("CONTAINER", lambda s: _socket_owner(s, ident), ID),
         Column("PROTO", lambda s: s.protocol),
         Column("STATE", lambda s: s.state or ""),
         Column("LOCAL", lambda s: _endpoint(s.local, s.local_port), PATH),
-        Column("REMOTE", lambda s: "" if s.protocol == "unix" else _endpoint(s.remote, s.remote_port), PATH),
+        Column(
+            "REMOTE",
+            lambda s: _unix_peer(s, ident) if s.protocol == "unix" else _endpoint(s.remote, s.remote_port),
+            PATH,
+        ),
         Column("RECV-Q", lambda s: "" if s.recv_queue is None else s.recv_queue, NUM),
         Column("SEND-Q", lambda s: "" if s.send_queue is None else s.send_queue, NUM),
         Column("PIDS", lambda s: ",".join(s.fds)),

@@ -93,6 +93,14 @@ class LiveSocket:
     container_name: str | None = None
     engine: str | None = None
     pod: str | None = None
+    # unix: the connected peer (sock_diag UNIX_DIAG_PEER, as ss -xp), which may sit in another
+    # network namespace (a socket path bind-mounted into two containers); None: not connected,
+    # or not read (a problem says so)
+    peer_inode: int | None = None
+    peer_pids: list[int] = field(default_factory=list)
+    peer_fds: list[str] = field(default_factory=list)  # "pid:fd" holding the peer
+    peer_container_id: str | None = None
+    peer_container_name: str | None = None
     marks: list[str] = field(default_factory=list)  # undeclared-listener | external-peer ...
     details: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
