@@ -37,14 +37,31 @@ Kinds (``value`` in brackets):
     listens on (``b``, the LISTEN socket): a process of one container talking to another;
     loopback counts only between containers of one pod (they share a network namespace);
 ``volume.shared`` [the volume's name]
-    two containers using the same volume (``volumes.used_by``).
+    two containers using the same volume (``volumes.used_by``);
+``process.talk`` [``tcp 127.0.0.1:47201 <- 127.0.0.1:37508``, ``unix PATH (INO <- INO)``]
+    the processes of two containers at the two ends of one connection (producer
+    ``links.processes``): two checkpoint ``sockets`` (or two ``live_sockets`` of a live
+    snapshot) of two places of one host, not listening and held by a process, that are one
+    connection -- TCP/UDP: each one's source address and port the other's destination;
+    loopback only between places sharing a network namespace (both ``--network host``, one
+    the other's ``container:`` network, one pod; live: the same ``netns``); unix: one's peer
+    inode the other's inode (CRIU's ``peer``, ``peer_ino`` of the records; ``peer_inode`` of
+    ``live_sockets`` where the case has that column).  ``a`` / ``b`` are the two socket rows
+    with ``pids`` and ``processes`` (pid, comm, cmdline: the ``processes`` / ``live_processes``
+    rows of the same source and checkpoint); ``details`` has ``proto``, both states,
+    ``a_processes`` / ``b_processes`` (``comm[pid]``), ``label`` (the graph's edge label),
+    ``server`` (the end that accepted: it listens on its port, or is bound to the path) and
+    ``shell`` (the ends with a shell).  A shell at one end is also a ``findings`` row of the
+    same producer: critical when the socket is its standard input or output (a shell driven
+    from the other container), else high.  The arrow in the value points to the ``server``.
 
 ``details`` holds what helps reading the link (sizes, the volume's path, socket states).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 
 from pensieve.case.analyses import analysis
 from pensieve.case.schema import KEY_NAMES
@@ -289,3 +306,306 @@ def connections(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
         f"AND (NOT {loopback} OR (a.pod IS NOT NULL AND a.pod = b.pod))"
     )
     return _nothing()
+
+
+# ---- process.talk: the processes at both ends of one connection, in two containers ------------
+
+#: which places share a network namespace: a host-network container shares the host's, a
+#: ``container:<id>`` one its target's, any other its own (SQL over ``containers`` ``c``)
+_NETNS = (
+    "CASE WHEN c.mode = 'host' THEN 'host' WHEN c.mode LIKE 'container:%' THEN substr(c.mode, 11) "
+    "ELSE t.container_id END"
+)
+_LOOPBACK = "({col} LIKE '127.%' OR {col} = '::1' OR lower({col}) LIKE '::ffff:127.%')"
+#: the two ends of each connection among checkpoint sockets: (rowid of a, rowid of b)
+_CHECKPOINT_PAIRS = (
+    "WITH c AS (SELECT source_id, container_id, any_value(network_mode) AS mode FROM containers "
+    "GROUP BY source_id, container_id), "
+    "s AS (SELECT t.rowid AS rid, t.host, t.pod, t.family, t.type, t.proto, t.state, t.src, t.src_port, "
+    "t.dst, t.dst_port, t.ino, t.peer_ino, "
+    "t.source_id || '/' || coalesce(t.container_id, t.checkpoint_name) AS place, "
+    f"{_NETNS} AS netns FROM sockets t LEFT JOIN c ON c.source_id = t.source_id "
+    "AND c.container_id = t.container_id "
+    "WHERE coalesce(json_array_length(t.pids), 0) > 0 AND t.state <> 'LISTEN' "
+    "AND coalesce(t.container_id, t.checkpoint_name) IS NOT NULL) "
+    "SELECT a.rid, b.rid FROM s a JOIN s b ON a.host IS NOT DISTINCT FROM b.host AND a.place < b.place "
+    "AND ((a.family IN ('inet', 'inet6') AND b.family = a.family AND a.proto = b.proto "
+    "AND a.src = b.dst AND a.dst = b.src AND a.src_port = b.dst_port AND a.dst_port = b.src_port "
+    f"AND a.src_port > 0 AND a.dst_port > 0 AND (NOT {_LOOPBACK.format(col='a.dst')} "
+    "OR a.netns = b.netns OR (a.pod IS NOT NULL AND a.pod = b.pod))) "
+    "OR (a.family = 'unix' AND b.family = 'unix' AND a.type = b.type "
+    "AND (a.peer_ino = b.ino OR b.peer_ino = a.ino))) "
+    "ORDER BY a.place, b.place, a.rid, b.rid"
+)
+
+
+def _live_pairs_sql(peer_column: bool) -> str:
+    """The two ends of each connection among live-snapshot sockets: (rowid of a, rowid of b);
+    unix sockets pair by ``peer_inode`` where the case has that column."""
+    unix = (
+        "OR (a.protocol = 'unix' AND b.protocol = 'unix' "
+        "AND (a.peer_inode = b.inode OR b.peer_inode = a.inode))"
+        if peer_column
+        else ""
+    )
+    return (
+        "WITH s AS (SELECT t.rowid AS rid, t.*, t.source_id || '/' || t.container_id AS place "
+        "FROM live_sockets t WHERE t.container_id IS NOT NULL "
+        "AND coalesce(json_array_length(t.pids), 0) > 0 AND coalesce(t.state, '') <> 'LISTEN') "
+        "SELECT a.rid, b.rid FROM s a JOIN s b ON a.host IS NOT DISTINCT FROM b.host AND a.place < b.place "
+        "AND ((a.protocol IN ('tcp', 'tcp6', 'udp', 'udp6') AND b.protocol = a.protocol "
+        "AND a.local = b.remote AND a.remote = b.local AND a.local_port = b.remote_port "
+        "AND a.remote_port = b.local_port AND a.local_port > 0 AND a.remote_port > 0 "
+        f"AND (NOT {_LOOPBACK.format(col='a.remote')} OR a.netns = b.netns)) {unix}) "
+        "ORDER BY a.place, b.place, a.rid, b.rid"
+    )
+
+
+class _End:
+    """One end of a connection: its socket row, the processes holding it, and how to name it."""
+
+    def __init__(self, row: dict, table: str, procs: list[dict]) -> None:
+        self.row, self.table, self.procs = row, table, procs
+
+    @property
+    def live(self) -> bool:
+        return self.table == "live_sockets"
+
+    def address(self) -> str:
+        """``127.0.0.1:40000`` or a unix socket's path (its own, else its peer's)."""
+        r = self.row
+        if self.live:
+            if r.get("protocol") == "unix":
+                return r.get("local") or "-"
+            return f"{r.get('local')}:{r.get('local_port')}"
+        if r.get("family") == "unix":
+            return r.get("src") or r.get("dst") or "-"
+        return f"{r.get('src')}:{r.get('src_port')}"
+
+    def proto(self) -> str:
+        r = self.row
+        if self.live:
+            return str(r.get("protocol"))
+        return "unix" if r.get("family") == "unix" else str(r.get("proto"))
+
+    def names(self) -> str:
+        """The processes as ``comm[pid]``, e.g. ``sh[7]``."""
+        return ", ".join(f"{p.get('comm') or '?'}[{p['pid']}]" for p in self.procs) or "?"
+
+    def shells(self) -> list[dict]:
+        from pensieve.case.findings import _is_shell
+
+        return [p for p in self.procs if _is_shell(p.get("comm"), p.get("cmdline") or [])]
+
+    def ref(self, name: str | None) -> dict:
+        """The socket row as evidence: keys, container name, its own columns, and its processes."""
+        r = self.row
+        own = (
+            ("netns", "inode", "protocol", "state", "local", "local_port", "remote", "remote_port")
+            if self.live
+            else ("checkpoint_name", "ino", "family", "proto", "state", "src", "src_port", "dst", "dst_port")
+        )
+        out = {"source_id": r["source_id"], "host": r["host"], "container_id": r["container_id"]}
+        out["container"] = name
+        out.update({k: r.get(k) for k in own})
+        out["pids"] = [p["pid"] for p in self.procs]
+        out["processes"] = [
+            {"pid": p["pid"], "comm": p.get("comm"), "cmdline": p.get("cmdline")} for p in self.procs
+        ]
+        return out
+
+
+def _rows_by_rowid(store: CaseStore, table: str, rids: set[int]) -> dict[int, dict]:
+    if not rids:
+        return {}
+    names, rows = store.query(
+        f"SELECT rowid AS rid, * FROM {table} WHERE rowid IN ({', '.join(str(int(r)) for r in rids)})"
+    )
+    out = {}
+    for row in rows:
+        d = dict(zip(names, row, strict=True))
+        for k in ("pids", "fds", "cmdline"):
+            if isinstance(d.get(k), str):
+                d[k] = json.loads(d[k])
+        out[d["rid"]] = d
+    return out
+
+
+def _processes(store: CaseStore, live: bool, rows: Iterable[dict]) -> dict[tuple, dict]:
+    """The processes the socket ROWS name, by (source, container, checkpoint, pid)."""
+    wanted = {(r["source_id"], int(p)) for r in rows for p in r.get("pids") or []}
+    if not wanted:
+        return {}
+    sources = ", ".join(str(int(s)) for s in {s for s, _p in wanted})
+    columns = "NULL AS checkpoint_name" if live else "container_id, checkpoint_name"
+    names, found = store.query(
+        f"SELECT source_id, {columns}, pid, comm, cmdline FROM {'live_processes' if live else 'processes'} "
+        f"WHERE source_id IN ({sources})"
+    )
+    out: dict[tuple, dict] = {}
+    for row in found:
+        d = dict(zip(names, row, strict=True))
+        if (d["source_id"], d["pid"]) not in wanted:
+            continue
+        if isinstance(d.get("cmdline"), str):
+            d["cmdline"] = json.loads(d["cmdline"])
+        key = (d["source_id"], None if live else d.get("container_id"), d.get("checkpoint_name"), d["pid"])
+        out[key] = d
+    return out
+
+
+def _ends(store: CaseStore, table: str, pairs: list[tuple[int, int]]) -> list[tuple[_End, _End]]:
+    """Both ends of each pair of socket rowids of TABLE, with their processes."""
+    live = table == "live_sockets"
+    rows = _rows_by_rowid(store, table, {r for pair in pairs for r in pair})
+    procs = _processes(store, live, rows.values())
+
+    def end(rid: int) -> _End:
+        r = rows[rid]
+        ctr = None if live else r.get("container_id")
+        ckpt = None if live else r.get("checkpoint_name")
+        held = [
+            procs.get((r["source_id"], ctr, ckpt, int(p))) or {"pid": int(p)} for p in r.get("pids") or []
+        ]
+        return _End(r, table, held)
+
+    return [(end(a), end(b)) for a, b in pairs]
+
+
+def _server(a: _End, b: _End, listening: set[tuple]) -> str | None:
+    """Which end (``a`` / ``b``) accepted the connection: the one whose place listens on its port
+    (inet), the one bound to the path (unix); None when neither tells."""
+    for side, e in (("a", a), ("b", b)):
+        r = e.row
+        if e.proto() == "unix":
+            if r.get("local") if e.live else r.get("src"):
+                return side
+        else:
+            port = r.get("local_port") if e.live else r.get("src_port")
+            if (r["source_id"], r.get("container_id"), e.proto(), port) in listening:
+                return side
+    return None
+
+
+def _listening(store: CaseStore, table: str) -> set[tuple]:
+    """(source, container, protocol, port) of every listening socket of TABLE."""
+    if table == "live_sockets":
+        sql = "SELECT source_id, container_id, protocol, local_port FROM live_sockets WHERE state = 'LISTEN'"
+    else:
+        sql = "SELECT source_id, container_id, proto, src_port FROM sockets WHERE state = 'LISTEN'"
+    return {tuple(r) for r in store.query(sql)[1]}
+
+
+def _names(store: CaseStore) -> dict[tuple, str]:
+    rows = store.query("SELECT source_id, container_id, any_value(name) FROM containers GROUP BY ALL")[1]
+    return {(s, c): n for s, c, n in rows}
+
+
+def _talk_row(a: _End, b: _End, names: dict[tuple, str], server: str | None) -> dict:
+    """The ``links`` row of one connection between A and B."""
+    arrow = {"a": "<-", "b": "->"}.get(server or "", "<->")
+    if a.proto() == "unix":  # the path is the listener's: the accepted end's own, the other's peer
+        ino = "inode" if a.live else "ino"
+        value = f"unix {a.address()} ({a.row.get(ino)} {arrow} {b.row.get(ino)})"
+    else:
+        value = f"{a.proto()} {a.address()} {arrow} {b.address()}"
+    shell = [side for side, e in (("a", a), ("b", b)) if e.shells()]
+    row = {k: a.row.get(k) for k in KEY_NAMES}
+    row.update(
+        producer="links.processes",
+        kind="process.talk",
+        value=value,
+        a_table=a.table,
+        a=a.ref(names.get((a.row["source_id"], a.row["container_id"]))),
+        b_table=b.table,
+        b=b.ref(names.get((b.row["source_id"], b.row["container_id"]))),
+        details={
+            "proto": a.proto(),
+            "a_state": a.row.get("state"),
+            "b_state": b.row.get("state"),
+            "a_processes": a.names(),
+            "b_processes": b.names(),
+            "label": f"{a.names()} {arrow} {b.names()}",
+            "server": server,
+            "shell": shell,
+        },
+    )
+    return row
+
+
+def _std_fds(e: _End, pid: int) -> list[int]:
+    """Which of PID's fds 0, 1, 2 are the socket of end E."""
+    fds = {str(f) for f in e.row.get("fds") or []}
+    return [fd for fd in (0, 1, 2) if f"{pid}:{fd}" in fds]
+
+
+def _shell_findings(link: dict, a: _End, b: _End) -> list[dict]:
+    """A finding for each shell at one end of LINK: critical when the socket is its stdin/stdout."""
+    from pensieve.case.findings import finding
+
+    out = []
+    for e, other, ref, other_ref in ((a, b, link["a"], link["b"]), (b, a, link["b"], link["a"])):
+        for p in e.shells():
+            std = _std_fds(e, p["pid"])
+            driven = bool({0, 1} & set(std))
+            who, peer = (
+                ref.get("container") or ref["container_id"],
+                other_ref.get("container") or other_ref.get("container_id"),
+            )
+            proc_ref = {
+                "table": "live_processes" if e.live else "processes",
+                "source_id": ref["source_id"],
+                "pid": p["pid"],
+            }
+            if not e.live:
+                proc_ref.update(container_id=ref["container_id"], checkpoint_name=ref.get("checkpoint_name"))
+            out.append(
+                finding(
+                    "critical" if driven else "high",
+                    f"shell in {who} talks to {peer} ({p.get('comm')}[{p['pid']}] to {other.names()})",
+                    f"{p.get('comm')} (pid {p['pid']}) in container {who} holds a {e.proto()} connection "
+                    f"({link['value']}) whose other end is {other.names()} in container {peer}"
+                    + (
+                        f"; the socket is its fd {', '.join(map(str, std))}: "
+                        "a shell driven from the other container"
+                        if driven
+                        else ""
+                    ),
+                    [{"table": a.table, **link["a"]}, {"table": b.table, **link["b"]}, proc_ref],
+                    ("T1059.004",),
+                    {k: e.row.get(k) for k in KEY_NAMES},
+                    f"pid {p['pid']}",
+                    None,
+                    {"link": link["value"], "peer_container_id": other_ref.get("container_id")},
+                )  # fmt: skip
+            )
+    return out
+
+
+def _has_column(store: CaseStore, table: str, column: str) -> bool:
+    rows = store.query(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = ?", [table, column]
+    )[1]
+    return bool(rows)
+
+
+@analysis("links.processes", ("links", "findings"), order=ORDER)
+def process_talk(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
+    """``process.talk``: the processes of two containers at the two ends of one connection
+    (checkpoint sockets, live-snapshot sockets), and a finding for each shell at one end."""
+    names = _names(store)
+    links, findings = [], []
+    for table, sql in (
+        ("sockets", _CHECKPOINT_PAIRS),
+        ("live_sockets", _live_pairs_sql(_has_column(store, "live_sockets", "peer_inode"))),
+    ):
+        pairs = [(a, b) for a, b in store.query(sql)[1]]
+        if not pairs:
+            continue
+        listening = _listening(store, table)
+        for a, b in _ends(store, table, pairs):
+            link = _talk_row(a, b, names, _server(a, b, listening))
+            links.append(link)
+            findings += _shell_findings(link, a, b)
+    yield "links", links
+    yield "findings", findings

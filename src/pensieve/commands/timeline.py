@@ -260,8 +260,18 @@ def _side(ref: dict | None, table: str | None) -> str:
         return ""
     who = ref.get("container") or (ref.get("container_id") or "")[:12] or ref.get("host") or ""
     what = ref.get("path") or ""
-    if table == "sockets":
+    if table == "sockets" and ref.get("family") == "unix":
+        what = ref.get("src") or ref.get("dst") or f"ino {ref.get('ino')}"
+    elif table == "sockets":
         what = f"{ref.get('src')}:{ref.get('src_port')} -> {ref.get('dst')}:{ref.get('dst_port')}"
+    elif table == "live_sockets" and ref.get("protocol") == "unix":
+        what = ref.get("local") or f"inode {ref.get('inode')}"
+    elif table == "live_sockets":
+        what = f"{ref.get('local')}:{ref.get('local_port')} -> {ref.get('remote')}:{ref.get('remote_port')}"
+    procs = ref.get("processes")
+    if isinstance(procs, list) and procs:  # process.talk: who holds the socket
+        held = [p for p in procs if isinstance(p, dict)]
+        what += " " + ", ".join(f"{p.get('comm') or '?'}[{p.get('pid')}]" for p in held)
     return f"{who} {what}".strip()
 
 
@@ -269,7 +279,8 @@ def cmd_links(o):
     """What ties records of CASE together across containers and hosts, one row per pair
     (``links``): the same file hash (file.sha256), the same address (net.ip), a shared image
     (image.shared), a shared tampered layer (layer.tampered), both ends of a connection
-    (socket.pair), a connection to another container's listener (net.peer), a shared volume
+    (socket.pair), a connection to another container's listener (net.peer), the processes of two
+    containers at the two ends of one connection (process.talk), a shared volume
     (volume.shared). --kind filters by kind prefix, --container keeps the links with that
     container on either end."""
     import json
