@@ -149,3 +149,92 @@ def test_sockets_pairs_peers_and_addresses(store):
     ips = {v for v, *_ in _links(store, "net.ip")}
     assert {"172.17.0.2", "172.17.0.3", "203.0.113.9"} <= ips
     assert not any(ip.startswith("127.") or ip == "0.0.0.0" for ip in ips)
+
+
+def _record_pairs(store) -> set[tuple]:
+    """The file.sha256 links as one row per pair of *records* in two places (the self-join the
+    analysis made before it grouped by value and place): the reference where no place holds a
+    content twice."""
+    from pensieve.case import links as L
+
+    hashed = f"t.sha256 IS NOT NULL AND t.sha256 <> '{EMPTY_SHA256}'"
+    size = "json_object('size', t.size)"
+    members = [
+        L._member(
+            "changes",
+            "t.sha256",
+            L._ref("layer_id", "path", "change"),
+            f"{hashed} AND t.change <> 'deleted'",
+            size,
+        ),
+        L._member("recovered", "t.sha256", L._ref("path", "inode", "method"), hashed, size),
+        L._member(
+            "carved", "t.sha256", L._ref("path", "offset", "method"), hashed, "json_object('size', t.length)"
+        ),
+    ]
+    union = " UNION ALL ".join(f"({m})" for m in members)
+    rows = store.select(
+        f"WITH m AS (SELECT * FROM ({union}) WHERE value IS NOT NULL) "
+        "SELECT a.source_id, a.host, a.container_id, a.value, a.tbl, a.ref, b.tbl, b.ref, "
+        "CASE WHEN a.info IS NULL AND b.info IS NULL THEN NULL "
+        "ELSE json_object('a', a.info, 'b', b.info) END "
+        "FROM m a JOIN m b ON a.value = b.value AND a.place < b.place"
+    )[1]
+    return {tuple(str(x) for x in r) for r in rows}
+
+
+def _sha_links(store) -> set[tuple]:
+    rows = store.select(
+        "SELECT source_id, host, container_id, value, a_table, a, b_table, b, details FROM links "
+        "WHERE kind = 'file.sha256'"
+    )[1]
+    return {tuple(str(x) for x in r) for r in rows}
+
+
+def _change(c, name: str, path: str, sha: str) -> dict:
+    sid, host, cid = c[name]
+    return {
+        "source_id": sid,
+        "host": host,
+        "container_id": cid,
+        "path": path,
+        "change": "added",
+        "sha256": sha,
+        "size": 3,
+    }
+
+
+def test_sha256_links_are_the_pairs_of_records_when_each_place_holds_a_content_once(store):
+    c = _containers(store)
+    names = sorted(c)[:3]
+    store.insert("changes", [_change(c, n, f"/{n}/drop", SHARED) for n in names])
+    store.insert(
+        "recovered", [{"source_id": 9, "host": "other-host", "path": "/var/lib/x", "sha256": SHARED}]
+    )
+    run_analyses(store)
+    got = _sha_links(store)
+    assert len(got) == 6  # 4 places: 3 containers and the other host
+    assert got == _record_pairs(store)
+
+
+def test_a_content_held_many_times_in_a_place_is_one_link_per_pair_of_places(store):
+    c = _containers(store)
+    a, b, third = sorted(c)[:3]
+    rows = [_change(c, a, f"/a/{i:04d}", SHARED) for i in range(300)]
+    rows += [_change(c, b, f"/b/{i:04d}", SHARED) for i in range(200)] + [_change(c, third, "/c/0", SHARED)]
+    store.insert("changes", rows)
+    run_analyses(store)
+    assert len(_record_pairs(store)) == 300 * 200 + 300 + 200  # what the self-join made
+    links = store.select(
+        f"SELECT a, b, details FROM links WHERE kind = 'file.sha256' AND value = '{SHARED}'"
+    )[1]
+    assert len(links) == 3
+    by_place = {}
+    for ra, rb, details in links:
+        d = json.loads(details)
+        for ref, info in ((json.loads(ra), d["a"]), (json.loads(rb), d["b"])):
+            by_place.setdefault(ref["container_id"], set()).add((ref["path"], info.get("files")))
+    # each place stands for itself by its first record (by ref), with how many it holds
+    assert by_place[c[a][2]] == {("/a/0000", 300)}
+    assert by_place[c[b][2]] == {("/b/0000", 200)}
+    assert by_place[c[third][2]] == {("/c/0", None)}

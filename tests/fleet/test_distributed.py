@@ -21,7 +21,8 @@ distributed = pytest.importorskip("distributed")
 
 cloudpickle = pytest.importorskip("cloudpickle")
 
-from pensieve.fleet.distributed import run_remote, triage_fleet  # noqa: E402
+from pensieve.fleet.distributed import triage_fleet  # noqa: E402
+from pensieve.fleet.units import run_unit  # noqa: E402
 
 TIMING = {"seconds"}
 RUN_TABLES = {"sources", "tasks", "analyses", "case"}
@@ -55,26 +56,27 @@ def _client():
         cluster.close()
 
 
-def diff_always_fails(path, source_id, name, subject):
-    """Runs on the workers (pickled by value): every diff task raises, the others run."""
-    if name == "diff":
+def containers_always_fail(unit):
+    """Runs on the workers (pickled by value): every unit of containers raises (after its
+    retries too), the others run."""
+    if unit.kind == "containers":
         raise RuntimeError("injected failure")
-    return run_remote(path, source_id, name, subject)
+    return run_unit(unit)
 
 
-def test_a_task_that_always_fails_is_a_problem_row(overlay2_root, tmp_path):
+def test_a_unit_that_always_fails_is_a_failed_task_and_a_problem_row(overlay2_root, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     case = tmp_path / "fleet.duckdb"
     with _client() as client:
-        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=diff_always_fails)
+        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=containers_always_fail)
     tables = _raw(case)
-    diffs = [r for r in tables["tasks"] if r["task"] == "diff"]
-    assert diffs and all(r["status"] == "failed" for r in diffs)
-    assert summary.failed == len(diffs)
-    others = [r for r in tables["tasks"] if r["task"] != "diff"]
-    assert others and all(r["status"] == "done" for r in others)
+    per_container = [r for r in tables["tasks"] if r["task"] in ("diff", "logs")]
+    assert per_container and all(r["status"] == "failed" for r in per_container)
+    assert summary.failed == len([r for r in tables["tasks"] if r["status"] == "failed"])
+    others = [r for r in tables["tasks"] if r["task"] in ("inventory", "integrity")]
+    assert len(others) == 2 and all(r["status"] == "done" for r in others)
     failed = [p for p in tables["problems"] if "injected failure" in (p["message"] or "")]
-    assert len(failed) == len(diffs)
+    assert len(failed) == summary.failed
 
 
 def _raw(case: Path) -> dict[str, list[dict]]:
@@ -161,14 +163,14 @@ def test_a_scheduler_and_two_workers_started_by_hand(overlay2_root, tmp_path):
             p.wait(timeout=30)
 
 
-def inventory_stalls_once(path, source_id, name, subject):
-    """Runs on the workers (pickled by value): the first inventory writes its worker's pid and
+def source_stalls_once(unit):
+    """Runs on the workers (pickled by value): the first source unit writes its worker's pid and
     stalls, so that the test kills that worker; the retry runs normally."""
     mark = Path(os.environ["PENSIEVE_TEST_MARK"])
-    if name == "inventory" and not mark.exists():
+    if unit.kind == "source" and not mark.exists():
         mark.write_text(str(os.getpid()))
         time.sleep(120)
-    return run_remote(path, source_id, name, subject)
+    return run_unit(unit)
 
 
 def test_a_killed_worker_loses_no_result(overlay2_root, tmp_path, monkeypatch):
@@ -187,7 +189,7 @@ def test_a_killed_worker_loses_no_result(overlay2_root, tmp_path, monkeypatch):
     killer = threading.Thread(target=kill)
     with _client() as client:
         killer.start()
-        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=inventory_stalls_once)
+        summary = triage_fleet([str(overlay2_root)], str(case), client, remote=source_stalls_once)
     killer.join()
     assert summary.failed == 0
     local = tmp_path / "local.duckdb"

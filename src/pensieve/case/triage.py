@@ -385,13 +385,20 @@ def integrity(ctx: Context) -> Rows:
         verdicts = verify_archive(host, None)
     else:
         verdicts, _images = host.verify_layers(None, False)
+    yield "integrity", integrity_rows(ctx, verdicts)
+
+
+def integrity_rows(ctx: Context, verdicts: Iterable[Any]) -> list[dict]:
+    """The ``integrity`` rows of layer VERDICTS (LayerVerdict) of the source of CTX, each keyed by
+    the engine whose data root holds the layer and by the layer's cache id."""
+    host = ctx.host
     rows = []
     for v in verdicts:
         keys = ctx.keys(
             engine=_engine_of(host, v.data_root) or getattr(host, "engine", None), layer_id=v.cache_id
         )
         rows.append(record_row(BY_NAME["integrity"], v, keys))
-    yield "integrity", rows
+    return rows
 
 
 def container_logs(ctx: Context, container) -> Rows:
@@ -693,22 +700,26 @@ def triage(
 
     A source that cannot be opened at all is a failed ``open`` task in the case; the others
     still run."""
-    opened: list[OpenedSource] = []
-    failures: list[tuple[str, str]] = []
+    opened: list[OpenedSource | tuple[str, str]] = []  # a source, or (path, why it is unusable)
     for path in paths:
         try:
             opened.append(open_triage_source(path))
         except (EvidenceError, OSError, ValueError) as exc:
-            failures.append((path, str(exc)))
-    boundaries = [b for s in opened for b in s.boundaries()] + [os.path.realpath(p) for p, _m in failures]
+            opened.append((path, str(exc)))
+    boundaries = [
+        b
+        for s in opened
+        for b in (s.boundaries() if isinstance(s, OpenedSource) else [os.path.realpath(s[0])])
+    ]
     store = CaseStore(case, boundaries=boundaries)
     total = TriageSummary(0, 0, 0, [])
     try:
         if hunting is not None:
             hunting.remember(store)
-        for path, message in failures:
-            total = _add(total, _record_unopenable(store, path, message, report))
-        for source in opened:
+        for source in opened:  # in the order given: each source's id follows from its place
+            if not isinstance(source, OpenedSource):
+                total = _add(total, record_unopenable(store, source[0], source[1], report))
+                continue
             try:
                 total = _add(total, triage_source(store, source, report, hunting))
             finally:
@@ -722,7 +733,7 @@ def triage(
     return total
 
 
-def _record_unopenable(
+def record_unopenable(
     store: CaseStore, path: str, message: str, report: Callable[[dict], None]
 ) -> TriageSummary:
     real = os.path.realpath(path)

@@ -1,12 +1,15 @@
-"""Triage tasks as Dask distributed tasks: workers read evidence, only the client writes the case.
+"""Triage on Dask distributed: workers read the evidence in coarse units, the client writes the case.
 
-Each task is one (source path, task name, subject) triple. A worker opens the source read-only
-(through :mod:`pensieve.evidence`, as in-process triage does), plans its tasks, runs the one named
-and returns plain picklable rows ``[(table, [row dict, ...]), ...]`` plus the problems met. The
-client streams results back with ``as_completed`` and writes each into the case in one
-transaction (:meth:`CaseStore.run_task`), so an interrupted run leaves only whole tasks and a
-re-run skips what is done. Failed tasks are retried by the scheduler (``retries``), then recorded
-as a problem row for that item.
+The client gives every source its id (in the order given, as in-process triage does), sends one
+``source`` unit per source (:mod:`pensieve.fleet.units`), and, as each comes back, writes its
+source row and whole-source tasks, then sends its containers in batches (:func:`batch_size`), one
+unit per Docker graph-driver layer, one per carving range.  Results stream back with
+``as_completed``; each task is written in one transaction with its ``tasks`` row
+(:meth:`CaseStore.run_task`), ``integrity`` once every layer of its source is back, so an
+interrupted run (Ctrl-C) leaves only whole tasks and a re-run does what is missing.  A unit the
+scheduler could not complete after its retries is a failed task and a problem row for each
+task it held; the triage finishes with the rest.  Tasks that read the case (the YARA rescans of
+recovered and carved files ...) run on the client at the end, as in-process.
 
 References:
   Dask distributed, Client.submit (retries, pure, key): https://distributed.dask.org/en/stable/api.html
@@ -16,33 +19,289 @@ References:
 
 from __future__ import annotations
 
+import math
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pensieve.case.triage import (
-    PLANNERS,
-    Context,
-    TriageSummary,
-    open_triage_source,
-)
+from pensieve.case.triage import TriageSummary, fingerprint, record_unopenable
+from pensieve.fleet.units import CLIENT_TASKS, HuntingSpec, TaskInfo, Unit, is_done, run_unit
 from pensieve.records import Problem
 
+#: most containers in one unit, and units aimed at per worker
+MAX_BATCH = 32
+UNITS_PER_WORKER = 4
+#: how often a unit is tried again after its worker died or it raised
+RETRIES = 2
 
-def run_remote(path: str, source_id: int, name: str, subject: str | None) -> dict[str, Any]:
-    """On a worker: run task NAME on SUBJECT of the source at PATH; plain rows and problems."""
-    source = open_triage_source(path)
-    try:
-        ctx = Context(source, source_id, None, None)
-        for task in PLANNERS[source.kind](ctx):
-            if task.name == name and task.subject == subject:
-                before = len(ctx.problems)
-                rows = [(table, list(r)) for table, r in task.run()]
-                problems = ctx.rows("problems", ctx.problems[before:], task=name)
-                return {"rows": rows, "problems": problems}
-        raise LookupError(f"no task {name} {subject} on {path}")
-    finally:
-        source.close()
+
+def batch_size(containers: int, workers: int) -> int:
+    """Containers per unit: about UNITS_PER_WORKER units per worker, at most MAX_BATCH."""
+    return max(1, min(MAX_BATCH, math.ceil(containers / max(1, workers * UNITS_PER_WORKER))))
+
+
+class _Source:
+    """What the client knows of one source of the run."""
+
+    def __init__(self, index: int, path: str, fp: str, sid: int, done: dict) -> None:
+        self.index, self.path, self.fingerprint, self.sid, self.done = index, path, fp, sid, done
+        self.label = path
+        self.host = path
+        self.tasks: dict[tuple, TaskInfo] = {}
+        self.integrity: list | None = None  # the rows of integrity gathered so far
+        self.layers_left = 0
+        self.integrity_error: dict | None = None
+
+    def keys(self) -> dict[str, Any]:
+        return {"source_id": self.sid, "host": self.host}
+
+
+class FleetRun:
+    """One triage run on a Dask client: the state of the sources and counts."""
+
+    def __init__(self, store, client, hunting, report: Callable[[dict], None], remote, retries: int) -> None:
+        self.store, self.client, self.hunting, self.report = store, client, hunting, report
+        self.remote, self.retries = remote, retries
+        self.spec = HuntingSpec.of(hunting)
+        self.run_id = uuid.uuid4().hex
+        self.done = self.reused = self.failed = 0
+        self.problems: list[Problem] = []
+        self.units: dict = {}  # future -> (unit, _Source)
+        self.pending: dict[int, dict] = {}  # source index -> its source unit's answer
+        self.next_index = 0
+        self.sources: list[_Source] = []
+        self.workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+
+    # ---- submitting -----------------------------------------------------------------------
+    def submit(self, src: _Source, kind: str, items: tuple = (), phase: str | None = None):
+        unit = Unit(kind, src.path, src.sid, self.run_id, src.done, self.spec, items)
+        fut = self.client.submit(self.remote, unit, retries=self.retries, pure=False)
+        self.units[fut] = (unit, src)
+        self.report({"phase": phase or kind, "event": "submitted"})
+        return fut
+
+    # ---- writing --------------------------------------------------------------------------
+    def write_task(self, src: _Source, info: TaskInfo, result: dict) -> str:
+        """One task's RESULT into the case (done with its rows, or failed with its message)."""
+        store = self.store
+        if result["status"] == "failed":
+            return self._write_failed(src, info, result["error"], result.get("where"))
+
+        def write() -> int:
+            for sql, params in result.get("statements", []):
+                store.query(sql, params)
+            n = sum(store.insert(table, rows) for table, rows in result["rows"])
+            store.insert("problems", result.get("problems", []))
+            return n
+
+        def failed(message: str) -> None:
+            self._problem_row(src, info, message)
+
+        status, _n, _msg = store.run_task(src.sid, info.name, info.subject, write, failed, info.params)
+        if status == "done":
+            self.problems += result.get("met", [])
+        self._count(status)
+        return status
+
+    def _write_failed(self, src: _Source, info: TaskInfo, message: str, where: str | None) -> str:
+        import time
+
+        with self.store.transaction():
+            self._problem_row(src, info, message)
+            now = time.time_ns()
+            self.store.record_task(
+                src.sid,
+                info.name,
+                info.subject,
+                "failed",
+                started=now,
+                finished=now,
+                message=f"{message} ({where})" if where else message,
+            )
+        self._count("failed")
+        return "failed"
+
+    def _problem_row(self, src: _Source, info: TaskInfo, message: str) -> None:
+        from pensieve.case.schema import BY_NAME
+        from pensieve.case.store import record_row
+
+        problem = Problem(src.path, f"task {info.label} failed: {message}", info.subject, "error")
+        self.store.insert(
+            "problems", [record_row(BY_NAME["problems"], problem, src.keys(), {"task": info.name})]
+        )
+        self.problems.append(problem)
+
+    def _count(self, status: str) -> None:
+        self.done += status == "done"
+        self.failed += status == "failed"
+
+    # ---- answers --------------------------------------------------------------------------
+    def answered(self, fut) -> None:
+        """The answer of the unit of FUT (or its error after its retries) into the case."""
+        unit, src = self.units.pop(fut)
+        try:
+            answer = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a unit that could not complete: its tasks fail
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        if unit.kind == "source":
+            self.pending[src.index] = answer
+            self._flush_sources()
+        elif unit.kind == "layer":
+            self._layer(src, answer)
+        else:
+            self._results(src, unit, answer)
+
+    def _flush_sources(self) -> None:
+        """Write the sources whose answers are in, in the order given (so that their ids are the
+        ones in-process triage gives)."""
+        while self.next_index in self.pending:
+            src = self.sources[self.next_index]
+            answer = self.pending.pop(self.next_index)
+            self.next_index += 1
+            status = self._source(src, answer)
+            self.report({"phase": "sources", "event": status})
+
+    def _source(self, src: _Source, answer: dict) -> str:
+        if "unusable" in answer or "error" in answer:
+            summary = record_unopenable(
+                self.store, src.path, answer.get("unusable") or answer["error"], lambda e: None
+            )
+            self.failed += summary.failed
+            self.problems += summary.problems
+            return "failed"
+        sid = self.store.source_id(
+            src.path, answer["kind"], answer["label"], answer["host_name"], src.fingerprint
+        )
+        assert sid == src.sid, (sid, src.sid)  # noqa: S101 - ids follow the order given
+        src.label, src.host = answer["label"], answer["host_name"] or src.path
+        src.tasks = {(t.name, t.subject): t for t in answer["tasks"]}
+        self.problems += answer["opened_problems"]
+        if answer["plan_problems"]:
+            with self.store.transaction():
+                self.store.insert("problems", answer["plan_problems"])
+        self.reused += sum(is_done(src.done, t) for t in answer["tasks"])
+        for key, result in answer["results"].items():
+            if key == ("integrity", None) and answer["layers"] and result["status"] == "done":
+                continue  # written once its layers are back
+            self._report_task(src, src.tasks[key], self.write_task(src, src.tasks[key], result), "sources")
+        self._integrity(src, answer)
+        self._submit_containers(src, answer["containers"])
+        return "done"
+
+    def _integrity(self, src: _Source, answer: dict) -> None:
+        """Hold the integrity rows of the source until every layer is back (or write them)."""
+        key = ("integrity", None)
+        result = answer["results"].get(key)
+        if result is None or result["status"] != "done" or not answer["layers"]:
+            return
+        src.integrity = [r for _t, rows in result["rows"] for r in rows]
+        src.layers_left = len(answer["layers"])
+        for entry in answer["layers"]:
+            self.submit(src, "layer", (entry,), "layers")
+
+    def _layer(self, src: _Source, answer: dict) -> None:
+        src.layers_left -= 1
+        if answer.get("status") == "done":
+            src.integrity += [r for r in answer["rows"]]
+        elif src.integrity_error is None:
+            src.integrity_error = answer
+        self.report({"phase": "layers", "event": "done" if answer.get("status") == "done" else "failed"})
+        if src.layers_left == 0:
+            info = src.tasks[("integrity", None)]
+            err = src.integrity_error
+            if err is not None:
+                result = {"status": "failed", "error": err.get("error"), "where": err.get("where")}
+            else:
+                result = {"status": "done", "rows": [("integrity", src.integrity)], "problems": []}
+            self._report_task(src, info, self.write_task(src, info, result), "layers")
+
+    def _submit_containers(self, src: _Source, containers: list[str]) -> None:
+        todo = [
+            c
+            for c in containers
+            if any(
+                t.subject
+                and t.subject.split("/", 1)[0] == c
+                and t.name not in CLIENT_TASKS
+                and not is_done(src.done, t)
+                for t in src.tasks.values()
+            )
+        ]
+        n = batch_size(len(todo) * max(1, len(self.sources)), self.workers)
+        for i in range(0, len(todo), n):
+            self.submit(src, "containers", tuple(todo[i : i + n]))
+
+    def _results(self, src: _Source, unit: Unit, answer: dict) -> None:
+        if "error" in answer:  # the unit itself failed: each of its tasks is a failed task
+            owned = set(unit.items)
+            for info in src.tasks.values():
+                subject_owner = info.subject.split("/", 1)[0] if info.subject else None
+                if subject_owner in owned and info.name not in CLIENT_TASKS and not is_done(src.done, info):
+                    self._report_task(src, info, self._write_failed(src, info, answer["error"], None))
+            return
+        for key, result in answer["results"].items():
+            self._report_task(src, src.tasks[key], self.write_task(src, src.tasks[key], result))
+
+    def _report_task(self, src: _Source, info: TaskInfo, status: str, phase: str = "containers") -> None:
+        self.report(
+            {"phase": phase, "event": "task", "source": src.label, "task": info.label, "status": status}
+        )
+
+
+def _existing(store, path: str, fp: str) -> int | None:
+    row = store.db.execute(
+        "SELECT source_id FROM sources WHERE path = ? AND fingerprint = ?", [path, fp]
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def _done_map(store, sid: int) -> dict:
+    rows = store.db.execute(
+        "SELECT task, subject, params FROM tasks WHERE source_id = ? AND status = 'done'", [sid]
+    ).fetchall()
+    return {(t, s): p for t, s, p in rows}
+
+
+def _plan_sources(store, paths: list[str]) -> list[_Source]:
+    """Each path with its id: the one the case holds, else the next free one, in order."""
+    (top,) = store.db.execute("SELECT coalesce(max(source_id), 0) FROM sources").fetchone()
+    nxt = int(top) + 1
+    out = []
+    for i, path in enumerate(paths):
+        real = os.path.realpath(path)
+        try:
+            fp = fingerprint(real)
+        except OSError:
+            fp = "missing"
+        sid = _existing(store, real, fp)
+        if sid is None:
+            sid, nxt = nxt, nxt + 1
+        out.append(_Source(i, real, fp, sid, _done_map(store, sid)))
+    return out
+
+
+def _client_tasks(run: FleetRun) -> None:
+    """The tasks that read the case, run here as in-process triage runs them."""
+    from pensieve.case.triage import PLANNERS, Context, _run_task, open_triage_source
+
+    for src in run.sources:
+        wanted = [t for t in src.tasks.values() if t.name in CLIENT_TASKS and not is_done(src.done, t)]
+        if not wanted:
+            continue
+        source = open_triage_source(src.path)
+        try:
+            ctx = Context(source, src.sid, run.hunting, run.store)
+            tasks = PLANNERS[source.kind](ctx) + run.hunting.tasks(ctx)
+            names = {(t.name, t.subject) for t in wanted}
+            for task in tasks:
+                if (task.name, task.subject) in names:
+                    status, _n, _m = _run_task(run.store, ctx, task)
+                    run._count(status)
+                    info = TaskInfo(task.name, task.subject, task.label, task.params, task.strict)
+                    run._report_task(src, info, status, "client")
+        finally:
+            source.close()
 
 
 def triage_fleet(
@@ -50,66 +309,36 @@ def triage_fleet(
     case: str,
     client,
     report: Callable[[dict], None] = lambda e: None,
-    retries: int = 2,
-    remote: Callable[..., dict[str, Any]] = run_remote,
+    retries: int = RETRIES,
+    remote: Callable[[Unit], dict[str, Any]] = run_unit,
+    hunting=None,
 ) -> TriageSummary:
-    """Triage PATHS into CASE with the tasks run on CLIENT's cluster (a distributed.Client)."""
+    """Triage PATHS into CASE with the units run on CLIENT's cluster (a distributed.Client);
+    HUNTING (pensieve.hunting.Hunting) is compiled again on each worker from its rule texts."""
     from distributed import as_completed
 
+    from pensieve.case.analyses import run_analyses
     from pensieve.case.store import CaseStore
 
-    opened = [open_triage_source(p) for p in paths]
-    store = CaseStore(case, boundaries=[b for s in opened for b in s.boundaries()])
-    done = reused = failed = 0
-    problems: list[Problem] = []
+    store = CaseStore(case, boundaries=[os.path.realpath(p) for p in paths])
     try:
-        futures = {}
-        ctxs = {}
-        for source in opened:
-            sid = store.source_id(
-                source.path, source.kind, source.label, source.host_name, source.fingerprint
-            )
-            ctx = Context(source, sid, None, store)
-            ctxs[source.path] = ctx
-            for task in PLANNERS[source.kind](ctx):
-                if store.task_done(sid, task.name, task.subject, task.params if task.strict else None):
-                    reused += 1
-                    continue
-                fut = client.submit(
-                    remote, source.path, sid, task.name, task.subject, retries=retries, pure=False
-                )
-                futures[fut] = (ctx, task)
-            source.close()
-        for fut in as_completed(list(futures)):
-            ctx, task = futures.pop(fut)
-            status = _write(store, ctx, task, fut)
-            done += status == "done"
-            failed += status == "failed"
-            report({"source": ctx.source.label, "task": task.label, "status": status})
-        from pensieve.case.analyses import run_analyses
-
-        a_done, a_failed = run_analyses(store, report)
-        failed += a_failed
-        problems = [p for c in ctxs.values() for p in c.problems]
+        if hunting is not None:
+            hunting.remember(store)
+        run = FleetRun(store, client, hunting, report, remote, retries)
+        run.sources = _plan_sources(store, paths)
+        report({"phase": "sources", "event": "total", "total": len(run.sources)})
+        queue = as_completed([run.submit(s, "source", phase="sources") for s in run.sources])
+        for fut in queue:
+            before = set(run.units)
+            run.answered(fut)
+            for new in set(run.units) - before:
+                queue.add(new)
+        _client_tasks(run)
+        a_done, a_failed = run_analyses(store, lambda e: report({"phase": "analyses", "event": "task", **e}))
+        run.failed += a_failed
     finally:
         store.close()
-    return TriageSummary(done, reused, failed, problems, a_done)
-
-
-def _write(store, ctx: Context, task, fut) -> str:
-    def write() -> int:
-        result = fut.result()  # raises the task's error after its retries
-        n = sum(store.insert(table, rows) for table, rows in result["rows"])
-        store.insert("problems", result["problems"])
-        return n
-
-    def failed(message: str) -> None:
-        problem = Problem(ctx.source.path, f"task {task.label} failed: {message}", task.subject, "error")
-        store.insert("problems", ctx.rows("problems", [problem], task=task.name))
-        ctx.problems.append(problem)
-
-    status, _rows, _msg = store.run_task(ctx.source_id, task.name, task.subject, write, failed, task.params)
-    return status
+    return TriageSummary(run.done, run.reused, run.failed, run.problems, a_done)
 
 
 def local_client(workers: int | None = None):
@@ -121,7 +350,7 @@ def local_client(workers: int | None = None):
 
 
 def triage_on(
-    paths: list[str], case: str, scheduler: str | None, workers: int | None, report=None
+    paths: list[str], case: str, scheduler: str | None, workers: int | None, report=None, hunting=None
 ) -> TriageSummary:
     """Triage PATHS into CASE on the Dask SCHEDULER (an address), or on a LocalCluster of WORKERS
     processes; REPORT (a text sink) gets the dashboard address and one line per task."""
@@ -132,11 +361,15 @@ def triage_on(
         if report is not None and client.dashboard_link:
             report(f"dask dashboard: {client.dashboard_link}")
         events = (
-            (lambda e: report(f"{e['source']} {e.get('task', '')}: {e.get('status')}"))
+            (
+                lambda e: (
+                    report(f"{e['source']} {e.get('task', '')}: {e.get('status')}") if "source" in e else None
+                )
+            )
             if report
             else (lambda e: None)
         )
-        return triage_fleet(paths, case, client, events)
+        return triage_fleet(paths, case, client, events, hunting=hunting)
     finally:
         cluster = client.cluster
         client.close()

@@ -97,6 +97,7 @@ class RuleSet:
         compiler = yara_x.Compiler()
         fallback: dict[str, str] = {}
         items = [(f, _read(f)) for f in files] + list((sources or {}).items())
+        self.texts = items  # (namespace, rule text): what a Dask worker compiles again
         for origin, text in items:
             digest.update(origin.encode() + b"\0" + text.encode("utf-8", "surrogateescape") + b"\0")
             compiler.new_namespace(origin)

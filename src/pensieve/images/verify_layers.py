@@ -25,6 +25,7 @@ bad layer never stops the others.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import posixpath
@@ -32,8 +33,9 @@ import queue
 import re
 import stat as statmod
 import threading
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
@@ -64,7 +66,9 @@ from pensieve.records.integrity import (
 )
 
 __all__ = [
+    "DEFERRED",
     "FILE_KINDS",
+    "LayerEntry",
     "OK",
     "TAMPERED",
     "UNVERIFIABLE",
@@ -80,6 +84,7 @@ __all__ = [
     "rebuild_from_record",
     "rebuild_layer",
     "verify_docker",
+    "verify_entry",
     "verify_host",
     "verify_image_ids",
     "verify_layer",
@@ -191,22 +196,76 @@ def verify_host(
                 chain = "sha256:" + e.name
                 if wanted is not None and (root.path, chain) not in wanted:
                     continue
-                sink = sink_for(chain) if sink_for else None
-                if not e.stat.is_dir or not _HEX64.match(e.name):
-                    v = LayerVerdict(
-                        chain if _HEX64.match(e.name) else e.name,
-                        None,
-                        UNVERIFIABLE,
-                        reason=f"foreign {e.stat.kind} in layerdb/sha256: not a layer directory",
-                        driver=driver,
-                        data_root=root.path,
-                    )
-                else:
-                    v = verify_layer(root, driver, chain, sink)
+                entry = LayerEntry(root.path, driver, e.name, e.stat.is_dir, e.stat.kind)
+                if sink_for is None and (deferred := DEFERRED.get()) is not None:
+                    deferred.append(entry)  # verified later, on its own (verify_entry)
+                    continue
+                v = _verify_entry(root, entry, sink_for(chain) if sink_for else None)
                 v.images = images.get((root.path, chain), [])
                 v.containers = containers.get((root.path, chain), [])
                 out.append(v)
     return out
+
+
+class LayerEntry(NamedTuple):
+    """One entry of a graph-driver layerdb (``<root>/image/<driver>/layerdb/sha256/<name>``), as
+    :func:`verify_host` meets it: what :func:`verify_entry` needs to verify it on its own."""
+
+    data_root: str
+    driver: str
+    name: str  # the chain id's hex digits (or whatever foreign name the directory holds)
+    is_dir: bool
+    kind: str  # the entry's file kind, for the verdict of a foreign entry
+
+
+#: when set to a list, :func:`verify_host` appends each graph-driver layer to it (a LayerEntry)
+#: instead of verifying it: a caller verifies them one by one, elsewhere (pensieve.fleet)
+DEFERRED: contextvars.ContextVar[list[LayerEntry] | None] = contextvars.ContextVar(
+    "pensieve_deferred_layers", default=None
+)
+
+
+def _verify_entry(root: DockerRoot, entry: LayerEntry, sink: Sink | None = None) -> LayerVerdict:
+    chain = "sha256:" + entry.name
+    if not entry.is_dir or not _HEX64.match(entry.name):
+        return LayerVerdict(
+            chain if _HEX64.match(entry.name) else entry.name,
+            None,
+            UNVERIFIABLE,
+            reason=f"foreign {entry.kind} in layerdb/sha256: not a layer directory",
+            driver=entry.driver,
+            data_root=root.path,
+        )
+    return verify_layer(root, entry.driver, chain, sink)
+
+
+#: the usage (:func:`_usage`) of each DockerHost verify_entry met, while it is open
+_USAGE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def verify_entry(host: DockerHost, entry: LayerEntry) -> LayerVerdict:
+    """The verdict of one layerdb ENTRY of HOST (a DockerHost, or a Host holding one), with the
+    images and containers using it: what :func:`verify_host` says of that layer."""
+    for h in _docker_hosts(host):
+        for root in h.roots:
+            if root.path == entry.data_root and getattr(root, "layout", None) == "v2":
+                if h not in _USAGE:
+                    _USAGE[h] = _usage(h)
+                images, containers = _USAGE[h]
+                v = _verify_entry(root, entry)
+                key = (root.path, "sha256:" + entry.name)
+                v.images = images.get(key, [])
+                v.containers = containers.get(key, [])
+                return v
+    raise LookupError(f"no data root {entry.data_root} on {host.evidence.description}")
+
+
+def _docker_hosts(host) -> list[DockerHost]:
+    if isinstance(host, DockerHost):
+        return [host]
+    from pensieve.engines.discover import engine_hosts
+
+    return [h for h in engine_hosts(host) if isinstance(h, DockerHost)]
 
 
 def rebuild_layer(host: DockerHost, chain_id: str, write: Sink) -> LayerVerdict:
