@@ -2,7 +2,7 @@
 """pensieve verify: layer verification throughput against `sha256sum` over the same bytes.
 
 Builds (once) a real overlay2 data root with a private dockerd: `docker import` of two generated
-layers -- "big-files" (8 x 32 MiB incompressible files) and "small-files" (20,000 files of
+layers -- "big-files" (32 x 32 MiB incompressible files: 1 GiB) and "small-files" (20,000 files of
 1-8 KiB in 200 directories) -- then, in the same run and with a warm page cache:
 
 * pensieve: ``verify_layer`` on each layer (rebuilds the tar stream from the tar-split record
@@ -38,27 +38,28 @@ from pensieve import api  # noqa: E402
 from pensieve.formats import tarsplit  # noqa: E402
 from pensieve.images.verify_layers import rebuild_layer, verify_layer  # noqa: E402
 
-CACHE = Path("/tmp/pensieve-bench-cache/verify-root")
+CACHE = Path("/tmp/pensieve-bench-cache/verify-root-1g")
+BIG_FILES = 32  # x 32 MiB: 1 GiB of large files
 DOCKER = os.environ.get("DOCKER_BIN", "/usr/bin/docker")
 DOCKERD = os.environ.get("DOCKERD_BIN", shutil.which("dockerd") or "/usr/sbin/dockerd")
 
 
-def _tar_big() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+def _tar_big(dest: Path) -> None:
+    """1 GiB of incompressible large files (32 x 32 MiB), written as a tar to DEST."""
+    with tarfile.open(dest, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for d in ("data",):
             ti = tarfile.TarInfo(d)
             ti.type, ti.mode = tarfile.DIRTYPE, 0o755
             tf.addfile(ti)
-        for i in range(8):
+        for i in range(BIG_FILES):
             data = os.urandom(32 << 20)
             ti = tarfile.TarInfo(f"data/blob-{i}.bin")
             ti.size, ti.mode, ti.mtime = len(data), 0o644, 1_700_000_000
             tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
-def _tar_small() -> bytes:
+def _tar_small(dest: Path) -> None:
+    """20,000 files of 1-8 KiB in 200 directories, written as a tar to DEST."""
     buf = io.BytesIO()
     rnd = os.urandom(8192 * 64)
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -72,7 +73,7 @@ def _tar_small() -> bytes:
                 ti = tarfile.TarInfo(f"srv/d{d:03d}/f{f:03d}.dat")
                 ti.size, ti.mode, ti.mtime = n, 0o644, 1_700_000_000
                 tf.addfile(ti, io.BytesIO(rnd[off : off + n]))
-    return buf.getvalue()
+    dest.write_bytes(buf.getvalue())
 
 
 def build_root(out: Path) -> None:
@@ -102,9 +103,10 @@ def build_root(out: Path) -> None:
             ("pensieve-bench/verify-big:1", _tar_big),
             ("pensieve-bench/verify-small:1", _tar_small),
         ):
-            subprocess.run(
-                [DOCKER, "import", "-", name], input=make(), env=env, check=True, capture_output=True
-            )
+            make(work / "layer.tar")
+            with open(work / "layer.tar", "rb") as fh:
+                subprocess.run([DOCKER, "import", "-", name], stdin=fh, env=env, check=True, capture_output=True)
+            (work / "layer.tar").unlink()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
