@@ -105,7 +105,9 @@ def build_root(out: Path) -> None:
         ):
             make(work / "layer.tar")
             with open(work / "layer.tar", "rb") as fh:
-                subprocess.run([DOCKER, "import", "-", name], stdin=fh, env=env, check=True, capture_output=True)
+                subprocess.run(
+                    [DOCKER, "import", "-", name], stdin=fh, env=env, check=True, capture_output=True
+                )
             (work / "layer.tar").unlink()
     finally:
         proc.send_signal(signal.SIGTERM)
