@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make_criu_big.sh -- a big real CRIU checkpoint for bench_mem.py (not committed: ~400 MiB).
 #
-# Usage: sudo bench/make_criu_big.sh OUTDIR [NPROC] [HOG_MIB]
-#   (defaults: /tmp/pensieve-bench-cache/criu-big, 400 processes, 4 x 80 MiB of hog memory)
+# Usage: sudo bench/make_criu_big.sh OUTDIR [NPROC] [HOG_MIB] [MARK_KIB] [MARKS]
+#   (defaults: /tmp/pensieve-bench-cache/criu-big, 400 processes, 4 x 80 MiB of hog memory, a
+#   marker every 64 KiB, no limit on markers per hog; the 1 GiB / 1,000-marker checkpoint of
+#   bench_mem.py: OUTDIR 400 256 1024 250)
 # Needs the CRIU 4.2 environment of fixtures/capture/criu_env.sh (CRIU_ENV), busybox-static and
 # python3.  Starts `setsid busybox sh tree.sh`: NPROC-5 `busybox sleep` processes and 4 python3
 # "hogs" each holding HOG_MIB MiB of dirty memory (random bytes with a marker string planted
@@ -13,6 +15,8 @@ set -euo pipefail
 OUT=${1:-/tmp/pensieve-bench-cache/criu-big}
 NPROC=${2:-400}
 HOG=${3:-80}
+MARK_KIB=${4:-64}
+MARKS=${5:-0}
 PYTHON=${PYTHON:-/usr/bin/python3}
 . "$(dirname "${BASH_SOURCE[0]}")/../fixtures/capture/lib.sh"
 criu_env
@@ -26,13 +30,16 @@ cap_trap
 
 cat >"$WORK/hog.py" <<'PY'
 import os, sys, time
-mib = int(sys.argv[1])
+mib, every, limit = int(sys.argv[1]), int(sys.argv[3]) << 10, int(sys.argv[4])
 marker = b"PENSIEVE-BENCH-NEEDLE"
-blocks = []
+blocks, planted, pos = [], 0, 0
 for i in range(mib):
     b = bytearray(os.urandom(1 << 20))
-    for off in range(0, 1 << 20, 64 << 10):
-        b[off + 100 : off + 100 + len(marker)] = marker
+    while pos < (i + 1) << 20 and (not limit or planted < limit):
+        off = pos - (i << 20) + 100
+        b[off : off + len(marker)] = marker
+        planted += 1
+        pos += every
     blocks.append(b)
 open(sys.argv[2], "w").write("ok")
 time.sleep(10**7)
@@ -40,7 +47,7 @@ PY
 cat >"$WORK/tree.sh" <<SH
 i=0
 while [ \$i -lt $((NPROC - 5)) ]; do $BUSYBOX sleep \$((1000000 + i)) & i=\$((i + 1)); done
-for h in 1 2 3 4; do $PY $WORK/hog.py $HOG $WORK/hog\$h.ready & done
+for h in 1 2 3 4; do $PY $WORK/hog.py $HOG $WORK/hog\$h.ready $MARK_KIB $MARKS & done
 wait
 SH
 (

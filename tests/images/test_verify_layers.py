@@ -432,3 +432,41 @@ def test_tiny_directory_fd_cache_gives_the_same_verdicts(roots, monkeypatch, fds
     assert small == full
     want = {(c["chain_id"], c["path"], c["kind"]) for c in EXPECTED["tamper"]["changes"]}
     assert {(c, p, k) for c, _s, p, k in small} == want
+
+
+def test_forked_record_parser_gives_the_same_verdicts(roots, clean_copy, monkeypatch):
+    """A big record is parsed by a forked child while this process checks files: on the real
+    roots (clean, tampered, and with corrupt records: truncated gzip, cut record) the verdicts,
+    problems, digests and entry counts are those of the one-process path, and the fork is used."""
+    from pensieve.images import verify_layers as integrity
+
+    app = EXPECTED["images"]["pensieve/iapp:2"]["diff_ids"]
+    chains = _chains(app)
+    ts = layerdb(clean_copy) / chains[1][7:] / "tar-split.json.gz"
+    ts.write_bytes(ts.read_bytes()[: ts.stat().st_size // 2])
+    ts2 = layerdb(clean_copy) / chains[2][7:] / "tar-split.json.gz"
+    lines = gzip.decompress(ts2.read_bytes()).splitlines(keepends=True)
+    ts2.write_bytes(gzip.compress(b"".join(lines[: len(lines) - 3])))
+
+    def run(root: Path) -> list[dict]:
+        return to_dict(verify_host(api.open_docker(str(root))))
+
+    forks = []
+    real = integrity._forked_items
+
+    def counted(record, end):
+        forks.append(1)
+        return real(record, end)
+
+    for root in (roots / "clean", roots / "tampered", clean_copy):
+        monkeypatch.setattr(integrity, "PIPELINE_MIN_RECORD", 1 << 62)
+        one = run(root)
+        monkeypatch.setattr(integrity, "PIPELINE_MIN_RECORD", 0)
+        monkeypatch.setattr(integrity, "_can_fork", lambda: True)
+        monkeypatch.setattr(integrity, "_forked_items", counted)
+        n = len(forks)
+        two = run(root)
+        assert len(forks) > n
+        assert two == one
+        monkeypatch.undo()
+    assert any(v["status"] == UNVERIFIABLE and "gzip" in v["reason"] for v in one)
