@@ -2,7 +2,11 @@
 
 For each inode that is free on disk now (``di_mode`` 0 in its inode core) and whose last logged
 version before the free had a data-fork extent list, the content is read from those extents
-when no live logged inode claims the blocks since, and the file is named from the logged
+where the blocks are still free: in the by-block-number free-space btree of their AG
+(:mod:`pensieve.formats.xfs_space`), the allocator's own record; a block the bnobt does not hold
+has been reallocated since and is not read (zeros, counted in ``reused_blocks``, its runs named).
+Where an AG's free space is unreadable, the blocks no live logged inode claims are read instead.
+The file is named from the logged
 directory entries (short-form directories in logged inode cores, logged directory data blocks),
 to a full path where the parent chain resolves.  Paths under an overlay2 data root are
 attributed to their layer (``overlay2/<id>/diff``).
@@ -17,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pensieve.formats import xfs_log
+from pensieve.formats import xfs_log, xfs_space
 from pensieve.formats.xfs import Superblock
 from pensieve.records.disk import RecoveredFile
 
@@ -44,6 +48,19 @@ class XfsRecovered:
     layer: str | None
     layer_path: str | None
     content: bytes | None = None
+    #: (file offset block, filesystem block, count, state) of every logged extent, state one of
+    #: free (in the bnobt now: read), reallocated (not in the bnobt: not read), unwritten (never
+    #: written: zeros), unknown (AG free space unreadable: read), claimed (AG free space unreadable
+    #: and a live logged inode maps the block: not read)
+    runs: list[tuple[int, int, int, str]] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> int:
+        return sum(c for _o, _s, c, _st in self.runs)
+
+    @property
+    def reused_blocks(self) -> int:
+        return sum(c for _o, _s, c, st in self.runs if st == "reallocated")
 
 
 class XfsLogRecovery:
@@ -55,6 +72,9 @@ class XfsLogRecovery:
         self.sb = Superblock(raw)
         self.log = xfs_log.walk(xfs_log.open_internal(read, raw, ftype=self.sb.has_ftype))
         self.problems = list(self.log.problems)
+        self.space = xfs_space.FreeSpace(read, self.sb)
+        self.problems.extend(self.space.problems)
+        self.problems.extend(p for ag in self.space.ags for p in ag.problems)
         self._names: dict[int, tuple[int, bytes]] = {}
         for ino, versions in self.log.inodes.items():
             for v in sorted(versions, key=lambda v: v.lsn):
@@ -103,22 +123,47 @@ class XfsLogRecovery:
         agno, agbno = fsb >> self.sb.agblklog, fsb & ((1 << self.sb.agblklog) - 1)
         return (agno * self.sb.agblocks + agbno) * self.sb.blocksize
 
-    def _content(self, v: xfs_log.LoggedInode, claims: set[int]) -> tuple[bytes, bool]:
+    def _state(self, fsb: int, unwritten: bool, claims: set[int]) -> str:
+        if unwritten:
+            return "unwritten"
+        free = self.space.is_free(fsb)
+        if free is None:
+            return "claimed" if fsb in claims else "unknown"
+        return "free" if free else "reallocated"
+
+    def _runs(self, v: xfs_log.LoggedInode, claims: set[int]) -> list[tuple[int, int, int, str]]:
+        """V's extents split where the state of their blocks changes."""
+        runs: list[tuple[int, int, int, str]] = []
+        for off, start, count, unwritten in v.extents:
+            for i in range(count):
+                st = self._state(start + i, unwritten, claims)
+                if (
+                    runs
+                    and runs[-1][3] == st
+                    and runs[-1][0] + runs[-1][2] == off + i
+                    and runs[-1][1] + runs[-1][2] == start + i
+                ):
+                    o, s0, c, _ = runs[-1]
+                    runs[-1] = (o, s0, c + 1, st)
+                else:
+                    runs.append((off + i, start + i, 1, st))
+        return runs
+
+    def _content(self, v: xfs_log.LoggedInode, runs: list[tuple[int, int, int, str]]) -> tuple[bytes, bool]:
         bs = self.sb.blocksize
         size = min(v.size, _MAX_FILE)
         buf = bytearray(size)
         whole = True
-        for off, start, count, unwritten in v.extents:
-            for i in range(count):
-                at = (off + i) * bs
-                if at >= size:
-                    break
-                if start + i in claims or unwritten:
-                    whole = False
-                    continue
-                piece = self.read(self._fsb_offset(start + i), bs)[: size - at]
-                buf[at : at + len(piece)] = piece
-        covered = sum(c for _o, _s, c, _u in v.extents) * bs >= size
+        for off, start, count, state in runs:
+            if off * bs >= size:
+                continue
+            if state not in ("free", "unknown"):
+                whole = False
+                continue
+            n = min(count * bs, size - off * bs)
+            piece = self.read(self._fsb_offset(start), n)
+            buf[off * bs : off * bs + len(piece)] = piece
+        covered = sum(c for _o, _s, c, _st in runs) * bs >= size
         return bytes(buf), whole and covered
 
     def run(self) -> list[XfsRecovered]:
@@ -131,7 +176,8 @@ class XfsLogRecovery:
             if not alive:
                 continue
             v = max(alive, key=lambda v: (bool(v.extents) or v.size == 0, v.lsn))
-            data, whole = self._content(v, claims) if v.extents else (b"", v.size == 0)
+            runs = self._runs(v, claims)
+            data, whole = self._content(v, runs) if v.extents else (b"", v.size == 0)
             status = "complete" if whole else ("partial" if v.extents else "metadata-only")
             path = self.path(ino)
             m = _OVERLAY.search(path or "")
@@ -149,6 +195,7 @@ class XfsLogRecovery:
                     m.group(1) if m else None,
                     (m.group(2) or "/") if m else None,
                     data,
+                    runs,
                 )
             )
         return out
@@ -159,6 +206,10 @@ def _record(r: XfsRecovered) -> RecoveredFile:
     from pensieve.disk.recover import _time
 
     notes = [] if r.path and not r.path.startswith("?/") else ["no full path survives in the log"]
+    gone = [(o, c) for o, _s, c, st in r.runs if st in ("reallocated", "claimed")]
+    if gone:
+        where = ", ".join(f"{o}-{o + c - 1}" for o, c in gone[:8]) + (" ..." if len(gone) > 8 else "")
+        notes.append(f"file blocks {where} reallocated since (not in the free-space btree): read as zeros")
     return RecoveredFile(
         path=r.path if r.path and r.path.startswith("/") else f"$OrphanFiles/{r.path or f'ino{r.ino}'}",
         inode=r.ino,
@@ -168,6 +219,8 @@ def _record(r: XfsRecovered) -> RecoveredFile:
         confidence=r.status,
         sha256=r.sha256,
         method="xfs-log",
+        blocks=r.blocks,
+        reused_blocks=r.reused_blocks,
         mode=r.mode & 0o7777,
         uid=r.uid,
         gid=r.gid,
