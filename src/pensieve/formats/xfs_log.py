@@ -64,6 +64,7 @@ class LoggedInode:
     #: short-form directory entries (name, inode) when this is a local-format directory
     sf_entries: list[tuple[bytes, int]] = field(default_factory=list)
     sf_parent: int = 0
+    gen: int = 0  # di_gen: changes when the inode number is freed and allocated again
 
 
 @dataclass
@@ -314,6 +315,7 @@ def _inode_item(fmt: bytes, regions: list[bytes], lsn: int, out: LogContents, ft
         li.extents = bmbt_extents(fork, nextents)
     elif fields & ILOG_DDATA and mode & 0o170000 == 0o040000:
         li.sf_parent, li.sf_entries = shortform_dir(fork, ftype)
+    li.gen = struct.unpack_from("<I", core, 92)[0]
     out.inodes.setdefault(ino, []).append(li)
 
 
