@@ -216,7 +216,7 @@ def test_a_schema_2_case_gets_the_live_tables(tmp_path):
     s.close()
     s = CaseStore(path)
     try:
-        assert s.version() == SCHEMA_VERSION == 3
+        assert s.version() == SCHEMA_VERSION == 4
         s.insert("live_processes", [{"source_id": 1, "pid": 7, "comm": "sh", "start_time": T0}])
         s.insert("live_sockets", [{"source_id": 1, "protocol": "tcp", "fds": ["7:0"]}])
         assert s.select("SELECT pid, start_time FROM live_processes")[1] == [(7, T0)]

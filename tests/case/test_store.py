@@ -137,12 +137,31 @@ def test_a_schema_1_case_gets_task_params(tmp_path):
     s.db.execute("ALTER TABLE tasks DROP COLUMN params")
     s.close()
     s = CaseStore(path)
-    assert s.version() == SCHEMA_VERSION == 3
+    assert s.version() == SCHEMA_VERSION == 4
     s.record_task(1, "diff", "c1", "done", rows=3, params="abc")
     assert s.task_params(1, "diff", "c1") == (True, "abc")
     assert s.task_done(1, "diff", "c1") and s.task_done(1, "diff", "c1", "abc")
     assert not s.task_done(1, "diff", "c1", "other")
     assert s.query("SELECT task, rows FROM tasks")[1] == [("diff", 3)]
+    s.close()
+
+
+def test_a_schema_3_case_gets_the_unix_peer_columns(tmp_path):
+    """Schema 4 added the UNIX peer of a live socket: a schema 3 case (live_sockets without
+    them) is migrated, keeps its rows, and takes a socket with a peer."""
+    path = str(tmp_path / "v3.duckdb")
+    s = CaseStore(path)
+    s.db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    for name in ("peer_inode", "peer_pids", "peer_fds", "peer_container_id", "peer_container_name"):
+        s.db.execute(f'ALTER TABLE live_sockets DROP COLUMN "{name}"')
+    s.db.execute("INSERT INTO live_sockets (protocol, inode) VALUES ('unix', 7)")
+    s.close()
+    s = CaseStore(path)
+    assert s.version() == SCHEMA_VERSION == 4
+    s.insert("live_sockets", [{"protocol": "unix", "inode": 8, "peer_inode": 9, "peer_pids": [42],
+                               "peer_container_id": "c" * 64}])  # fmt: skip
+    rows = s.query("SELECT inode, peer_inode, peer_container_id FROM live_sockets ORDER BY inode")[1]
+    assert rows == [(7, None, None), (8, 9, "c" * 64)]
     s.close()
 
 

@@ -42,7 +42,7 @@ from pensieve.records.live import LiveProcess, LiveSocket
 from pensieve.records.memory import CheckpointInfo, OpenFile, Process, Socket
 
 #: bumped whenever a table or column changes; a case of another version is migrated or refused
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("source_id", "INTEGER"),

@@ -53,6 +53,12 @@ MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE tasks ADD COLUMN params VARCHAR"],
     # 3: the live snapshot of a collect bundle (triage's live-snapshot task), new tables only
     2: [create_statement(BY_NAME[name], if_missing=True) for name in ("live_processes", "live_sockets")],
+    # 4: a live socket's UNIX peer (sock_diag UNIX_DIAG_PEER) and who holds it
+    3: [
+        f'ALTER TABLE live_sockets ADD COLUMN IF NOT EXISTS "{name}" {typ}'
+        for name, typ in columns(BY_NAME["live_sockets"])
+        if name.startswith("peer_")
+    ],
 }
 BATCH = 50_000
 _INT64 = (-(1 << 63), (1 << 63) - 1)
