@@ -82,3 +82,27 @@ def test_tar_splits_from_one_listing_equal_one_lookup_each(graphroot: Path, monk
     slow = storage.read_layers(ev, "/", slow_problems)
     assert slow == fast and slow_problems == fast_problems
     assert len(asked) == len(fast)  # the slow road: one lookup per layer
+
+
+def test_containers_without_seccomp_rules_equal_with_them(graphroot: Path, monkeypatch) -> None:
+    """libpod's configs are kept without their seccomp rules (libpod._drop_seccomp_rules): every
+    record of the host is what it is with the rules kept."""
+    from pensieve.engines.podman import PodmanHost, libpod
+    from pensieve.records import to_dict
+
+    def records(host: PodmanHost) -> list:
+        return [to_dict(host.containers()), to_dict(host.images()), to_dict(host.volumes())]
+
+    lean = PodmanHost(DirectoryEvidence(str(graphroot)))
+    kept = [c.config.value for c in lean.roots[0].state.containers.values()]
+    seccomp = [c["spec"]["linux"]["seccomp"] for c in kept if "seccomp" in c["spec"].get("linux", {})]
+    assert seccomp and all("syscalls" not in s and s.get("defaultAction") for s in seccomp)
+    monkeypatch.setattr(libpod, "_drop_seccomp_rules", lambda config: None)
+    whole = PodmanHost(DirectoryEvidence(str(graphroot)))
+    whole_kept = [c.config.value for c in whole.roots[0].state.containers.values()]
+    assert any("syscalls" in c["spec"]["linux"].get("seccomp", {}) for c in whole_kept)
+    assert records(lean) == records(whole)
+    assert lean.problems == whole.problems
+    assert [p.pod_of(c) for p, c in ((lean, c) for c in lean.containers())] == [
+        whole.pod_of(c) for c in whole.containers()
+    ]
