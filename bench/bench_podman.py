@@ -17,8 +17,16 @@ private cgroup parent removed).
 
 podman is daemonless: every `ps -a` opens libpod's bolt_state.db and c/storage itself, and
 asks the runtime about each running container; that start-up is part of what it costs a
-responder, as pensieve's interpreter start-up is.  Timing and the warm-up/alternation are
-bench_containers.py's (run_alternating).
+responder, as pensieve's interpreter start-up is.  Beside both tools each round also times the
+interpreter floor pensieve cannot go below on this machine: `python3 -c pass` (with this
+sandbox's site/.pth start-up) and `python3 -S -c pass` (without site).  After one warm-up each,
+REPEATS rounds run the four commands one after the other, the order rotated every round; each
+run's wall time (time.perf_counter around the child) and CPU time (user + system of the child,
+os.wait4) are kept, and the load average is read before and after each N.
+
+pensieve is the console script of the running interpreter's environment; to time a checkout,
+run the bench with PYTHONPATH=<checkout>/src (the script then imports that code; it is
+byte-compiled first, as an installed package would be).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,11 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_containers import (  # noqa: E402
     CACHE,
     HERE,
+    check,
+    compile_pensieve,
     field_stats,
     find_script,
-    growth_line,
-    listing_table,
-    run_alternating,
 )
 
 IMAGE = "localhost/pensieve/bench-busybox:1.0"
@@ -216,16 +224,55 @@ def ensure_root(n: int) -> PrivatePodman:
     return p
 
 
+#: the tools of one round, in their first order: the two interpreter floors, then both listings
+TOOLS = ("python -c pass", "python -S -c pass", "pensieve", "podman")
+
+
+def run_child(cmd: Sequence[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall s, CPU s of the child: user + system, the finished process) of one run of CMD."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # grown by what the reaped child used
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, proc
+
+
+def rounds(cmds: dict[str, list[str]], repeats: int) -> tuple[dict, dict, dict]:
+    """One warm-up of each command, then REPEATS rounds of all of them, the order rotated by one
+    every round: (wall times, CPU times, last finished process) per tool."""
+    compile_pensieve()
+    names = list(cmds)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    last: dict[str, subprocess.CompletedProcess] = {}
+    for name in names:  # warm-up: page cache, .pyc
+        _w, _c, last[name] = run_child(cmds[name])
+        check(name, last[name], (0, 5) if name == "pensieve" else (0,))
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            w, c, proc = run_child(cmds[name])
+            check(name, proc, (0, 5) if name == "pensieve" else (0,))
+            wall[name].append(w)
+            cpu[name].append(c)
+            last[name] = proc
+    return wall, cpu, last
+
+
 def bench_one(n: int, repeats: int) -> dict:
     p = ensure_root(n)
+    load_before = os.getloadavg()
     try:
         pensieve = find_script("pensieve")
         cmds = {
+            TOOLS[0]: [sys.executable, "-c", "pass"],
+            TOOLS[1]: [sys.executable, "-S", "-c", "pass"],
             "pensieve": [pensieve, "containers", str(p.graph), "--json"],
             "podman": ["env", *(f"{k}={v}" for k, v in p.env().items() if k.startswith("CONTAINERS_")),
                        *p.argv("ps", "-a", "--format", "json")],
         }  # fmt: skip
-        times, last = run_alternating(cmds, repeats, {"pensieve": (0, 5)})
+        wall, cpu, last = rounds(cmds, repeats)
         p_items = json.loads(last["pensieve"].stdout)
         m_items = json.loads(last["podman"].stdout)
         running = sum(1 for c in m_items if c.get("State") == "running")
@@ -235,52 +282,125 @@ def bench_one(n: int, repeats: int) -> dict:
         if problems:
             print("WARNING: " + "; ".join(problems), file=sys.stderr)
     same = {c["id"] for c in p_items} == {c["Id"] for c in m_items}
-    row = {"n": n, "same": same, "running": running, "pensieve_exit": last["pensieve"].returncode}
-    for name, items in (("pensieve", p_items), ("podman", m_items)):
-        top, leaf = field_stats(items)
+    row = {
+        "n": n,
+        "same": same,
+        "running": running,
+        "pensieve_exit": last["pensieve"].returncode,
+        "load": (load_before, os.getloadavg()),
+    }
+    counts = {
+        "pensieve": field_stats(p_items) + (len(p_items),),
+        "podman": field_stats(m_items) + (len(m_items),),
+    }
+    for name in cmds:
+        top, leaf, count = counts.get(name, (None, None, None))
         row[name] = {
-            "median": statistics.median(times[name]),
-            "min": min(times[name]),
-            "count": len(items),
+            "median": statistics.median(wall[name]),
+            "min": min(wall[name]),
+            "cpu_median": statistics.median(cpu[name]),
+            "cpu_min": min(cpu[name]),
+            "count": count,
             "fields": top,
             "values": leaf,
         }
     return row
 
 
+def table(rows: list[dict]) -> str:
+    """Per N: the two floors and both tools (wall and CPU, median and min), how many listed and
+    how much of each, and podman / pensieve (median and min wall time)."""
+    out = (
+        "| containers | tool | median s | min s | CPU median s | CPU min s | listed | fields/container "
+        "| scalar values/container | podman / pensieve (median; min) |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for r in rows:
+        m, p = r["podman"], r["pensieve"]
+        ratio = f"**{m['median'] / p['median']:.2f}x**; {m['min'] / p['min']:.2f}x"
+        for name in TOOLS:
+            t = r[name]
+            listed = "" if t["count"] is None else t["count"]
+            fields = "" if t["fields"] is None else f"{t['fields']:.1f}"
+            values = "" if t["values"] is None else f"{t['values']:.1f}"
+            out += (
+                f"| {r['n']} | {name} | {t['median']:.3f} | {t['min']:.3f} | {t['cpu_median']:.3f} "
+                f"| {t['cpu_min']:.3f} | {listed} | {fields} | {values} "
+                f"| {ratio if name == 'pensieve' else ''} |\n"
+            )
+    return out
+
+
+def growth(rows: list[dict]) -> list[str]:
+    """Each tool's cost per container between consecutive sizes (median wall time), and the growth
+    from the smallest to the largest."""
+    lines = []
+    for a, b in zip(rows, rows[1:], strict=False):
+        per = {
+            t: (b[t]["median"] - a[t]["median"]) / (b["n"] - a["n"]) * 1000 for t in ("pensieve", "podman")
+        }
+        lines.append(
+            f"- {a['n']} -> {b['n']} containers: each added container costs pensieve "
+            f"{per['pensieve']:.2f} ms, podman {per['podman']:.2f} ms (difference of medians)"
+        )
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        lines.append(
+            f"- growth {a['n']} -> {b['n']} containers ({b['n'] / a['n']:.0f}x): pensieve "
+            f"{b['pensieve']['median'] / a['pensieve']['median']:.2f}x, podman "
+            f"{b['podman']['median'] / a['podman']['median']:.2f}x (median wall time, start-up included)"
+        )
+    return lines
+
+
 def report(rows: list[dict], repeats: int, out: Path) -> str:
-    table = listing_table(rows, "podman")
-    growth = growth_line(rows, "podman")
     commit = subprocess.run(
         ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     version = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
+    import pensieve
+
     lines = [
         "# pensieve containers vs podman ps -a, Podman 4.3",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-        f"Python {platform.python_version()}; pensieve git {commit or '?'}; {version}",
-        "- load average when the run ended (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"Python {platform.python_version()}; pensieve git {commit or '?'} (imported from "
+        f"`{Path(pensieve.__file__).parent}`); {version}",
+        "- load average (1/5/15 min) before -> after each size: "
+        + "; ".join(
+            f"{r['n']}: "
+            + " / ".join(f"{x:.2f}" for x in r["load"][0])
+            + " -> "
+            + " / ".join(f"{x:.2f}" for x in r["load"][1])
+            for r in rows
+        ),
         f"- roots: `{CACHE}/podman-N/storage` (the graphroot of the system podman on private --root, "
         f"--runroot, --tmpdir and configuration; N - {STARTED} containers created, {STARTED} running "
         "during the timing)",
         "",
-        table,
-        f"- {repeats} timed runs per tool after one warm-up each, alternating; wall time of `subprocess.run` "
-        "(interpreter or podman start-up included) by `time.perf_counter`.",
+        table(rows),
+        f"- {repeats} timed rounds after one warm-up of each command; a round runs the four commands one "
+        "after the other, the order rotated by one each round; wall time by `time.perf_counter` around the "
+        "child, CPU time = the child's user + system time.",
+        "- `python -c pass` / `python -S -c pass`: the interpreter pensieve runs on "
+        f"(`{sys.executable}`), with and without site (this sandbox's site imports certifi from a .pth "
+        "file): the floor under any Python tool here.",
         "- pensieve: `pensieve containers GRAPHROOT --json`. podman: `podman --root GRAPHROOT --runroot "
         "RUNROOT --tmpdir TMP --storage-driver overlay --cgroup-manager cgroupfs --events-backend file "
         "--runtime runc ps -a --format json` (daemonless: opens bolt_state.db and c/storage itself, "
         "asks runc about the running ones).",
+        "- pensieve above its floor (median pensieve - median `python -c pass`): "
+        + ", ".join(
+            f"{r['n']}: {(r['pensieve']['median'] - r[TOOLS[0]]['median']) * 1000:.0f} ms" for r in rows
+        ),
         "- same ids listed by both: " + ", ".join(f"{r['n']}: {'yes' if r['same'] else 'NO'}" for r in rows),
         "- running per podman: " + ", ".join(f"{r['n']}: {r['running']}" for r in rows),
         "- pensieve exit codes: " + ", ".join(f"{r['n']}: {r['pensieve_exit']}" for r in rows),
         "- fields/container: top-level keys per container object; scalar values: leaf values "
         "after flattening.",
+        *growth(rows),
     ]
-    if growth:
-        lines.append(growth)
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

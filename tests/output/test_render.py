@@ -154,3 +154,10 @@ def test_machine_formats_keep_whole_ids_whatever_the_columns(fmt, monkeypatch):
     assert text.count(HEX64) >= 4 and "…" not in text
     if fmt == "json":
         assert json.loads(text)[0]["layer"] == HEX64
+
+
+def test_narrowing_floors_name_the_column_kinds() -> None:
+    """render keeps its floors by the kinds' text (columns is imported only for tables)."""
+    from pensieve.output import columns, render
+
+    assert set(render._FLOORS) == {columns.LONG, columns.TEXT}

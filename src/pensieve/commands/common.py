@@ -192,12 +192,31 @@ def short(value: str | None, n: int = 12) -> str:
 
 #: the hosts the running command opened (cli.run closes them when the command ends)
 OPENED: list = []
+#: closed hosts kept to the end of a process that exits right after its command (cli.run)
+KEPT: list = []
 
 
-def close_opened() -> None:
-    """Close every host open_host gave out (their descriptors and spool files), newest first."""
+def close_opened(keep: bool = False) -> None:
+    """Close every host open_host gave out (their descriptors and spool files), newest first;
+    KEEP: hold on to them once closed (the process is about to end: no need to free them)."""
     while OPENED:
-        OPENED.pop().close()
+        host = OPENED.pop()
+        host.close()
+        if keep:
+            KEPT.append(host)
+
+
+def nothing_at_exit() -> bool:
+    """No atexit callback is registered and no thread but this one runs (CPython's atexit
+    counts its callbacks; threading is asked only when it was imported): ending the process
+    with os._exit then skips only the freeing of memory (cli.console)."""
+    import atexit
+
+    count = getattr(atexit, "_ncallbacks", None)
+    if count is None or count():
+        return False
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
 
 
 def open_host(source: str):

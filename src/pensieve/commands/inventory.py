@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 
 from pensieve.commands.common import SOURCE, Commands, arg, err, full_ids, is_archive, open_host, short
-from pensieve.output import columns
-from pensieve.output.text import printable
 from pensieve.records import Container, HistoryStep, Image, LogLine, Volume
 from pensieve.times import iso_ns
 
@@ -15,12 +13,24 @@ command = COMMANDS.command
 add_parser = COMMANDS.add_parser
 
 
+def listing(fn):
+    """Mark FN a listing: cli.run holds the cycle collector off while it runs (its records are
+    kept to the end and hold no cycles)."""
+    fn.holds_gc = True
+    return fn
+
+
 def _listing(o, host, records, spec, record_type: type | None, title: str | None = None) -> list:
-    """RECORDS in the format asked (a table of SPEC; RECORD_TYPE gives an empty CSV its header);
-    HOST's problems."""
+    """RECORDS in the format asked (a table of the columns SPEC(pensieve.output.columns) gives,
+    asked only for a table; RECORD_TYPE gives an empty CSV its header); HOST's problems."""
     from pensieve.output.render import emit
 
-    emit(records, o.fmt, spec, title=title, record_type=record_type)
+    columns = None
+    if o.fmt == "table":
+        from pensieve.output import columns as column_specs
+
+        columns = spec(column_specs)
+    emit(records, o.fmt, columns, title=title, record_type=record_type)
     return host.problems
 
 
@@ -54,32 +64,38 @@ def cmd_roots(o):
     if is_archive(host):
         rows = [{"path": host.source, "layout": host.layout, "drivers": [], "found": "image archive"}]
     elif any(h.engine in ("containerd", "podman") for h in engine_hosts(host)):
-        return _listing(o, host, root_rows(host), columns.roots(engines=True), None)
+        return _listing(o, host, root_rows(host), lambda c: c.roots(engines=True), None)
     else:
         rows = [
             {"path": r.path, "layout": r.layout, "drivers": r.drivers(), "found": r.how_found}
             for r in host.roots
         ]
-    return _listing(o, host, rows, columns.roots(), None)
+    return _listing(o, host, rows, lambda c: c.roots(), None)
 
 
 @command("containers", "every container: identity, image, state, settings, mounts, layers", SOURCE)
+@listing
 def cmd_containers(o):
     """Every container: id, name, image, state (with exit code, OOM), times, command, env, labels,
     ports, mounts, networks, risky settings, log driver and path, storage driver and layer chain."""
     host = open_host(o.source)
     cs = host.containers()
-    return _listing(o, host, cs, columns.containers(full_ids(o)), Container, title=f"{len(cs)} containers")
+    return _listing(
+        o, host, cs, lambda c: c.containers(full_ids(o)), Container, title=f"{len(cs)} containers"
+    )
 
 
 @command("images", "every image: tags, digests, created, config, layers", SOURCE)
+@listing
 def cmd_images(o):
     """Every image (build-step images included): tags, digests, created, config, diff ids, chain
     ids, cache ids, sizes."""
     host = open_host(o.source)
     imgs = host.images()
     parents = {i.parent for i in imgs if i.parent}
-    return _listing(o, host, imgs, columns.images(full_ids(o), parents), Image, title=f"{len(imgs)} images")
+    return _listing(
+        o, host, imgs, lambda c: c.images(full_ids(o), parents), Image, title=f"{len(imgs)} images"
+    )
 
 
 @command("history", "an image's build history aligned to its layers", SOURCE, arg("image", metavar="IMAGE"))
@@ -91,18 +107,19 @@ def cmd_history(o):
         o,
         host,
         img.history,
-        columns.history(full_ids(o)),
+        lambda c: c.history(full_ids(o)),
         HistoryStep,
         title=f"history of {short(img.id)} {' '.join(img.tags)}",
     )
 
 
 @command("volumes", "volumes, their data and the containers mounting them", SOURCE)
+@listing
 def cmd_volumes(o):
     """Named and anonymous volumes, their data and the containers that mount them."""
     host = open_host(o.source)
     vols = host.volumes()
-    return _listing(o, host, vols, columns.volumes(full_ids(o)), Volume)
+    return _listing(o, host, vols, lambda c: c.volumes(full_ids(o)), Volume)
 
 
 @command(
@@ -128,6 +145,8 @@ def cmd_logs(o):
     if o.stream:
         lines = (line for line in lines if line.stream == o.stream)
     if o.fmt == "table":
+        from pensieve.output.text import printable
+
         out = sys.stdout
         for line in lines:
             out.write(f"{iso_ns(line.time) or '':<31} {line.stream or '':<6} {printable(line.message)}\n")

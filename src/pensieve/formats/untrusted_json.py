@@ -59,6 +59,9 @@ _BRACKET_SIGN = bytes(1 if c in b"[{" else 255 if c in b"]}" else 0 for c in ran
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 #: every ASCII digit to "0", every other byte to a space (the 19-digit-run check)
 _DIGITS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+#: one pass for both cheap checks of _parse: digits to "0", ``[`` and ``{`` to ``[``, the rest to
+#: a space (its count of ``[`` is the opening brackets, a run of 19 "0" a 19-digit run)
+_SCAN = bytes(0x30 if 0x30 <= c <= 0x39 else 0x5B if c in b"[{" else 0x20 for c in range(256))
 _LONG_NUMBER = b"0" * 19  # 19 digits: the shortest integer literal past orjson's 64-bit range
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 
@@ -89,10 +92,11 @@ def _parse(data: bytes | str, source: str, max_bytes: int, max_depth: int) -> An
         data = data.encode("utf-8", "surrogateescape")
     if len(data) > max_bytes:
         raise UntrustedJSONError(f"{source}: {len(data)} bytes, more than the {max_bytes} accepted")
+    scan = data.translate(_SCAN)
     # a cheap upper bound first: fewer brackets than the limit cannot nest deeper than it
-    if data.count(b"[") + data.count(b"{") > max_depth and depth(data) > max_depth:
+    if scan.count(b"[") > max_depth and depth(data) > max_depth:
         raise UntrustedJSONError(f"{source}: JSON nested deeper than {max_depth} levels")
-    if _orjson is not None and _LONG_NUMBER not in data.translate(_DIGITS):
+    if _orjson is not None and _LONG_NUMBER not in scan:
         try:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:

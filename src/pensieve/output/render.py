@@ -13,17 +13,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pensieve.output.columns import LONG, TEXT, Column, key_value
 from pensieve.output.text import is_utf8_clean, json_safe, printable
 from pensieve.records import record_fields, to_dict
 from pensieve.times import iso_ns
+
+if TYPE_CHECKING:  # columns and csv are imported by the formats that use them (start-up time)
+    from pensieve.output.columns import Column
 
 FORMATS = ("table", "json", "jsonl", "csv")
 #: the width of a table written to a pipe or a file when COLUMNS is not set
@@ -90,6 +91,8 @@ def emit(
 def _csv(records: Iterable[Any], out: TextIO, record_type: type | None) -> int:
     """CSV (RFC 4180, Python's excel dialect) with a header row: the first record's keys, else the
     field names of RECORD_TYPE; lists and dicts as JSON text in their cell."""
+    import csv
+
     writer = None
     n = 0
     for r in records:
@@ -136,8 +139,8 @@ def table_width(out: TextIO) -> int | None:
 
 
 #: how far a wrapping value and free text may be narrowed to fit (ids, paths, times, numbers:
-#: never; a word shorter than this, such as a status, is never cut)
-_FLOORS = {LONG: 20, TEXT: 12}
+#: never; a word shorter than this, such as a status, is never cut); keys: columns.LONG, TEXT
+_FLOORS = {"long": 20, "text": 12}
 
 
 def _chrome(n: int) -> int:
@@ -173,6 +176,8 @@ def _table(records: Iterable[Any], columns: Sequence[Column], title: str | None,
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    from pensieve.output.columns import LONG, TEXT, Column
 
     columns = [c if isinstance(c, Column) else Column(*c) for c in columns]
     rows = [[_clip(_cell(c.value(r)), c.max_width) for c in columns] for r in records]
@@ -216,6 +221,8 @@ def emit_one(record: Any, fmt: str, fields: list[Column] | None = None, out: Tex
     if fmt == "csv":  # one row under the record's field names
         emit([record], fmt, out=out, record_type=type(record))
         return
+    from pensieve.output.columns import key_value
+
     d = to_dict(record)
     rows = [(c[0], c[1](record)) for c in fields] if fields else list(d.items())
     emit(rows, "table", key_value(), out=out)

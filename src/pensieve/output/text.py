@@ -19,13 +19,13 @@ would make a JSON document invalid.
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
-# C0, DEL, C1 and lone surrogates (undecodable bytes, PEP 383)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# C0, DEL, C1 and lone surrogates (undecodable bytes, PEP 383); compiled at their first use
+# (re's own cache), not at import: most runs never meet such text (start-up time)
+_UNSAFE = "[\x00-\x1f\x7f-\x9f\udc80-\udcff]"
+_SURROGATE = "[\udc80-\udcff]"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -38,7 +38,7 @@ def printable(text: Any) -> str:
     text = text if isinstance(text, str) else str(text)
     if text.isprintable() and text.isascii():
         return text
-    return _UNSAFE.sub(_escape, text)
+    return re.sub(_UNSAFE, _escape, text)
 
 
 def _surrogate_escape(match: re.Match[str]) -> str:
@@ -47,16 +47,18 @@ def _surrogate_escape(match: re.Match[str]) -> str:
 
 def has_raw_bytes(text: str) -> bool:
     """Whether TEXT holds undecodable bytes (surrogate-escaped): it cannot be written as UTF-8."""
-    return not text.isascii() and _SURROGATE.search(text) is not None
+    return not text.isascii() and re.search(_SURROGATE, text) is not None
 
 
 def escape_raw_bytes(text: str) -> str:
     """TEXT with each undecodable byte as ``\\xNN``: valid UTF-8, control characters untouched."""
-    return _SURROGATE.sub(_surrogate_escape, text)
+    return re.sub(_SURROGATE, _surrogate_escape, text)
 
 
 def raw_b64(text: str) -> str:
     """Base64 of the bytes TEXT was decoded from (UTF-8 with surrogateescape)."""
+    import base64
+
     return base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
 
 

@@ -49,11 +49,8 @@ def _eq(self, other) -> bool:
     return all(getattr(self, n) == getattr(other, n) for n in self.__record_fields__)
 
 
-def record(cls: type) -> type:
-    """Turn an annotated class body into a slotted record class."""
-    annotations = cls.__dict__.get("__annotations__", {})
-    names = tuple(annotations)
-    times = tuple(n for n, a in annotations.items() if "Timestamp" in str(a))
+def _init_source(cls: type, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """The source of CLS's ``__init__`` over its fields NAMES, and the scope it runs in."""
     scope: dict[str, Any] = {"_MISSING": _MISSING}
     params, body = [], []
     for name in names:
@@ -69,8 +66,32 @@ def record(cls: type) -> type:
             scope[f"_d_{name}"] = default
             params.append(f"{name}=_d_{name}")
         body.append(f"    self.{name} = {name}")
-    source = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass")
-    exec(source, scope)  # noqa: S102 - generated from the class's own field names
+    return f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass"), scope
+
+
+def _lazy_init(source: str, scope: dict[str, Any], qualname: str):
+    """An ``__init__`` that compiles the generated one at the first instance and puts it in its
+    place on the class: a run pays ``compile`` only for the records it makes (start-up time;
+    most commands make a few of the ~50 record types)."""
+    owner: list[type] = []  # the class, once made
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        exec(source, scope)  # noqa: S102 - generated from the class's own field names
+        real = scope["__init__"]
+        real.__qualname__ = f"{qualname}.__init__"
+        owner[0].__init__ = real
+        real(self, *args, **kwargs)
+
+    return __init__, owner
+
+
+def record(cls: type) -> type:
+    """Turn an annotated class body into a slotted record class."""
+    annotations = cls.__dict__.get("__annotations__", {})
+    names = tuple(annotations)
+    times = tuple(n for n, a in annotations.items() if "Timestamp" in str(a))
+    source, scope = _init_source(cls, names)
+    init, owner = _lazy_init(source, scope, cls.__qualname__)
     namespace = {
         k: v for k, v in cls.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")
     }
@@ -78,13 +99,14 @@ def record(cls: type) -> type:
         __slots__=names,
         __record_fields__=names,
         __record_times__=times,
-        __init__=scope["__init__"],
+        __init__=init,
         __repr__=namespace.get("__repr__", _repr),
         __eq__=_eq,
         __hash__=None,
     )
     new = type(cls)(cls.__name__, cls.__bases__, namespace)
     new.__qualname__ = cls.__qualname__
+    owner.append(new)
     return new
 
 

@@ -35,7 +35,6 @@ and the run directory), internal/lib/container_server.go (LoadContainer skips a 
 from __future__ import annotations
 
 import posixpath
-import tomllib
 from collections.abc import Mapping
 
 from pensieve.evidence import Evidence, EvidenceError
@@ -97,6 +96,8 @@ def crio_config(ev: Evidence, problems: list) -> dict[str, tuple[str, str]]:
 
     out: dict[str, tuple[str, str]] = {}
     for path in _conf_files(ev):
+        import tomllib  # only where a crio.conf is found (start-up time)
+
         try:
             doc = tomllib.loads(ev.read_bytes(path, 1 << 20).decode("utf-8", "replace"))
         except (EvidenceError, OSError, tomllib.TOMLDecodeError) as exc:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import posixpath
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from pensieve.engines.base import Host, StorageDriver, kubernetes_matches
 from pensieve.engines.crio.layout import is_crio_metadata, is_crio_spec
 from pensieve.engines.docker.images import history_steps, resolve_image, runtime_config
 from pensieve.engines.docker.root import chain_ids
 from pensieve.engines.podman.containers import parse_container
-from pensieve.engines.podman.diff import mark_podman_silent
 from pensieve.engines.podman.driver import PODMAN_OVERLAY, PodmanOverlay
 from pensieve.engines.podman.gcpause import PausedGC
-from pensieve.engines.podman.idmap import IdMap, Owners, from_storage, owners, rootless_idmap
 from pensieve.engines.podman.libpod import LibpodState, read_state
 from pensieve.engines.podman.roots import find_podman_roots, is_graphroot, podman_roots, store_drivers
 from pensieve.engines.podman.storage import (
@@ -33,22 +32,22 @@ from pensieve.engines.podman.storage import (
     read_images,
     read_layers,
 )
-from pensieve.engines.podman.whence import whence as podman_whence
 from pensieve.errors import LookupFailed
 from pensieve.evidence import Evidence, EvidenceError
 from pensieve.evidence.base import NotFound, relative_to
 from pensieve.formats.untrusted_json import Doc, UntrustedJSONError, load
 from pensieve.records import Attribution, Change, Container, Image, Layer, Problem, Volume
 from pensieve.records.core import field, record
-from pensieve.records.kubernetes import Pod, PodContainer
+
+if TYPE_CHECKING:  # imported where used: a listing needs neither (start-up time)
+    from pensieve.engines.podman.idmap import IdMap
+    from pensieve.records.kubernetes import Pod
 
 __all__ = ["PodmanHost", "PodmanPod", "PodmanOverlay", "find_podman_roots", "is_graphroot"]
 
 #: Layer.driver of a Podman layer: containers/storage's name (driver.py: the registry finds the
 #: overlay2 rules it follows by the layer's ``diff`` directory)
 LAYER_DRIVER = PODMAN_OVERLAY.name
-#: ids read as they are on disk (the Owners of no map)
-_IDENTITY = Owners(())
 #: libpod's state backends (libpod.py LibpodState.backend) as ``roots`` names them
 _BACKENDS = {"boltdb": "bolt", "sqlite": "sqlite"}
 
@@ -266,9 +265,11 @@ class PodmanHost(Host):
                 c = parse_container(
                     libpod.get(cid), storage.get(cid), root.path, root.state.path, runtime_spec
                 )
-                own = from_storage(storage[cid].uid_map, storage[cid].gid_map) if cid in storage else None
-                if own is not None:
-                    self._own_maps[(root.path, cid)] = own
+                sc = storage.get(cid)
+                if sc is not None and (sc.uid_map or sc.gid_map):  # idmap.from_storage: a map of its own
+                    from pensieve.engines.podman.idmap import from_storage
+
+                    self._own_maps[(root.path, cid)] = from_storage(sc.uid_map, sc.gid_map)
                 self._fill_layers(root, c, storage.get(cid) is not None)
                 out.append(c)
         return out
@@ -371,6 +372,8 @@ class PodmanHost(Host):
         return [self._pod_record(pod, by_key) for pod in self._pods]
 
     def _pod_record(self, pod: PodmanPod, by_key: dict[tuple, Container]) -> Pod:
+        from pensieve.records.kubernetes import Pod, PodContainer
+
         record = Pod(
             name=pod.name,
             namespace=None,
@@ -441,6 +444,8 @@ class PodmanHost(Host):
     def store_idmap(self, graphroot: str) -> IdMap | None:
         """The user namespace of GRAPHROOT when it is a rootless store (None: rootful)."""
         if graphroot not in self._store_maps:
+            from pensieve.engines.podman.idmap import rootless_idmap
+
             self._store_maps[graphroot] = rootless_idmap(self.evidence, graphroot)
         return self._store_maps[graphroot]
 
@@ -448,6 +453,8 @@ class PodmanHost(Host):
         """The Owners (idmap.py) of one layer: the store's map, then the layer's own (layers.json
         uidmap/gidmap; for CONTAINER's RW layer recorded without one, the container's own from
         containers.json); None when the ids on disk are the ids the container sees."""
+        from pensieve.engines.podman.idmap import from_storage, owners
+
         root = self._root(graphroot)
         sl = root.layers.get(cache_id or "")
         own = from_storage(sl.uid_map, sl.gid_map) if sl is not None else None
@@ -465,9 +472,13 @@ class PodmanHost(Host):
     def diff_filter(self, container: Container, changes: list[Change]) -> list[Change]:
         """`podman diff`'s silences (diff.py: libpod's containerMounts) on top of Docker's rules;
         owners as the container sees them (idmap.py: a rootless store's map, a container's own)."""
+        from pensieve.engines.podman.diff import mark_podman_silent
+        from pensieve.engines.podman.idmap import Owners
+
         root = container.data_root or ""
         if self.owner_maps(container, container.layers) is not None:
-            _IDENTITY.map_changes(changes, lambda cache_id: self.layer_owners(root, cache_id, container))
+            identity = Owners(())  # the ids as they are on disk (the Owners of no map)
+            identity.map_changes(changes, lambda cache_id: self.layer_owners(root, cache_id, container))
         return mark_podman_silent(changes)
 
     # ---- verify ---------------------------------------------------------------------
@@ -489,7 +500,9 @@ class PodmanHost(Host):
 
     def whence(self, path: str) -> Attribution:
         """Which layer, images and containers PATH belongs to (whence.py)."""
-        return podman_whence(self, path)
+        from pensieve.engines.podman.whence import whence
+
+        return whence(self, path)
 
     # ---- drivers and boundaries ------------------------------------------------------
     def driver(self, layer: Layer) -> StorageDriver:

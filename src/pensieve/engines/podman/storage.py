@@ -199,8 +199,13 @@ def read_layers(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
     """layer id -> StorageLayer, from ``<driver>-layers/layers.json``."""
     store = posixpath.join(graphroot, f"{driver}-layers")
     out: dict[str, StorageLayer] = {}
+    try:  # one listing instead of a lookup per layer (a container's own layer has no tar-split)
+        names: set[str] | None = set(ev.listdir(store))
+    except (EvidenceError, OSError):
+        names = None  # each asked on its own, as before
     for ident, doc, _path in _entries(ev, store, "layers.json", problems):
         tar_split = posixpath.join(store, f"{ident}.tar-split.gz")
+        listed = names is None or f"{ident}.tar-split.gz" in names
         out[ident] = StorageLayer(
             id=ident,
             parent=doc.str("parent") or None,
@@ -211,7 +216,7 @@ def read_layers(ev: Evidence, graphroot: str, problems: list[Problem], driver: s
             diff_digest=_digest(doc, "diff-digest"),
             diff_size=doc.int("diff-size"),
             mount_label=doc.str("mountlabel") or None,
-            tar_split=tar_split if ev.is_file(tar_split) else None,
+            tar_split=tar_split if listed and ev.is_file(tar_split) else None,
             uid_map=_id_map(doc, "uidmap"),
             gid_map=_id_map(doc, "gidmap"),
         )
