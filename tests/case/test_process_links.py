@@ -153,6 +153,36 @@ def test_a_container_talking_only_to_itself_has_no_such_link(case):
     assert talks == [(0,)]  # ... and tie it to no one
 
 
+def _tuples(ss: str) -> set[tuple[str, str]]:
+    return {
+        (f"{m.group(2)}:{m.group(3)}", f"{m.group(4)}:{m.group(5)}")
+        for m in map(_INET.match, ss.splitlines())
+        if m and m.group(1) == "ESTAB"
+    }
+
+
+def test_the_same_loopback_tuples_in_two_network_namespaces_link_nothing(case):
+    lone = {n: CONTAINERS[n]["id"] for n in ("lone1", "lone2")}
+    assert {CONTAINERS[n]["network_mode"] for n in lone} == {"none"}
+    tuples = _tuples(EXPECTED["ss"]["lone1"])
+    assert tuples == _tuples(EXPECTED["ss"]["lone2"]) and len(tuples) == 2  # ss in each namespace
+    for cid in lone.values():  # the case holds both ends in each ...
+        got = _query(
+            case,
+            f"SELECT src || ':' || src_port, dst || ':' || dst_port FROM sockets "
+            f"WHERE container_id = '{cid}' AND state = 'ESTABLISHED'",
+        )
+        assert set(got) == tuples
+    # ... and each end of lone1 "matches" the opposite end of lone2: only the namespaces differ
+    linked = _query(
+        case,
+        "SELECT kind FROM links WHERE kind IN ('process.talk', 'socket.pair', 'net.peer') AND ("
+        + " OR ".join(f"a->>'container_id' = '{c}' OR b->>'container_id' = '{c}'" for c in lone.values())
+        + ")",
+    )
+    assert linked == []
+
+
 def test_the_shell_at_one_end_is_a_critical_finding_resting_on_both_sockets(case):
     rows = _query(
         case,
@@ -174,3 +204,82 @@ def test_pensieve_links_lists_them_with_the_process_names(case):
     assert len(rows) == 3 and {r["kind"] for r in rows} == {"process.talk"}
     code, out, _err = run_cli("links", case, "--kind", "process.talk", "--container", "idle")
     assert code == 0 and "process.talk" not in out
+
+
+# ---- the report's graph: container <-> container edges labelled with the processes -----------
+
+DATA_RE = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.S)
+
+
+@pytest.fixture(scope="module")
+def report(case, tmp_path_factory) -> Path:
+    from pensieve.report import build
+
+    out = tmp_path_factory.mktemp("links-report") / "rep"
+    build(str(case), str(out))
+    return out
+
+
+def _graph(report: Path) -> dict:
+    return json.loads(DATA_RE.findall((report / "graph.html").read_text())[0])
+
+
+def test_the_graph_joins_client_and_server_by_one_edge_labelled_with_the_processes(report):
+    graph = _graph(report)
+    nodes = graph["nodes"]
+    index = {nd[2]: i for i, nd in enumerate(nodes) if nd[0] == "container"}  # title: the full id
+    client, server, idle = (index[CONTAINERS[n]["id"]] for n in ("client", "server", "idle"))
+    talks = [e for e in graph["edges"] if e[2] == "process.talk"]
+    assert len(talks) == 1  # three connections, one pair of containers: one edge
+    (edge,) = talks
+    assert {edge[0], edge[1]} == {client, server}
+    shell = next(p for p in EXPECTED["processes"] if p["comm"] == "sh")
+    labels = edge[3].split("; ")
+    assert f"tcp sh[{shell['nspid'][-1]}] -> links_helper[1]" in labels  # client first, to the server
+    assert {lb.split()[0] for lb in labels} == {"tcp", "udp", "unix"}
+    assert not any(idle in e[:2] for e in talks)
+    assert not any(nd[1].startswith("process.talk") or "process.talk" in nd[2] for nd in nodes)  # no hub
+
+
+def test_the_graph_draws_the_label_in_a_browser(report, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium binary (Debian package chromium)")
+    top = report.as_uri() + "/"
+    outside: list[str] = []
+    errors: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            pg = browser.new_page(viewport={"width": 1300, "height": 900})
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+            def route(r):
+                if r.request.url.startswith(top):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            pg.route("**/*", route)
+            pg.goto((report / "graph.html").as_uri())
+            pg.wait_for_selector("body[data-graph-ready='1']", timeout=30_000)
+            label = pg.locator("text.edge-label")
+            assert label.count() == 1 and "sh[" in label.text_content()
+            assert label.get_attribute("x") is not None  # placed by the layout
+            nodes = _graph(report)["nodes"]
+            client = next(i for i, nd in enumerate(nodes) if nd[2] == CONTAINERS["client"]["id"])
+            pg.dispatch_event(f"#g-node-{client}", "click")
+            text = pg.locator("#g-panel").inner_text()
+            talk = r"container server \(process\.talk: [^)]*tcp sh\[\d+\] -> links_helper\[1\]"
+            assert re.search(talk, text), text
+            assert "hl" in (label.get_attribute("class") or "")
+            pg.screenshot(path=str(tmp_path / "graph-process-talk.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert not outside, outside

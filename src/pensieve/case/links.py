@@ -34,6 +34,7 @@ Kinds (``value`` in brackets):
     two containers stacked on a layer that ``integrity`` found tampered with on their host;
 ``socket.pair`` [``src:port <-> dst:port``]
     the two ends of one connection, captured in checkpoints of two places of one host;
+    loopback only between places sharing a network namespace (as for ``process.talk``);
 ``net.peer`` [``address:port``]
     a socket of one place (``a``) connected to an address and port another place of the same host
     listens on (``b``, the LISTEN socket): a process of one container talking to another;
@@ -296,11 +297,28 @@ def same_volume(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
     return _nothing()
 
 
-#: the sockets of the case that have both ends, with their place and a ref
+#: which places share a network namespace: a host-network container shares the host's, a
+#: ``container:<id>`` one its target's, any other its own (SQL over ``containers`` ``c``)
+_NETNS = (
+    "CASE WHEN c.mode = 'host' THEN 'host' WHEN c.mode LIKE 'container:%' THEN substr(c.mode, 11) "
+    "ELSE t.container_id END"
+)
+_LOOPBACK = "({col} LIKE '127.%' OR {col} = '::1' OR lower({col}) LIKE '::ffff:127.%')"
+#: the network mode of each container, joined as ``c`` on (source_id, container_id) of ``t``
+_MODES = (
+    "LEFT JOIN (SELECT source_id, container_id, any_value(network_mode) AS mode FROM containers "
+    "GROUP BY source_id, container_id) c ON c.source_id = t.source_id AND c.container_id = t.container_id"
+)
+#: two sockets ``a`` and ``b`` whose loopback addresses (if any) are in one network namespace
+_SAME_LOOPBACK = (
+    f"(NOT {_LOOPBACK.format(col='a.dst')} OR a.netns = b.netns OR (a.pod IS NOT NULL AND a.pod = b.pod))"
+)
+#: the sockets of the case that have both ends, with their place, network namespace and a ref
 _SOCKETS = (
     f"SELECT t.*, {_PLACE.format(alt='t.checkpoint_name')} AS place, n.name AS container_name, "
-    f"{_ref('checkpoint_name', 'ino', 'state', 'src', 'src_port', 'dst', 'dst_port')} AS ref "
-    f"FROM sockets t {_NAMES} WHERE t.family IN ('inet', 'inet6') AND t.src IS NOT NULL"
+    f"{_ref('checkpoint_name', 'ino', 'state', 'src', 'src_port', 'dst', 'dst_port')} AS ref, "
+    f"{_NETNS} AS netns FROM sockets t {_NAMES} {_MODES} "
+    "WHERE t.family IN ('inet', 'inet6') AND t.src IS NOT NULL"
 )
 _LINK_COLUMNS = (
     ", ".join(f'"{k}"' for k in KEY_NAMES) + ", producer, kind, value, a_table, a, b_table, b, details"
@@ -320,7 +338,7 @@ def connections(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
         "json_object('a_state', a.state, 'b_state', b.state, 'proto', a.proto) "
         "FROM s a JOIN s b ON a.host = b.host AND a.place < b.place AND a.src = b.dst AND a.dst = b.src "
         "AND a.src_port = b.dst_port AND a.dst_port = b.src_port AND a.proto IS NOT DISTINCT FROM b.proto "
-        "WHERE a.state <> 'LISTEN' AND b.state <> 'LISTEN' AND a.dst_port > 0"
+        f"AND {_SAME_LOOPBACK} WHERE a.state <> 'LISTEN' AND b.state <> 'LISTEN' AND a.dst_port > 0"
     )
     # the addresses of each place: its sockets' own and its container's (networks)
     addresses = (
@@ -345,29 +363,18 @@ def connections(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
 
 # ---- process.talk: the processes at both ends of one connection, in two containers ------------
 
-#: which places share a network namespace: a host-network container shares the host's, a
-#: ``container:<id>`` one its target's, any other its own (SQL over ``containers`` ``c``)
-_NETNS = (
-    "CASE WHEN c.mode = 'host' THEN 'host' WHEN c.mode LIKE 'container:%' THEN substr(c.mode, 11) "
-    "ELSE t.container_id END"
-)
-_LOOPBACK = "({col} LIKE '127.%' OR {col} = '::1' OR lower({col}) LIKE '::ffff:127.%')"
 #: the two ends of each connection among checkpoint sockets: (rowid of a, rowid of b)
 _CHECKPOINT_PAIRS = (
-    "WITH c AS (SELECT source_id, container_id, any_value(network_mode) AS mode FROM containers "
-    "GROUP BY source_id, container_id), "
-    "s AS (SELECT t.rowid AS rid, t.host, t.pod, t.family, t.type, t.proto, t.state, t.src, t.src_port, "
+    "WITH s AS (SELECT t.rowid AS rid, t.host, t.pod, t.family, t.type, t.proto, t.state, t.src, t.src_port, "
     "t.dst, t.dst_port, t.ino, t.peer_ino, "
     "t.source_id || '/' || coalesce(t.container_id, t.checkpoint_name) AS place, "
-    f"{_NETNS} AS netns FROM sockets t LEFT JOIN c ON c.source_id = t.source_id "
-    "AND c.container_id = t.container_id "
+    f"{_NETNS} AS netns FROM sockets t {_MODES} "
     "WHERE coalesce(json_array_length(t.pids), 0) > 0 AND t.state <> 'LISTEN' "
     "AND coalesce(t.container_id, t.checkpoint_name) IS NOT NULL) "
     "SELECT a.rid, b.rid FROM s a JOIN s b ON a.host IS NOT DISTINCT FROM b.host AND a.place < b.place "
     "AND ((a.family IN ('inet', 'inet6') AND b.family = a.family AND a.proto = b.proto "
     "AND a.src = b.dst AND a.dst = b.src AND a.src_port = b.dst_port AND a.dst_port = b.src_port "
-    f"AND a.src_port > 0 AND a.dst_port > 0 AND (NOT {_LOOPBACK.format(col='a.dst')} "
-    "OR a.netns = b.netns OR (a.pod IS NOT NULL AND a.pod = b.pod))) "
+    f"AND a.src_port > 0 AND a.dst_port > 0 AND {_SAME_LOOPBACK}) "
     "OR (a.family = 'unix' AND b.family = 'unix' AND a.type = b.type "
     "AND (a.peer_ino = b.ino OR b.peer_ino = a.ino))) "
     "ORDER BY a.place, b.place, a.rid, b.rid"

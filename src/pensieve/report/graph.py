@@ -4,7 +4,10 @@ Edges come from the keys of the case (a container's ``image_id``; the ``layers``
 image, and of a container whose image is not in the case), from the addresses in a container's
 ``networks`` (Docker's ``ip`` / ``ipv6``), and from every row of ``links``: a link of kind K and
 value V between record A and record B is a node ``K:V`` joined to the nodes of A and B (a
-record is found by its key columns: container, then image, then layer).  A container's own
+record is found by its key columns: container, then image, then layer).  A ``process.talk``
+link (the processes of two containers at the two ends of one connection) is no node: it is an
+edge between the two containers, labelled with the processes (``tcp sh[7] -> httpd[1]``, client
+first; every connection between the same two containers on one label).  A container's own
 ``rw`` and ``init`` layers are left out: each belongs to one container only and joins nothing.
 """
 
@@ -21,11 +24,12 @@ _IP_KINDS = {"ip", "ipv4", "ipv6", "address", "addr"}
 
 
 class Graph:
-    """Nodes (kind, label, title, page) and edges (node index, node index, kind)."""
+    """Nodes (kind, label, title, page) and edges (node index, node index, kind[, label])."""
 
     def __init__(self) -> None:
         self.nodes: list[list[Any]] = []
-        self.edges: set[tuple[int, int, str]] = set()
+        self.edges: set[tuple] = set()
+        self.labels: dict[tuple[int, int, str], list[str]] = {}
         self._index: dict[tuple[str, str], int] = {}
 
     def node(self, kind: str, key: str, label: str, title: str = "", page: str | None = None) -> int:
@@ -39,12 +43,20 @@ class Graph:
     def find(self, kind: str, key: str) -> int | None:
         return self._index.get((kind, key))
 
-    def edge(self, a: int | None, b: int | None, kind: str) -> None:
-        if a is not None and b is not None and a != b:
-            self.edges.add((min(a, b), max(a, b), kind))
+    def edge(self, a: int | None, b: int | None, kind: str, label: str | None = None) -> None:
+        """An edge of KIND between A and B; edges of one kind between the same two nodes with a
+        LABEL are one edge with all their labels."""
+        if a is None or b is None or a == b:
+            return
+        key = (min(a, b), max(a, b), kind)
+        if label is None:
+            self.edges.add(key)
+        elif label not in self.labels.setdefault(key, []):
+            self.labels[key].append(label)
 
     def as_json(self) -> dict:
-        return {"kinds": list(KINDS), "nodes": self.nodes, "edges": sorted(self.edges)}
+        labelled = [(*k, "; ".join(v)) for k, v in self.labels.items()]
+        return {"kinds": list(KINDS), "nodes": self.nodes, "edges": sorted([*self.edges, *labelled])}
 
 
 def _short(value: str | None, n: int = 12) -> str:
@@ -151,7 +163,23 @@ def _ref_node(g: Graph, ref: Any, row: dict, containers: dict, images: dict) -> 
     return None
 
 
+def _talk_label(link: dict) -> str:
+    """``tcp sh[7] -> httpd[1]``: the processes of a ``process.talk`` link, client first."""
+    d = link.get("details") if isinstance(link.get("details"), dict) else {}
+    a, b = d.get("a_processes") or "?", d.get("b_processes") or "?"
+    proto = d.get("proto") or ""
+    if d.get("server") == "a":
+        return f"{proto} {b} -> {a}".strip()
+    if d.get("server") == "b":
+        return f"{proto} {a} -> {b}".strip()
+    return f"{proto} {a} <-> {b}".strip()
+
+
 def _link(g: Graph, link: dict, containers: dict, images: dict) -> None:
+    if link.get("kind") == "process.talk":
+        ends = [_ref_node(g, ref, link, containers, images) for ref in (link.get("a"), link.get("b"))]
+        g.edge(ends[0], ends[1], "process.talk", _talk_label(link))
+        return
     kind = _link_kind(link.get("kind"))
     value = str(link.get("value") or "")
     label = _short(value, 16) if kind == "hash" else value[:40]

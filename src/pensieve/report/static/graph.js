@@ -1,5 +1,6 @@
-/* pensieve report: the graph.  Nodes [kind, label, title, page] and edges [a, b, kind] come
- * from the page's JSON; a force-directed layout (springs along edges, repulsion between nodes
+/* pensieve report: the graph.  Nodes [kind, label, title, page] and edges [a, b, kind] or
+ * [a, b, kind, label] (drawn at the edge's middle: the processes of a process.talk) come from
+ * the page's JSON; a force-directed layout (springs along edges, repulsion between nodes
  * that are near, found through a grid, and a pull to the centre) is computed here, a few
  * iterations a frame; the SVG pans (drag) and zooms (wheel); a click on a node highlights it and
  * its neighbours and shows it in the side panel, a double click opens a container's page. */
@@ -11,7 +12,7 @@
   var data = Report.data() || { kinds: [], nodes: [], edges: [] };
   var nodes = data.nodes, edges = data.edges, n = nodes.length;
   var x = new Float64Array(n), y = new Float64Array(n), dx = new Float64Array(n), dy = new Float64Array(n);
-  var hidden = {}, neighbours = [], circles = [], labels = [], lines = [];
+  var hidden = {}, neighbours = [], circles = [], labels = [], lines = [], edgeLabels = [];
   var view = { x: 0, y: 0, k: 1 }, root = null, selected = -1, iteration = 0;
 
   for (var i = 0; i < n; i++) neighbours.push([]);
@@ -75,6 +76,12 @@
       var l = lines[k], e = edges[k];
       l.setAttribute("x1", x[e[0]].toFixed(1)); l.setAttribute("y1", y[e[0]].toFixed(1));
       l.setAttribute("x2", x[e[1]].toFixed(1)); l.setAttribute("y2", y[e[1]].toFixed(1));
+      if (edgeLabels[k]) {  // one line per connection, centred on the edge's middle
+        var mx = ((x[e[0]] + x[e[1]]) / 2).toFixed(1), t = edgeLabels[k];
+        t.setAttribute("x", mx);
+        t.setAttribute("y", ((y[e[0]] + y[e[1]]) / 2 - 3 - 5 * (t.childNodes.length - 1)).toFixed(1));
+        for (var c = 0; c < t.childNodes.length; c++) t.childNodes[c].setAttribute("x", mx);
+      }
     }
   }
 
@@ -105,10 +112,22 @@
     svg.appendChild(root);
     var edgeLayer = document.createElementNS(SVGNS, "g"), nodeLayer = document.createElementNS(SVGNS, "g");
     root.appendChild(edgeLayer); root.appendChild(nodeLayer);
-    edges.forEach(function (e) {
+    edges.forEach(function (e, k) {
       var l = document.createElementNS(SVGNS, "line");
       l.dataset.kind = e[2];
       edgeLayer.appendChild(l); lines.push(l);
+      if (e[3]) {
+        var t = document.createElementNS(SVGNS, "text");
+        t.setAttribute("class", "edge-label"); t.setAttribute("text-anchor", "middle");
+        t.dataset.kind = e[2];
+        String(e[3]).split("; ").forEach(function (line, m) {
+          var span = document.createElementNS(SVGNS, "tspan");
+          span.setAttribute("dy", m ? "1.1em" : "0"); span.textContent = line;
+          t.appendChild(span);
+        });
+        edgeLayer.appendChild(t); edgeLabels[k] = t;
+        l.classList.add("labelled");
+      }
     });
     var labelAll = n <= 400;
     nodes.forEach(function (nd, i) {
@@ -164,6 +183,7 @@
     if (labels[i]) labels[i].classList.add("hl");
     neighbours[i].forEach(function (p) {
       circles[p[0]].classList.add("hl"); lines[p[1]].classList.add("hl");
+      if (edgeLabels[p[1]]) edgeLabels[p[1]].classList.add("hl");
       if (labels[p[0]]) labels[p[0]].classList.add("hl");
     });
     panel(i);
@@ -187,7 +207,8 @@
       var li = Report.el("li"), b = Report.el("a", null, nodes[p[0]][0] + " " + nodes[p[0]][1]);
       b.href = "#"; b.className = "g-neighbour";
       b.addEventListener("click", function (ev) { ev.preventDefault(); select(p[0]); });
-      li.appendChild(b); li.appendChild(Report.el("span", "dim", " (" + edges[p[1]][2] + ")"));
+      var e = edges[p[1]];
+      li.appendChild(b); li.appendChild(Report.el("span", "dim", " (" + e[2] + (e[3] ? ": " + e[3] : "") + ")"));
       ul.appendChild(li);
     });
     box.appendChild(ul);
@@ -201,6 +222,7 @@
     }
     edges.forEach(function (e, k) {
       lines[k].style.display = hidden[nodes[e[0]][0]] || hidden[nodes[e[1]][0]] ? "none" : "";
+      if (edgeLabels[k]) edgeLabels[k].style.display = lines[k].style.display;
     });
   }
 
