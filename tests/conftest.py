@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+#: triage runs in-process unless a test asks for workers (--workers N): without it the CLI would
+#: start a Dask LocalCluster of one process a CPU for each triage
+os.environ.setdefault("PENSIEVE_WORKERS", "1")
+
 FIXTURE_ROOT = Path(__file__).parent / "fixtures"
 FIXTURES = FIXTURE_ROOT / "docker"
 

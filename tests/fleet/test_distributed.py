@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -194,4 +195,87 @@ def test_a_killed_worker_loses_no_result(overlay2_root, tmp_path, monkeypatch):
     assert summary.failed == 0
     local = tmp_path / "local.duckdb"
     triage([str(overlay2_root)], str(local))
+    assert _tables(case) == _tables(local)
+
+
+IMPLANT_RULE = 'rule implant_script { strings: $nc = "4444 -e /bin/sh" condition: $nc }'
+#: the sha256 of /tmp/x that c-modified added (the fixture's changes)
+TMP_X_SHA256 = "73cb3858a687a8494ca3323053016282f3dad39d42cf62ca4e79dda2aac7d9ac"
+
+
+def test_yara_rules_and_iocs_give_the_same_findings_on_two_workers(overlay2_root, tmp_path):
+    from pensieve.hunting import load_hunting
+
+    (tmp_path / "implant.yar").write_text(IMPLANT_RULE)
+    (tmp_path / "iocs.txt").write_text(f"{TMP_X_SHA256} # staged payload\n127.0.0.1 # c2\n")
+
+    def hunting():
+        return load_hunting([str(tmp_path / "implant.yar")], [str(tmp_path / "iocs.txt")])
+
+    local = tmp_path / "local.duckdb"
+    triage([str(overlay2_root)], str(local), hunting=hunting())
+    fleet = tmp_path / "fleet.duckdb"
+    with _client() as client:
+        summary = triage_fleet([str(overlay2_root)], str(fleet), client, hunting=hunting())
+    assert summary.failed == 0
+    a, b = _tables(local), _tables(fleet)
+    titles = {r for r in a["findings"] if "implant_script" in "".join(r)}
+    assert titles, "the rule matched nothing in-process: the comparison would prove nothing"
+    assert any(TMP_X_SHA256 in "".join(r) for r in a["findings"])
+    assert a == b
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from pensieve.cli import console; console()", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+
+
+def test_progress_bars_a_phase_on_stderr(overlay2_root, tmp_path):
+    case = tmp_path / "case.duckdb"
+    cmd = _cli("triage", str(overlay2_root), "--case", str(case), "--workers", "2", "--progress")
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode in (0, 5), run.stderr
+    err = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", run.stderr)  # the bars' terminal codes
+    assert "dask dashboard: http" in err
+    for phase in ("sources", "containers", "layers", "analyses"):
+        lines = [ln for ln in err.splitlines() if phase in ln and "failed /" in ln]
+        assert lines, (phase, err)
+    assert "1 done, 0 failed / 1" in [ln for ln in err.splitlines() if "sources" in ln][-1]
+
+
+def test_ctrl_c_leaves_a_case_that_a_rerun_completes(overlay2_root, tmp_path):
+    roots = []
+    for i in range(6):
+        dst = tmp_path / f"root{i}"
+        subprocess.run(["cp", "-a", str(overlay2_root), str(dst)], check=True)
+        roots.append(str(dst))
+    case = tmp_path / "case.duckdb"
+    cmd = _cli("triage", *roots, "--case", str(case), "--workers", "2")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if ": done" in line:  # a task is in the case: the run is under way
+            break
+    proc.send_signal(signal.SIGINT)
+    _rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, seen
+    s = CaseStore(str(case), read_only=True)
+    try:
+        done_then = s.select("SELECT count(*) FROM tasks WHERE status = 'done'")[1][0][0]
+    finally:
+        s.close()
+    local = tmp_path / "local.duckdb"
+    triage(roots, str(local))
+    s = CaseStore(str(local), read_only=True)
+    try:
+        total = s.select("SELECT count(*) FROM tasks")[1][0][0]
+    finally:
+        s.close()
+    assert 0 < done_then < total  # interrupted with part of the work in the case
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert again.returncode in (0, 5), again.stderr
     assert _tables(case) == _tables(local)

@@ -45,7 +45,13 @@ def _progress_line(event: dict) -> None:
     arg("--ioc", action="append", metavar="PATH", help="IOC list: an indicator a line, or a STIX 2.1 bundle"),
     arg("--yara-max-size", metavar="SIZE", default="64M", help="larger files are not YARA-scanned (64M)"),
     arg("--scheduler", metavar="ADDRESS", help="run the tasks on this Dask scheduler (tcp://host:8786)"),
-    arg("--workers", type=int, metavar="N", help="run the tasks on a local Dask cluster of N processes"),
+    arg(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local Dask cluster of N processes (default: PENSIEVE_WORKERS, else one a CPU; 1: in-process)",
+    ),
+    arg("--progress", action="store_true", help="progress bars on stderr even when it is not a terminal"),
     arg("--manifest", metavar="FILE", help="more sources, one path a line (as every worker sees it)"),
     output=False,
 )
@@ -72,12 +78,13 @@ def cmd_triage(o):
         err(f"note: {note}", "33")
     report = (lambda e: None) if o.quiet else _progress_line
     sources = list(o.sources) + (_manifest(o.manifest) if o.manifest else [])
-    if o.scheduler or (o.workers or 1) > 1:
-        if hunting is not None:
-            raise UsageError("--yara / --ioc do not run on a Dask cluster yet")
+    workers = _workers(o.workers)
+    if o.scheduler or workers > 1:
         from pensieve.fleet.distributed import triage_on
 
-        summary = triage_on(sources, o.case, o.scheduler, o.workers, report=None if o.quiet else err)
+        bars = None if o.quiet else _bars(o.progress)
+        line = None if o.quiet else err
+        summary = triage_on(sources, o.case, o.scheduler, workers, line, hunting, bars)
     else:
         summary = triage(sources, o.case, report=report, hunting=hunting)
     err(
@@ -90,6 +97,35 @@ def cmd_triage(o):
             Problem(o.case, f"{n} problems met, kept in the case: pensieve query {o.case} 'FROM problems'")
         ]
     return []
+
+
+def _workers(given: int | None) -> int:
+    """How many local worker processes: --workers, else PENSIEVE_WORKERS, else one a CPU."""
+    import os
+
+    if given is not None:
+        if given < 1:
+            raise UsageError("--workers: at least 1")
+        return given
+    env = os.environ.get("PENSIEVE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise UsageError(f"PENSIEVE_WORKERS: not a number: {env!r}") from None
+    return os.cpu_count() or 1
+
+
+def _bars(force: bool):
+    """The rich Console the progress bars are drawn on: stderr when it is a terminal or FORCE
+    (None: one line a task instead, for logs)."""
+    import sys
+
+    from rich.console import Console
+
+    if force or sys.stderr.isatty():
+        return Console(stderr=True, force_terminal=force or None)
+    return None
 
 
 def _manifest(path: str) -> list[str]:

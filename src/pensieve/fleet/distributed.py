@@ -74,11 +74,12 @@ class FleetRun:
         self.workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
 
     # ---- submitting -----------------------------------------------------------------------
-    def submit(self, src: _Source, kind: str, items: tuple = (), phase: str | None = None):
+    def submit(self, src: _Source, kind: str, items: tuple = ()):
         unit = Unit(kind, src.path, src.sid, self.run_id, src.done, self.spec, items)
-        fut = self.client.submit(self.remote, unit, retries=self.retries, pure=False)
+        key = f"pensieve-{kind}-{src.sid}-{len(self.units)}-{self.run_id[:8]}-{uuid.uuid4().hex[:8]}"
+        fut = self.client.submit(self.remote, unit, retries=self.retries, pure=False, key=key)
         self.units[fut] = (unit, src)
-        self.report({"phase": phase or kind, "event": "submitted"})
+        self.report({"phase": PHASE[kind], "event": "submitted"})
         return fut
 
     # ---- writing --------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class FleetRun:
             self._layer(src, answer)
         else:
             self._results(src, unit, answer)
+        self.report({"phase": PHASE[unit.kind], "event": "unit", "status": _status(answer)})
 
     def _flush_sources(self) -> None:
         """Write the sources whose answers are in, in the order given (so that their ids are the
@@ -159,17 +161,16 @@ class FleetRun:
             src = self.sources[self.next_index]
             answer = self.pending.pop(self.next_index)
             self.next_index += 1
-            status = self._source(src, answer)
-            self.report({"phase": "sources", "event": status})
+            self._source(src, answer)
 
-    def _source(self, src: _Source, answer: dict) -> str:
+    def _source(self, src: _Source, answer: dict) -> None:
         if "unusable" in answer or "error" in answer:
             summary = record_unopenable(
                 self.store, src.path, answer.get("unusable") or answer["error"], lambda e: None
             )
             self.failed += summary.failed
             self.problems += summary.problems
-            return "failed"
+            return
         sid = self.store.source_id(
             src.path, answer["kind"], answer["label"], answer["host_name"], src.fingerprint
         )
@@ -187,7 +188,6 @@ class FleetRun:
             self._report_task(src, src.tasks[key], self.write_task(src, src.tasks[key], result), "sources")
         self._integrity(src, answer)
         self._submit_containers(src, answer["containers"])
-        return "done"
 
     def _integrity(self, src: _Source, answer: dict) -> None:
         """Hold the integrity rows of the source until every layer is back (or write them)."""
@@ -198,7 +198,7 @@ class FleetRun:
         src.integrity = [r for _t, rows in result["rows"] for r in rows]
         src.layers_left = len(answer["layers"])
         for entry in answer["layers"]:
-            self.submit(src, "layer", (entry,), "layers")
+            self.submit(src, "layer", (entry,))
 
     def _layer(self, src: _Source, answer: dict) -> None:
         src.layers_left -= 1
@@ -206,7 +206,6 @@ class FleetRun:
             src.integrity += [r for r in answer["rows"]]
         elif src.integrity_error is None:
             src.integrity_error = answer
-        self.report({"phase": "layers", "event": "done" if answer.get("status") == "done" else "failed"})
         if src.layers_left == 0:
             info = src.tasks[("integrity", None)]
             err = src.integrity_error
@@ -244,9 +243,22 @@ class FleetRun:
             self._report_task(src, src.tasks[key], self.write_task(src, src.tasks[key], result))
 
     def _report_task(self, src: _Source, info: TaskInfo, status: str, phase: str = "containers") -> None:
+        """One line's worth for the CLI (the bars count units, not these)."""
         self.report(
             {"phase": phase, "event": "task", "source": src.label, "task": info.label, "status": status}
         )
+
+
+#: the progress phase of each kind of unit
+PHASE = {"source": "sources", "containers": "containers", "layer": "layers", "carve": "carve"}
+
+
+def _status(answer: dict) -> str:
+    """done, or failed when the unit or any of its tasks failed."""
+    results = list(answer.get("results", {}).values())
+    if "error" in answer or "unusable" in answer or answer.get("status") == "failed":
+        return "failed"
+    return "failed" if any(r["status"] == "failed" for r in results) else "done"
 
 
 def _existing(store, path: str, fp: str) -> int | None:
@@ -296,7 +308,9 @@ def _client_tasks(run: FleetRun) -> None:
             names = {(t.name, t.subject) for t in wanted}
             for task in tasks:
                 if (task.name, task.subject) in names:
+                    run.report({"phase": "client", "event": "submitted"})
                     status, _n, _m = _run_task(run.store, ctx, task)
+                    run.report({"phase": "client", "event": "unit", "status": status})
                     run._count(status)
                     info = TaskInfo(task.name, task.subject, task.label, task.params, task.strict)
                     run._report_task(src, info, status, "client")
@@ -327,7 +341,7 @@ def triage_fleet(
         run = FleetRun(store, client, hunting, report, remote, retries)
         run.sources = _plan_sources(store, paths)
         report({"phase": "sources", "event": "total", "total": len(run.sources)})
-        queue = as_completed([run.submit(s, "source", phase="sources") for s in run.sources])
+        queue = as_completed([run.submit(s, "source") for s in run.sources])
         for fut in queue:
             before = set(run.units)
             run.answered(fut)
@@ -349,26 +363,42 @@ def local_client(workers: int | None = None):
     return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True))
 
 
+def _lines(sink: Callable[[str], None]) -> Callable[[dict], None]:
+    """Events as one line a task (``host1 diff web: done``), for a log that is not a terminal."""
+
+    def line(e: dict) -> None:
+        if e.get("event") == "task" and "source" in e:
+            why = f": {e['error']}" if e.get("error") else ""
+            sink(f"{e['source']} {e.get('task', '')}: {e.get('status')}{why}")
+
+    return line
+
+
 def triage_on(
-    paths: list[str], case: str, scheduler: str | None, workers: int | None, report=None, hunting=None
+    paths: list[str],
+    case: str,
+    scheduler: str | None,
+    workers: int | None,
+    report=None,
+    hunting=None,
+    bars=None,
 ) -> TriageSummary:
     """Triage PATHS into CASE on the Dask SCHEDULER (an address), or on a LocalCluster of WORKERS
-    processes; REPORT (a text sink) gets the dashboard address and one line per task."""
+    processes. BARS (a rich Console) draws a bar a phase (:class:`~pensieve.fleet.progress.PhaseBars`)
+    with the dashboard address; else REPORT (a text sink, None: silent) gets the address and one
+    line a task."""
     from distributed import Client
+
+    from pensieve.fleet.progress import PhaseBars
 
     client = Client(scheduler) if scheduler else local_client(workers)
     try:
+        if bars is not None:
+            with PhaseBars(bars, client.dashboard_link) as progress:
+                return triage_fleet(paths, case, client, progress, hunting=hunting)
         if report is not None and client.dashboard_link:
             report(f"dask dashboard: {client.dashboard_link}")
-        events = (
-            (
-                lambda e: (
-                    report(f"{e['source']} {e.get('task', '')}: {e.get('status')}") if "source" in e else None
-                )
-            )
-            if report
-            else (lambda e: None)
-        )
+        events = _lines(report) if report is not None else (lambda e: None)
         return triage_fleet(paths, case, client, events, hunting=hunting)
     finally:
         cluster = client.cluster
