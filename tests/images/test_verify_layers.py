@@ -470,3 +470,35 @@ def test_forked_record_parser_gives_the_same_verdicts(roots, clean_copy, monkeyp
         assert two == one
         monkeypatch.undo()
     assert any(v["status"] == UNVERIFIABLE and "gzip" in v["reason"] for v in one)
+
+
+def test_fd_fast_path_for_regular_files_gives_the_same_verdicts(roots, clean_copy, monkeypatch):
+    """Regular files in a directory held by fd take LayerChecker._fd_file; with it switched off
+    (every file through the general _check) the verdicts are the same on the clean and tampered
+    roots, and on a copy where files turned into a directory, a symlink and a fifo."""
+    from pensieve.images import verify_layers as integrity
+
+    base = _cache_dir(clean_copy, EXPECTED["images"]["pensieve/ibase:1"]["diff_ids"][0])
+    (base / "etc" / "base.conf").unlink()
+    (base / "etc" / "base.conf").mkdir()
+    (base / "etc" / "passwd").unlink()
+    (base / "etc" / "passwd").symlink_to("/etc/shadow")
+    os.chmod(base / "etc", 0o700)
+    calls = []
+    real = integrity.LayerChecker._fd_file
+
+    def counted(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(integrity.LayerChecker, "_fd_file", counted)
+    flags = integrity._FILE_FLAGS
+    for root in (roots / "clean", roots / "tampered", clean_copy):
+        n = len(calls)
+        fast = to_dict(verify_host(api.open_docker(str(root))))
+        assert len(calls) > n
+        monkeypatch.setattr(integrity, "_FILE_FLAGS", frozenset())
+        general = to_dict(verify_host(api.open_docker(str(root))))
+        monkeypatch.setattr(integrity, "_FILE_FLAGS", flags)
+        assert fast == general
+    assert any(p["path"] == "etc/passwd" and p["kind"] == "type" for v in fast for p in v["problems"])

@@ -43,9 +43,12 @@ from typing import Any, NamedTuple
 from pensieve.engines.docker import DockerHost
 from pensieve.engines.docker.root import SUPPORTED_DRIVERS, DockerRoot
 from pensieve.evidence import DirHandle, Evidence, EvidenceError, FileStat
-from pensieve.evidence.base import file_kind, normalize
+from pensieve.evidence.base import _check_name, file_kind, normalize
+from pensieve.evidence.directory import _FdDir
+from pensieve.evidence.directory import _xattrs as _fd_xattrs
 from pensieve.formats import untrusted_json
 from pensieve.formats.tarsplit import (
+    _KIND,
     FILE,
     SEGMENT,
     HeaderParser,
@@ -720,6 +723,10 @@ class _Stream:
 
 
 _readv = os.readv
+_lstat = os.lstat
+_fstat = os.fstat
+_S_ISREG = statmod.S_ISREG
+_FILE_FLAGS = frozenset(k for k, v in _KIND.items() if v == "file")  # typeflags of regular files
 _crc = crc64_iso
 _MAX_DIR_FDS = 64  # directory handles a checker keeps open (tar order visits a directory at a time)
 LOOKUP_ERRORS = (EvidenceError, OSError, ValueError)
@@ -756,6 +763,8 @@ class LayerChecker:
         except LOOKUP_ERRORS:
             self.top_dir = None  # lookups by path report what is wrong
         self.above_top = DirHandle(ev, posixpath.dirname(top))  # for the layer root's own entry
+        # regular files through _fd_file, unless a subclass reads payloads its own way
+        self.fd_files = type(self)._payload is LayerChecker._payload
 
     def close(self) -> None:
         for handle in self.dirs.values():
@@ -842,6 +851,10 @@ class LayerChecker:
         """Look the entry REL up on the host and compare it with its header."""
         if base:
             where, name = self._where(parent), base
+            if size and self.fd_files and type(where) is _FdDir and hdr.typeflag in _FILE_FLAGS:
+                done = self._fd_file(rel, where, name, hdr, size, crc, out)
+                if done is not None:
+                    return done
         else:
             where, name = self.above_top, posixpath.basename(self.top)  # the layer root itself
         host = self._host(rel)
@@ -878,6 +891,41 @@ class LayerChecker:
                 xattrs = where.xattrs(name)
             self._compare_metadata(rel, hdr, st.mode, st.uid, st.gid, xattrs, host)
         return emitted
+
+    def _fd_file(
+        self, rel: str, where: _FdDir, name: str, hdr: TarHeader, size: int, crc: bytes | None, out: _Stream
+    ) -> int | None:
+        """_check for a regular file entry with content in a directory held by fd: the same
+        system calls (lstat, O_NOATIME open, fstat, read, flistxattr) and the same problems,
+        without the per-call wrappers.  None (nothing read, nothing reported) when the host
+        entry is anything but a regular file opened as one: the general path then decides."""
+        dfd = where.fd
+        try:
+            st = _lstat(name, dir_fd=dfd)
+            if not _S_ISREG(st.st_mode):
+                return None
+            fd = where.evidence._open_fd(_check_name(name), 0, dfd)
+        except (OSError, ValueError, EvidenceError):
+            return None
+        try:
+            if not _S_ISREG(_fstat(fd).st_mode):
+                return None
+            before = out.size
+            try:
+                got, value = out.read(size, fd)
+            except OSError as exc:  # as _payload reports it, then the metadata as _check does
+                self._problem(rel, "missing", f"unreadable: {exc}", host=self._host(rel))
+                got, value, xattrs = out.size - before, None, None
+            else:
+                xattrs = _fd_xattrs(fd, follow=True)
+        finally:
+            os.close(fd)
+        if value is not None:
+            self._payload_result(rel, size, crc, got, value)
+        else:
+            xattrs = where.xattrs(name)
+        self._compare_metadata(rel, hdr, st.st_mode, st.st_uid, st.st_gid, xattrs, self._host(rel))
+        return got
 
     def _climbs(self, raw: bytes) -> int:
         self._problem(raw.decode("utf-8", "surrogateescape"), "record", "member name climbs out of the layer")
