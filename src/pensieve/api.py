@@ -107,9 +107,11 @@ def live_watch(
     duration: float | None = None,
     out: str | None = None,
     refresh: float = 10.0,
+    unix: bool = False,
 ) -> list:
     """``live watch``: poll PROC every INTERVAL seconds for DURATION (None: until ^C), writing one
-    JSON event a line to OUT (through the output sink) or standard output; the problems."""
+    JSON event a line to OUT (through the output sink) or standard output; UNIX follows unix
+    sockets too; the problems."""
     import sys
 
     from pensieve.live.context import LiveContext
@@ -136,7 +138,7 @@ def live_watch(
             sys.stdout.flush()
 
     try:
-        watch(ctx, emit, wanted, interval=interval, duration=duration, refresh=refresh)
+        watch(ctx, emit, wanted, interval=interval, duration=duration, refresh=refresh, unix=unix)
     except KeyboardInterrupt:
         pass  # ^C ends a watch: what was seen is written
     finally:

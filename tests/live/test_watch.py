@@ -161,3 +161,34 @@ def test_tables_are_read_only_when_descriptors_change_or_refresh_is_due():
     forced.poll()
     assert quiet <= 2  # only a namespace whose processes opened or closed a socket meanwhile
     assert forced.table_reads - n == len(forced._namespaces())
+
+
+def test_unix_connections_name_the_path_they_reach(tmp_path):
+    """With unix=True a connection to a bound path (the way a container reaches /run/docker.sock)
+    is a connection-opened whose remote is that path and whose peer is the accepted end, then a
+    connection-closed; without it no unix socket is an event."""
+    path = str(tmp_path / "engine.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    plain, w = Watcher(_ctx()), Watcher(_ctx(), unix=True)
+    plain.poll()
+    first = w.poll()
+    lino = os.fstat(server.fileno()).st_ino
+    assert [e.kind for e in first if e.details.get("inode") == lino] == ["listener-present"]
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    accepted, _ = server.accept()
+    try:
+        cino, aino = (os.fstat(s.fileno()).st_ino for s in (client, accepted))
+        events = {e.details["inode"]: e for e in w.poll() if e.details.get("protocol") == "unix"}
+        assert events[cino].kind == "connection-opened" and events[cino].pid == os.getpid()
+        assert events[cino].details["remote"] == path and events[cino].details["peer_inode"] == aino
+        assert events[aino].details["local"] == path and events[aino].details["peer_inode"] == cino
+        assert not [e for e in plain.poll() if e.details.get("protocol") == "unix"]
+    finally:
+        client.close()
+        accepted.close()
+    closed = [e for e in w.poll() if e.kind == "connection-closed" and e.details.get("protocol") == "unix"]
+    assert {e.details["inode"] for e in closed} == {cino, aino}
+    server.close()

@@ -96,8 +96,9 @@ def cmd_watch(o: argparse.Namespace) -> list:
     from pensieve.api import live_watch
 
     return live_watch(
-        o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out, refresh=o.refresh
-    )
+        o.proc, o.roots, o.containers, interval=o.interval, duration=o.duration, out=o.out,
+        refresh=o.refresh, unix=o.unix,
+    )  # fmt: skip
 
 
 def add_parser(subparsers) -> None:
@@ -138,5 +139,11 @@ def add_parser(subparsers) -> None:
         metavar="S",
         help="re-read each namespace's socket tables at least every S seconds (default 10); between, only "
         "when its processes' socket descriptors change",
+    )
+    p.add_argument(
+        "--unix",
+        action="store_true",
+        help="follow unix sockets too: a connection names its peer's bound path (a container talking to "
+        "/run/docker.sock); off by default, since every local IPC of a host is an event",
     )
     p.set_defaults(func=cmd_watch)

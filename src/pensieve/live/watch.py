@@ -40,7 +40,8 @@ from pensieve.records.live import LiveEvent
 
 __all__ = ["Watcher", "watch"]
 
-#: the socket tables a watch follows (unix sockets are left out: every local IPC would be noise)
+#: the socket tables a watch follows; unix sockets only when asked (``unix=True``, ``--unix``):
+#: on a whole host every local IPC is an event
 TABLES = ("tcp", "tcp6", "udp", "udp6")
 
 
@@ -73,10 +74,13 @@ class _Sock:
 class Watcher:
     """The state between polls; :meth:`poll` returns the events of one poll."""
 
-    def __init__(self, ctx: LiveContext, wanted: set[str] | None = None, refresh: float = 10.0) -> None:
+    def __init__(
+        self, ctx: LiveContext, wanted: set[str] | None = None, refresh: float = 10.0, unix: bool = False
+    ) -> None:
         self.ctx = ctx
         self.wanted = wanted
         self.refresh = refresh
+        self.unix = unix
         #: netns -> (socket inodes its watched processes held at the last read, when, changed then)
         self._ns: dict[int, tuple[frozenset[int], float, bool]] = {}
         self.table_reads = 0
@@ -192,6 +196,8 @@ class Watcher:
                     rows += [_row(r) for r in parsed.rows]
                     if parsed.bad:
                         self._problem(self.ctx.procfs.path(pid, "net", table), f"{len(parsed.bad)} bad lines")
+                if self.unix:
+                    rows += self._unix_rows(netns, pid)
             except ProcessGone:
                 continue
             except Unreadable as exc:
@@ -199,6 +205,29 @@ class Watcher:
                 return None
             return rows
         return None
+
+    def _unix_rows(self, netns: int, pid: int) -> list[dict]:
+        """The unix sockets of NETNS (read through PID): from sock_diag with each one's peer and
+        the peer's bound name (a connection to ``/run/docker.sock`` shows that path), else from
+        ``/proc/PID/net/unix`` without peers (a problem says so, once)."""
+        from pensieve.live.unixdiag import DiagRefused, dump_unix, is_live_proc
+
+        if is_live_proc(self.ctx.procfs.proc):
+            try:
+                diag = dump_unix(self.ctx.procfs.path(pid, "ns", "net"), netns)
+            except DiagRefused as exc:
+                self._problem(f"netns:[{netns}] unix", f"peer: not read ({exc})")
+            else:
+                return [_unix_row(d, diag.get(d.peer or 0)) for d in diag.values()]
+        else:
+            why = f"{self.ctx.procfs.proc} is not the live /proc"
+            self._problem(f"netns:[{netns}] unix", f"peer: not read ({why})")
+        from pensieve.formats.procnet import parse_unix
+
+        parsed = parse_unix(self.ctx.procfs.read(pid, "net", "unix", limit=1 << 28))
+        return [{"protocol": "unix", "type": r.type, "state": r.state, "local": r.path, "local_port": None,
+                 "remote": None, "remote_port": None, "inode": r.inode, "peer_inode": None}
+                for r in parsed.rows]  # fmt: skip
 
     def _held(self, pids: list[int]) -> dict[int, list[int]]:
         """Socket inode -> the pids of PIDS holding it, from their descriptors (``socket:[N]``)."""
@@ -241,6 +270,8 @@ class Watcher:
             for row in rows:
                 if row.get("inode") in (0, None):  # TIME_WAIT and orphans: no owner any more
                     continue
+                if row["protocol"] == "unix" and row["inode"] not in held_by:
+                    continue  # a namespace's unix table lists every process's: the watched ones' only
                 key = (netns, row["protocol"], row.get("local"), row.get("local_port"), row.get("remote"),
                        row.get("remote_port"), row["inode"])  # fmt: skip
                 seen.add(key)
@@ -300,11 +331,27 @@ def _row(r) -> dict:
     }
 
 
+def _unix_row(d, peer) -> dict:
+    """A sock_diag record (live/unixdiag.UnixDiag) as the dict a watch keeps: REMOTE is the peer's
+    bound name, else ``peer:[INODE]``; an unconnected socket has none."""
+    remote = None
+    if d.peer:
+        remote = peer.name if peer is not None and peer.name else f"peer:[{d.peer}]"
+    return {"protocol": "unix", "type": d.type, "state": d.state, "local": d.name, "local_port": None,
+            "remote": remote, "remote_port": None, "inode": d.inode, "peer_inode": d.peer}  # fmt: skip
+
+
 def is_listener(row: dict) -> bool:
-    """A listening TCP socket, or a UDP socket bound with no peer."""
+    """A listening TCP or unix socket, or a UDP socket bound with no peer."""
+    if row.get("protocol") == "unix":
+        return row.get("state") == "LISTEN"
     if row.get("protocol", "").startswith("tcp"):
         return row.get("state") == "LISTEN"
     return not row.get("remote_port")
+
+
+def _unix_details(row: dict) -> dict:
+    return {"type": row.get("type"), "peer_inode": row.get("peer_inode")}
 
 
 def _sock_details(s: _Sock) -> dict:
@@ -318,7 +365,7 @@ def _sock_details(s: _Sock) -> dict:
         "remote_port": row.get("remote_port"),
         "inode": row.get("inode"),
         "pids": s.pids,
-    }
+    } | (_unix_details(row) if row.get("protocol") == "unix" else {})
 
 
 def watch(
@@ -330,11 +377,12 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     refresh: float = 10.0,
+    unix: bool = False,
 ) -> Watcher:
     """Poll every INTERVAL seconds until DURATION has passed (None: until interrupted), passing
     each poll's events to EMIT; a namespace's socket tables are re-read at least every REFRESH
     seconds; returns the watcher (its ``polls`` count)."""
-    watcher = Watcher(ctx, wanted, refresh)
+    watcher = Watcher(ctx, wanted, refresh, unix)
     start = clock()
     while True:
         began = clock()
