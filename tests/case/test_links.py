@@ -238,3 +238,60 @@ def test_a_content_held_many_times_in_a_place_is_one_link_per_pair_of_places(sto
     assert by_place[c[a][2]] == {("/a/0000", 300)}
     assert by_place[c[b][2]] == {("/b/0000", 200)}
     assert by_place[c[third][2]] == {("/c/0", None)}
+
+
+def test_live_sockets_of_two_containers_on_one_connection_name_their_processes(store):
+    """``process.talk`` over a live snapshot (rows hand-made here, as in test_live_snapshot.py: the
+    real captures of this suite are checkpoints): TCP by the 4-tuple, loopback only within one
+    ``netns``; unix by ``peer_inode`` (the column the live views add; created here when missing)."""
+    c = _containers(store)
+    sid, host, web = c["c-running"]
+    cli = c["c-priv"][2]
+    keys = {"source_id": sid, "host": host}
+
+    def sock(cid, netns, proto, state, local, lport, remote, rport, inode, pid, fd):
+        return {**keys, "container_id": cid, "netns": netns, "protocol": proto, "state": state,
+                "local": local, "local_port": lport, "remote": remote, "remote_port": rport,
+                "inode": inode, "pids": [pid], "fds": [f"{pid}:{fd}"]}  # fmt: skip
+
+    store.insert(
+        "live_processes",
+        [
+            {**keys, "container_id": web, "pid": 100, "comm": "nginx", "cmdline": ["nginx"]},
+            {**keys, "container_id": cli, "pid": 200, "comm": "sh", "cmdline": ["sh", "-i"]},
+            {**keys, "container_id": cli, "pid": 300, "comm": "curl", "cmdline": ["curl", "x"]},
+        ],
+    )
+    store.insert(
+        "live_sockets",
+        [
+            sock(web, 1, "tcp", "LISTEN", "127.0.0.1", 80, "0.0.0.0", 0, 10, 100, 3),
+            sock(web, 1, "tcp", "ESTABLISHED", "127.0.0.1", 80, "127.0.0.1", 40000, 11, 100, 4),
+            sock(cli, 1, "tcp", "ESTABLISHED", "127.0.0.1", 40000, "127.0.0.1", 80, 12, 200, 0),
+            # the same tuples in another namespace: not this connection
+            sock(cli, 2, "tcp", "ESTABLISHED", "127.0.0.1", 40000, "127.0.0.1", 80, 13, 300, 5),
+            sock(web, 1, "unix", "ESTAB", "/run/app.sock", None, None, None, 20, 100, 6),
+            sock(cli, 1, "unix", "ESTAB", None, None, None, None, 21, 300, 7),
+        ],
+    )
+    store.db.execute("ALTER TABLE live_sockets ADD COLUMN IF NOT EXISTS peer_inode BIGINT")
+    store.db.execute("UPDATE live_sockets SET peer_inode = 41 - inode WHERE inode IN (20, 21)")
+    run_analyses(store)
+    talks = store.select(
+        "SELECT value, a, b, details FROM links WHERE kind = 'process.talk' AND a_table = 'live_sockets'"
+    )[1]
+    ends = {
+        v.split()[0]: {json.loads(a)["container"]: json.loads(a), json.loads(b)["container"]: json.loads(b)}
+        for v, a, b, _d in talks
+    }
+    assert len(talks) == 2 and sorted(ends) == ["tcp", "unix"]  # not the other namespace's tuple
+    assert ends["tcp"]["c-priv"]["pids"] == [200] and ends["tcp"]["c-priv"]["inode"] == 12
+    assert ends["tcp"]["c-running"]["processes"][0]["comm"] == "nginx"
+    assert [p["comm"] for p in ends["unix"]["c-priv"]["processes"]] == ["curl"]
+    (tcp,) = [json.loads(d) for v, _a, _b, d in talks if v.startswith("tcp")]
+    assert tcp["shell"] and tcp["label"].count("sh[200]") == 1
+    shells = store.select(
+        "SELECT severity, title FROM findings "
+        "WHERE producer = 'links.processes' AND title LIKE 'shell in c-priv%'"
+    )[1]
+    assert [s for s, _t in shells] == ["critical"]  # fd 0 of sh is the socket

@@ -240,6 +240,17 @@ def test_a_link_ties_web_and_worker_by_the_droppers_hash(triaged):
     assert not any(CONTROL in (a or "") + (b or "") for a, b in rows)
 
 
+def test_no_process_link_where_only_one_end_is_in_the_case(triaged):
+    """The shell's connection ends at the attacker's listener on the host (no container), and the
+    lateral wget from web to worker was over before any checkpoint: no ``process.talk``."""
+    case, _s, _ids, _b = triaged
+    (shell,) = _query(
+        case, f"SELECT count(*) FROM sockets WHERE dst_port = {CB_PORT} AND state = 'ESTABLISHED'"
+    )
+    assert shell == (1,)  # the connection is in the case, its far end is not
+    assert _query(case, "SELECT value FROM links WHERE kind = 'process.talk'") == []
+
+
 def test_the_checkpoints_are_tied_to_the_web_container(triaged):
     """A bare CRIU directory names no container; its cgroup paths and mounts do."""
     case, _s, ids, _b = triaged
