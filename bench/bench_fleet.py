@@ -100,10 +100,11 @@ def main() -> None:
 def _report(roots, tasks, base, runs, loads) -> list[str]:
     b = statistics.median(base)
     lines = [
-        "| run | median wall s | min s | speedup (median) | efficiency | units | unit compute median / mean s "
-        "| overhead / unit ms |",
+        "| run | median wall s | min s | speedup (median) | efficiency | units "
+        "| unit compute median / mean s | overhead / unit ms |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
-        f"| in-process | {b:.2f} | {min(base):.2f} | 1.00x | - | {tasks} tasks | {b / tasks * 1000:.1f} ms/task | - |",
+        f"| in-process | {b:.2f} | {min(base):.2f} | 1.00x | - | {tasks} tasks "
+        f"| {b / tasks * 1000:.1f} ms/task | - |",
     ]
     for n, got in runs.items():
         wall = statistics.median(g["wall"] for g in got)
