@@ -279,3 +279,31 @@ def test_ctrl_c_leaves_a_case_that_a_rerun_completes(overlay2_root, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert again.returncode in (0, 5), again.stderr
     assert _tables(case) == _tables(local)
+
+
+def test_carving_in_small_ranges_gives_the_case_of_one_scan(tmp_path):
+    """The ext4 carving fixture (tests/fixtures/carve, a kernel-made filesystem with files written
+    and deleted) triaged with 1 MiB carving units: several units, the same case as in-process."""
+    import lzma
+    import shutil
+
+    from conftest import FIXTURE_ROOT
+
+    from pensieve.fleet.carving import carve_ranges
+
+    pytest.importorskip("pytsk3")
+    (tmp_path / "evidence").mkdir()
+    image = tmp_path / "evidence" / "carve.img"
+    with lzma.open(FIXTURE_ROOT / "carve" / "carve.img.xz") as src, open(image, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(image, 0o444)
+    assert len(carve_ranges(str(image), 1 << 20)) > 4
+    local = tmp_path / "local.duckdb"
+    triage([str(image)], str(local))
+    fleet = tmp_path / "fleet.duckdb"
+    with _client() as client:
+        summary = triage_fleet([str(image)], str(fleet), client, carve_bytes=1 << 20)
+    a, b = _tables(local), _tables(fleet)
+    assert len(a["carved"]) > 10
+    assert summary.failed == 0
+    assert a == b

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pensieve.case.triage import TriageSummary, fingerprint, record_unopenable
+from pensieve.fleet.carving import RANGE_BYTES
 from pensieve.fleet.units import CLIENT_TASKS, HuntingSpec, TaskInfo, Unit, is_done, run_unit
 from pensieve.records import Problem
 
@@ -52,6 +53,8 @@ class _Source:
         self.integrity: list | None = None  # the rows of integrity gathered so far
         self.layers_left = 0
         self.integrity_error: dict | None = None
+        self.carve_parts: list[dict] = []  # the answers of its carving units
+        self.carve_left = 0
 
     def keys(self) -> dict[str, Any]:
         return {"source_id": self.sid, "host": self.host}
@@ -60,7 +63,10 @@ class _Source:
 class FleetRun:
     """One triage run on a Dask client: the state of the sources and counts."""
 
-    def __init__(self, store, client, hunting, report: Callable[[dict], None], remote, retries: int) -> None:
+    def __init__(
+        self, store, client, hunting, report: Callable[[dict], None], remote, retries: int, carve_bytes: int
+    ) -> None:
+        self.carve_bytes = carve_bytes
         self.store, self.client, self.hunting, self.report = store, client, hunting, report
         self.remote, self.retries = remote, retries
         self.spec = HuntingSpec.of(hunting)
@@ -75,7 +81,7 @@ class FleetRun:
 
     # ---- submitting -----------------------------------------------------------------------
     def submit(self, src: _Source, kind: str, items: tuple = ()):
-        unit = Unit(kind, src.path, src.sid, self.run_id, src.done, self.spec, items)
+        unit = Unit(kind, src.path, src.sid, self.run_id, src.done, self.spec, items, self.carve_bytes)
         key = f"pensieve-{kind}-{src.sid}-{len(self.units)}-{self.run_id[:8]}-{uuid.uuid4().hex[:8]}"
         fut = self.client.submit(self.remote, unit, retries=self.retries, pure=False, key=key)
         self.units[fut] = (unit, src)
@@ -150,6 +156,8 @@ class FleetRun:
             self._flush_sources()
         elif unit.kind == "layer":
             self._layer(src, answer)
+        elif unit.kind == "carve":
+            self._carve(src, unit, answer)
         else:
             self._results(src, unit, answer)
         self.report({"phase": PHASE[unit.kind], "event": "unit", "status": _status(answer)})
@@ -187,6 +195,9 @@ class FleetRun:
                 continue  # written once its layers are back
             self._report_task(src, src.tasks[key], self.write_task(src, src.tasks[key], result), "sources")
         self._integrity(src, answer)
+        src.carve_left = len(answer["ranges"])
+        for lo, hi in answer["ranges"]:
+            self.submit(src, "carve", (lo, hi))
         self._submit_containers(src, answer["containers"])
 
     def _integrity(self, src: _Source, answer: dict) -> None:
@@ -214,6 +225,20 @@ class FleetRun:
             else:
                 result = {"status": "done", "rows": [("integrity", src.integrity)], "problems": []}
             self._report_task(src, info, self.write_task(src, info, result), "layers")
+
+    def _carve(self, src: _Source, unit: Unit, answer: dict) -> None:
+        """Hold the carving ranges of the source until all are back, then merge and write them."""
+        src.carve_left -= 1
+        src.carve_parts.append(answer if "error" not in answer else {"status": "failed", **answer})
+        if src.carve_left:
+            return
+        info = src.tasks[("carve", None)]
+        bad = next((p for p in src.carve_parts if p.get("status") != "done"), None)
+        if bad is not None:
+            result = {"status": "failed", "error": bad.get("error"), "where": bad.get("where")}
+        else:
+            result = _carve_result(src, src.carve_parts)
+        self._report_task(src, info, self.write_task(src, info, result), "carve")
 
     def _submit_containers(self, src: _Source, containers: list[str]) -> None:
         todo = [
@@ -247,6 +272,28 @@ class FleetRun:
         self.report(
             {"phase": phase, "event": "task", "source": src.label, "task": info.label, "status": status}
         )
+
+
+def _carve_result(src: _Source, parts: list[dict]) -> dict:
+    """The carve task's result from its ranges: files merged in image order (as one scan finds
+    them), each problem once."""
+    from pensieve.case.schema import BY_NAME
+    from pensieve.case.store import record_row
+    from pensieve.fleet.carving import merge
+
+    files = merge(src.path, [(*p["range"], p["files"]) for p in parts])
+    met: list[Problem] = []
+    seen: set[tuple] = set()
+    for part in sorted(parts, key=lambda p: p["range"]):
+        for p in part["met"]:
+            key = (p.source, p.message, p.subject, p.severity)
+            if key not in seen:  # each range's Carver says what the image's spaces are
+                seen.add(key)
+                met.append(p)
+    keys = src.keys()
+    problems = [record_row(BY_NAME["problems"], p, keys, {"task": "carve"}) for p in met]
+    rows = [record_row(BY_NAME["carved"], f, keys) for f in files]
+    return {"status": "done", "rows": [("carved", rows)], "problems": problems, "met": met}
 
 
 #: the progress phase of each kind of unit
@@ -326,9 +373,11 @@ def triage_fleet(
     retries: int = RETRIES,
     remote: Callable[[Unit], dict[str, Any]] = run_unit,
     hunting=None,
+    carve_bytes: int = RANGE_BYTES,
 ) -> TriageSummary:
     """Triage PATHS into CASE with the units run on CLIENT's cluster (a distributed.Client);
-    HUNTING (pensieve.hunting.Hunting) is compiled again on each worker from its rule texts."""
+    HUNTING (pensieve.hunting.Hunting) is compiled again on each worker from its rule texts;
+    a disk image is carved in units of CARVE_BYTES of free space."""
     from distributed import as_completed
 
     from pensieve.case.analyses import run_analyses
@@ -338,7 +387,7 @@ def triage_fleet(
     try:
         if hunting is not None:
             hunting.remember(store)
-        run = FleetRun(store, client, hunting, report, remote, retries)
+        run = FleetRun(store, client, hunting, report, remote, retries, carve_bytes)
         run.sources = _plan_sources(store, paths)
         report({"phase": "sources", "event": "total", "total": len(run.sources)})
         queue = as_completed([run.submit(s, "source") for s in run.sources])

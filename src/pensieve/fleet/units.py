@@ -84,6 +84,7 @@ class Unit(NamedTuple):
     done: dict  # (task, subject) -> params of the tasks the case holds as done
     hunting: HuntingSpec | None = None
     items: tuple = ()  # containers: their ids; layer: (LayerEntry,); carve: (start, end)
+    carve_bytes: int = 256 << 20  # free bytes a carving unit covers (pensieve.fleet.carving)
 
 
 class TaskInfo(NamedTuple):
@@ -232,7 +233,7 @@ def _source_unit(unit: Unit) -> dict[str, Any]:
             finally:
                 DEFERRED.reset(token)
         elif task.name == "carve":
-            ranges = carve_ranges(ctx.source.path)
+            ranges = carve_ranges(ctx.source.path, unit.carve_bytes)
             if not ranges:
                 results[(task.name, task.subject)] = run_task(ctx, task)
         else:
@@ -285,12 +286,37 @@ def _layer_unit(unit: Unit) -> dict[str, Any]:
     return {"status": "done", "rows": integrity_rows(ctx, [verdict])}
 
 
-def carve_ranges(path: str) -> list[tuple[int, int]]:
+def carve_ranges(path: str, size: int) -> list[tuple[int, int]]:
     """The ranges a disk image's carving is split into ([] to carve it whole, in one unit)."""
-    return []
+    from pensieve.fleet.carving import carve_ranges as ranges
+
+    return ranges(path, size)
 
 
-_RUNNERS = {"source": _source_unit, "containers": _containers_unit, "layer": _layer_unit}
+def _carve_unit(unit: Unit) -> dict[str, Any]:
+    from pensieve.fleet.carving import carve_range
+
+    lo, hi = unit.items
+    try:
+        files, problems = carve_range(unit.path, lo, hi)
+    except Exception as exc:  # noqa: BLE001 - the carve task fails, the others go on
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"{type(exc).__name__}: {exc}"
+        return {
+            "status": "failed",
+            "error": message,
+            "where": f"{os.path.basename(where.filename)}:{where.lineno}",
+        }
+    found = [p if isinstance(p, Problem) else Problem(unit.path, str(p)) for p in problems]
+    return {"status": "done", "range": (lo, hi), "files": files, "met": found}
+
+
+_RUNNERS = {
+    "source": _source_unit,
+    "containers": _containers_unit,
+    "layer": _layer_unit,
+    "carve": _carve_unit,
+}
 
 
 def run_unit(unit: Unit) -> dict[str, Any]:
