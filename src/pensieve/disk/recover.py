@@ -249,7 +249,7 @@ class Recovery:
         self._live_block_cache: dict[int, set[int]] = {}
         self._journalled_sorted: list[int] | None = None
         self._cur: dict[int, Inode | None] = {}  # the inode table now, parsed once per inode
-        self._parsed: dict[tuple[int, bytes], Inode] = {}  # journalled inode copies (bounded)
+        self._parsed: dict[tuple[int, bytes], tuple[Inode, bool]] = {}  # inode copy -> (it, alive)
 
     # -- sequences: u32, wrapping; ordered relative to the journal superblock's
     def seqkey(self, seq: int) -> int:
@@ -439,19 +439,23 @@ class Recovery:
         if ino < fs.first_ino and ino != 2:
             return
         key = (ino, raw)
-        v = self._parsed.get(key)
-        if v is None:  # the same bytes in another copy of the block: parsed once
+        hit = self._parsed.get(key)
+        if hit is None:  # the same bytes in another copy of the block: parsed and judged once
             try:
                 v = fs.parse_inode(ino, raw)
             except struct.error:
                 return
+            live = False
+            if v.mode:
+                cur = self._current(ino)
+                live = cur is not None and cur.key == v.key and cur.links > 0 and fs.inode_in_use(ino)
             if len(self._parsed) >= 1 << 16:
                 self._parsed.clear()
-            self._parsed[key] = v
+            hit = self._parsed[key] = (v, live)
+        v, live = hit
         if not v.mode:
             return
-        cur = self._current(ino)
-        if cur is not None and cur.key == v.key and cur.links > 0 and fs.inode_in_use(ino):
+        if live:  # still this incarnation in the inode table
             old = self.live_first.get(ino)
             if old is None or seq < old:
                 self.live_first[ino] = seq

@@ -465,6 +465,13 @@ def _slack(block: bytes, start: int, end: int, filetype: bool, max_ino: int, out
     """Deleted entries inside [start, end): merged into the predecessor's rec_len on unlink."""
     pos = (start + 3) & ~3
     while pos + 12 <= end:
+        if not block[pos] and not block[pos + 1] and not block[pos + 2] and not block[pos + 3]:
+            # inode 0: no entry here; jump to the word holding the next non-zero byte
+            m = _NONZERO.search(block, pos + 4, end)
+            if m is None:
+                return
+            pos = m.start() & ~3
+            continue
         ino, rec_len, name_len, ftype = _entry_head(block, pos, filetype)
         ok = (
             0 < ino <= max_ino
@@ -786,6 +793,7 @@ class Ext4:
 
 
 _FREE = re.compile(rb"\x00+|[^\xff]")
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def _zero_bits(bits: bytes, n: int) -> Iterator[tuple[int, int]]:
