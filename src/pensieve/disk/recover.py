@@ -247,6 +247,9 @@ class Recovery:
         self._bytes_done = 0
         self._bytes_total = 0
         self._live_block_cache: dict[int, set[int]] = {}
+        self._journalled_sorted: list[int] | None = None
+        self._cur: dict[int, Inode | None] = {}  # the inode table now, parsed once per inode
+        self._parsed: dict[tuple[int, bytes], tuple[Inode, bool]] = {}  # inode copy -> (it, alive)
 
     # -- sequences: u32, wrapping; ordered relative to the journal superblock's
     def seqkey(self, seq: int) -> int:
@@ -260,6 +263,14 @@ class Recovery:
     def _tick(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(phase, done, total)
+
+    def _current(self, ino: int) -> Inode | None:
+        """Inode INO as the inode table holds it now (parsed once: the image is not written)."""
+        try:
+            return self._cur[ino]
+        except KeyError:
+            cur = self._cur[ino] = self.fs.inode(ino)
+            return cur
 
     # ---- the journal ----------------------------------------------------------------------
     def _open_journal(self) -> None:
@@ -427,14 +438,24 @@ class Recovery:
         fs = self.fs
         if ino < fs.first_ino and ino != 2:
             return
-        try:
-            v = fs.parse_inode(ino, raw)
-        except struct.error:
-            return
+        key = (ino, raw)
+        hit = self._parsed.get(key)
+        if hit is None:  # the same bytes in another copy of the block: parsed and judged once
+            try:
+                v = fs.parse_inode(ino, raw)
+            except struct.error:
+                return
+            live = False
+            if v.mode:
+                cur = self._current(ino)
+                live = cur is not None and cur.key == v.key and cur.links > 0 and fs.inode_in_use(ino)
+            if len(self._parsed) >= 1 << 16:
+                self._parsed.clear()
+            hit = self._parsed[key] = (v, live)
+        v, live = hit
         if not v.mode:
             return
-        cur = fs.inode(ino)
-        if cur is not None and cur.key == v.key and cur.links > 0 and fs.inode_in_use(ino):
+        if live:  # still this incarnation in the inode table
             old = self.live_first.get(ino)
             if old is None or seq < old:
                 self.live_first[ino] = seq
@@ -483,7 +504,7 @@ class Recovery:
             dirs.update(e.ino for e in lst if e.ftype == 2)
         for ino in dirs:
             versions = [inc.mapped[1] for inc in self.incs.get(ino, {}).values() if inc.mapped]
-            cur = fs.inode(ino)
+            cur = self._current(ino)
             if cur is not None and statmod.S_ISDIR(cur.mode) and cur.has_mapping():
                 versions.append(cur)
             for v in versions:
@@ -511,7 +532,7 @@ class Recovery:
                 self.problems.append(f"orphan list points at inode {ino}, beyond the filesystem")
                 break
             seen.add(ino)
-            cur = fs.inode(ino)
+            cur = self._current(ino)
             if cur is None:
                 break
             self._orphans.append(ino)
@@ -558,7 +579,7 @@ class Recovery:
     # ---- names and paths ------------------------------------------------------------------
     def _live_dir(self, ino: int) -> Inode | None:
         fs = self.fs
-        cur = fs.inode(ino)
+        cur = self._current(ino)
         if cur is None or not statmod.S_ISDIR(cur.mode) or not cur.links or not fs.inode_in_use(ino):
             return None
         return cur
@@ -730,7 +751,7 @@ class Recovery:
         nblocks = -(-size // bs)
         runs = mapping(src, bs, self._meta_block, nblocks, probs)
         rec.notes.extend(probs[:5])
-        survives = self._survival(inc, src, nblocks)
+        lost = self._survival(inc, src, nblocks)
         got = 0
         pos = 0  # logical byte offset written so far
         for lb, pb, cnt, unwritten in runs:
@@ -743,7 +764,7 @@ class Recovery:
                 pos = min(start, size)
             if start < pos:
                 continue  # overlapping extents (corrupt): keep the first
-            run_got, pos = self._copy_run(rec, out, (lb, pb, cnt, unwritten), pos, survives)
+            run_got, pos = self._copy_run(rec, out, (lb, pb, cnt, unwritten), pos, lost)
             got += run_got
         if pos < size:
             mapped_end = runs[-1][0] + runs[-1][2] if runs else 0
@@ -754,14 +775,15 @@ class Recovery:
         self._settle(rec, out, got)
         return out.kept_bytes()
 
-    def _survival(self, inc: Incarnation, src: Inode, nblocks: int) -> Callable[[int], bool]:
-        """Whether a block mapped by INC's version SRC still holds its content: the inode still
-        owns it, or it is free and nothing mapped or journalled it since."""
+    def _survival(self, inc: Incarnation, src: Inode, nblocks: int) -> Callable[[int, int], set[int]]:
+        """Which blocks mapped by INC's version SRC no longer hold its content: given a run
+        (first, count), the set of its blocks that do not survive.  A block survives when the
+        inode still owns it, or it is free and nothing mapped or journalled it since."""
         fs = self.fs
         assert inc.mapped is not None
         mapped_seq = inc.mapped[0]
         own: set[int] = set()
-        cur = fs.inode(inc.ino)
+        cur = self._current(inc.ino)
         if cur is not None and cur.key == inc.key and cur.has_mapping():
             for _lb, pb, cnt, _u in mapping(cur, fs.block_size, self._meta_block, nblocks, []):
                 own.update(range(pb, pb + min(cnt, 1 << 20)))
@@ -770,14 +792,15 @@ class Recovery:
         # journalled while it lives: for it, only copies after its last version count)
         since = inc.last if statmod.S_ISDIR(src.mode) else mapped_seq
 
-        def survives(blk: int) -> bool:
-            return blk in own or not (
-                fs.block_in_use(blk)
-                or self._journalled_after(blk, since)
-                or self._claimed_later(blk, mapped_seq, inc.ino)
-            )
+        def lost(first: int, count: int) -> set[int]:
+            bad = set(fs.used_blocks(first, count))
+            bad.update(self._journalled_after_in(first, first + count, since))
+            bad.update(self._claimed_later_in(first, first + count, mapped_seq, inc.ino))
+            if own and bad:
+                bad -= own
+            return bad
 
-        return survives
+        return lost
 
     def _copy_run(
         self,
@@ -785,7 +808,7 @@ class Recovery:
         out: _ContentOut,
         run: tuple[int, int, int, bool],
         pos: int,
-        survives: Callable[[int], bool],
+        lost: Callable[[int, int], set[int]],
     ) -> tuple[int, int]:
         """Copy one mapped RUN (logical block, physical block, count, unwritten) from byte offset
         POS, in 1 MiB steps: (bytes recovered, new offset)."""
@@ -800,7 +823,7 @@ class Recovery:
             if unwritten:
                 data, good = bytes(take * bs), take
             else:
-                data, good = self._surviving_blocks(rec, pb + b, take, survives)
+                data, good = self._surviving_blocks(rec, pb + b, take, lost)
             end = min(size, (lb + b + take) * bs)
             n = max(0, end - pos)
             chunk = data[:n]
@@ -813,27 +836,25 @@ class Recovery:
         return got, pos
 
     def _surviving_blocks(
-        self, rec: RecoveredFile, first: int, take: int, survives: Callable[[int], bool]
+        self, rec: RecoveredFile, first: int, take: int, lost: Callable[[int, int], set[int]]
     ) -> tuple[bytes, int]:
         """TAKE blocks from FIRST, each one reused since (or beyond the filesystem) as zeros:
-        (data, blocks that survive)."""
+        (data, blocks that survive).  One read; blocks zeroed in place only where needed."""
         fs = self.fs
         bs = fs.block_size
-        data = fs.read_blocks(first, take).ljust(take * bs, b"\0")
-        good = 0
-        parts = []
-        for k in range(take):
-            blk = first + k
-            if blk >= fs.blocks_count:
-                parts.append(bytes(bs))
-                continue
-            if survives(blk):
-                good += 1
-                parts.append(data[k * bs : (k + 1) * bs])
-            else:
-                rec.reused_blocks += 1
-                parts.append(bytes(bs))
-        return b"".join(parts), good
+        data = fs.read_blocks(first, take)
+        inside = max(0, min(take, fs.blocks_count - first))  # blocks beyond the filesystem: zeros
+        bad = lost(first, inside) if inside else set()
+        if len(data) == take * bs and not bad and inside == take:
+            return data, take
+        buf = bytearray(data.ljust(take * bs, b"\0"))
+        zero = bytes(bs)
+        for blk in bad:
+            k = blk - first
+            buf[k * bs : (k + 1) * bs] = zero
+        buf[inside * bs :] = bytes((take - inside) * bs)
+        rec.reused_blocks += len(bad)
+        return bytes(buf), inside - len(bad)
 
     @staticmethod
     def _settle(rec: RecoveredFile, out: _ContentOut, got: int) -> None:
@@ -870,19 +891,29 @@ class Recovery:
             maxend.append(m)
         self._claim_maxend = maxend
 
-    def _claimed_later(self, block: int, seq: int, ino: int) -> bool:
-        """Whether another deleted file mapped BLOCK in a version newer than SEQ."""
-        i = bisect.bisect_right(self._claim_starts, block) - 1
-        while i >= 0 and self._claim_maxend[i] > block:
-            start, end, cseq, cino = self._claims[i]
-            if start <= block < end and cseq > seq and cino != ino:
-                return True
+    def _claimed_later_in(self, first: int, end: int, seq: int, ino: int) -> list[int]:
+        """Blocks of [FIRST, END) another deleted file mapped in a version newer than SEQ."""
+        out: list[int] = []
+        i = bisect.bisect_left(self._claim_starts, end) - 1
+        while i >= 0 and self._claim_maxend[i] > first:
+            start, cend, cseq, cino = self._claims[i]
+            if cend > first and cseq > seq and cino != ino:
+                out.extend(range(max(start, first), min(cend, end)))
             i -= 1
-        return False
+        return out
 
-    def _journalled_after(self, block: int, seq: int) -> bool:
-        tags = self.by_fs.get(block)
-        return bool(tags) and tags[-1][0] > seq
+    def _journalled_after_in(self, first: int, end: int, seq: int) -> list[int]:
+        """Blocks of [FIRST, END) the journal holds a copy of newer than SEQ."""
+        fsblocks = self._journalled_sorted
+        if fsblocks is None:
+            fsblocks = self._journalled_sorted = sorted(self.by_fs)
+        out = []
+        i = bisect.bisect_left(fsblocks, first)
+        while i < len(fsblocks) and fsblocks[i] < end:
+            if self.by_fs[fsblocks[i]][-1][0] > seq:
+                out.append(fsblocks[i])
+            i += 1
+        return out
 
     # ---- the whole run --------------------------------------------------------------------
     def run(self, out: OutputSink | None = None, include_all: bool = False) -> list[RecoveredFile]:
@@ -898,7 +929,7 @@ class Recovery:
         for ino, d in self.incs.items():
             if ino < fs.first_ino and ino != 2:
                 continue
-            cur = fs.inode(ino)
+            cur = self._current(ino)
             alive = cur is not None and cur.links > 0 and fs.inode_in_use(ino)
             for inc in d.values():
                 if alive and cur.key == inc.key:
@@ -939,7 +970,7 @@ class Recovery:
         for ino, lst in self.names.items():
             if ino in self.incs or ino < fs.first_ino:
                 continue
-            cur = fs.inode(ino)
+            cur = self._current(ino)
             if cur is not None and cur.links > 0 and fs.inode_in_use(ino):
                 continue
             for e in lst:

@@ -214,6 +214,14 @@ def inode_rdev(raw: bytes) -> int:
     return os.makedev((new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00))
 
 
+#: the 128 bytes every inode has, to 0x7C: mode, uid, size_lo, atime, ctime, mtime, dtime, gid,
+#: links, (blocks), flags, (osd1), i_block, generation, file_acl_lo, size_hi, (faddr, blocks_hi),
+#: file_acl_hi, uid_hi, gid_hi
+_INODE_BASE = struct.Struct("<HHIiiiIHH4xI4x60sIII4x2xHHH")
+#: from 0x80: extra_isize, (pad), ctime_extra, mtime_extra, atime_extra, crtime, crtime_extra
+_INODE_EXTRA = struct.Struct("<H2xIIIiI")
+
+
 class Inode:
     """The fields of one on-disk inode (``inodes.rst``)."""
 
@@ -237,27 +245,39 @@ class Inode:
 
     def __init__(self, ino: int, raw: bytes, inode_size: int) -> None:
         self.ino = ino
-        self.mode, uid_lo, size_lo = struct.unpack_from("<HHI", raw, 0)
-        self.dtime = struct.unpack_from("<I", raw, 0x14)[0]
-        gid_lo, self.links = struct.unpack_from("<HH", raw, 0x18)
-        self.flags = struct.unpack_from("<I", raw, 0x20)[0]
-        self.iblock = bytes(raw[0x28:0x64])
-        self.generation = struct.unpack_from("<I", raw, 0x64)[0]
-        self.file_acl = struct.unpack_from("<I", raw, 0x68)[0] | (
-            struct.unpack_from("<H", raw, 0x76)[0] << 32
-        )
-        size_hi = struct.unpack_from("<I", raw, 0x6C)[0]
-        uid_hi, gid_hi = struct.unpack_from("<HH", raw, 0x78)
+        (
+            self.mode,
+            uid_lo,
+            size_lo,
+            atime,
+            ctime,
+            mtime,
+            self.dtime,
+            gid_lo,
+            self.links,
+            self.flags,
+            self.iblock,
+            self.generation,
+            acl_lo,
+            size_hi,
+            acl_hi,
+            uid_hi,
+            gid_hi,
+        ) = _INODE_BASE.unpack_from(raw, 0)
+        self.file_acl = acl_lo | acl_hi << 32
         self.uid = uid_lo | uid_hi << 16
         self.gid = gid_lo | gid_hi << 16
         self.size = size_lo | size_hi << 32
-        self.atime_ns, self.mtime_ns, self.ctime_ns = inode_times_ns(raw, inode_size)
         self.crtime_ns: int | None = None
-        if len(raw) >= 0x98 and inode_size > 128:
-            extra = struct.unpack_from("<H", raw, 0x80)[0]
-            if extra >= 0x18:
-                sec, ex = struct.unpack_from("<iI", raw, 0x90)
-                self.crtime_ns = (sec + ((ex & 3) << 32)) * 1_000_000_000 + (ex >> 2)
+        if inode_size > 128 and len(raw) >= 0x98:
+            extra, c_ex, m_ex, a_ex, cr, cr_ex = _INODE_EXTRA.unpack_from(raw, 0x80)
+            if extra >= 0x18:  # every extra time field is there (the common 256-byte inode)
+                self.atime_ns = (atime + ((a_ex & 3) << 32)) * 1_000_000_000 + (a_ex >> 2)
+                self.mtime_ns = (mtime + ((m_ex & 3) << 32)) * 1_000_000_000 + (m_ex >> 2)
+                self.ctime_ns = (ctime + ((c_ex & 3) << 32)) * 1_000_000_000 + (c_ex >> 2)
+                self.crtime_ns = (cr + ((cr_ex & 3) << 32)) * 1_000_000_000 + (cr_ex >> 2)
+                return
+        self.atime_ns, self.mtime_ns, self.ctime_ns = inode_times_ns(raw, inode_size)
 
     @property
     def key(self) -> tuple[int, int | None]:
@@ -445,6 +465,13 @@ def _slack(block: bytes, start: int, end: int, filetype: bool, max_ino: int, out
     """Deleted entries inside [start, end): merged into the predecessor's rec_len on unlink."""
     pos = (start + 3) & ~3
     while pos + 12 <= end:
+        if not block[pos] and not block[pos + 1] and not block[pos + 2] and not block[pos + 3]:
+            # inode 0: no entry here; jump to the word holding the next non-zero byte
+            m = _NONZERO.search(block, pos + 4, end)
+            if m is None:
+                return
+            pos = m.start() & ~3
+            continue
         ino, rec_len, name_len, ftype = _entry_head(block, pos, filetype)
         ok = (
             0 < ino <= max_ino
@@ -600,6 +627,34 @@ class Ext4:
         bm = self._bitmap(gd.block_bitmap)
         return bool(index // 8 < len(bm) and bm[index // 8] >> (index % 8) & 1)
 
+    def used_blocks(self, first: int, count: int) -> list[int]:
+        """The blocks of [FIRST, FIRST+COUNT) :meth:`block_in_use` calls in use, found a bitmap
+        slice at a time (one integer per group's part of the range, not one call per block)."""
+        out: list[int] = []
+        end = first + count
+        fdb, bpg = self.sb.first_data_block, self.blocks_per_group
+        b = first
+        while b < end:
+            if b < fdb or b >= self.blocks_count:
+                stop = min(end, fdb) if b < fdb else end
+                out.extend(range(b, stop))
+                b = stop
+                continue
+            group, index = divmod(b - fdb, bpg)
+            stop = min(end, fdb + (group + 1) * bpg, self.blocks_count)
+            n = stop - b
+            gd = self.group_desc(group)
+            if not (gd.flags & BG_BLOCK_UNINIT and self.sb.csum_groups):
+                lo = index // 8
+                bits = int.from_bytes(self._bitmap(gd.block_bitmap)[lo : (index + n - 1) // 8 + 1], "little")
+                bits = (bits >> (index - lo * 8)) & ((1 << n) - 1)
+                while bits:
+                    low = bits & -bits
+                    out.append(b + low.bit_length() - 1)
+                    bits ^= low
+            b = stop
+        return out
+
     def inode_in_use(self, ino: int) -> bool:
         group, index = divmod(ino - 1, self.inodes_per_group)
         gd = self.group_desc(group)
@@ -738,6 +793,7 @@ class Ext4:
 
 
 _FREE = re.compile(rb"\x00+|[^\xff]")
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def _zero_bits(bits: bytes, n: int) -> Iterator[tuple[int, int]]:
