@@ -187,13 +187,7 @@ def run_task(ctx, task) -> dict[str, Any]:
         rows = [(table, list(r)) for table, r in task.run()]
     except Exception as exc:  # noqa: BLE001 - one failed analysis must not end the others
         del ctx.problems[before:]
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"{type(exc).__name__}: {exc}"
-        return {
-            "status": "failed",
-            "error": message,
-            "where": f"{os.path.basename(where.filename)}:{where.lineno}",
-        }
+        return _failed(exc)
     met = ctx.problems[before:]
     return {
         "status": "done",
@@ -276,14 +270,18 @@ def _layer_unit(unit: Unit) -> dict[str, Any]:
     try:
         verdict = verify_entry(ctx.host, entry)
     except Exception as exc:  # noqa: BLE001 - the integrity task fails, the others go on
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"{type(exc).__name__}: {exc}"
-        return {
-            "status": "failed",
-            "error": message,
-            "where": f"{os.path.basename(where.filename)}:{where.lineno}",
-        }
+        return _failed(exc)
     return {"status": "done", "rows": integrity_rows(ctx, [verdict])}
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    """A unit's result for EXC: failed, with the message and the file:line it was raised at."""
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return {
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "where": f"{os.path.basename(where.filename)}:{where.lineno}",
+    }
 
 
 def carve_ranges(path: str, size: int) -> list[tuple[int, int]]:
@@ -300,13 +298,7 @@ def _carve_unit(unit: Unit) -> dict[str, Any]:
     try:
         files, problems = carve_range(unit.path, lo, hi)
     except Exception as exc:  # noqa: BLE001 - the carve task fails, the others go on
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"{type(exc).__name__}: {exc}"
-        return {
-            "status": "failed",
-            "error": message,
-            "where": f"{os.path.basename(where.filename)}:{where.lineno}",
-        }
+        return _failed(exc)
     found = [p if isinstance(p, Problem) else Problem(unit.path, str(p)) for p in problems]
     return {"status": "done", "range": (lo, hi), "files": files, "met": found}
 
