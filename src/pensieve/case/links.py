@@ -365,41 +365,51 @@ def connections(store: CaseStore) -> Iterator[tuple[str, list[dict]]]:
 
 #: the two ends of each connection among checkpoint sockets: (rowid of a, rowid of b)
 _CHECKPOINT_PAIRS = (
-    "WITH s AS (SELECT t.rowid AS rid, t.host, t.pod, t.family, t.type, t.proto, t.state, t.src, t.src_port, "
-    "t.dst, t.dst_port, t.ino, t.peer_ino, "
+    "WITH s AS (SELECT t.rowid AS rid, coalesce(t.host, '') AS h, t.pod, t.family, t.type, t.proto, "
+    "t.state, t.src, t.src_port, t.dst, t.dst_port, t.ino, t.peer_ino, "
     "t.source_id || '/' || coalesce(t.container_id, t.checkpoint_name) AS place, "
     f"{_NETNS} AS netns FROM sockets t {_MODES} "
     "WHERE coalesce(json_array_length(t.pids), 0) > 0 AND t.state <> 'LISTEN' "
-    "AND coalesce(t.container_id, t.checkpoint_name) IS NOT NULL) "
-    "SELECT a.rid, b.rid FROM s a JOIN s b ON a.host IS NOT DISTINCT FROM b.host AND a.place < b.place "
-    "AND ((a.family IN ('inet', 'inet6') AND b.family = a.family AND a.proto = b.proto "
-    "AND a.src = b.dst AND a.dst = b.src AND a.src_port = b.dst_port AND a.dst_port = b.src_port "
-    f"AND a.src_port > 0 AND a.dst_port > 0 AND {_SAME_LOOPBACK}) "
-    "OR (a.family = 'unix' AND b.family = 'unix' AND a.type = b.type "
-    "AND (a.peer_ino = b.ino OR b.peer_ino = a.ino))) "
-    "ORDER BY a.place, b.place, a.rid, b.rid"
+    "AND coalesce(t.container_id, t.checkpoint_name) IS NOT NULL), "
+    # each rule an equality join (hashed, not every pair compared), the pairs united
+    "p AS (SELECT a.rid AS ar, b.rid AS br, a.place AS ap, b.place AS bp FROM s a JOIN s b "
+    "ON a.h = b.h AND b.family = a.family AND a.proto = b.proto AND a.src = b.dst AND a.dst = b.src "
+    "AND a.src_port = b.dst_port AND a.dst_port = b.src_port "
+    "WHERE a.place < b.place AND a.family IN ('inet', 'inet6') "
+    f"AND a.src_port > 0 AND a.dst_port > 0 AND {_SAME_LOOPBACK} "
+    "UNION SELECT a.rid, b.rid, a.place, b.place FROM s a JOIN s b "
+    "ON a.h = b.h AND a.type = b.type AND a.peer_ino = b.ino "
+    "WHERE a.place < b.place AND a.family = 'unix' AND b.family = 'unix' "
+    "UNION SELECT a.rid, b.rid, a.place, b.place FROM s a JOIN s b "
+    "ON a.h = b.h AND a.type = b.type AND b.peer_ino = a.ino "
+    "WHERE a.place < b.place AND a.family = 'unix' AND b.family = 'unix') "
+    "SELECT ar, br FROM p ORDER BY ap, bp, ar, br"
 )
 
 
 def _live_pairs_sql(peer_column: bool) -> str:
     """The two ends of each connection among live-snapshot sockets: (rowid of a, rowid of b);
-    unix sockets pair by ``peer_inode`` where the case has that column."""
-    unix = (
-        "OR (a.protocol = 'unix' AND b.protocol = 'unix' "
-        "AND (a.peer_inode = b.inode OR b.peer_inode = a.inode))"
-        if peer_column
-        else ""
+    unix sockets pair by ``peer_inode`` where the case has that column.  Each rule is an equality
+    join (hashed), the pairs united."""
+    pair = "SELECT a.rid AS ar, b.rid AS br, a.place AS ap, b.place AS bp FROM s a JOIN s b "
+    unix = "".join(
+        f"UNION {pair}ON a.h = b.h AND {cond} "
+        "WHERE a.place < b.place AND a.protocol = 'unix' AND b.protocol = 'unix' "
+        for cond in ("a.peer_inode = b.inode", "b.peer_inode = a.inode")
     )
     return (
-        "WITH s AS (SELECT t.rowid AS rid, t.*, t.source_id || '/' || t.container_id AS place "
+        "WITH s AS (SELECT t.rowid AS rid, coalesce(t.host, '') AS h, t.*, "
+        "t.source_id || '/' || t.container_id AS place "
         "FROM live_sockets t WHERE t.container_id IS NOT NULL "
-        "AND coalesce(json_array_length(t.pids), 0) > 0 AND coalesce(t.state, '') <> 'LISTEN') "
-        "SELECT a.rid, b.rid FROM s a JOIN s b ON a.host IS NOT DISTINCT FROM b.host AND a.place < b.place "
-        "AND ((a.protocol IN ('tcp', 'tcp6', 'udp', 'udp6') AND b.protocol = a.protocol "
-        "AND a.local = b.remote AND a.remote = b.local AND a.local_port = b.remote_port "
-        "AND a.remote_port = b.local_port AND a.local_port > 0 AND a.remote_port > 0 "
-        f"AND (NOT {_LOOPBACK.format(col='a.remote')} OR a.netns = b.netns)) {unix}) "
-        "ORDER BY a.place, b.place, a.rid, b.rid"
+        "AND coalesce(json_array_length(t.pids), 0) > 0 AND coalesce(t.state, '') <> 'LISTEN'), "
+        f"p AS ({pair}"
+        "ON a.h = b.h AND b.protocol = a.protocol AND a.local = b.remote AND a.remote = b.local "
+        "AND a.local_port = b.remote_port AND a.remote_port = b.local_port "
+        "WHERE a.place < b.place AND a.protocol IN ('tcp', 'tcp6', 'udp', 'udp6') "
+        "AND a.local_port > 0 AND a.remote_port > 0 "
+        f"AND (NOT {_LOOPBACK.format(col='a.remote')} OR a.netns = b.netns) "
+        f"{unix if peer_column else ''}) "
+        "SELECT ar, br FROM p ORDER BY ap, bp, ar, br"
     )
 
 
